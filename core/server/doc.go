@@ -1,0 +1,22 @@
+// Package server implements the raftd client API (proto/api/v1) on top of a
+// local node driver.
+//
+// A Server answers Apply, Query, Status and the membership RPCs for one node.
+// Apply and linearizable Query received by a follower are forwarded to the
+// leader over gRPC (to the address ForwardAddr resolves for the leader's id)
+// and the leader's answer, or its error, is relayed unchanged. A forwarded
+// request is never forwarded again: a node that receives one and is not the
+// leader refuses it with Unavailable, and the client retries.
+//
+// Errors are gRPC status codes with a one-line message:
+//
+//	no leader yet, leader changed before the entry   Unavailable, not applied
+//	command over MaxEntryBytes, empty command          InvalidArgument, not applied
+//	membership change refused                          FailedPrecondition, not applied
+//	deadline while waiting for commit                  DeadlineExceeded, outcome unknown
+//	node stopping, leadership lost while waiting       Unavailable, outcome unknown
+//
+// Every refusal that is certain to have happened before the command entered
+// the log carries the trailer OutcomeKey: OutcomeNotApplied, so that a client
+// can tell "certainly not applied" (safe to retry anywhere) from "unknown".
+package server

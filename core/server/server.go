@@ -1,0 +1,526 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"time"
+
+	apiv1 "github.com/raftd/raftd/proto/api/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// DefaultMaxEntryBytes is the default limit on an Apply command (1 MiB).
+const DefaultMaxEntryBytes = 1 << 20
+
+// Node is what the server needs from the local node driver. The composition
+// root (cmd/raftd) adapts core/node to it. Errors are matched against the
+// sentinels of this package (ErrNotLeader, ErrRejected, ErrStopped,
+// ErrLeadershipLost), raft.ErrNoLeader, raft.ErrProposalDropped and context
+// errors; anything else becomes Internal.
+type Node interface {
+	// ID returns this node's id.
+	ID() uint64
+	// Leader returns the id of the leader this node knows of, or 0.
+	Leader() uint64
+	// Propose appends cmd to the log and waits until it is committed and
+	// applied locally; it returns the FSM's result and the entry's position.
+	// It returns ErrNotLeader (or raft.ErrNoLeader) without proposing when
+	// this node is not the leader.
+	Propose(ctx context.Context, cmd []byte) (result []byte, index, term uint64, err error)
+	// Query runs q against the local FSM. When linearizable, the node first
+	// confirms its leadership and waits until it has applied the read index
+	// (thesis §6.4); a follower returns ErrNotLeader.
+	Query(ctx context.Context, q []byte, linearizable bool) (result []byte, appliedIndex uint64, err error)
+	// Status reports this node only. Fields the server knows (api address,
+	// cluster id) may be left empty.
+	Status(ctx context.Context) (*apiv1.NodeStatus, error)
+	// Members lists the membership in the local configuration.
+	Members(ctx context.Context) ([]*apiv1.Member, error)
+	// AddMember proposes a membership change on the leader and waits for it
+	// to be applied.
+	AddMember(ctx context.Context, id uint64, raftAddr string, learner bool) error
+	// RemoveMember proposes the removal of id and waits for it to be applied.
+	RemoveMember(ctx context.Context, id uint64) error
+	// TransferLeader asks the leader to hand over to id and waits until a
+	// leader other than the old one is known or ctx ends.
+	TransferLeader(ctx context.Context, id uint64) error
+}
+
+// VersionActivator is implemented by nodes that support rolling FSM
+// upgrades (DESIGN "Rolling FSM upgrades").
+type VersionActivator interface {
+	ActivateFSMVersion(ctx context.Context, version uint32) (index uint64, err error)
+}
+
+// SnapshotOpener is implemented by nodes that can hand out their latest
+// snapshot. The caller closes the reader.
+type SnapshotOpener interface {
+	OpenSnapshot(ctx context.Context, takeNew bool) (*apiv1.SnapshotHeader, io.ReadCloser, error)
+}
+
+// Config configures a Server.
+type Config struct {
+	// Node is the local node. Required.
+	Node Node
+	// APIAddr and ClusterID fill the matching NodeStatus fields.
+	APIAddr   string
+	ClusterID string
+	// MaxEntryBytes limits the size of an Apply command. The default is
+	// DefaultMaxEntryBytes.
+	MaxEntryBytes int
+	// ForwardAddr resolves the gRPC address on which member id serves this
+	// API; it is used for forwarding and for status fan-out. Required for
+	// clusters of more than one node.
+	ForwardAddr func(id uint64) (string, bool)
+	// StatusTimeout bounds each peer status call of the fan-out. The default
+	// is 1 s.
+	StatusTimeout time.Duration
+}
+
+// Server implements apiv1.RaftdServer. It is safe for concurrent use.
+type Server struct {
+	apiv1.UnimplementedRaftdServer
+	cfg Config
+
+	mu     sync.Mutex
+	conns  map[string]*grpc.ClientConn
+	closed bool
+}
+
+// New returns a Server for cfg.
+func New(cfg Config) *Server {
+	if cfg.MaxEntryBytes <= 0 {
+		cfg.MaxEntryBytes = DefaultMaxEntryBytes
+	}
+	if cfg.StatusTimeout <= 0 {
+		cfg.StatusTimeout = time.Second
+	}
+	if cfg.ForwardAddr == nil {
+		cfg.ForwardAddr = func(uint64) (string, bool) { return "", false }
+	}
+	return &Server{cfg: cfg, conns: map[string]*grpc.ClientConn{}}
+}
+
+// Register registers the service on r.
+func (s *Server) Register(r grpc.ServiceRegistrar) { apiv1.RegisterRaftdServer(r, s) }
+
+// Close closes the connections used for forwarding.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	var errs []error
+	for _, c := range s.conns {
+		errs = append(errs, c.Close())
+	}
+	s.conns = nil
+	return errors.Join(errs...)
+}
+
+func isForwarded(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return len(md.Get(forwardedKey)) > 0
+}
+
+// Apply implements apiv1.RaftdServer.
+func (s *Server) Apply(ctx context.Context, req *apiv1.ApplyRequest) (*apiv1.ApplyResponse, error) {
+	if len(req.GetCommand()) == 0 {
+		return nil, notApplied(ctx, codes.InvalidArgument, "apply: empty command")
+	}
+	if n := len(req.GetCommand()); n > s.cfg.MaxEntryBytes {
+		return nil, notApplied(ctx, codes.InvalidArgument, "apply: command is %d bytes, over the limit of %d bytes (--max-entry-bytes)", n, s.cfg.MaxEntryBytes)
+	}
+	n := s.cfg.Node
+	if lead := n.Leader(); lead != n.ID() {
+		return s.forwardApply(ctx, lead, req)
+	}
+	res, idx, term, err := n.Propose(ctx, req.GetCommand())
+	if errors.Is(err, ErrNotLeader) {
+		return s.forwardApply(ctx, n.Leader(), req)
+	}
+	if err != nil {
+		return nil, toStatus(ctx, "apply", err)
+	}
+	return &apiv1.ApplyResponse{Result: res, Index: idx, Term: term}, nil
+}
+
+// Query implements apiv1.RaftdServer.
+func (s *Server) Query(ctx context.Context, req *apiv1.QueryRequest) (*apiv1.QueryResponse, error) {
+	if len(req.GetQuery()) > s.cfg.MaxEntryBytes {
+		return nil, notApplied(ctx, codes.InvalidArgument, "query: %d bytes, over the limit of %d bytes", len(req.GetQuery()), s.cfg.MaxEntryBytes)
+	}
+	var lin bool
+	switch req.GetConsistency() {
+	case apiv1.Consistency_CONSISTENCY_UNSPECIFIED, apiv1.Consistency_CONSISTENCY_LINEARIZABLE:
+		lin = true
+	case apiv1.Consistency_CONSISTENCY_STALE:
+	default:
+		return nil, notApplied(ctx, codes.InvalidArgument, "query: unknown consistency %d", req.GetConsistency())
+	}
+	n := s.cfg.Node
+	if lin {
+		if lead := n.Leader(); lead != n.ID() {
+			return s.forwardQuery(ctx, lead, req)
+		}
+	}
+	res, applied, err := n.Query(ctx, req.GetQuery(), lin)
+	if lin && errors.Is(err, ErrNotLeader) {
+		return s.forwardQuery(ctx, n.Leader(), req)
+	}
+	if err != nil {
+		return nil, toStatus(ctx, "query", err)
+	}
+	return &apiv1.QueryResponse{Result: res, AppliedIndex: applied}, nil
+}
+
+// leaderConn returns a ready connection to the leader lead, or a
+// not-applied status error when there is none.
+func (s *Server) leaderConn(ctx context.Context, op string, lead uint64) (*grpc.ClientConn, error) {
+	if lead == 0 {
+		return nil, notApplied(ctx, codes.Unavailable, "%s: no leader (election in progress or no quorum); not applied, retry", op)
+	}
+	if isForwarded(ctx) {
+		return nil, notApplied(ctx, codes.Unavailable, "%s: node %d is not the leader any more (leader is %d); not applied, retry", op, s.cfg.Node.ID(), lead)
+	}
+	addr, ok := s.cfg.ForwardAddr(lead)
+	if !ok {
+		return nil, notApplied(ctx, codes.Unavailable, "%s: leader %d has no known address; not applied", op, lead)
+	}
+	cc, err := s.conn(addr)
+	if err != nil {
+		return nil, notApplied(ctx, codes.Unavailable, "%s: leader %d at %s: %v", op, lead, addr, err)
+	}
+	if err := waitReady(ctx, cc); err != nil {
+		return nil, notApplied(ctx, codes.Unavailable, "%s: leader %d at %s unreachable; not applied", op, lead, addr)
+	}
+	return cc, nil
+}
+
+// relay copies the leader's outcome trailer to our response and returns err.
+func relay(ctx context.Context, trailer metadata.MD, err error) error {
+	if err != nil && IsNotApplied(trailer) {
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(OutcomeKey, OutcomeNotApplied))
+	}
+	return err
+}
+
+func (s *Server) forwardApply(ctx context.Context, lead uint64, req *apiv1.ApplyRequest) (*apiv1.ApplyResponse, error) {
+	cc, err := s.leaderConn(ctx, "apply", lead)
+	if err != nil {
+		return nil, err
+	}
+	var tr metadata.MD
+	resp, err := apiv1.NewRaftdClient(cc).Apply(metadata.AppendToOutgoingContext(ctx, forwardedKey, "1"), req, grpc.Trailer(&tr))
+	return resp, relay(ctx, tr, err)
+}
+
+func (s *Server) forwardQuery(ctx context.Context, lead uint64, req *apiv1.QueryRequest) (*apiv1.QueryResponse, error) {
+	cc, err := s.leaderConn(ctx, "query", lead)
+	if err != nil {
+		return nil, err
+	}
+	var tr metadata.MD
+	resp, err := apiv1.NewRaftdClient(cc).Query(metadata.AppendToOutgoingContext(ctx, forwardedKey, "1"), req, grpc.Trailer(&tr))
+	return resp, relay(ctx, tr, err)
+}
+
+// waitReady waits until cc is connected or ctx ends.
+func waitReady(ctx context.Context, cc *grpc.ClientConn) error {
+	for {
+		st := cc.GetState()
+		switch st {
+		case connectivity.Ready:
+			return nil
+		case connectivity.Idle:
+			cc.Connect()
+		case connectivity.Shutdown:
+			return errors.New("connection closed")
+		}
+		if !cc.WaitForStateChange(ctx, st) {
+			return ctx.Err()
+		}
+	}
+}
+
+func (s *Server) conn(addr string) (*grpc.ClientConn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrStopped
+	}
+	if c, ok := s.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	s.conns[addr] = c
+	return c, nil
+}
+
+// localStatus is the node's own status with the server's fields filled in.
+func (s *Server) localStatus(ctx context.Context) (*apiv1.NodeStatus, error) {
+	st, err := s.cfg.Node.Status(ctx)
+	if err != nil {
+		return nil, toStatus(ctx, "status", err)
+	}
+	if st.ApiAddr == "" {
+		st.ApiAddr = s.cfg.APIAddr
+	}
+	if st.ClusterId == "" {
+		st.ClusterId = s.cfg.ClusterID
+	}
+	return st, nil
+}
+
+// Status implements apiv1.RaftdServer. Without req.Local it asks every
+// member for its local status in parallel; a member that does not answer
+// within StatusTimeout is listed with Error set.
+func (s *Server) Status(ctx context.Context, req *apiv1.StatusRequest) (*apiv1.StatusResponse, error) {
+	self, err := s.localStatus(ctx)
+	if err != nil {
+		return nil, err
+	}
+	nodes := []*apiv1.NodeStatus{self}
+	if !req.GetLocal() {
+		members, err := s.cfg.Node.Members(ctx)
+		if err != nil {
+			return nil, toStatus(ctx, "status", err)
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for _, m := range members {
+			if m.GetId() == self.GetId() {
+				continue
+			}
+			wg.Add(1)
+			go func(m *apiv1.Member) {
+				defer wg.Done()
+				ns := s.peerStatus(ctx, m)
+				mu.Lock()
+				nodes = append(nodes, ns)
+				mu.Unlock()
+			}(m)
+		}
+		wg.Wait()
+	}
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].GetId() < nodes[j].GetId() })
+	resp := &apiv1.StatusResponse{Nodes: nodes}
+	// The cluster's leader and term: the highest term any node reports,
+	// with the leader known at that term.
+	for _, n := range nodes {
+		if n.GetError() != "" {
+			continue
+		}
+		if n.GetTerm() > resp.Term || (n.GetTerm() == resp.Term && resp.Leader == 0) {
+			if n.GetTerm() > resp.Term {
+				resp.Leader = 0
+			}
+			resp.Term = n.GetTerm()
+			if n.GetLeader() != 0 {
+				resp.Leader = n.GetLeader()
+			}
+		}
+	}
+	return resp, nil
+}
+
+func (s *Server) peerStatus(ctx context.Context, m *apiv1.Member) *apiv1.NodeStatus {
+	fail := func(err error) *apiv1.NodeStatus {
+		msg := err.Error()
+		if st, ok := status.FromError(err); ok {
+			msg = st.Message()
+		}
+		return &apiv1.NodeStatus{Id: m.GetId(), RaftAddr: m.GetRaftAddr(), ApiAddr: m.GetApiAddr(), Error: msg}
+	}
+	addr, ok := s.cfg.ForwardAddr(m.GetId())
+	if !ok {
+		return fail(fmt.Errorf("no address known for node %d", m.GetId()))
+	}
+	cc, err := s.conn(addr)
+	if err != nil {
+		return fail(err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StatusTimeout)
+	defer cancel()
+	resp, err := apiv1.NewRaftdClient(cc).Status(ctx, &apiv1.StatusRequest{Local: true})
+	if err != nil {
+		if ctx.Err() != nil {
+			return fail(fmt.Errorf("unreachable at %s: no answer within %s", addr, s.cfg.StatusTimeout))
+		}
+		return fail(fmt.Errorf("unreachable at %s: %v", addr, status.Convert(err).Message()))
+	}
+	for _, ns := range resp.GetNodes() {
+		if ns.GetId() == m.GetId() {
+			if ns.RaftAddr == "" {
+				ns.RaftAddr = m.GetRaftAddr()
+			}
+			return ns
+		}
+	}
+	return fail(fmt.Errorf("node at %s did not report node %d", addr, m.GetId()))
+}
+
+// Members implements apiv1.RaftdServer.
+func (s *Server) Members(ctx context.Context, _ *apiv1.MembersRequest) (*apiv1.MembersResponse, error) {
+	ms, err := s.cfg.Node.Members(ctx)
+	if err != nil {
+		return nil, toStatus(ctx, "members", err)
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].GetId() < ms[j].GetId() })
+	return &apiv1.MembersResponse{Leader: s.cfg.Node.Leader(), Members: ms}, nil
+}
+
+// onLeader runs f locally when this node leads, else returns a connection
+// to the leader for forwarding.
+func (s *Server) onLeader(ctx context.Context, op string) (*grpc.ClientConn, bool, error) {
+	n := s.cfg.Node
+	if lead := n.Leader(); lead == n.ID() {
+		return nil, true, nil
+	} else {
+		cc, err := s.leaderConn(ctx, op, lead)
+		return cc, false, err
+	}
+}
+
+// AddMember implements apiv1.RaftdServer.
+func (s *Server) AddMember(ctx context.Context, req *apiv1.AddMemberRequest) (*apiv1.MembersResponse, error) {
+	if req.GetId() == 0 {
+		return nil, notApplied(ctx, codes.InvalidArgument, "add member: node id must be a positive integer")
+	}
+	if req.GetRaftAddr() == "" {
+		return nil, notApplied(ctx, codes.InvalidArgument, "add member: raft address of node %d is required", req.GetId())
+	}
+	cc, local, err := s.onLeader(ctx, "add member")
+	if err != nil {
+		return nil, err
+	}
+	if !local {
+		var tr metadata.MD
+		resp, err := apiv1.NewRaftdClient(cc).AddMember(metadata.AppendToOutgoingContext(ctx, forwardedKey, "1"), req, grpc.Trailer(&tr))
+		return resp, relay(ctx, tr, err)
+	}
+	if err := s.cfg.Node.AddMember(ctx, req.GetId(), req.GetRaftAddr(), req.GetLearner()); err != nil {
+		return nil, toMembershipStatus(ctx, "add member", err)
+	}
+	return s.Members(ctx, &apiv1.MembersRequest{})
+}
+
+// RemoveMember implements apiv1.RaftdServer.
+func (s *Server) RemoveMember(ctx context.Context, req *apiv1.RemoveMemberRequest) (*apiv1.MembersResponse, error) {
+	if req.GetId() == 0 {
+		return nil, notApplied(ctx, codes.InvalidArgument, "remove member: node id must be a positive integer")
+	}
+	cc, local, err := s.onLeader(ctx, "remove member")
+	if err != nil {
+		return nil, err
+	}
+	if !local {
+		var tr metadata.MD
+		resp, err := apiv1.NewRaftdClient(cc).RemoveMember(metadata.AppendToOutgoingContext(ctx, forwardedKey, "1"), req, grpc.Trailer(&tr))
+		return resp, relay(ctx, tr, err)
+	}
+	if err := s.cfg.Node.RemoveMember(ctx, req.GetId()); err != nil {
+		return nil, toMembershipStatus(ctx, "remove member", err)
+	}
+	return s.Members(ctx, &apiv1.MembersRequest{})
+}
+
+// TransferLeader implements apiv1.RaftdServer.
+func (s *Server) TransferLeader(ctx context.Context, req *apiv1.TransferLeaderRequest) (*apiv1.TransferLeaderResponse, error) {
+	if req.GetId() == 0 {
+		return nil, notApplied(ctx, codes.InvalidArgument, "transfer leader: node id must be a positive integer")
+	}
+	cc, local, err := s.onLeader(ctx, "transfer leader")
+	if err != nil {
+		return nil, err
+	}
+	if !local {
+		var tr metadata.MD
+		resp, err := apiv1.NewRaftdClient(cc).TransferLeader(metadata.AppendToOutgoingContext(ctx, forwardedKey, "1"), req, grpc.Trailer(&tr))
+		return resp, relay(ctx, tr, err)
+	}
+	if err := s.cfg.Node.TransferLeader(ctx, req.GetId()); err != nil {
+		return nil, toMembershipStatus(ctx, "transfer leader", err)
+	}
+	return &apiv1.TransferLeaderResponse{Leader: s.cfg.Node.Leader()}, nil
+}
+
+// ActivateFSMVersion implements apiv1.RaftdServer.
+func (s *Server) ActivateFSMVersion(ctx context.Context, req *apiv1.ActivateFSMVersionRequest) (*apiv1.ActivateFSMVersionResponse, error) {
+	va, ok := s.cfg.Node.(VersionActivator)
+	if !ok {
+		return nil, notApplied(ctx, codes.Unimplemented, "fsm activate: not supported by this node")
+	}
+	if req.GetVersion() == 0 {
+		return nil, notApplied(ctx, codes.InvalidArgument, "fsm activate: version must be a positive integer")
+	}
+	cc, local, err := s.onLeader(ctx, "fsm activate")
+	if err != nil {
+		return nil, err
+	}
+	if !local {
+		var tr metadata.MD
+		resp, err := apiv1.NewRaftdClient(cc).ActivateFSMVersion(metadata.AppendToOutgoingContext(ctx, forwardedKey, "1"), req, grpc.Trailer(&tr))
+		return resp, relay(ctx, tr, err)
+	}
+	idx, err := va.ActivateFSMVersion(ctx, req.GetVersion())
+	if err != nil {
+		return nil, toMembershipStatus(ctx, "fsm activate", err)
+	}
+	return &apiv1.ActivateFSMVersionResponse{Index: idx}, nil
+}
+
+// toMembershipStatus maps ErrRejected to FailedPrecondition; the rest as
+// toStatus.
+func toMembershipStatus(ctx context.Context, op string, err error) error {
+	if errors.Is(err, ErrRejected) {
+		return notApplied(ctx, codes.FailedPrecondition, "%s: %v", op, err)
+	}
+	return toStatus(ctx, op, err)
+}
+
+// snapshotChunkBytes bounds one DownloadSnapshot data chunk.
+const snapshotChunkBytes = 1 << 20
+
+// DownloadSnapshot implements apiv1.RaftdServer.
+func (s *Server) DownloadSnapshot(req *apiv1.DownloadSnapshotRequest, stream grpc.ServerStreamingServer[apiv1.SnapshotChunk]) error {
+	ctx := stream.Context()
+	so, ok := s.cfg.Node.(SnapshotOpener)
+	if !ok {
+		return status.Error(codes.Unimplemented, "snapshot: not supported by this node")
+	}
+	hdr, rc, err := so.OpenSnapshot(ctx, req.GetTakeNew())
+	if err != nil {
+		return toMembershipStatus(ctx, "snapshot", err)
+	}
+	defer rc.Close()
+	if err := stream.Send(&apiv1.SnapshotChunk{Header: hdr}); err != nil {
+		return err
+	}
+	buf := make([]byte, snapshotChunkBytes)
+	for {
+		n, err := io.ReadFull(rc, buf)
+		if n > 0 {
+			if serr := stream.Send(&apiv1.SnapshotChunk{Data: buf[:n]}); serr != nil {
+				return serr
+			}
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return nil
+		}
+		if err != nil {
+			return status.Errorf(codes.Internal, "snapshot: read: %v", err)
+		}
+	}
+}
