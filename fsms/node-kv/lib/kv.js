@@ -58,9 +58,14 @@ function lowerBound(arr, key, lo = 0) {
   return lo;
 }
 
-/** Store is an ordered string map (see the file comment). */
+/**
+ * Store is an ordered string map (see the file comment). tidyMin is the
+ * pending/tombstone count below which they are not folded into the sorted
+ * index (tests lower it to exercise the merge).
+ */
 class Store {
-  constructor() {
+  constructor(tidyMin = 1024) {
+    this.tidyMin = tidyMin;
     this.map = new Map();
     this.sorted = []; // ascending; may hold keys that were deleted (in tomb)
     this.tomb = new Set(); // keys in sorted but not in map
@@ -115,7 +120,7 @@ class Store {
       this.pending = uniq;
       this.pendingClean = true;
     }
-    const limit = full ? 0 : Math.max(1024, this.sorted.length >>> 4);
+    const limit = full ? 0 : Math.max(this.tidyMin, this.sorted.length >>> 4);
     if (this.pending.length > limit || this.tomb.size > limit) {
       const a = this.sorted;
       const b = this.pending;
@@ -134,9 +139,9 @@ class Store {
       out.length = n;
       // A new array: a captured snapshot may still hold the old one.
       this.sorted = out;
-      this.tomb = new Set();
+      this.tomb.clear();
       this.pending = [];
-      this.pendingSet = new Set();
+      this.pendingSet.clear();
     }
   }
 
