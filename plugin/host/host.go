@@ -1,0 +1,539 @@
+// Package host launches, supervises and talks to an FSM plugin process
+// (docs/plugin-protocol.md). A Client owns at most one plugin process at a
+// time; when the process crashes, hangs or breaks the protocol, every call
+// returns a *BrokenError until the owner calls Restart (and then restores
+// and replays, which is the node's job).
+//
+// Client's methods mirror core/node's StateMachine interface, so the
+// adapter in cmd/raftd is a type conversion per method.
+package host
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	goplugin "github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/raftd/raftd/plugin/fsm"
+	"github.com/raftd/raftd/plugin/internal/shared"
+	fsmv1 "github.com/raftd/raftd/proto/fsm/v1"
+)
+
+// Config configures a Client. Only Path is required; zero values mean the
+// documented defaults.
+type Config struct {
+	// Path is the plugin executable.
+	Path string
+	// Args are extra arguments for the executable. Default none.
+	Args []string
+	// SHA256 is the expected hex SHA-256 of the executable (--fsm-sha256).
+	// When set, a binary with another digest is refused before it runs.
+	SHA256 string
+	// Name tags the plugin's log lines. Default: the base name of Path.
+	Name string
+	// Logger receives the host's messages about the plugin and the
+	// plugin's stderr. Default: hclog.Default().
+	Logger hclog.Logger
+	// StartTimeout bounds the start-up handshake. Default 5s.
+	StartTimeout time.Duration
+	// CallTimeout bounds Info, Query and Digest. Default 10s.
+	CallTimeout time.Duration
+	// SnapshotTimeout bounds Snapshot and Restore. Default 30m.
+	SnapshotTimeout time.Duration
+	// ApplyTimeout is the watchdog for Apply: if no batch completes for
+	// this long, the plugin is declared hung and killed. Default 30s.
+	ApplyTimeout time.Duration
+	// MaxBatchBytes is the target size of one Apply request. Default 1 MiB.
+	MaxBatchBytes int
+	// MaxInflight is how many Apply requests may be outstanding. Default 8.
+	MaxInflight int
+}
+
+func (c *Config) withDefaults() Config {
+	d := *c
+	if d.Name == "" {
+		d.Name = filepath.Base(d.Path)
+	}
+	if d.Logger == nil {
+		d.Logger = hclog.Default()
+	}
+	if d.StartTimeout <= 0 {
+		d.StartTimeout = 5 * time.Second
+	}
+	if d.CallTimeout <= 0 {
+		d.CallTimeout = 10 * time.Second
+	}
+	if d.SnapshotTimeout <= 0 {
+		d.SnapshotTimeout = 30 * time.Minute
+	}
+	if d.ApplyTimeout <= 0 {
+		d.ApplyTimeout = 30 * time.Second
+	}
+	if d.MaxBatchBytes <= 0 {
+		d.MaxBatchBytes = 1 << 20
+	}
+	if d.MaxInflight <= 0 {
+		d.MaxInflight = 8
+	}
+	return d
+}
+
+// ErrBroken is matched (errors.Is) by every *BrokenError.
+var ErrBroken = errors.New("host: plugin broken")
+
+// ErrClosed is returned after Close.
+var ErrClosed = errors.New("host: client closed")
+
+// Reason says why a plugin process is considered broken.
+type Reason string
+
+// Reasons for a BrokenError.
+const (
+	ReasonExited    Reason = "exited"    // the process died (crash, kill -9)
+	ReasonHung      Reason = "hung"      // Apply watchdog fired
+	ReasonTimeout   Reason = "timeout"   // a non-Apply call missed its deadline
+	ReasonRPC       Reason = "rpc error" // a gRPC error on the Apply stream or a call
+	ReasonProtocol  Reason = "protocol"  // the plugin broke the protocol
+	ReasonCancelled Reason = "cancelled" // Apply's context ended mid-batch: state unknown
+	ReasonRestarted Reason = "restarted" // replaced by Restart
+	ReasonClosed    Reason = "closed"    // Close was called
+)
+
+// BrokenError reports a plugin process that can no longer be trusted: its
+// state may be behind or unknown. Recover with Restart, then Restore and
+// replay.
+type BrokenError struct {
+	Plugin string
+	PID    int
+	Reason Reason
+	Err    error // underlying cause, may be nil
+}
+
+func (e *BrokenError) Error() string {
+	s := fmt.Sprintf("host: plugin %s (pid %d) %s", e.Plugin, e.PID, e.Reason)
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Unwrap returns the cause.
+func (e *BrokenError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrBroken) true.
+func (e *BrokenError) Is(target error) bool { return target == ErrBroken }
+
+// Client is a supervised plugin process. It is safe for concurrent use;
+// Apply calls are serialized (their order is the apply order).
+type Client struct {
+	cfg Config
+
+	mu     sync.Mutex
+	proc   *process // nil after Close
+	closed bool
+
+	applyMu sync.Mutex // serializes Apply and Restart
+}
+
+// Start checks the executable (existence, SHA-256), launches it, performs
+// the handshake and an Info call, and opens the Apply stream. A missing
+// file, a digest mismatch or a binary that is not a raftd plugin gives an
+// error within StartTimeout; no process is left behind.
+func Start(ctx context.Context, cfg Config) (*Client, error) {
+	c := &Client{cfg: cfg.withDefaults()}
+	if err := checkBinary(c.cfg.Path, c.cfg.SHA256); err != nil {
+		return nil, err
+	}
+	p, err := c.launch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.proc = p
+	return c, nil
+}
+
+// checkBinary verifies that path is an executable regular file and, when
+// want is set, that its SHA-256 is want.
+func checkBinary(path, want string) error {
+	if path == "" {
+		return errors.New("host: no plugin path given")
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("host: plugin %s: %w", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("host: plugin %s: not a regular file", path)
+	}
+	if st.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("host: plugin %s: not executable", path)
+	}
+	if want == "" {
+		return nil
+	}
+	want = strings.ToLower(strings.TrimSpace(want))
+	if b, err := hex.DecodeString(want); err != nil || len(b) != sha256.Size {
+		return fmt.Errorf("host: expected sha256 %q is not 64 hex digits", want)
+	}
+	got, err := FileSHA256(path)
+	if err != nil {
+		return err
+	}
+	if got != want {
+		return fmt.Errorf("host: plugin %s: sha256 %s does not match the expected %s", path, got, want)
+	}
+	return nil
+}
+
+// FileSHA256 returns the lower-case hex SHA-256 of a file (what raftd fsm
+// status shows as the binary digest).
+func FileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("host: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("host: hash %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// process is one running plugin.
+type process struct {
+	name   string
+	log    hclog.Logger
+	gp     *goplugin.Client
+	rpc    fsmv1.StateMachineClient
+	pid    int
+	stream fsmv1.StateMachine_ApplyClient
+	cancel context.CancelFunc // ends the Apply stream
+	resps  chan *fsmv1.ApplyResponse
+	done   chan struct{} // closed when broken
+	once   sync.Once
+	errMu  sync.Mutex
+	err    *BrokenError
+	killed chan struct{} // closed after the process is reaped
+	info   fsm.Info
+}
+
+func (c *Client) launch(ctx context.Context) (*process, error) {
+	cfg := &c.cfg
+	cmd := exec.Command(cfg.Path, cfg.Args...)
+	gp := goplugin.NewClient(&goplugin.ClientConfig{
+		HandshakeConfig:  shared.Handshake,
+		Plugins:          goplugin.PluginSet{shared.PluginName: &shared.GRPCPlugin{}},
+		Cmd:              cmd,
+		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		StartTimeout:     cfg.StartTimeout,
+		Logger:           cfg.Logger.Named(cfg.Name),
+		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(shared.MaxMsgBytes), grpc.MaxCallSendMsgSize(shared.MaxMsgBytes))},
+	})
+	fail := func(err error) (*process, error) {
+		gp.Kill()
+		return nil, err
+	}
+	cp, err := gp.Client()
+	if err != nil {
+		return fail(fmt.Errorf("host: %s is not a working raftd FSM plugin: %w", cfg.Path, err))
+	}
+	raw, err := cp.Dispense(shared.PluginName)
+	if err != nil {
+		return fail(fmt.Errorf("host: %s: dispense: %w", cfg.Path, err))
+	}
+	rpc, ok := raw.(fsmv1.StateMachineClient)
+	if !ok {
+		return fail(fmt.Errorf("host: %s: unexpected client type %T", cfg.Path, raw))
+	}
+	p := &process{
+		name: cfg.Name, log: cfg.Logger.Named(cfg.Name), gp: gp, rpc: rpc,
+		pid:    gp.ReattachConfig().Pid,
+		resps:  make(chan *fsmv1.ApplyResponse, cfg.MaxInflight),
+		done:   make(chan struct{}),
+		killed: make(chan struct{}),
+	}
+	ictx, cancel := context.WithTimeout(ctx, cfg.CallTimeout)
+	ir, err := rpc.Info(ictx, &fsmv1.InfoRequest{})
+	cancel()
+	if err != nil {
+		return fail(fmt.Errorf("host: %s: info: %w", cfg.Path, err))
+	}
+	if ir.Name == "" || ir.MinVersion < 1 || ir.MaxVersion < ir.MinVersion {
+		return fail(fmt.Errorf("host: %s: info: invalid name %q or version range %d..%d", cfg.Path, ir.Name, ir.MinVersion, ir.MaxVersion))
+	}
+	p.info = infoFromProto(ir)
+	sctx, scancel := context.WithCancel(context.Background())
+	stream, err := rpc.Apply(sctx)
+	if err != nil {
+		scancel()
+		return fail(fmt.Errorf("host: %s: open apply stream: %w", cfg.Path, err))
+	}
+	p.stream, p.cancel = stream, scancel
+	go p.receive()
+	p.log.Debug("plugin started", "pid", p.pid, "fsm", ir.Name, "versions", fmt.Sprintf("%d..%d", ir.MinVersion, ir.MaxVersion))
+	return p, nil
+}
+
+func infoFromProto(r *fsmv1.InfoResponse) fsm.Info {
+	return fsm.Info{Name: r.Name, MinVersion: r.MinVersion, MaxVersion: r.MaxVersion,
+		AppliedIndex: r.AppliedIndex, AppliedTerm: r.AppliedTerm}
+}
+
+// receive forwards Apply responses until the stream breaks.
+func (p *process) receive() {
+	for {
+		r, err := p.stream.Recv()
+		if err != nil {
+			if err == io.EOF {
+				err = errors.New("apply stream closed by the plugin")
+			}
+			p.fail(ReasonRPC, err)
+			return
+		}
+		select {
+		case p.resps <- r:
+		case <-p.done:
+			return
+		}
+	}
+}
+
+// fail marks the process broken (first reason wins) and kills it. An RPC
+// failure caused by the process dying is reported as ReasonExited.
+func (p *process) fail(reason Reason, cause error) {
+	p.once.Do(func() {
+		if reason == ReasonRPC && p.waitExited(500*time.Millisecond) {
+			reason = ReasonExited
+		}
+		p.errMu.Lock()
+		p.err = &BrokenError{Plugin: p.name, PID: p.pid, Reason: reason, Err: cause}
+		p.errMu.Unlock()
+		close(p.done)
+		p.cancel()
+		switch reason {
+		case ReasonClosed, ReasonRestarted:
+			p.log.Debug("stopping plugin", "pid", p.pid, "reason", string(reason))
+			p.gp.Kill() // graceful: controller Shutdown, SIGKILL after 2s
+		default:
+			p.log.Error("plugin broken", "pid", p.pid, "reason", string(reason), "error", cause)
+			if p.pid > 0 {
+				_ = syscall.Kill(p.pid, syscall.SIGKILL)
+			}
+			p.gp.Kill() // reaps and cleans up
+		}
+		close(p.killed)
+	})
+}
+
+func (p *process) waitExited(d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if p.gp.Exited() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (p *process) brokenErr() error {
+	p.errMu.Lock()
+	defer p.errMu.Unlock()
+	return p.err
+}
+
+// current returns the live process or the error that ended it.
+func (c *Client) current() (*process, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	p := c.proc
+	select {
+	case <-p.done:
+		return nil, p.brokenErr()
+	default:
+		return p, nil
+	}
+}
+
+// PID returns the process id of the current plugin process (0 after Close).
+func (c *Client) PID() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.proc == nil || c.closed {
+		return 0
+	}
+	return c.proc.pid
+}
+
+// Name returns the plugin's log name (Config.Name).
+func (c *Client) Name() string { return c.cfg.Name }
+
+// Broken returns a channel closed when the current process breaks, and
+// the process it belongs to; use it to notice a crash while idle.
+func (c *Client) Broken() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.proc == nil {
+		ch := make(chan struct{})
+		close(ch)
+		return ch
+	}
+	return c.proc.done
+}
+
+// Err returns the *BrokenError of the current process, ErrClosed, or nil
+// while it is healthy.
+func (c *Client) Err() error {
+	_, err := c.current()
+	return err
+}
+
+// Restart kills the current process (if still running) and starts a new
+// one. The new process has a fresh Apply stream; an in-memory FSM starts
+// empty, so the caller restores a snapshot and replays before new Apply
+// calls (Info tells where the plugin is).
+func (c *Client) Restart(ctx context.Context) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	old := c.proc
+	c.mu.Unlock()
+	old.fail(ReasonRestarted, nil) // unblocks a stuck Apply
+	<-old.killed
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
+	if err := checkBinary(c.cfg.Path, c.cfg.SHA256); err != nil {
+		return err
+	}
+	p, err := c.launch(ctx)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		go p.fail(ReasonClosed, nil)
+		<-p.killed
+		return ErrClosed
+	}
+	c.proc = p
+	return nil
+}
+
+// Close stops the plugin (graceful Shutdown, SIGKILL after 2 s) and waits
+// until the process is gone. Later calls return ErrClosed.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	p := c.proc
+	c.mu.Unlock()
+	p.fail(ReasonClosed, nil)
+	<-p.killed
+	return nil
+}
+
+// call runs a unary call under a deadline. A deadline miss or a transport
+// failure breaks the process; other gRPC errors are returned as they are.
+func (c *Client) call(ctx context.Context, timeout time.Duration, what string, f func(context.Context, fsmv1.StateMachineClient) error) error {
+	p, err := c.current()
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err = f(cctx, p.rpc)
+	if err == nil {
+		return nil
+	}
+	select {
+	case <-p.done:
+		return p.brokenErr()
+	default:
+	}
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("host: %s: %w", what, ctx.Err())
+	case cctx.Err() == context.DeadlineExceeded || status.Code(err) == codes.DeadlineExceeded:
+		p.fail(ReasonTimeout, fmt.Errorf("%s: no answer within %v", what, timeout))
+		return p.brokenErr()
+	case status.Code(err) == codes.Unavailable || status.Code(err) == codes.Canceled:
+		p.fail(ReasonRPC, fmt.Errorf("%s: %w", what, err))
+		return p.brokenErr()
+	}
+	return fmt.Errorf("host: plugin %s: %s: %w", c.cfg.Name, what, err)
+}
+
+// Info returns the plugin's name, versions and applied position.
+func (c *Client) Info(ctx context.Context) (fsm.Info, error) {
+	var info fsm.Info
+	err := c.call(ctx, c.cfg.CallTimeout, "info", func(ctx context.Context, rpc fsmv1.StateMachineClient) error {
+		r, err := rpc.Info(ctx, &fsmv1.InfoRequest{})
+		if err == nil {
+			info = infoFromProto(r)
+		}
+		return err
+	})
+	return info, err
+}
+
+// Query runs a read-only query.
+func (c *Client) Query(ctx context.Context, q []byte) ([]byte, error) {
+	var res []byte
+	err := c.call(ctx, c.cfg.CallTimeout, "query", func(ctx context.Context, rpc fsmv1.StateMachineClient) error {
+		r, err := rpc.Query(ctx, &fsmv1.QueryRequest{Query: q})
+		if err == nil {
+			res = r.Result
+		}
+		return err
+	})
+	return res, err
+}
+
+// Digest returns the plugin's digest of its state.
+func (c *Client) Digest(ctx context.Context) ([]byte, error) {
+	_, d, err := c.DigestAt(ctx)
+	return d, err
+}
+
+// DigestAt returns the digest and the applied index it describes.
+func (c *Client) DigestAt(ctx context.Context) (uint64, []byte, error) {
+	var idx uint64
+	var d []byte
+	err := c.call(ctx, c.cfg.CallTimeout, "digest", func(ctx context.Context, rpc fsmv1.StateMachineClient) error {
+		r, err := rpc.Digest(ctx, &fsmv1.DigestRequest{})
+		if err == nil {
+			idx, d = r.AppliedIndex, r.Digest
+		}
+		return err
+	})
+	return idx, d, err
+}

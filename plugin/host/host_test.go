@@ -1,0 +1,298 @@
+package host_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/raftd/raftd/plugin/fsm"
+	"github.com/raftd/raftd/plugin/host"
+	"github.com/raftd/raftd/plugin/internal/testbin"
+)
+
+var bins map[string]string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "raftd-host-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bins, err = testbin.Build(dir, "raftd-fsm-kv", "raftd-fsm-counter", "misbehave")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func start(t *testing.T, name string, mod func(*host.Config)) (*host.Client, *syncBuf) {
+	t.Helper()
+	buf := &syncBuf{}
+	cfg := host.Config{Path: bins[name], Logger: hclog.New(&hclog.LoggerOptions{Output: buf, Level: hclog.Debug})}
+	if mod != nil {
+		mod(&cfg)
+	}
+	c, err := host.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		pid := c.PID()
+		c.Close()
+		if pid > 0 {
+			waitGone(t, pid)
+		}
+	})
+	return c, buf
+}
+
+// alive reports whether pid exists (and is not a zombie we could not see).
+func alive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	if err != nil {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// State is the field after the parenthesized command name.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("plugin pid %d still running", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func puts(from, n int) []fsm.Entry {
+	es := make([]fsm.Entry, n)
+	for i := range es {
+		es[i] = fsm.Entry{Index: uint64(from + i), Term: 1, Version: 1,
+			Data: []byte(fmt.Sprintf(`{"op":"put","key":"k%06d","value":"v%d"}`, from+i, from+i))}
+	}
+	return es
+}
+
+func TestApplyQuerySnapshotRestore(t *testing.T) {
+	ctx := context.Background()
+	c, _ := start(t, "raftd-fsm-kv", func(c *host.Config) { c.MaxBatchBytes = 4096; c.MaxInflight = 3 })
+	info, err := c.Info(ctx)
+	if err != nil || info.Name != "kv" || info.MinVersion != 1 || info.MaxVersion != 2 || info.AppliedIndex != 0 {
+		t.Fatalf("info = %+v, %v", info, err)
+	}
+	es := puts(1, 5000)
+	res, err := c.Apply(ctx, es)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != len(es) {
+		t.Fatalf("%d results for %d entries", len(res), len(es))
+	}
+	for i, r := range res {
+		if string(r) != `{"ok":true}` {
+			t.Fatalf("result %d = %s", i, r)
+		}
+	}
+	got, err := c.Query(ctx, []byte(`{"op":"get","key":"k000042"}`))
+	if err != nil || string(got) != `{"found":true,"value":"v42"}` {
+		t.Fatalf("get = %s, %v", got, err)
+	}
+	idx, d1, err := c.DigestAt(ctx)
+	if err != nil || idx != 5000 || len(d1) != 32 {
+		t.Fatalf("digest = %d %x %v", idx, d1, err)
+	}
+	var snap bytes.Buffer
+	if err := c.Snapshot(ctx, &snap); err != nil {
+		t.Fatal(err)
+	}
+	c2, _ := start(t, "raftd-fsm-kv", nil)
+	if err := c2.Restore(ctx, bytes.NewReader(snap.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	idx2, d2, err := c2.DigestAt(ctx)
+	if err != nil || idx2 != 5000 || !bytes.Equal(d1, d2) {
+		t.Fatalf("restored digest = %d %x %v, want 5000 %x", idx2, d2, err, d1)
+	}
+	// A replayed (already applied) index is refused: the plugin is broken.
+	if _, err := c2.Apply(ctx, puts(10, 1)); !errors.Is(err, host.ErrBroken) {
+		t.Fatalf("apply of an old index: err = %v, want ErrBroken", err)
+	}
+}
+
+func TestCrashDetectedAndRestart(t *testing.T) {
+	ctx := context.Background()
+	c, _ := start(t, "raftd-fsm-counter", nil)
+	if _, err := c.Apply(ctx, []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"add","delta":2}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	pid := c.PID()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.Broken():
+	case <-time.After(5 * time.Second):
+		t.Fatal("crash not noticed while idle")
+	}
+	_, err := c.Apply(ctx, []fsm.Entry{{Index: 2, Term: 1, Data: []byte(`{"op":"add","delta":2}`)}})
+	var be *host.BrokenError
+	if !errors.As(err, &be) || be.Reason != host.ReasonExited || be.PID != pid {
+		t.Fatalf("err = %v, want BrokenError exited pid %d", err, pid)
+	}
+	if err := c.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c.PID() == pid {
+		t.Fatal("same pid after restart")
+	}
+	res, err := c.Apply(ctx, []fsm.Entry{{Index: 2, Term: 1, Data: []byte(`{"op":"add","delta":2}`)}})
+	if err != nil || string(res[0]) != `{"value":2}` {
+		t.Fatalf("after restart: %q %v", res, err)
+	}
+}
+
+func TestHungApplyWatchdog(t *testing.T) {
+	ctx := context.Background()
+	c, _ := start(t, "misbehave", func(c *host.Config) { c.ApplyTimeout = 300 * time.Millisecond })
+	pid := c.PID()
+	t0 := time.Now()
+	_, err := c.Apply(ctx, []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"hang"}`)}})
+	var be *host.BrokenError
+	if !errors.As(err, &be) || be.Reason != host.ReasonHung {
+		t.Fatalf("err = %v, want hung", err)
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Fatalf("watchdog took %v", d)
+	}
+	waitGone(t, pid)
+	if err := c.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Apply(ctx, puts(1, 3)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHungQueryTimeout(t *testing.T) {
+	c, _ := start(t, "misbehave", func(c *host.Config) { c.CallTimeout = 300 * time.Millisecond })
+	_, err := c.Query(context.Background(), []byte(`{"op":"hang"}`))
+	var be *host.BrokenError
+	if !errors.As(err, &be) || be.Reason != host.ReasonTimeout {
+		t.Fatalf("err = %v, want timeout", err)
+	}
+}
+
+func TestPluginErrorIsBroken(t *testing.T) {
+	c, _ := start(t, "misbehave", nil)
+	_, err := c.Apply(context.Background(), []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"error"}`)}})
+	var be *host.BrokenError
+	if !errors.As(err, &be) || be.Reason != host.ReasonRPC || !strings.Contains(err.Error(), "asked to fail") {
+		t.Fatalf("err = %v, want rpc error naming the cause", err)
+	}
+}
+
+func TestCrashInApply(t *testing.T) {
+	c, _ := start(t, "misbehave", nil)
+	_, err := c.Apply(context.Background(), []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"crash"}`)}})
+	var be *host.BrokenError
+	if !errors.As(err, &be) || be.Reason != host.ReasonExited {
+		t.Fatalf("err = %v, want exited", err)
+	}
+}
+
+func TestCloseLeavesNoProcess(t *testing.T) {
+	c, _ := start(t, "raftd-fsm-kv", nil)
+	pid := c.PID()
+	if !alive(pid) {
+		t.Fatalf("pid %d not running", pid)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, pid)
+	if _, err := c.Info(context.Background()); !errors.Is(err, host.ErrClosed) {
+		t.Fatalf("after close: %v", err)
+	}
+}
+
+func TestSHA256(t *testing.T) {
+	sum, err := host.FileSHA256(bins["raftd-fsm-kv"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, "raftd-fsm-kv", func(c *host.Config) { c.SHA256 = strings.ToUpper(sum) })
+	bad := strings.Repeat("0", 64)
+	_, err = host.Start(context.Background(), host.Config{Path: bins["raftd-fsm-kv"], SHA256: bad})
+	if err == nil || !strings.Contains(err.Error(), "does not match") {
+		t.Fatalf("err = %v, want a sha256 mismatch", err)
+	}
+}
+
+func TestBadPaths(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "notaplugin")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho hello\nsleep 60\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	silent := filepath.Join(dir, "silent")
+	if err := os.WriteFile(silent, []byte("#!/bin/sh\nexec sleep 60\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	plain := filepath.Join(dir, "plain")
+	if err := os.WriteFile(plain, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ path, want string }{
+		{filepath.Join(dir, "missing"), "no such file"},
+		{dir, "not a regular file"},
+		{plain, "not executable"},
+		{script, "not a working raftd FSM plugin"},
+		{silent, "not a working raftd FSM plugin"},
+		{"/bin/true", "not a working raftd FSM plugin"},
+	} {
+		t0 := time.Now()
+		_, err := host.Start(context.Background(), host.Config{Path: tc.path, StartTimeout: 2 * time.Second, Logger: hclog.NewNullLogger()})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.path, err, tc.want)
+		}
+		if d := time.Since(t0); d > 4*time.Second {
+			t.Errorf("%s: took %v", tc.path, d)
+		}
+	}
+}
+
+func TestStderrLogged(t *testing.T) {
+	// The plugin logs its listen address at debug level on stderr; the host
+	// copies it into its log under the plugin's name.
+	c, buf := start(t, "raftd-fsm-kv", func(c *host.Config) { c.Name = "mykv" })
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(buf.String(), "mykv") || !strings.Contains(buf.String(), "plugin address") {
+		if time.Now().After(deadline) {
+			t.Fatalf("plugin stderr not in host log:\n%s", buf.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_ = c
+}

@@ -1,0 +1,332 @@
+package shared
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/raftd/raftd/plugin/fsm"
+	fsmv1 "github.com/raftd/raftd/proto/fsm/v1"
+)
+
+// Server adapts an fsm.FSM to the StateMachine gRPC service. It serializes
+// every FSM call with one mutex (only a Snapshot's WriteTo runs outside it),
+// checks entry order and versions, and maps FSM errors to the protocol's
+// status codes.
+type Server struct {
+	fsmv1.UnimplementedStateMachineServer
+
+	impl  fsm.FSM
+	batch fsm.BatchApplier
+
+	mu     sync.Mutex
+	inited bool
+	info   fsm.Info // name and versions, from impl.Info at first use
+	// applied is the index of the last entry applied or restored.
+	// Invariant: every applied entry's index > the previous applied.
+	applied uint64
+}
+
+// NewServer returns a Server for impl.
+func NewServer(impl fsm.FSM) *Server {
+	s := &Server{impl: impl}
+	s.batch, _ = impl.(fsm.BatchApplier)
+	return s
+}
+
+// initLocked loads name, versions and applied index once. s.mu held.
+func (s *Server) initLocked(ctx context.Context) error {
+	if s.inited {
+		return nil
+	}
+	info, err := s.impl.Info(ctx)
+	if err != nil {
+		return toStatus(err)
+	}
+	if info.MinVersion < 1 || info.MaxVersion < info.MinVersion {
+		return status.Errorf(codes.Internal, "fsm %q reports invalid version range %d..%d", info.Name, info.MinVersion, info.MaxVersion)
+	}
+	s.info, s.applied, s.inited = info, info.AppliedIndex, true
+	return nil
+}
+
+// Info implements fsmv1.StateMachineServer.
+func (s *Server) Info(ctx context.Context, _ *fsmv1.InfoRequest) (*fsmv1.InfoResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.initLocked(ctx); err != nil {
+		return nil, err
+	}
+	info, err := s.impl.Info(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &fsmv1.InfoResponse{Name: info.Name, MinVersion: info.MinVersion, MaxVersion: info.MaxVersion,
+		AppliedIndex: info.AppliedIndex, AppliedTerm: info.AppliedTerm}, nil
+}
+
+// Apply implements fsmv1.StateMachineServer: requests are received on a
+// separate goroutine so that decoding the next batch overlaps applying the
+// current one; responses go out in request order.
+func (s *Server) Apply(stream fsmv1.StateMachine_ApplyServer) error {
+	ctx := stream.Context()
+	reqs := make(chan *fsmv1.ApplyRequest, 8)
+	recvErr := make(chan error, 1)
+	go func() {
+		defer close(reqs)
+		for {
+			r, err := stream.Recv()
+			if err != nil {
+				if err != io.EOF {
+					recvErr <- err
+				}
+				return
+			}
+			select {
+			case reqs <- r:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for r := range reqs {
+		resp, err := s.applyBatch(ctx, r.Entries)
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
+	select {
+	case err := <-recvErr:
+		return err
+	default:
+		return nil
+	}
+}
+
+func (s *Server) applyBatch(ctx context.Context, in []*fsmv1.Entry) (*fsmv1.ApplyResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.initLocked(ctx); err != nil {
+		return nil, err
+	}
+	if len(in) == 0 {
+		return &fsmv1.ApplyResponse{AppliedIndex: s.applied}, nil
+	}
+	// Validate the whole batch before applying any of it.
+	es := make([]fsm.Entry, len(in))
+	prev := s.applied
+	for i, e := range in {
+		if e.Index <= prev {
+			return nil, status.Errorf(codes.FailedPrecondition, "entry index %d is not above applied index %d", e.Index, prev)
+		}
+		v := e.Version
+		if v == 0 {
+			v = s.info.MinVersion
+		}
+		if v < s.info.MinVersion || v > s.info.MaxVersion {
+			return nil, status.Errorf(codes.FailedPrecondition, "entry %d: version %d outside supported %d..%d", e.Index, v, s.info.MinVersion, s.info.MaxVersion)
+		}
+		es[i] = fsm.Entry{Index: e.Index, Term: e.Term, Data: e.Data, Version: v}
+		prev = e.Index
+	}
+	var results [][]byte
+	if s.batch != nil {
+		rs, err := s.batch.ApplyBatch(ctx, es)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		if len(rs) != len(es) {
+			return nil, status.Errorf(codes.Internal, "fsm returned %d results for %d entries", len(rs), len(es))
+		}
+		results = rs
+	} else {
+		results = make([][]byte, len(es))
+		for i, e := range es {
+			r, err := s.impl.Apply(ctx, e)
+			if err != nil {
+				// Entries before i are applied; the host treats the plugin
+				// as broken and recovers from a snapshot, so that is fine.
+				return nil, toStatus(err)
+			}
+			results[i] = r
+		}
+	}
+	s.applied = prev
+	return &fsmv1.ApplyResponse{Results: results, AppliedIndex: prev}, nil
+}
+
+// Query implements fsmv1.StateMachineServer.
+func (s *Server) Query(ctx context.Context, req *fsmv1.QueryRequest) (*fsmv1.QueryResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, err := s.impl.Query(ctx, req.Query)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &fsmv1.QueryResponse{Result: r}, nil
+}
+
+// Digest implements fsmv1.StateMachineServer.
+func (s *Server) Digest(ctx context.Context, _ *fsmv1.DigestRequest) (*fsmv1.DigestResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.initLocked(ctx); err != nil {
+		return nil, err
+	}
+	d, err := s.impl.Digest(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &fsmv1.DigestResponse{AppliedIndex: s.applied, Digest: d}, nil
+}
+
+// Snapshot implements fsmv1.StateMachineServer. The FSM captures its view
+// under the lock; the body streams without it, so Apply continues.
+func (s *Server) Snapshot(_ *fsmv1.SnapshotRequest, stream fsmv1.StateMachine_SnapshotServer) error {
+	ctx := stream.Context()
+	s.mu.Lock()
+	snap, err := s.impl.Snapshot(ctx)
+	s.mu.Unlock()
+	if err != nil {
+		return toStatus(err)
+	}
+	defer snap.Release()
+	h := snap.Header()
+	if err := stream.Send(&fsmv1.SnapshotChunk{Header: &fsmv1.SnapshotHeader{
+		Index: h.Index, Term: h.Term, Version: h.Version, Format: h.Format}}); err != nil {
+		return err
+	}
+	cw := &ChunkWriter{Send: func(b []byte) error { return stream.Send(&fsmv1.SnapshotChunk{Data: b}) }}
+	if err := snap.WriteTo(ctx, cw); err != nil {
+		return toStatus(err)
+	}
+	return cw.Flush()
+}
+
+// Restore implements fsmv1.StateMachineServer.
+func (s *Server) Restore(stream fsmv1.StateMachine_RestoreServer) error {
+	ctx := stream.Context()
+	first, err := stream.Recv()
+	if err != nil {
+		if err == io.EOF {
+			return status.Error(codes.InvalidArgument, "restore: empty stream, want a header first")
+		}
+		return err
+	}
+	if first.Header == nil || len(first.Data) != 0 {
+		return status.Error(codes.InvalidArgument, "restore: the first message must carry only a header")
+	}
+	ph := first.Header
+	h := fsm.SnapshotHeader{Index: ph.Index, Term: ph.Term, Version: ph.Version, Format: ph.Format}
+	pr, pw := io.Pipe()
+	go func() {
+		for {
+			c, err := stream.Recv()
+			if err == io.EOF {
+				pw.Close()
+				return
+			}
+			if err != nil {
+				pw.CloseWithError(err)
+				return
+			}
+			if c.Header != nil {
+				pw.CloseWithError(status.Error(codes.InvalidArgument, "restore: a second header"))
+				return
+			}
+			if len(c.Data) > ChunkBytes {
+				pw.CloseWithError(status.Errorf(codes.InvalidArgument, "restore: chunk of %d bytes exceeds %d", len(c.Data), ChunkBytes))
+				return
+			}
+			if _, err := pw.Write(c.Data); err != nil {
+				return // reader closed
+			}
+		}
+	}()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	err = s.impl.Restore(ctx, h, pr)
+	if err == nil {
+		// The body must be consumed exactly.
+		var one [1]byte
+		n, rerr := io.ReadFull(pr, one[:])
+		switch {
+		case n > 0:
+			err = fmt.Errorf("%w: trailing bytes after the body", fsm.ErrSnapshotCorrupt)
+		case rerr != io.EOF:
+			err = rerr
+		}
+	}
+	pr.CloseWithError(errors.New("restore finished"))
+	if err != nil {
+		return toStatus(err)
+	}
+	s.inited = false // reload name/versions and applied index
+	if err := s.initLocked(ctx); err != nil {
+		return err
+	}
+	s.applied = h.Index
+	return stream.SendAndClose(&fsmv1.RestoreResponse{AppliedIndex: h.Index})
+}
+
+// ChunkWriter cuts a byte stream into messages of at most ChunkBytes.
+type ChunkWriter struct {
+	Send func([]byte) error
+	buf  []byte
+}
+
+// Write buffers p, sending full chunks.
+func (w *ChunkWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		if w.buf == nil {
+			w.buf = make([]byte, 0, ChunkBytes)
+		}
+		k := min(len(p), ChunkBytes-len(w.buf))
+		w.buf = append(w.buf, p[:k]...)
+		p = p[k:]
+		if len(w.buf) == ChunkBytes {
+			if err := w.Flush(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return n, nil
+}
+
+// Flush sends any buffered bytes. A fresh buffer is used afterwards
+// because the sent message may still be referenced.
+func (w *ChunkWriter) Flush() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	b := w.buf
+	w.buf = nil
+	return w.Send(b)
+}
+
+// toStatus maps an FSM error to a gRPC status.
+func toStatus(err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	switch {
+	case errors.Is(err, fsm.ErrSnapshotFormat):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, fsm.ErrSnapshotCorrupt):
+		return status.Error(codes.DataLoss, err.Error())
+	case errors.Is(err, fsm.ErrVersion):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.FromContextError(err).Err()
+	}
+	return status.Error(codes.Internal, err.Error())
+}

@@ -1,0 +1,54 @@
+// Package sdk turns an fsm.FSM into a raftd plugin binary:
+//
+//	func main() { sdk.Serve(kv.New()) }
+//
+// Serve speaks the go-plugin handshake with the RAFTD_PLUGIN cookie, serves
+// the StateMachine service over gRPC with AutoMTLS, gRPC health ("plugin")
+// and the controller's Shutdown, raises the receive limit to 64 MiB,
+// ignores SIGINT, and exits when the parent process dies. The wire contract
+// is docs/plugin-protocol.md.
+package sdk
+
+import (
+	"os"
+	"time"
+
+	goplugin "github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"github.com/raftd/raftd/plugin/fsm"
+	"github.com/raftd/raftd/plugin/internal/shared"
+)
+
+// ParentPollInterval is how often Serve checks that its parent is alive.
+const ParentPollInterval = 500 * time.Millisecond
+
+// Serve serves f until the host shuts the plugin down, then returns (the
+// process should then exit). When the binary is started by hand (no
+// cookie), it prints an explanation to stderr and exits with status 1.
+func Serve(f fsm.FSM) {
+	go watchParent(os.Getppid(), ParentPollInterval)
+	goplugin.Serve(&goplugin.ServeConfig{
+		HandshakeConfig: shared.Handshake,
+		Plugins:         goplugin.PluginSet{shared.PluginName: &shared.GRPCPlugin{Impl: f}},
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			opts = append(opts, grpc.MaxRecvMsgSize(shared.MaxMsgBytes), grpc.MaxSendMsgSize(shared.MaxMsgBytes))
+			return grpc.NewServer(opts...)
+		},
+	})
+}
+
+// watchParent exits the process when the parent changes (the host died and
+// the plugin was re-parented). NB: polling getppid is the portable choice;
+// Linux's PR_SET_PDEATHSIG would be immediate but is tied to the parent
+// thread, not the process, in a Go parent.
+func watchParent(ppid int, every time.Duration) {
+	if ppid <= 1 {
+		return // started by init or a subreaper directly: nothing to watch
+	}
+	for range time.Tick(every) {
+		if os.Getppid() != ppid {
+			os.Exit(0)
+		}
+	}
+}
