@@ -1,0 +1,34 @@
+// Package transport is the gRPC peer transport of a raftd node: it carries
+// the core's messages between nodes (proto/raft/v1, service Raft).
+//
+// Outbound, every peer has one long-lived client stream (Raft.Stream) fed by
+// one goroutine from a bounded queue. Send only enqueues: it never blocks.
+// A message whose queue is full, or whose peer is unknown or down, is
+// dropped and the peer is reported through Handler.ReportUnreachable; Raft
+// retransmits (Raft §5.3: "the leader retries AppendEntries indefinitely").
+// The goroutine drains whatever is queued into one MessageBatch per send, so
+// many small messages cost one stream write. A broken stream is re-opened
+// with exponential backoff and jitter.
+//
+// A MsgSnap never travels on the message stream. For each one the transport
+// starts a goroutine that opens the snapshot body through the
+// SnapshotSource, sends the MsgSnap and then the body in chunks of at most
+// 1 MiB on a dedicated connection (Raft.SendSnapshot), and finally reports
+// the outcome with Handler.ReportSnapshot. A large transfer therefore never
+// delays heartbeats or appends to the same peer.
+//
+// Inbound, the Raft service decodes each batch and calls Handler.Process
+// for every message, in the order the sender emitted them. An inbound
+// snapshot transfer calls Handler.ReceiveSnapshot with a reader over the
+// incoming chunks; the reader verifies the byte count and CRC-32C that the
+// sender appends, and fails with an error if the stream breaks or the
+// checksum does not match.
+//
+// Every call carries the sender's cluster id and node ids in gRPC metadata.
+// A node rejects traffic from another cluster, or addressed to another node
+// id, with a FailedPrecondition status whose message names both sides; the
+// sending node logs it.
+//
+// Handler methods are never called from inside Send, so a Handler may take
+// the same locks or channels as the goroutine that calls Send.
+package transport

@@ -1,0 +1,246 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/raftd/raftd/core/codec"
+	"github.com/raftd/raftd/core/raft"
+	raftv1 "github.com/raftd/raftd/proto/raft/v1"
+)
+
+// peer is the outbound side towards one node: a bounded queue drained by
+// one goroutine (run) into one gRPC stream at a time.
+type peer struct {
+	t     *Transport
+	id    uint64
+	addr  string
+	queue chan raft.Message
+	// ctx is cancelled by RemovePeer, by AddPeer with a new address, and by
+	// Close. It bounds the peer's stream and its snapshot transfers.
+	ctx    context.Context
+	cancel context.CancelFunc
+	cc     *grpc.ClientConn
+	client raftv1.RaftClient
+
+	connected atomic.Bool
+}
+
+func newPeer(t *Transport, id uint64, addr string) (*peer, error) {
+	cc, err := grpc.NewClient(target(addr), t.dialOpts...)
+	if err != nil {
+		return nil, err
+	}
+	p := &peer{
+		t:      t,
+		id:     id,
+		addr:   addr,
+		queue:  make(chan raft.Message, t.opts.QueueMessages),
+		cc:     cc,
+		client: raftv1.NewRaftClient(cc),
+	}
+	p.ctx, p.cancel = context.WithCancel(t.ctx)
+	return p, nil
+}
+
+// outgoingContext attaches the caller identification the server checks.
+func (t *Transport) outgoingContext(ctx context.Context, to uint64) context.Context {
+	return metadata.AppendToOutgoingContext(ctx,
+		mdClusterID, t.opts.ClusterID,
+		mdFrom, strconv.FormatUint(t.opts.ID, 10),
+		mdTo, strconv.FormatUint(to, 10))
+}
+
+// run keeps a stream to the peer open until the peer is stopped, and pumps
+// the queue into it. While no stream is up, queued messages are dropped and
+// the peer is reported unreachable.
+func (p *peer) run() {
+	defer p.t.wg.Done()
+	defer p.cc.Close()
+	log := p.t.opts.Logger
+	attempt := 0
+	var lastErr string
+	for {
+		sent, err := p.session()
+		p.connected.Store(false)
+		if p.ctx.Err() != nil {
+			return
+		}
+		p.t.reportUnreachable(p.id)
+		// Log state changes only: the first failure after a working
+		// stream, and every change of the error.
+		if msg := err.Error(); msg != lastErr {
+			if rejected(err) {
+				log.Errorf("transport: peer %d at %s rejected this node: %v", p.id, p.addr, err)
+			} else {
+				log.Warningf("transport: peer %d at %s: stream down: %v", p.id, p.addr, err)
+			}
+			lastErr = msg
+		}
+		if sent && !rejected(err) {
+			attempt = 0
+			lastErr = ""
+		}
+		if !p.dropFor(backoffDelay(attempt, p.t.opts.BackoffBase, p.t.opts.BackoffMax, jitter())) {
+			return
+		}
+		attempt++
+	}
+}
+
+// rejected reports whether err is the receiver refusing this node (wrong
+// cluster or node id), which retrying will not fix until someone fixes the
+// configuration.
+func rejected(err error) bool {
+	return status.Code(err) == codes.FailedPrecondition
+}
+
+// dropFor waits d while dropping queued messages; it returns false if the
+// peer was stopped meanwhile.
+func (p *peer) dropFor(d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return false
+		case <-timer.C:
+			return true
+		case <-p.queue:
+			p.t.stats.messagesDropped.Add(1)
+			p.t.reportUnreachable(p.id)
+		}
+	}
+}
+
+// session opens one stream, waits for the receiver to accept it, and pumps
+// the queue into it until it breaks. sent reports whether any batch went
+// out. The returned error is never nil.
+func (p *peer) session() (sent bool, err error) {
+	ctx, cancel := context.WithCancel(p.t.outgoingContext(p.ctx, p.id))
+	defer cancel()
+	// Bound the handshake: connecting and the receiver's header.
+	timer := time.AfterFunc(p.t.opts.DialTimeout, cancel)
+	stream, err := p.client.Stream(ctx)
+	if err == nil {
+		var md metadata.MD
+		if md, err = stream.Header(); err == nil && len(md.Get(mdAccepted)) == 0 {
+			// Refused before the header: the status says why.
+			var resp raftv1.StreamResponse
+			if err = stream.RecvMsg(&resp); err == nil {
+				err = errors.New("transport: receiver did not accept the stream")
+			}
+		}
+	}
+	if !timer.Stop() && err != nil {
+		return false, errors.New("transport: timed out connecting")
+	}
+	if err != nil {
+		return false, err
+	}
+	p.connected.Store(true)
+
+	// The receiver only answers when the stream ends; waiting for that
+	// answer notices a dead or restarted peer even while nothing is sent.
+	ended := make(chan error, 1)
+	go func() {
+		var resp raftv1.StreamResponse
+		err := stream.RecvMsg(&resp)
+		if err == nil {
+			err = errors.New("transport: receiver closed the stream")
+		}
+		ended <- err
+	}()
+	defer func() {
+		cancel()
+		<-ended
+	}()
+
+	faults := p.t.opts.Faults
+	batch := make([]raft.Message, 0, 64)
+	for {
+		clear(batch)
+		batch = batch[:0]
+		select {
+		case <-p.ctx.Done():
+			return sent, p.ctx.Err()
+		case err := <-ended:
+			ended <- err // for the deferred wait
+			return sent, err
+		case m := <-p.queue:
+			batch = append(batch, m)
+		}
+		size := p.admit(&batch, 0)
+	fill:
+		for size < p.t.opts.MaxBatchBytes {
+			select {
+			case m := <-p.queue:
+				batch = append(batch, m)
+				size = p.admit(&batch, size)
+			default:
+				break fill
+			}
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		if d := faults.delayFor(p.id); d > 0 {
+			select {
+			case <-time.After(d):
+			case <-p.ctx.Done():
+				return sent, p.ctx.Err()
+			}
+		}
+		if err := stream.Send(codec.BatchToProto(batch)); err != nil {
+			if errors.Is(err, io.EOF) {
+				// The receiver ended the stream; its status says why.
+				err = <-ended
+				ended <- err
+			}
+			p.t.stats.messagesDropped.Add(uint64(len(batch)))
+			return sent, err
+		}
+		sent = true
+		p.t.stats.batchesSent.Add(1)
+		p.t.stats.messagesSent.Add(uint64(len(batch)))
+	}
+}
+
+// admit checks the last message of *batch against the size limit, drops it
+// if a single message could never be sent, and returns the new estimated
+// batch size.
+func (p *peer) admit(batch *[]raft.Message, size int) int {
+	b := *batch
+	m := &b[len(b)-1]
+	n := estimateSize(m)
+	if n > p.t.opts.MaxMessageBytes-4096 {
+		p.t.opts.Logger.Errorf("transport: dropping %s to %d at index %d: about %d bytes exceeds MaxMessageBytes %d",
+			m.Type, m.To, m.Index, n, p.t.opts.MaxMessageBytes)
+		p.t.stats.messagesDropped.Add(1)
+		p.t.reportUnreachable(p.id)
+		*batch = b[:len(b)-1]
+		return size
+	}
+	return size + n
+}
+
+// estimateSize is an upper-bound estimate of m's encoded size.
+func estimateSize(m *raft.Message) int {
+	n := 96 + len(m.Context)
+	for i := range m.Entries {
+		n += len(m.Entries[i].Data) + 40
+	}
+	if s := m.Snapshot; s != nil {
+		n += 64 + len(s.Data) + 10*(len(s.Metadata.ConfState.Voters)+len(s.Metadata.ConfState.Learners))
+	}
+	return n
+}
