@@ -145,6 +145,10 @@ func newRaft(c *Config) (*raft, error) {
 
 	snapIndex := rl.firstIndex() - 1
 	last := rl.lastIndex()
+	if hs.IsEmpty() && snapIndex == 0 && last == 0 && len(cs.Voters)+len(cs.Learners) > 0 {
+		r.bootstrap(cs)
+		last = rl.lastIndex()
+	}
 	if !hs.IsEmpty() {
 		// Restart: the persisted state must satisfy
 		// last >= commit >= applied >= snapshot index.
@@ -175,6 +179,40 @@ func newRaft(c *Config) (*raft, error) {
 	r.logger.Infof("raft: %x starting: term=%d vote=%x commit=%d applied=%d last=%d snapshot=%d voters=%v learners=%v",
 		r.id, r.Term, r.Vote, rl.committed, rl.applied, last, snapIndex, cs.Voters, cs.Learners)
 	return r, nil
+}
+
+// bootstrap writes the initial configuration into a brand-new log as
+// committed ConfChange entries at term 1, indexes 1..n (voters, then
+// learners, in ascending id order). Every founding member generates
+// identical entries from the same ConfState, and a node that joins later
+// learns the founding configuration by replicating them; without them a
+// joiner that replays the log from index 1 would start from an empty
+// configuration. The entries reach the driver as CommittedEntries (the
+// changes are no-ops there: the configuration already holds them).
+//
+// NB: founding members must be given the same ConfState.
+func (r *raft) bootstrap(cs ConfState) {
+	voters := slices.Clone(cs.Voters)
+	learners := slices.Clone(cs.Learners)
+	slices.Sort(voters)
+	slices.Sort(learners)
+	ents := make([]Entry, 0, len(voters)+len(learners))
+	add := func(t ConfChangeType, id uint64) {
+		if id == None {
+			return
+		}
+		cc := ConfChange{Type: t, NodeID: id}
+		ents = append(ents, Entry{Term: 1, Index: uint64(len(ents) + 1), Type: EntryConfChange, Data: cc.Marshal()})
+	}
+	for _, id := range voters {
+		add(ConfChangeAddNode, id)
+	}
+	for _, id := range learners {
+		add(ConfChangeAddLearner, id)
+	}
+	r.Term = 1
+	r.raftLog.append(ents...)
+	r.raftLog.committed = uint64(len(ents))
 }
 
 func (r *raft) replayConfChanges(lo, hi uint64) error {
@@ -558,17 +596,46 @@ func (r *raft) hup(t campaignType) {
 	r.campaign(t)
 }
 
+// hasUnappliedConfChanges reports whether a committed but unapplied
+// ConfChange would change the configuration: campaigning with a
+// configuration that is about to change is unsafe. Changes that are
+// no-ops (such as the bootstrap entries) do not count.
 func (r *raft) hasUnappliedConfChanges() bool {
 	lo, hi := r.raftLog.applied+1, r.raftLog.committed+1
 	lo = max(lo, r.raftLog.firstIndex())
+	var voters, learners []uint64
+	loaded := false
 	for lo < hi {
 		ents, err := r.raftLog.slice(lo, hi, 1<<20)
 		if err != nil || len(ents) == 0 {
 			return false
 		}
 		for i := range ents {
-			if ents[i].Type == EntryConfChange {
-				return true
+			if ents[i].Type != EntryConfChange {
+				continue
+			}
+			if !loaded {
+				cs := r.confState()
+				voters, learners, loaded = cs.Voters, cs.Learners, true
+			}
+			var cc ConfChange
+			if cc.Unmarshal(ents[i].Data) != nil {
+				continue // the driver will fail on it; it cannot change the config
+			}
+			isV, isL := slices.Contains(voters, cc.NodeID), slices.Contains(learners, cc.NodeID)
+			switch cc.Type {
+			case ConfChangeAddNode:
+				if !isV {
+					return true
+				}
+			case ConfChangeAddLearner:
+				if !isV && !isL {
+					return true
+				}
+			case ConfChangeRemoveNode:
+				if isV || isL {
+					return true
+				}
 			}
 		}
 		lo = ents[len(ents)-1].Index + 1
@@ -987,7 +1054,7 @@ func (r *raft) handleAppendResponse(pr *progress, m Message) {
 		return
 	}
 	oldPaused := pr.isPaused()
-	if pr.maybeUpdate(m.Index) || (pr.match == m.Index && pr.state == ProgressProbe) {
+	if pr.maybeUpdate(m.Index) || (pr.match == m.Index && pr.state == ProgressProbe && m.Index+1 == pr.next) {
 		switch {
 		case pr.state == ProgressProbe:
 			pr.becomeReplicate()
@@ -1340,17 +1407,9 @@ func (r *raft) restore(s Snapshot) bool {
 		r.logger.Warningf("raft: %x attempted to restore a snapshot as %v; ignoring", r.id, r.state)
 		return false
 	}
-	found := false
-	for _, id := range s.Metadata.ConfState.Voters {
-		found = found || id == r.id
-	}
-	for _, id := range s.Metadata.ConfState.Learners {
-		found = found || id == r.id
-	}
-	if !found {
-		r.logger.Warningf("raft: %x attempted to restore a snapshot whose configuration does not include it; ignoring", r.id)
-		return false
-	}
+	// NB: the snapshot's configuration may not include this node yet (it
+	// was added after the snapshot's index); the entries that follow the
+	// snapshot will add it.
 	if r.raftLog.matchTerm(idx, term) {
 		r.raftLog.commitTo(idx)
 		return false

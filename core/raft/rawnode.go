@@ -162,7 +162,13 @@ func NewRawNode(cfg *Config) (*RawNode, error) {
 	}
 	rn := &RawNode{r: r}
 	rn.prevSoft = r.softState()
-	rn.prevHard = r.hardState()
+	// Compare against what is durable, so state created at start (the
+	// bootstrap entries' term and commit) is persisted by the first Ready.
+	hs, _, err := cfg.Storage.InitialState()
+	if err != nil {
+		return nil, fmt.Errorf("raft: storage InitialState: %w", err)
+	}
+	rn.prevHard = hs
 	return rn, nil
 }
 
