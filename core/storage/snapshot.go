@@ -1,0 +1,516 @@
+package storage
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/raftd/raftd/core/raft"
+)
+
+// ErrNoSnapshot is returned by OpenSnapshot for an index with no snapshot
+// file.
+var ErrNoSnapshot = errors.New("storage: no such snapshot")
+
+// SnapshotMeta is the metadata record of a snapshot file.
+type SnapshotMeta struct {
+	// Index and Term are those of the last log entry the state includes.
+	Index, Term uint64
+	// ConfState is the membership as of Index.
+	ConfState raft.ConfState
+	// FSMName and FSMVersion identify the state machine (and the version
+	// active at Index) whose state the body holds.
+	FSMName    string
+	FSMVersion uint64
+	// Size is the body length in bytes and CRC32C its checksum
+	// (Castagnoli). They are computed by SnapshotWriter.Commit.
+	Size   int64
+	CRC32C uint32
+}
+
+const snapMetaVersion = 1
+
+// Marshal encodes m; UnmarshalSnapshotMeta decodes it. The encoding is
+// documented in docs/storage-format.md.
+func (m SnapshotMeta) Marshal() []byte {
+	p := make([]byte, 0, 64+len(m.FSMName)+10*(len(m.ConfState.Voters)+len(m.ConfState.Learners)))
+	p = append(p, snapMetaVersion)
+	p = binary.BigEndian.AppendUint64(p, m.Index)
+	p = binary.BigEndian.AppendUint64(p, m.Term)
+	p = binary.AppendUvarint(p, m.FSMVersion)
+	p = binary.AppendUvarint(p, uint64(m.Size))
+	p = binary.BigEndian.AppendUint32(p, m.CRC32C)
+	p = binary.AppendUvarint(p, uint64(len(m.FSMName)))
+	p = append(p, m.FSMName...)
+	return appendConfState(p, m.ConfState)
+}
+
+// UnmarshalSnapshotMeta decodes the output of SnapshotMeta.Marshal.
+func UnmarshalSnapshotMeta(b []byte) (SnapshotMeta, error) {
+	if len(b) == 0 || b[0] != snapMetaVersion {
+		return SnapshotMeta{}, errors.New("storage: snapshot metadata: unknown encoding version")
+	}
+	d := decoder{b: b[1:]}
+	var m SnapshotMeta
+	m.Index = d.fixed64()
+	m.Term = d.fixed64()
+	m.FSMVersion = d.uvarint()
+	size := d.uvarint()
+	m.CRC32C = d.fixed32()
+	m.FSMName = string(d.bytes(d.uvarint()))
+	m.ConfState = d.confState()
+	if d.err == nil && len(d.b) != 0 {
+		d.err = fmt.Errorf("%d trailing bytes", len(d.b))
+	}
+	if d.err == nil && size > 1<<62 {
+		d.err = fmt.Errorf("size %d out of range", size)
+	}
+	if d.err != nil {
+		return SnapshotMeta{}, fmt.Errorf("storage: snapshot metadata: %w", d.err)
+	}
+	m.Size = int64(size)
+	return m, nil
+}
+
+// Snapshot file layout: body | meta (SnapshotMeta.Marshal) | trailer, where
+// trailer is len(meta) u32 | CRC32C(meta) u32 | snapMagic, all big-endian.
+const (
+	snapMagic      = "RAFTDSN1"
+	snapTrailerLen = 4 + 4 + len(snapMagic)
+	snapSuffix     = ".snap"
+	snapTmpSuffix  = ".tmp"
+	snapDirName    = "snapshots"
+	snapIOBytes    = 256 << 10
+)
+
+func snapFileName(index, term uint64) string {
+	return fmt.Sprintf("%016x-%016x%s", index, term, snapSuffix)
+}
+
+// snapshotFiles is the set of committed snapshot files of a Store.
+type snapshotFiles struct {
+	s   *Store
+	fs  vfs.FS
+	dir string
+
+	mu   sync.Mutex
+	list []SnapshotMeta // committed files, ascending by index
+	seq  uint64         // temp file name uniquifier
+}
+
+func (sf *snapshotFiles) init(s *Store) {
+	sf.s = s
+	sf.fs = s.opts.FS
+	sf.dir = sf.fs.PathJoin(s.dir, snapDirName)
+}
+
+func (sf *snapshotFiles) path(m SnapshotMeta) string {
+	return sf.fs.PathJoin(sf.dir, snapFileName(m.Index, m.Term))
+}
+
+// load lists the snapshot dir: temp files (from a crash during a write)
+// are removed, committed files have their metadata read and checked.
+func (sf *snapshotFiles) load() error {
+	if err := sf.fs.MkdirAll(sf.dir, 0o755); err != nil {
+		return fmt.Errorf("storage: open %s: create %s: %w", sf.s.dir, sf.dir, err)
+	}
+	names, err := sf.fs.List(sf.dir)
+	if err != nil {
+		return fmt.Errorf("storage: open %s: list %s: %w", sf.s.dir, sf.dir, err)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		p := sf.fs.PathJoin(sf.dir, name)
+		switch {
+		case strings.HasSuffix(name, snapTmpSuffix):
+			if err := sf.fs.Remove(p); err != nil {
+				return fmt.Errorf("storage: open %s: remove unfinished snapshot %s: %w", sf.s.dir, p, err)
+			}
+			sf.s.log.Infof("storage: removed unfinished snapshot file %s", p)
+		case strings.HasSuffix(name, snapSuffix):
+			m, err := sf.readMeta(p)
+			if err != nil {
+				return err
+			}
+			if name != snapFileName(m.Index, m.Term) {
+				return &CorruptionError{Dir: sf.s.dir, Index: m.Index, What: "snapshot file " + p,
+					Detail: fmt.Sprintf("metadata says index %d term %d, which does not match the file name", m.Index, m.Term)}
+			}
+			sf.list = append(sf.list, m)
+		default:
+			sf.s.log.Warningf("storage: ignoring unknown file %s", p)
+		}
+	}
+	return nil
+}
+
+// readMeta reads and verifies the metadata record of the snapshot file p.
+func (sf *snapshotFiles) readMeta(p string) (SnapshotMeta, error) {
+	f, err := sf.fs.Open(p)
+	if err != nil {
+		return SnapshotMeta{}, fmt.Errorf("storage: open snapshot %s: %w", p, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return SnapshotMeta{}, fmt.Errorf("storage: stat snapshot %s: %w", p, err)
+	}
+	corrupt := func(detail string) error {
+		return &CorruptionError{Dir: sf.s.dir, What: "snapshot file " + p, Detail: detail}
+	}
+	size := fi.Size()
+	if size < int64(snapTrailerLen) {
+		return SnapshotMeta{}, corrupt(fmt.Sprintf("file is %d bytes, shorter than its trailer", size))
+	}
+	var tr [snapTrailerLen]byte
+	if _, err := f.ReadAt(tr[:], size-int64(snapTrailerLen)); err != nil {
+		return SnapshotMeta{}, fmt.Errorf("storage: read snapshot %s: %w", p, err)
+	}
+	if string(tr[8:]) != snapMagic {
+		return SnapshotMeta{}, corrupt(fmt.Sprintf("bad trailer magic %q", tr[8:]))
+	}
+	metaLen := int64(binary.BigEndian.Uint32(tr[0:]))
+	wantCRC := binary.BigEndian.Uint32(tr[4:])
+	if metaLen > size-int64(snapTrailerLen) {
+		return SnapshotMeta{}, corrupt(fmt.Sprintf("metadata length %d overruns the file", metaLen))
+	}
+	mb := make([]byte, metaLen)
+	if _, err := f.ReadAt(mb, size-int64(snapTrailerLen)-metaLen); err != nil {
+		return SnapshotMeta{}, fmt.Errorf("storage: read snapshot %s: %w", p, err)
+	}
+	if got := crc32.Checksum(mb, crcTable); got != wantCRC {
+		return SnapshotMeta{}, &CorruptionError{Dir: sf.s.dir, What: "snapshot file " + p + " metadata", Stored: wantCRC, Computed: got}
+	}
+	m, err := UnmarshalSnapshotMeta(mb)
+	if err != nil {
+		return SnapshotMeta{}, corrupt(err.Error())
+	}
+	if body := size - int64(snapTrailerLen) - metaLen; body != m.Size {
+		return SnapshotMeta{}, corrupt(fmt.Sprintf("body is %d bytes, metadata says %d", body, m.Size))
+	}
+	return m, nil
+}
+
+func (sf *snapshotFiles) latest() (SnapshotMeta, bool) {
+	sf.mu.Lock()
+	defer sf.mu.Unlock()
+	if len(sf.list) == 0 {
+		return SnapshotMeta{}, false
+	}
+	return sf.list[len(sf.list)-1], true
+}
+
+func (sf *snapshotFiles) find(index uint64) (SnapshotMeta, bool) {
+	sf.mu.Lock()
+	defer sf.mu.Unlock()
+	for _, m := range sf.list {
+		if m.Index == index {
+			return m, true
+		}
+	}
+	return SnapshotMeta{}, false
+}
+
+// add records a committed file and removes the oldest beyond keep.
+func (sf *snapshotFiles) add(m SnapshotMeta) {
+	sf.mu.Lock()
+	defer sf.mu.Unlock()
+	i, _ := slices.BinarySearchFunc(sf.list, m.Index, func(a SnapshotMeta, idx uint64) int {
+		switch {
+		case a.Index < idx:
+			return -1
+		case a.Index > idx:
+			return 1
+		}
+		return 0
+	})
+	if i < len(sf.list) && sf.list[i].Index == m.Index {
+		if sf.list[i].Term != m.Term {
+			// A different file name for the same index: drop the old one.
+			_ = sf.fs.Remove(sf.path(sf.list[i]))
+		}
+		sf.list[i] = m
+	} else {
+		sf.list = slices.Insert(sf.list, i, m)
+	}
+	for len(sf.list) > sf.s.opts.KeepSnapshots {
+		old := sf.list[0]
+		sf.list = sf.list[1:]
+		if err := sf.fs.Remove(sf.path(old)); err != nil && !isNotExist(err) {
+			sf.s.log.Warningf("storage: remove old snapshot %s: %v", sf.path(old), err)
+		}
+	}
+}
+
+// CreateSnapshot starts writing a snapshot file for meta (Index, Term,
+// ConfState, FSMName, FSMVersion). Write the body to the returned writer,
+// then Commit or Abort it. The body is streamed to a temporary file; it is
+// never held in memory.
+//
+// If meta.Size is non-zero (a snapshot received from a leader, whose
+// metadata came with it), Commit refuses a body whose size or CRC32C differ
+// from meta's.
+func (s *Store) CreateSnapshot(meta SnapshotMeta) (*SnapshotWriter, error) {
+	s.mu.RLock()
+	closed := s.closed
+	s.mu.RUnlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	if meta.Index == 0 {
+		return nil, errors.New("storage: create snapshot: index 0")
+	}
+	sf := &s.snaps
+	sf.mu.Lock()
+	sf.seq++
+	seq := sf.seq
+	sf.mu.Unlock()
+	final := sf.path(meta)
+	tmp := fmt.Sprintf("%s.%d%s", final, seq, snapTmpSuffix)
+	f, err := sf.fs.Create(tmp, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return nil, fmt.Errorf("storage: create snapshot %d: %w", meta.Index, err)
+	}
+	return &SnapshotWriter{sf: sf, meta: meta, tmp: tmp, final: final, f: f,
+		bw: bufio.NewWriterSize(f, snapIOBytes)}, nil
+}
+
+// SnapshotWriter streams the body of a new snapshot file. It is not safe
+// for concurrent use.
+type SnapshotWriter struct {
+	sf         *snapshotFiles
+	meta       SnapshotMeta
+	tmp, final string
+	f          vfs.File
+	bw         *bufio.Writer
+	n          int64
+	crc        uint32
+	done       bool
+	err        error
+}
+
+// Write appends p to the body.
+func (w *SnapshotWriter) Write(p []byte) (int, error) {
+	if w.done {
+		return 0, errors.New("storage: write to a finished snapshot")
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	n, err := w.bw.Write(p)
+	w.crc = crc32.Update(w.crc, crcTable, p[:n])
+	w.n += int64(n)
+	if err != nil {
+		w.err = fmt.Errorf("storage: write snapshot %d: %w", w.meta.Index, err)
+		return n, w.err
+	}
+	return n, nil
+}
+
+// Commit makes the snapshot durable and visible: it appends the metadata
+// record, fsyncs the temporary file, renames it into place and fsyncs the
+// directory. Afterwards only the newest Options.KeepSnapshots files are
+// kept. It returns the final metadata (with Size and CRC32C). On error the
+// temporary file is removed.
+func (w *SnapshotWriter) Commit() (SnapshotMeta, error) {
+	if w.done {
+		return SnapshotMeta{}, errors.New("storage: snapshot already committed or aborted")
+	}
+	m, err := w.commit()
+	if err != nil {
+		_ = w.Abort()
+		return SnapshotMeta{}, err
+	}
+	w.done = true
+	w.sf.add(m)
+	return m, nil
+}
+
+func (w *SnapshotWriter) commit() (SnapshotMeta, error) {
+	if w.err != nil {
+		return SnapshotMeta{}, w.err
+	}
+	m := w.meta
+	if m.Size != 0 && (m.Size != w.n || m.CRC32C != w.crc) {
+		return SnapshotMeta{}, fmt.Errorf("storage: snapshot %d: body is %d bytes with CRC32C %#08x, expected %d bytes with CRC32C %#08x",
+			m.Index, w.n, w.crc, m.Size, m.CRC32C)
+	}
+	m.Size, m.CRC32C = w.n, w.crc
+	mb := m.Marshal()
+	var tr [snapTrailerLen]byte
+	binary.BigEndian.PutUint32(tr[0:], uint32(len(mb)))
+	binary.BigEndian.PutUint32(tr[4:], crc32.Checksum(mb, crcTable))
+	copy(tr[8:], snapMagic)
+	wrap := func(step string, err error) error {
+		return fmt.Errorf("storage: commit snapshot %d: %s %s: %w", m.Index, step, w.tmp, err)
+	}
+	if _, err := w.bw.Write(mb); err != nil {
+		return m, wrap("write", err)
+	}
+	if _, err := w.bw.Write(tr[:]); err != nil {
+		return m, wrap("write", err)
+	}
+	if err := w.bw.Flush(); err != nil {
+		return m, wrap("write", err)
+	}
+	if !w.sf.s.opts.DisableSync {
+		if err := w.f.Sync(); err != nil {
+			return m, wrap("sync", err)
+		}
+	}
+	err := w.f.Close()
+	w.f = nil
+	if err != nil {
+		return m, wrap("close", err)
+	}
+	if err := w.sf.fs.Rename(w.tmp, w.final); err != nil {
+		return m, wrap("rename", err)
+	}
+	if !w.sf.s.opts.DisableSync {
+		if err := syncDir(w.sf.fs, w.sf.dir); err != nil {
+			return m, fmt.Errorf("storage: commit snapshot %d: sync dir %s: %w", m.Index, w.sf.dir, err)
+		}
+	}
+	return m, nil
+}
+
+// Abort discards the snapshot being written. It is a no-op after Commit.
+func (w *SnapshotWriter) Abort() error {
+	if w.done {
+		return nil
+	}
+	w.done = true
+	if w.f != nil {
+		_ = w.f.Close()
+		w.f = nil
+	}
+	if err := w.sf.fs.Remove(w.tmp); err != nil && !isNotExist(err) {
+		return fmt.Errorf("storage: abort snapshot %d: %w", w.meta.Index, err)
+	}
+	return nil
+}
+
+func syncDir(fs vfs.FS, dir string) error {
+	d, err := fs.OpenDir(dir)
+	if err != nil {
+		return err
+	}
+	if err := d.Sync(); err != nil {
+		_ = d.Close()
+		return err
+	}
+	return d.Close()
+}
+
+// LatestSnapshot returns the metadata of the newest committed snapshot
+// file; ok is false if there is none.
+func (s *Store) LatestSnapshot() (meta SnapshotMeta, ok bool) {
+	return s.snaps.latest()
+}
+
+// Snapshots returns the metadata of every committed snapshot file, oldest
+// first.
+func (s *Store) Snapshots() []SnapshotMeta {
+	s.snaps.mu.Lock()
+	defer s.snaps.mu.Unlock()
+	return slices.Clone(s.snaps.list)
+}
+
+// OpenSnapshot opens the body of the snapshot file at index for reading.
+// The reader verifies the body's checksum as it reaches the end: the read
+// that delivers the last bytes returns a *CorruptionError instead of
+// io.EOF if they do not match (and io.ErrUnexpectedEOF-wrapping corruption
+// if the file is short). Consumers must discard everything they read when
+// any Read returns an error other than io.EOF. ErrNoSnapshot if there is
+// no such file.
+func (s *Store) OpenSnapshot(index uint64) (SnapshotMeta, io.ReadCloser, error) {
+	m, ok := s.snaps.find(index)
+	if !ok {
+		return SnapshotMeta{}, nil, fmt.Errorf("storage: open snapshot %d in %s: %w", index, s.dir, ErrNoSnapshot)
+	}
+	p := s.snaps.path(m)
+	f, err := s.snaps.fs.Open(p)
+	if err != nil {
+		return SnapshotMeta{}, nil, fmt.Errorf("storage: open snapshot %d: %w", index, err)
+	}
+	return m, &snapshotReader{f: f, r: bufio.NewReaderSize(f, snapIOBytes), remain: m.Size, meta: m, path: p, dir: s.dir}, nil
+}
+
+// VerifySnapshot reads the whole body of the snapshot file at index and
+// checks its checksum.
+func (s *Store) VerifySnapshot(index uint64) error {
+	_, rc, err := s.OpenSnapshot(index)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	_, err = io.Copy(io.Discard, rc)
+	return err
+}
+
+type snapshotReader struct {
+	f      vfs.File
+	r      *bufio.Reader
+	remain int64
+	crc    uint32
+	meta   SnapshotMeta
+	path   string
+	dir    string
+	err    error
+}
+
+func (r *snapshotReader) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	if r.remain == 0 {
+		r.err = r.verify()
+		return 0, r.err
+	}
+	if int64(len(p)) > r.remain {
+		p = p[:r.remain]
+	}
+	n, err := r.r.Read(p)
+	r.crc = crc32.Update(r.crc, crcTable, p[:n])
+	r.remain -= int64(n)
+	switch {
+	case r.remain == 0:
+		if verr := r.verify(); verr != io.EOF {
+			r.err = verr
+			return n, verr
+		}
+		return n, nil
+	case err == io.EOF:
+		r.err = &CorruptionError{Dir: r.dir, Index: r.meta.Index, What: "snapshot file " + r.path,
+			Detail: fmt.Sprintf("body ends %d bytes early: %v", r.remain, io.ErrUnexpectedEOF)}
+		return n, r.err
+	case err != nil:
+		r.err = fmt.Errorf("storage: read snapshot %s: %w", r.path, err)
+		return n, r.err
+	}
+	return n, nil
+}
+
+func (r *snapshotReader) verify() error {
+	if r.crc != r.meta.CRC32C {
+		return &CorruptionError{Dir: r.dir, Index: r.meta.Index, What: "snapshot file " + r.path,
+			Stored: r.meta.CRC32C, Computed: r.crc}
+	}
+	return io.EOF
+}
+
+func (r *snapshotReader) Close() error {
+	if r.f == nil {
+		return nil
+	}
+	err := r.f.Close()
+	r.f = nil
+	return err
+}

@@ -1,0 +1,854 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/cockroachdb/errors/oserror"
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/raftd/raftd/core/raft"
+)
+
+var (
+	// ErrClosed is returned by every method of a closed Store.
+	ErrClosed = errors.New("storage: closed")
+	// ErrCorrupt is matched (errors.Is) by every error that reports damaged
+	// stored data; the concrete error is a *CorruptionError.
+	ErrCorrupt = errors.New("storage: corrupt data")
+)
+
+// CorruptionError reports stored data that failed its checksum or the log's
+// structural rules. The node must stop: the data cannot be trusted.
+type CorruptionError struct {
+	// Dir is the data dir; Index the log index concerned (0 if none).
+	Dir   string
+	Index uint64
+	// What names the damaged item: "entry", "hard state", "snapshot file
+	// <path>", ...
+	What string
+	// Stored and Computed are the checksums when the failure is a checksum
+	// mismatch (Detail is empty); otherwise Detail explains.
+	Stored, Computed uint32
+	Detail           string
+}
+
+func (e *CorruptionError) Error() string {
+	idx := ""
+	if e.Index != 0 {
+		idx = fmt.Sprintf(" at index %d", e.Index)
+	}
+	if e.Detail != "" {
+		return fmt.Sprintf("storage: corrupt %s%s in data dir %s: %s", e.What, idx, e.Dir, e.Detail)
+	}
+	return fmt.Sprintf("storage: corrupt %s%s in data dir %s: checksum mismatch: stored %#08x, computed %#08x",
+		e.What, idx, e.Dir, e.Stored, e.Computed)
+}
+
+// Is makes errors.Is(err, ErrCorrupt) true.
+func (e *CorruptionError) Is(target error) bool { return target == ErrCorrupt }
+
+// Store is the durable Raft log, hard state and snapshot files of one node,
+// kept in Pebble under <dir>/log and in files under <dir>/snapshots.
+//
+// Concurrency: the write methods (Save, Compact, ApplySnapshot) are meant to
+// be called by the node's driver; they are nevertheless safe for concurrent
+// use, and concurrent Save calls with sync share fsyncs (group commit). The
+// read methods (raft.LogReader) are safe from any goroutine at any time and
+// see each write either entirely or not at all. Snapshot file methods are
+// safe for concurrent use.
+type Store struct {
+	dir  string // the data dir, as given to Open
+	opts Options
+	log  raft.Logger
+	db   *pebble.DB
+
+	// inflight counts readers iterating outside mu; Close waits for them.
+	inflight sync.WaitGroup
+
+	// mu orders writers with each other and gives readers a consistent view.
+	// Writers hold it exclusively while their batch enters the memtable, NOT
+	// while waiting for the fsync; readers hold it shared while they read
+	// the fields below and open their Pebble iterator.
+	mu     sync.RWMutex
+	closed bool
+	err    error // sticky write failure; all later writes return it
+	hs     raft.HardState
+	// trunc is the last index removed from the log and its term.
+	// Invariant: FirstIndex() == trunc.Index+1.
+	trunc truncState
+	// last/lastTerm describe the last entry (trunc when the log is empty).
+	// Invariant: trunc.Index <= last.
+	last, lastTerm uint64
+	// applied is the snapshot installed by ApplySnapshot (empty if none).
+	applied raft.Snapshot
+
+	snaps snapshotFiles
+}
+
+var _ raft.LogReader = (*Store)(nil)
+
+// Open opens (creating it if needed, unless opts.MustExist) the data dir and
+// recovers the log: a torn or corrupt tail beyond the commit index is
+// truncated and logged, and any other damage is an error naming the dir and
+// the index. The dir is stamped with opts.ClusterID/NodeID on first use and
+// refused if it carries other ids. Only one Store (one process) may have a
+// dir open at a time.
+func Open(dir string, opts *Options) (*Store, error) {
+	o := opts.withDefaults()
+	if dir == "" {
+		return nil, errors.New("storage: open: empty data dir path")
+	}
+	fs := o.FS
+	fi, err := fs.Stat(dir)
+	switch {
+	case err == nil && !fi.IsDir():
+		return nil, fmt.Errorf("storage: open %s: not a directory", dir)
+	case err != nil && oserror.IsNotExist(err) && o.MustExist:
+		return nil, fmt.Errorf("storage: open %s: data dir does not exist", dir)
+	case err != nil && !oserror.IsNotExist(err):
+		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
+	}
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("storage: open %s: create data dir: %w", dir, err)
+	}
+	s := &Store{dir: dir, opts: o, log: o.Logger}
+	s.snaps.init(s)
+
+	cache := pebble.NewCache(o.CacheBytes)
+	defer cache.Unref()
+	popts := &pebble.Options{
+		FS:     fs,
+		Cache:  cache,
+		Logger: pebbleLogger{log: o.Logger, dir: dir},
+		// NB: pinned, so the on-disk format only changes when we say so.
+		FormatMajorVersion: pebble.FormatValueSeparation,
+	}
+	db, err := openPebble(fs.PathJoin(dir, "log"), popts)
+	if err != nil {
+		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
+	}
+	s.db = db
+	if err := s.recover(); err != nil {
+		_ = s.closePebble()
+		return nil, err
+	}
+	if err := s.snaps.load(); err != nil {
+		_ = s.closePebble()
+		return nil, err
+	}
+	s.log.Infof("storage: opened %s: first index %d, last index %d, commit %d, term %d, %d snapshot file(s)",
+		dir, s.trunc.Index+1, s.last, s.hs.Commit, s.hs.Term, len(s.snaps.list))
+	return s, nil
+}
+
+// openPebble opens Pebble, turning a fatal report during open into an error.
+func openPebble(dir string, o *pebble.Options) (db *pebble.DB, err error) {
+	defer recoverFatal(&err)
+	return pebble.Open(dir, o)
+}
+
+// recoverFatal converts a pebbleFatal panic into *err; other panics go on.
+func recoverFatal(err *error) {
+	if r := recover(); r != nil {
+		pf, ok := r.(pebbleFatal)
+		if !ok {
+			panic(r)
+		}
+		*err = errors.New(pf.msg)
+	}
+}
+
+// Dir returns the data dir the store was opened on.
+func (s *Store) Dir() string { return s.dir }
+
+// Close releases the store. It waits for readers in progress; later calls
+// of any method return ErrClosed. Close is idempotent.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.inflight.Wait()
+	return s.closePebble()
+}
+
+func (s *Store) closePebble() (err error) {
+	defer recoverFatal(&err)
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("storage: close %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// getRecord reads and verifies the metadata record at key; found is false
+// if there is none.
+func (s *Store) getRecord(key []byte, what string) (payload []byte, found bool, err error) {
+	v, closer, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("storage: read %s in %s: %w", what, s.dir, err)
+	}
+	defer closer.Close()
+	p, cerr := openRecord(key, v)
+	if cerr != nil {
+		return nil, false, &CorruptionError{Dir: s.dir, What: what, Stored: cerr.stored, Computed: cerr.computed}
+	}
+	return append([]byte(nil), p...), true, nil
+}
+
+// recover loads the metadata records, checks the stamp, verifies the whole
+// log and truncates a damaged tail beyond the commit index.
+func (s *Store) recover() error {
+	if err := s.checkStamp(); err != nil {
+		return err
+	}
+	corrupt := func(what string, err error) error {
+		return &CorruptionError{Dir: s.dir, What: what, Detail: err.Error()}
+	}
+	if p, ok, err := s.getRecord(keyHardState, "hard state"); err != nil {
+		return err
+	} else if ok {
+		if s.hs, err = decodeHardState(p); err != nil {
+			return corrupt("hard state", err)
+		}
+	}
+	if p, ok, err := s.getRecord(keyTrunc, "truncation record"); err != nil {
+		return err
+	} else if ok {
+		if s.trunc, err = decodeTrunc(p); err != nil {
+			return corrupt("truncation record", err)
+		}
+	}
+	if p, ok, err := s.getRecord(keySnapshot, "snapshot record"); err != nil {
+		return err
+	} else if ok {
+		if s.applied, err = decodeSnapshotRecord(p); err != nil {
+			return corrupt("snapshot record", err)
+		}
+	}
+
+	// Walk the log from the first index. The first problem found (bad
+	// checksum, gap, term going down) ends the good prefix.
+	next, prevTerm := s.trunc.Index+1, s.trunc.Term
+	var bad error
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: logKey(next), UpperBound: logKeyEnd})
+	if err != nil {
+		return fmt.Errorf("storage: open %s: %w", s.dir, err)
+	}
+	for ok := it.First(); ok && bad == nil; ok = it.Next() {
+		k := it.Key()
+		idx, kok := parseLogKey(k)
+		if !kok || idx != next {
+			bad = &CorruptionError{Dir: s.dir, Index: next, What: "log", Detail: fmt.Sprintf("entry %d is missing (next key found is %x)", next, k)}
+			break
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			_ = it.Close()
+			return fmt.Errorf("storage: open %s: read entry %d: %w", s.dir, idx, err)
+		}
+		p, cerr := openRecord(k, v)
+		if cerr != nil {
+			bad = &CorruptionError{Dir: s.dir, Index: idx, What: "entry", Stored: cerr.stored, Computed: cerr.computed}
+			break
+		}
+		e, derr := decodeEntryPayload(idx, p)
+		if derr != nil {
+			bad = &CorruptionError{Dir: s.dir, Index: idx, What: "entry", Detail: derr.Error()}
+			break
+		}
+		if e.Term < prevTerm {
+			bad = &CorruptionError{Dir: s.dir, Index: idx, What: "entry", Detail: fmt.Sprintf("term %d is below the previous entry's term %d", e.Term, prevTerm)}
+			break
+		}
+		prevTerm = e.Term
+		next++
+	}
+	if err := it.Error(); err != nil && bad == nil {
+		_ = it.Close()
+		return fmt.Errorf("storage: open %s: scan log: %w", s.dir, err)
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("storage: open %s: scan log: %w", s.dir, err)
+	}
+	s.last, s.lastTerm = next-1, prevTerm
+
+	if bad != nil {
+		// Entries beyond the commit index were never known to be committed
+		// by this node; the leader can send them again. Damage at or below
+		// the commit index would lose committed data: fail-stop.
+		if next <= s.hs.Commit {
+			return bad
+		}
+		b := s.db.NewBatch()
+		_ = b.DeleteRange(logKey(next), logKeyEnd, nil)
+		if err := s.commitBatch(b, true); err != nil {
+			return fmt.Errorf("storage: open %s: truncate damaged tail at index %d: %w", s.dir, next, err)
+		}
+		s.log.Warningf("storage: %s: truncated the log tail from index %d (beyond commit index %d): %v",
+			s.dir, next, s.hs.Commit, bad)
+	}
+
+	// Structural checks: snapshot <= truncation <= commit <= last.
+	switch {
+	case s.applied.Metadata.Index > s.trunc.Index:
+		return &CorruptionError{Dir: s.dir, What: "log", Detail: fmt.Sprintf("installed snapshot index %d is above the first index %d", s.applied.Metadata.Index, s.trunc.Index+1)}
+	case s.hs.Commit < s.trunc.Index:
+		return &CorruptionError{Dir: s.dir, What: "log", Detail: fmt.Sprintf("commit index %d is below the compacted index %d", s.hs.Commit, s.trunc.Index)}
+	case s.hs.Commit > s.last:
+		return &CorruptionError{Dir: s.dir, What: "log", Detail: fmt.Sprintf("commit index %d is beyond the last index %d", s.hs.Commit, s.last)}
+	}
+	return nil
+}
+
+// checkStamp compares the data dir's stamp with the ids in the options and
+// writes the missing parts.
+func (s *Store) checkStamp() error {
+	p, found, err := s.getRecord(keyStamp, "stamp")
+	if err != nil {
+		return err
+	}
+	var st stamp
+	if found {
+		if st, err = decodeStamp(p); err != nil {
+			return &CorruptionError{Dir: s.dir, What: "stamp", Detail: err.Error()}
+		}
+		if st.Format != formatVersion {
+			return fmt.Errorf("storage: open %s: data dir format %d is not supported (want %d)", s.dir, st.Format, formatVersion)
+		}
+	}
+	want := st
+	if s.opts.ClusterID != "" {
+		if st.ClusterID != "" && st.ClusterID != s.opts.ClusterID {
+			return fmt.Errorf("storage: open %s: data dir belongs to cluster %q node %d; refusing to open it as cluster %q node %d",
+				s.dir, st.ClusterID, st.NodeID, s.opts.ClusterID, s.opts.NodeID)
+		}
+		want.ClusterID = s.opts.ClusterID
+	}
+	if s.opts.NodeID != 0 {
+		if st.NodeID != 0 && st.NodeID != s.opts.NodeID {
+			return fmt.Errorf("storage: open %s: data dir belongs to cluster %q node %d; refusing to open it as cluster %q node %d",
+				s.dir, st.ClusterID, st.NodeID, s.opts.ClusterID, s.opts.NodeID)
+		}
+		want.NodeID = s.opts.NodeID
+	}
+	want.Format = formatVersion
+	if found && want == st || !found && want.ClusterID == "" && want.NodeID == 0 {
+		return nil
+	}
+	b := s.db.NewBatch()
+	_ = b.Set(keyStamp, encodeStamp(want), nil)
+	if err := s.commitBatch(b, true); err != nil {
+		return fmt.Errorf("storage: open %s: write stamp: %w", s.dir, err)
+	}
+	return nil
+}
+
+// Stamp returns the cluster id and node id the data dir is stamped with
+// (zero values if not stamped).
+func (s *Store) Stamp() (clusterID string, nodeID uint64, err error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return "", 0, ErrClosed
+	}
+	p, found, err := s.getRecord(keyStamp, "stamp")
+	if err != nil || !found {
+		return "", 0, err
+	}
+	st, err := decodeStamp(p)
+	if err != nil {
+		return "", 0, &CorruptionError{Dir: s.dir, What: "stamp", Detail: err.Error()}
+	}
+	return st.ClusterID, st.NodeID, nil
+}
+
+// commitBatch commits and closes b, waiting for the fsync if sync (and
+// syncing is not disabled).
+func (s *Store) commitBatch(b *pebble.Batch, sync bool) error {
+	wait, err := s.applyBatch(b, sync)
+	if err != nil {
+		return err
+	}
+	return wait()
+}
+
+// applyBatch applies b to Pebble (visible to readers when it returns) and
+// returns a function that waits for durability and releases b.
+func (s *Store) applyBatch(b *pebble.Batch, sync bool) (wait func() error, err error) {
+	sync = sync && !s.opts.DisableSync
+	defer func() {
+		if err != nil {
+			_ = b.Close()
+		}
+	}()
+	defer recoverFatal(&err)
+	if !sync {
+		if err := s.db.Apply(b, pebble.NoSync); err != nil {
+			return nil, err
+		}
+		return func() error { return b.Close() }, nil
+	}
+	if err := s.db.ApplyNoSyncWait(b, pebble.Sync); err != nil {
+		return nil, err
+	}
+	return func() error {
+		err := b.SyncWait()
+		_ = b.Close()
+		return err
+	}, nil
+}
+
+// writable reports why writes are refused, if they are. Callers hold mu.
+func (s *Store) writable() error {
+	if s.closed {
+		return ErrClosed
+	}
+	return s.err
+}
+
+// fail records a write failure; every later write returns it. Callers hold
+// mu.
+func (s *Store) fail(err error) error {
+	if s.err == nil {
+		s.err = err
+		s.log.Errorf("%v; the store refuses further writes", err)
+	}
+	return err
+}
+
+// Save persists hs (unless empty) and ents in one atomic Pebble batch, with
+// at most one fsync when sync is true. ents must have consecutive indexes;
+// an entry whose index is at or below LastIndex replaces the stored entry
+// and every entry after it (the conflicting suffix, Raft §5.3). Entries at
+// or below the compacted index are ignored. A gap after LastIndex is an
+// error.
+//
+// When Save returns nil and sync is true, the data is durable. An error is
+// an environmental failure (I/O, full disk): the store refuses further
+// writes and the driver must stop. Concurrent Save calls share fsyncs.
+func (s *Store) Save(hs raft.HardState, ents []raft.Entry, sync bool) error {
+	wait, err := s.SaveAsync(hs, ents, sync)
+	if err != nil {
+		return err
+	}
+	return wait()
+}
+
+// SaveAsync is Save split in two: when it returns, the write is visible to
+// readers and ordered after every earlier write; the returned wait function
+// (which must be called exactly once) blocks until it is durable and
+// reports the outcome. Callers that hold a lock to order their writes can
+// release it before waiting, so that their fsyncs are shared.
+func (s *Store) SaveAsync(hs raft.HardState, ents []raft.Entry, sync bool) (wait func() error, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.writable(); err != nil {
+		return nil, err
+	}
+	// Drop entries that were compacted away (they are committed, hence
+	// identical to what we had).
+	if len(ents) > 0 && ents[0].Index <= s.trunc.Index {
+		skip := s.trunc.Index + 1 - ents[0].Index
+		if skip >= uint64(len(ents)) {
+			ents = nil
+		} else {
+			ents = ents[skip:]
+		}
+	}
+	if len(ents) == 0 && hs.IsEmpty() {
+		return func() error { return nil }, nil
+	}
+	newLast, newLastTerm := s.last, s.lastTerm
+	if len(ents) > 0 {
+		lo, hi := ents[0].Index, ents[len(ents)-1].Index
+		if lo > s.last+1 {
+			return nil, fmt.Errorf("storage: save [%d,%d]: gap after last index %d", lo, hi, s.last)
+		}
+		if hi-lo+1 != uint64(len(ents)) {
+			return nil, fmt.Errorf("storage: save [%d,%d]: %d entries are not consecutive", lo, hi, len(ents))
+		}
+		for i := 1; i < len(ents); i++ {
+			if ents[i].Index != lo+uint64(i) || ents[i].Term < ents[i-1].Term {
+				return nil, fmt.Errorf("storage: save [%d,%d]: entry %d (term %d) does not follow entry %d (term %d)",
+					lo, hi, ents[i].Index, ents[i].Term, ents[i-1].Index, ents[i-1].Term)
+			}
+		}
+		newLast, newLastTerm = hi, ents[len(ents)-1].Term
+		// Raft §5.3/§5.4: a committed entry is never replaced. Checking the
+		// last overlapped committed entry covers the ones before it (Log
+		// Matching).
+		if k := min(hi, s.hs.Commit, s.last); lo <= k && k > s.trunc.Index {
+			stored, err := s.termLocked(k)
+			if err != nil {
+				return nil, err
+			}
+			if t := ents[k-lo].Term; t != stored {
+				return nil, fmt.Errorf("storage: save [%d,%d]: entry %d (term %d) would replace committed entry %d (term %d) in %s",
+					lo, hi, k, t, k, stored, s.dir)
+			}
+		}
+	}
+	if !hs.IsEmpty() && hs.Commit > newLast {
+		return nil, fmt.Errorf("storage: save: commit index %d is beyond the last index %d", hs.Commit, newLast)
+	}
+
+	b := s.db.NewBatch()
+	for i := range ents {
+		e := &ents[i]
+		op := b.SetDeferred(logKeyLen, entryValueLen(e))
+		putLogKey(op.Key, e.Index)
+		putEntryValue(op.Value, op.Key, e)
+		if err := op.Finish(); err != nil {
+			_ = b.Close()
+			return nil, fmt.Errorf("storage: save entry %d: %w", e.Index, err)
+		}
+	}
+	if len(ents) > 0 && newLast < s.last {
+		// The new entries end before the old log did: drop the rest of the
+		// conflicting suffix. Indexes up to newLast were overwritten above.
+		_ = b.DeleteRange(logKey(newLast+1), logKeyEnd, nil)
+	}
+	if !hs.IsEmpty() {
+		_ = b.Set(keyHardState, encodeHardState(hs), nil)
+	}
+	syncWait, err := s.applyBatch(b, sync)
+	if err != nil {
+		if len(ents) > 0 {
+			err = fmt.Errorf("storage: save [%d,%d] in %s: %w", ents[0].Index, newLast, s.dir, err)
+		} else {
+			err = fmt.Errorf("storage: save hard state in %s: %w", s.dir, err)
+		}
+		return nil, s.fail(err)
+	}
+	if len(ents) > 0 {
+		s.last, s.lastTerm = newLast, newLastTerm
+	}
+	if !hs.IsEmpty() {
+		s.hs = hs
+	}
+	return func() error {
+		if err := syncWait(); err != nil {
+			err = fmt.Errorf("storage: save: sync %s: %w", s.dir, err)
+			s.mu.Lock()
+			s.fail(err)
+			s.mu.Unlock()
+			return err
+		}
+		return nil
+	}, nil
+}
+
+// Compact removes the entries up to and including index with one range
+// deletion; the term of index is kept so that Term(index) still answers.
+// The caller must hold a snapshot that covers index. ErrCompacted if index
+// is already compacted; an error if index is beyond the commit index or the
+// last index. Compact does not fsync: if it is lost in a crash the log just
+// holds more entries.
+func (s *Store) Compact(index uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.writable(); err != nil {
+		return err
+	}
+	if index <= s.trunc.Index {
+		return raft.ErrCompacted
+	}
+	if index > s.last {
+		return fmt.Errorf("storage: compact %d: beyond the last index %d", index, s.last)
+	}
+	if index > s.hs.Commit {
+		return fmt.Errorf("storage: compact %d: beyond the commit index %d", index, s.hs.Commit)
+	}
+	term, err := s.termLocked(index)
+	if err != nil {
+		return err
+	}
+	ts := truncState{Index: index, Term: term}
+	b := s.db.NewBatch()
+	_ = b.Set(keyTrunc, encodeTrunc(ts), nil)
+	_ = b.DeleteRange(logKeyMin, logKey(index+1), nil)
+	if err := s.commitBatch(b, false); err != nil {
+		return s.fail(fmt.Errorf("storage: compact %d in %s: %w", index, s.dir, err))
+	}
+	s.trunc = ts
+	return nil
+}
+
+// ApplySnapshot installs snap: the whole log is discarded, FirstIndex
+// becomes snap.Metadata.Index+1, and Snapshot/InitialState report snap.
+// The hard state's commit is raised to the snapshot index (and its term to
+// the snapshot term) if below. The write is synced. ErrSnapOutOfDate if
+// snap is not newer than the compacted index. As with raft.MemoryStorage, a
+// snapshot at index 0 is accepted by a store that never held an entry or a
+// snapshot: it only records the initial ConfState (bootstrapping).
+func (s *Store) ApplySnapshot(snap raft.Snapshot) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.writable(); err != nil {
+		return err
+	}
+	m := snap.Metadata
+	if m.Index == 0 && s.applied.Metadata.Index == 0 && s.last == 0 {
+		// Bootstrap: an empty store takes the initial membership.
+		b := s.db.NewBatch()
+		_ = b.Set(keySnapshot, encodeSnapshotRecord(snap), nil)
+		if err := s.commitBatch(b, true); err != nil {
+			return s.fail(fmt.Errorf("storage: apply initial membership in %s: %w", s.dir, err))
+		}
+		s.applied = raft.Snapshot{Metadata: m, Data: append([]byte(nil), snap.Data...)}
+		return nil
+	}
+	if m.Index <= s.trunc.Index || m.Index <= s.applied.Metadata.Index {
+		return raft.ErrSnapOutOfDate
+	}
+	hs := s.hs
+	if hs.Commit < m.Index {
+		hs.Commit = m.Index
+	}
+	if hs.Term < m.Term {
+		hs.Term, hs.Vote = m.Term, raft.None
+	}
+	ts := truncState{Index: m.Index, Term: m.Term}
+	b := s.db.NewBatch()
+	_ = b.Set(keySnapshot, encodeSnapshotRecord(snap), nil)
+	_ = b.Set(keyTrunc, encodeTrunc(ts), nil)
+	_ = b.Set(keyHardState, encodeHardState(hs), nil)
+	_ = b.DeleteRange(logKeyMin, logKeyEnd, nil)
+	if err := s.commitBatch(b, true); err != nil {
+		return s.fail(fmt.Errorf("storage: apply snapshot %d in %s: %w", m.Index, s.dir, err))
+	}
+	s.applied = raft.Snapshot{Metadata: m, Data: append([]byte(nil), snap.Data...)}
+	s.trunc = ts
+	s.last, s.lastTerm = m.Index, m.Term
+	s.hs = hs
+	return nil
+}
+
+// InitialState returns the saved HardState and the ConfState of the newest
+// snapshot (installed with ApplySnapshot or committed as a file).
+func (s *Store) InitialState() (raft.HardState, raft.ConfState, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return raft.HardState{}, raft.ConfState{}, ErrClosed
+	}
+	snap := s.newestSnapshotLocked()
+	return s.hs, snap.Metadata.ConfState, nil
+}
+
+// Snapshot returns the newest snapshot: the one installed with
+// ApplySnapshot or the newest committed snapshot file, whichever has the
+// higher index. For a file, Data is its SnapshotMeta (see
+// UnmarshalSnapshotMeta), which a receiver needs to check the stream.
+func (s *Store) Snapshot() (raft.Snapshot, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return raft.Snapshot{}, ErrClosed
+	}
+	return s.newestSnapshotLocked(), nil
+}
+
+func (s *Store) newestSnapshotLocked() raft.Snapshot {
+	snap := s.applied
+	if m, ok := s.snaps.latest(); ok && m.Index > snap.Metadata.Index {
+		snap = raft.Snapshot{
+			Metadata: raft.SnapshotMetadata{Index: m.Index, Term: m.Term, ConfState: m.ConfState},
+			Data:     m.Marshal(),
+		}
+	}
+	return snap
+}
+
+// HardState returns the saved hard state.
+func (s *Store) HardState() (raft.HardState, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return raft.HardState{}, ErrClosed
+	}
+	return s.hs, nil
+}
+
+// FirstIndex returns the index of the first entry that may be available:
+// the compacted (or snapshot) index + 1.
+func (s *Store) FirstIndex() (uint64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return 0, ErrClosed
+	}
+	return s.trunc.Index + 1, nil
+}
+
+// LastIndex returns the index of the last entry (the compacted index when
+// the log is empty).
+func (s *Store) LastIndex() (uint64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return 0, ErrClosed
+	}
+	return s.last, nil
+}
+
+// Term returns the term of entry i, for i in [FirstIndex()-1, LastIndex()].
+// ErrCompacted below, ErrUnavailable above; a *CorruptionError if the
+// stored entry fails its checksum.
+func (s *Store) Term(i uint64) (uint64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return 0, ErrClosed
+	}
+	return s.termLocked(i)
+}
+
+func (s *Store) termLocked(i uint64) (uint64, error) {
+	switch {
+	case i < s.trunc.Index:
+		return 0, raft.ErrCompacted
+	case i == s.trunc.Index:
+		return s.trunc.Term, nil
+	case i > s.last:
+		return 0, raft.ErrUnavailable
+	case i == s.last:
+		return s.lastTerm, nil
+	}
+	k := logKey(i)
+	v, closer, err := s.db.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, &CorruptionError{Dir: s.dir, Index: i, What: "log", Detail: "entry is missing"}
+	}
+	if err != nil {
+		return 0, fmt.Errorf("storage: term %d in %s: %w", i, s.dir, err)
+	}
+	defer closer.Close()
+	p, cerr := openRecord(k, v)
+	if cerr != nil {
+		return 0, &CorruptionError{Dir: s.dir, Index: i, What: "entry", Stored: cerr.stored, Computed: cerr.computed}
+	}
+	e, err := decodeEntryPayload(i, p)
+	if err != nil {
+		return 0, &CorruptionError{Dir: s.dir, Index: i, What: "entry", Detail: err.Error()}
+	}
+	return e.Term, nil
+}
+
+// arenaBytes is the chunk size entry data is copied into by Entries.
+const arenaBytes = 64 << 10
+
+// Entries returns the entries in [lo, hi), stopping before the total
+// Entry.Size() would exceed maxBytes but always returning at least one
+// entry when lo < hi. ErrCompacted if lo < FirstIndex(); ErrUnavailable if
+// hi > LastIndex()+1. Every entry's checksum is verified; a mismatch is a
+// *CorruptionError. The returned entries' Data share larger buffers; the
+// caller may keep but must not modify them.
+func (s *Store) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return nil, ErrClosed
+	}
+	switch {
+	case lo <= s.trunc.Index:
+		s.mu.RUnlock()
+		return nil, raft.ErrCompacted
+	case hi > s.last+1:
+		last := s.last
+		s.mu.RUnlock()
+		return nil, fmt.Errorf("storage: entries [%d,%d) beyond last index %d: %w", lo, hi, last, raft.ErrUnavailable)
+	case lo > hi:
+		s.mu.RUnlock()
+		return nil, fmt.Errorf("storage: entries: invalid range [%d,%d)", lo, hi)
+	case lo == hi:
+		s.mu.RUnlock()
+		return nil, nil
+	}
+	// The iterator sees exactly the state described by the fields read
+	// above: writers change both under the exclusive lock.
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: logKey(lo), UpperBound: logKey(hi)})
+	if err != nil {
+		s.mu.RUnlock()
+		return nil, fmt.Errorf("storage: entries [%d,%d) in %s: %w", lo, hi, s.dir, err)
+	}
+	s.inflight.Add(1)
+	s.mu.RUnlock()
+	defer s.inflight.Done()
+
+	ents, err := s.readEntries(it, lo, hi, maxBytes)
+	if cerr := it.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("storage: entries [%d,%d) in %s: %w", lo, hi, s.dir, cerr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return ents, nil
+}
+
+func (s *Store) readEntries(it *pebble.Iterator, lo, hi, maxBytes uint64) ([]raft.Entry, error) {
+	n := hi - lo
+	if lim := maxBytes/entryOverhead + 1; lim < n {
+		n = lim
+	}
+	if n > 1<<16 {
+		n = 1 << 16
+	}
+	ents := make([]raft.Entry, 0, n)
+	var arena []byte
+	var size uint64
+	next := lo
+	for ok := it.First(); ok; ok = it.Next() {
+		k := it.Key()
+		if idx, kok := parseLogKey(k); !kok || idx != next {
+			return nil, &CorruptionError{Dir: s.dir, Index: next, What: "log", Detail: "entry is missing"}
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return nil, fmt.Errorf("storage: read entry %d in %s: %w", next, s.dir, err)
+		}
+		p, cerr := openRecord(k, v)
+		if cerr != nil {
+			return nil, &CorruptionError{Dir: s.dir, Index: next, What: "entry", Stored: cerr.stored, Computed: cerr.computed}
+		}
+		e, err := decodeEntryPayload(next, p)
+		if err != nil {
+			return nil, &CorruptionError{Dir: s.dir, Index: next, What: "entry", Detail: err.Error()}
+		}
+		size += e.Size()
+		if len(ents) > 0 && size > maxBytes {
+			return ents, nil
+		}
+		if len(e.Data) == 0 {
+			e.Data = nil
+		} else {
+			if cap(arena)-len(arena) < len(e.Data) {
+				arena = make([]byte, 0, max(arenaBytes, len(e.Data)))
+			}
+			start := len(arena)
+			arena = append(arena, e.Data...)
+			e.Data = arena[start:len(arena):len(arena)]
+		}
+		ents = append(ents, e)
+		next++
+	}
+	if err := it.Error(); err != nil {
+		return nil, fmt.Errorf("storage: entries [%d,%d) in %s: %w", lo, hi, s.dir, err)
+	}
+	if next != hi {
+		return nil, &CorruptionError{Dir: s.dir, Index: next, What: "log", Detail: "entry is missing"}
+	}
+	return ents, nil
+}
+
+// entryOverhead is raft.Entry.Size() of an entry with no data.
+var entryOverhead = (&raft.Entry{}).Size()
+
+func isNotExist(err error) bool { return oserror.IsNotExist(err) }
