@@ -7,6 +7,7 @@ import (
 
 	"github.com/cockroachdb/errors/oserror"
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/raftd/raftd/core/raft"
 )
 
@@ -109,7 +110,7 @@ func Open(dir string, opts *Options) (*Store, error) {
 	case err != nil && !oserror.IsNotExist(err):
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
-	if err := fs.MkdirAll(dir, 0o755); err != nil {
+	if err := makeDirs(fs, dir, o.DisableSync); err != nil {
 		return nil, fmt.Errorf("storage: open %s: create data dir: %w", dir, err)
 	}
 	s := &Store{dir: dir, opts: o, log: o.Logger}
@@ -852,3 +853,46 @@ func (s *Store) readEntries(it *pebble.Iterator, lo, hi, maxBytes uint64) ([]raf
 var entryOverhead = (&raft.Entry{}).Size()
 
 func isNotExist(err error) bool { return oserror.IsNotExist(err) }
+
+// makeDirs creates dir, dir/log and dir/snapshots as needed and, unless
+// noSync, fsyncs every directory whose entries changed, so that a crash
+// cannot forget the data dir after files in it were synced.
+func makeDirs(fs vfs.FS, dir string, noSync bool) error {
+	// Find the deepest existing ancestor; everything below it is new.
+	var created []string
+	for d := dir; ; {
+		if _, err := fs.Stat(d); err == nil {
+			break
+		} else if !oserror.IsNotExist(err) {
+			return err
+		}
+		created = append(created, d)
+		parent := fs.PathDir(d)
+		if parent == d {
+			break
+		}
+		d = parent
+	}
+	for _, sub := range []string{dir, fs.PathJoin(dir, "log"), fs.PathJoin(dir, snapDirName)} {
+		if _, err := fs.Stat(sub); oserror.IsNotExist(err) && sub != dir {
+			created = append(created, sub)
+		}
+		if err := fs.MkdirAll(sub, 0o755); err != nil {
+			return err
+		}
+	}
+	if noSync || len(created) == 0 {
+		return nil
+	}
+	toSync := map[string]bool{}
+	for _, d := range created {
+		toSync[fs.PathDir(d)] = true
+		toSync[d] = true
+	}
+	for d := range toSync {
+		if err := syncDir(fs, d); err != nil {
+			return fmt.Errorf("sync %s: %w", d, err)
+		}
+	}
+	return nil
+}
