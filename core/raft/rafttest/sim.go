@@ -136,7 +136,8 @@ func (f *SimFailure) Error() string {
 }
 
 // NewSim builds the cluster described by cfg. Every initial node starts
-// from BootstrapStorage(voters).
+// with an empty log and the founding voters as its storage's ConfState;
+// the engine writes them into the log as committed entries.
 func NewSim(cfg SimConfig) (*Sim, error) {
 	if cfg.Nodes < 1 {
 		return nil, fmt.Errorf("rafttest: sim needs at least one node, got %d", cfg.Nodes)
@@ -184,43 +185,13 @@ func NewSim(cfg SimConfig) (*Sim, error) {
 		voters[i] = uint64(i + 1)
 	}
 	for _, id := range voters {
-		st, err := BootstrapStorage(raft.ConfState{Voters: voters})
-		if err != nil {
-			return nil, err
-		}
+		st := raft.NewMemoryStorage()
+		st.SetConfState(raft.ConfState{Voters: voters})
 		if err := s.addNode(id, st); err != nil {
 			return nil, err
 		}
 	}
 	return s, nil
-}
-
-// BootstrapStorage returns a storage whose log holds the initial
-// configuration cs as committed entries of term 1 (AddNode per voter, then
-// AddLearner per learner), the way etcd's Bootstrap does it. Keeping the
-// initial configuration in the log, rather than only in the storage's
-// ConfState, lets a node that joins later and is caught up from index 1
-// learn every member.
-func BootstrapStorage(cs raft.ConfState) (*raft.MemoryStorage, error) {
-	st := raft.NewMemoryStorage()
-	var ents []raft.Entry
-	add := func(t raft.ConfChangeType, id uint64) {
-		cc := raft.ConfChange{Type: t, NodeID: id}
-		ents = append(ents, raft.Entry{Term: 1, Index: uint64(len(ents) + 1), Type: raft.EntryConfChange, Data: cc.Marshal()})
-	}
-	for _, id := range cs.Voters {
-		add(raft.ConfChangeAddNode, id)
-	}
-	for _, id := range cs.Learners {
-		add(raft.ConfChangeAddLearner, id)
-	}
-	if err := st.Append(ents); err != nil {
-		return nil, fmt.Errorf("rafttest: bootstrap: %w", err)
-	}
-	if err := st.SetHardState(raft.HardState{Term: 1, Commit: uint64(len(ents))}); err != nil {
-		return nil, fmt.Errorf("rafttest: bootstrap: %w", err)
-	}
-	return st, nil
 }
 
 func encodeSnapData(index, state uint64) []byte {
