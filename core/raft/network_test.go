@@ -288,3 +288,22 @@ func (nt *testNet) String() string {
 	}
 	return s
 }
+
+// newTestNetWith builds a cluster from prepared storages (one per id).
+func newTestNetWith(t testing.TB, stores map[uint64]*MemoryStorage, mutate func(*Config)) *testNet {
+	t.Helper()
+	nt := &testNet{
+		t: t, nodes: map[uint64]*RawNode{}, stores: map[uint64]*MemoryStorage{},
+		cfgs: map[uint64]*Config{}, applied: map[uint64][]Entry{}, down: map[uint64]bool{},
+		cut: map[[2]uint64]bool{},
+	}
+	var keys []uint64
+	for id := range stores {
+		keys = append(keys, id)
+	}
+	slices.Sort(keys)
+	for _, id := range keys {
+		nt.addNode(id, stores[id], mutate)
+	}
+	return nt
+}

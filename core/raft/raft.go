@@ -948,7 +948,9 @@ func stepLeader(r *raft, m Message) error {
 			pr.inflights.freeFirst()
 		}
 		if pr.match < r.raftLog.lastIndex() {
-			r.maybeSendAppend(pr, false)
+			// Send even an empty probe: a follower whose next is past our last
+			// index must be told where the log really diverges.
+			r.maybeSendAppend(pr, true)
 		}
 		if len(m.Context) > 0 && r.readOnly.option == ReadOnlySafe {
 			r.handleReadAck(m)
@@ -1479,7 +1481,7 @@ func (r *raft) applyConfChange(cc ConfChange) ConfState {
 	} else {
 		for _, p := range r.prs {
 			if p.id != r.id {
-				r.maybeSendAppend(p, false)
+				r.maybeSendAppend(p, p.match == 0)
 			}
 		}
 	}

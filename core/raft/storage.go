@@ -43,7 +43,11 @@ func (ms *MemoryStorage) SetHardState(hs HardState) error {
 
 // SetConfState sets the membership reported by InitialState without
 // touching the log. It is meant for bootstrapping a new cluster: every
-// initial member's storage gets the same ConfState before NewRawNode.
+// founding member's storage gets the same ConfState before NewRawNode,
+// which then writes it into the empty log as committed ConfChange entries
+// at term 1 (indexes 1..n), so that members added later learn it by
+// replication. A node that joins an existing cluster starts with an empty
+// ConfState.
 func (ms *MemoryStorage) SetConfState(cs ConfState) {
 	ms.snap.Metadata.ConfState = ConfState{
 		Voters:   append([]uint64(nil), cs.Voters...),
