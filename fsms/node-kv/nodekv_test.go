@@ -264,6 +264,9 @@ func TestHandshakeMTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := serverCert.CheckSignatureFrom(serverCert); err != nil {
+		t.Fatalf("server certificate is not properly self-signed: %v", err)
+	}
 	roots := x509.NewCertPool()
 	roots.AddCert(serverCert)
 	if _, err := serverCert.Verify(x509.VerifyOptions{DNSName: "localhost", Roots: roots,
@@ -702,7 +705,6 @@ func benchApply(b *testing.B, path string, isNode bool) {
 	}
 	b.SetBytes(128)
 	b.ResetTimer()
-	start := time.Now()
 	done := 0
 	for done < b.N {
 		n := min(batch, b.N-done)
@@ -714,7 +716,7 @@ func benchApply(b *testing.B, path string, isNode bool) {
 		}
 		done += n
 	}
-	b.ReportMetric(float64(done)/time.Since(start).Seconds(), "entries/s")
+	b.ReportMetric(float64(done)/b.Elapsed().Seconds(), "entries/s")
 }
 
 var _ io.Reader = (*bytes.Reader)(nil)
