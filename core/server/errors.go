@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/raftd/raftd/core/raft"
 	"google.golang.org/grpc"
@@ -46,6 +47,15 @@ func notApplied(ctx context.Context, c codes.Code, format string, args ...any) e
 	return status.Errorf(c, format, args...)
 }
 
+// detail is err's message without the sentinel prefixes of this package.
+func detail(err error) string {
+	msg := err.Error()
+	for _, e := range []error{ErrRejected, ErrStopped, ErrLeadershipLost, ErrNotLeader} {
+		msg = strings.TrimPrefix(msg, e.Error()+": ")
+	}
+	return msg
+}
+
 // toStatus maps an error from the Node to a status error.
 func toStatus(ctx context.Context, op string, err error) error {
 	if err == nil {
@@ -59,7 +69,7 @@ func toStatus(ctx context.Context, op string, err error) error {
 	case errors.Is(err, ErrNotLeader), errors.Is(err, raft.ErrNoLeader):
 		return notApplied(ctx, codes.Unavailable, "%s: no leader: %v", op, err)
 	case errors.Is(err, raft.ErrProposalDropped), errors.Is(err, ErrRejected):
-		return notApplied(ctx, codes.Unavailable, "%s: refused by the leader, not applied: %v", op, err)
+		return notApplied(ctx, codes.Unavailable, "%s: refused by the leader, not applied: %s", op, detail(err))
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Errorf(codes.DeadlineExceeded, "%s: deadline exceeded, outcome unknown", op)
 	case errors.Is(err, context.Canceled):

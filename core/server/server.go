@@ -474,7 +474,21 @@ func (s *Server) ActivateFSMVersion(ctx context.Context, req *apiv1.ActivateFSMV
 		resp, err := apiv1.NewRaftdClient(cc).ActivateFSMVersion(metadata.AppendToOutgoingContext(ctx, forwardedKey, "1"), req, grpc.Trailer(&tr))
 		return resp, relay(ctx, tr, err)
 	}
-	idx, err := va.ActivateFSMVersion(ctx, req.GetVersion())
+	// DESIGN "Rolling FSM upgrades": refused while any member lacks it.
+	st, err := s.Status(ctx, &apiv1.StatusRequest{})
+	if err != nil {
+		return nil, err
+	}
+	v := req.GetVersion()
+	for _, ns := range st.GetNodes() {
+		if ns.GetError() != "" {
+			return nil, notApplied(ctx, codes.FailedPrecondition, "fsm activate: node %d is unreachable, cannot confirm it supports version %d: %s", ns.GetId(), v, ns.GetError())
+		}
+		if f := ns.GetFsm(); v < f.GetMinVersion() || v > f.GetMaxVersion() {
+			return nil, notApplied(ctx, codes.FailedPrecondition, "fsm activate: node %d's plugin %s supports versions [%d, %d], not %d", ns.GetId(), f.GetName(), f.GetMinVersion(), f.GetMaxVersion(), v)
+		}
+	}
+	idx, err := va.ActivateFSMVersion(ctx, v)
 	if err != nil {
 		return nil, toMembershipStatus(ctx, "fsm activate", err)
 	}
@@ -485,7 +499,7 @@ func (s *Server) ActivateFSMVersion(ctx context.Context, req *apiv1.ActivateFSMV
 // toStatus.
 func toMembershipStatus(ctx context.Context, op string, err error) error {
 	if errors.Is(err, ErrRejected) {
-		return notApplied(ctx, codes.FailedPrecondition, "%s: %v", op, err)
+		return notApplied(ctx, codes.FailedPrecondition, "%s: %s", op, detail(err))
 	}
 	return toStatus(ctx, op, err)
 }
