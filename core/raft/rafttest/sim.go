@@ -89,6 +89,9 @@ type Sim struct {
 	// group is the partition: nodes in different groups cannot talk. nil
 	// means healed.
 	group   map[uint64]int
+	// oneWay lists directed links (from, to) that lose every message, a
+	// partial partition; nil when healed.
+	oneWay map[[2]uint64]bool
 	step    int
 	seq     int
 	trace   []string // ring buffer of the last TraceLines lines
@@ -119,6 +122,10 @@ type simNode struct {
 	leader bool
 	// markers counts settle markers handed to the state machine.
 	markers int
+	// confs is the configuration after every applied conf change or
+	// installed snapshot, in index order; it survives crashes (what a
+	// durable state machine knows).
+	confs []confAt
 }
 
 // SimFailure is the error returned by a failing run: the violation, the
@@ -246,12 +253,18 @@ func (s *Sim) start(n *simNode, durableFSM bool) error {
 	}
 	n.handed = snap.Metadata.Index
 	n.conf = cloneConf(snap.Metadata.ConfState)
+	// A durable state machine may resume at its own applied index; the
+	// engine must then rebuild the configuration as of that index.
+	if durableFSM && n.fsmApplied > n.handed && s.rng.IntN(2) == 0 {
+		n.handed = n.fsmApplied
+		n.conf = n.confAt(n.handed, n.conf)
+	}
 	n.incarnation++
 	n.leader = false
 	cfg := s.raftCfg
 	cfg.ID = n.id
 	cfg.Storage = n.store
-	cfg.Applied = snap.Metadata.Index
+	cfg.Applied = n.handed
 	cfg.Seed = int64(s.cfg.Seed*1000003 + n.id*131 + n.incarnation)
 	rn, err := raft.NewRawNode(&cfg)
 	if err != nil {
@@ -261,7 +274,23 @@ func (s *Sim) start(n *simNode, durableFSM bool) error {
 	st := rn.Status()
 	s.tracef("start %d (incarnation %d, durable fsm %v): term %d commit %d applied %d fsm %d snap %d %s",
 		n.id, n.incarnation, durableFSM, st.Term, st.Commit, cfg.Applied, n.fsmApplied, snap.Metadata.Index, FormatConfState(n.conf))
+	if !st.ConfState.Equal(n.conf) {
+		return fmt.Errorf("node %d: restarted with Applied=%d and configuration %s, want %s (as of index %d)",
+			n.id, cfg.Applied, FormatConfState(st.ConfState), FormatConfState(n.conf), cfg.Applied)
+	}
 	return s.chk.ObserveRestart(n.id, st.Commit, n.fsmApplied, n.fsmState)
+}
+
+// confAt returns the configuration in effect after applying index i, or
+// def if no change at or below i is recorded.
+func (n *simNode) confAt(i uint64, def raft.ConfState) raft.ConfState {
+	cs := def
+	for _, c := range n.confs {
+		if c.index <= i {
+			cs = c.cs
+		}
+	}
+	return cloneConf(cs)
 }
 
 func cloneConf(cs raft.ConfState) raft.ConfState {
@@ -480,6 +509,7 @@ func (s *Sim) handleReady(n *simNode, crashBeforeSend bool) error {
 		}
 		n.fsmApplied, n.fsmState, n.handed = idx, state, idx
 		n.conf = cloneConf(rd.Snapshot.Metadata.ConfState)
+		n.confs = append(n.confs, confAt{idx, cloneConf(n.conf)})
 		s.stats.SnapsApplied++
 	}
 	for _, rs := range rd.ReadStates {
@@ -504,6 +534,7 @@ func (s *Sim) handleReady(n *simNode, crashBeforeSend bool) error {
 				return fmt.Errorf("node %d: ApplyConfChange(%s %d) returned nil", n.id, cc.Type, cc.NodeID)
 			}
 			n.conf = cloneConf(*cs)
+			n.confs = append(n.confs, confAt{e.Index, cloneConf(n.conf)})
 			s.stats.ConfChangesApplied++
 			s.tracef("%d apply conf change %s %d -> %s", n.id, cc.Type, cc.NodeID, FormatConfState(n.conf))
 		}
@@ -525,6 +556,10 @@ func (s *Sim) handleReady(n *simNode, crashBeforeSend bool) error {
 		s.tracef("%d applied [%s]", n.id, FormatEntries(rd.CommittedEntries))
 	}
 	n.rn.Advance(rd)
+	if st := n.rn.Status(); !st.ConfState.Equal(n.conf) {
+		return fmt.Errorf("node %d: engine configuration %s differs from the one applied through index %d: %s",
+			n.id, FormatConfState(st.ConfState), n.handed, FormatConfState(n.conf))
+	}
 	return s.checkLeader(n)
 }
 
@@ -585,6 +620,35 @@ func (s *Sim) check() error {
 		if err := s.chk.ObserveCommit(id, st.Commit); err != nil {
 			return err
 		}
+		if st.RaftState == raft.StateLeader {
+			if err := s.checkProgress(n, st); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkProgress checks leader n's view of its followers: a follower in the
+// leader's term holds at least Match entries and agrees with the leader on
+// the term at Match. Within one term a follower never loses an entry it
+// acknowledged (it is durable and only a higher-term leader can make it
+// truncate), so a larger Match means the leader mis-read a reply.
+func (s *Sim) checkProgress(n *simNode, st raft.Status) error {
+	for id, pr := range st.Progress {
+		f := s.nodes[id]
+		if id == n.id || pr.Match == 0 || f == nil || f.rn == nil || f.rn.Status().Term != st.Term {
+			continue
+		}
+		last, _ := f.store.LastIndex()
+		if pr.Match > last {
+			return fmt.Errorf("progress: leader %d (term %d) has match %d for node %d, whose log ends at %d", n.id, st.Term, pr.Match, id, last)
+		}
+		ft, ferr := f.store.Term(pr.Match)
+		lt, lerr := n.store.Term(pr.Match)
+		if ferr == nil && lerr == nil && ft != lt {
+			return fmt.Errorf("progress: leader %d (term %d) has match %d for node %d, but their terms there differ (%d vs %d)", n.id, st.Term, pr.Match, id, lt, ft)
+		}
 	}
 	return nil
 }
@@ -607,7 +671,7 @@ func (s *Sim) send(m raft.Message) {
 }
 
 func (s *Sim) partitioned(a, b uint64) bool {
-	return s.group != nil && s.group[a] != s.group[b]
+	return (s.group != nil && s.group[a] != s.group[b]) || s.oneWay[[2]uint64{a, b}]
 }
 
 func (s *Sim) dropAt(i int, why string) {
@@ -730,26 +794,40 @@ func (s *Sim) readIndex() {
 }
 
 func (s *Sim) partitionOrHeal() {
-	if s.group != nil {
-		s.group = nil
+	if s.group != nil || s.oneWay != nil {
+		s.group, s.oneWay = nil, nil
 		s.tracef("heal")
 		return
 	}
-	s.group = map[uint64]int{}
-	if s.rng.IntN(2) == 0 {
+	s.stats.Partitions++
+	switch s.rng.IntN(3) {
+	case 0:
 		// Isolate one node.
 		lone := s.ids[s.rng.IntN(len(s.ids))]
-		s.group[lone] = 1
-	} else {
+		s.group = map[uint64]int{lone: 1}
+	case 1:
+		s.group = map[uint64]int{}
 		for _, id := range s.ids {
 			s.group[id] = s.rng.IntN(2)
 		}
+	default:
+		// Cut a few links in one direction only.
+		s.oneWay = map[[2]uint64]bool{}
+		var cut []string
+		for range 1 + s.rng.IntN(3) {
+			a, b := s.ids[s.rng.IntN(len(s.ids))], s.ids[s.rng.IntN(len(s.ids))]
+			if a != b && !s.oneWay[[2]uint64{a, b}] {
+				s.oneWay[[2]uint64{a, b}] = true
+				cut = append(cut, fmt.Sprintf("%d->%d", a, b))
+			}
+		}
+		s.tracef("partition: one-way cuts %s", strings.Join(cut, " "))
+		return
 	}
 	var parts [2][]uint64
 	for _, id := range s.ids {
 		parts[s.group[id]] = append(parts[s.group[id]], id)
 	}
-	s.stats.Partitions++
 	s.tracef("partition (%s) / (%s)", joinIDs(parts[0]), joinIDs(parts[1]))
 }
 
@@ -887,7 +965,7 @@ func (s *Sim) snapshot() error {
 // configuration has the same commit index and has applied everything.
 func (s *Sim) settle() error {
 	s.step = s.cfg.Steps + 1
-	s.group = nil
+	s.group, s.oneWay = nil, nil
 	s.tracef("final heal")
 	for _, id := range s.ids {
 		if n := s.nodes[id]; n.rn == nil {
