@@ -88,10 +88,10 @@ type Sim struct {
 	net   []raft.Message
 	// group is the partition: nodes in different groups cannot talk. nil
 	// means healed.
-	group   map[uint64]int
+	group map[uint64]int
 	// oneWay lists directed links (from, to) that lose every message, a
 	// partial partition; nil when healed.
-	oneWay map[[2]uint64]bool
+	oneWay  map[[2]uint64]bool
 	step    int
 	seq     int
 	trace   []string // ring buffer of the last TraceLines lines
@@ -102,6 +102,12 @@ type Sim struct {
 	// the Term and Vote of its HardState (as if they were never fsynced).
 	// Tests use it to prove the checks fire.
 	faultForgetVote bool
+	// faultDeafSettle breaks the network after the final heal: nothing is
+	// delivered. Tests use it to prove the liveness check fires.
+	faultDeafSettle bool
+	// proposed holds every payload ever proposed: an applied normal entry
+	// must carry one of them (or be empty), never anything else.
+	proposed map[string]bool
 }
 
 type simNode struct {
@@ -156,11 +162,12 @@ func NewSim(cfg SimConfig) (*Sim, error) {
 		cfg.SettleRounds = 60 * simElectionTick
 	}
 	s := &Sim{
-		cfg:   cfg,
-		rng:   rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
-		chk:   NewChecker(),
-		nodes: map[uint64]*simNode{},
-		trace: make([]string, cfg.TraceLines),
+		cfg:      cfg,
+		rng:      rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
+		chk:      NewChecker(),
+		nodes:    map[uint64]*simNode{},
+		trace:    make([]string, cfg.TraceLines),
+		proposed: map[string]bool{},
 	}
 	s.raftCfg = raft.Config{
 		ElectionTick:  simElectionTick,
@@ -538,6 +545,9 @@ func (s *Sim) handleReady(n *simNode, crashBeforeSend bool) error {
 			s.stats.ConfChangesApplied++
 			s.tracef("%d apply conf change %s %d -> %s", n.id, cc.Type, cc.NodeID, FormatConfState(n.conf))
 		}
+		if e.Type == raft.EntryNormal && len(e.Data) > 0 && !s.proposed[string(e.Data)] {
+			return fmt.Errorf("node %d: committed entry %d/%d carries data that was never proposed: %q", n.id, e.Term, e.Index, e.Data)
+		}
 		if bytes.HasPrefix(e.Data, []byte("marker")) {
 			n.markers++
 		}
@@ -759,18 +769,33 @@ func (s *Sim) propose() error {
 		return nil
 	}
 	n := s.nodes[id]
-	s.seq++
 	size := s.rng.IntN(24)
 	if s.rng.IntN(20) == 0 {
 		size = 200 + s.rng.IntN(400)
 	}
-	data := fmt.Appendf(nil, "p%d.", s.seq)
-	for len(data) < size {
-		data = append(data, 'x')
+	payload := func() []byte {
+		s.seq++
+		data := fmt.Appendf(nil, "p%d.", s.seq)
+		for len(data) < size {
+			data = append(data, 'x')
+		}
+		s.proposed[string(data)] = true
+		return data
 	}
 	s.stats.Proposals++
-	err := n.rn.Propose(data)
-	s.tracef("propose at %d %q: %v", id, data, err)
+	var err error
+	if s.rng.IntN(5) == 0 {
+		batch := make([][]byte, 1+s.rng.IntN(4))
+		for i := range batch {
+			batch[i] = payload()
+		}
+		err = n.rn.ProposeBatch(batch)
+		s.tracef("propose batch of %d at %d (%q...): %v", len(batch), id, batch[0], err)
+	} else {
+		data := payload()
+		err = n.rn.Propose(data)
+		s.tracef("propose at %d %q: %v", id, data, err)
+	}
 	if err != nil {
 		s.stats.ProposalsDropped++
 		if !errors.Is(err, raft.ErrProposalDropped) && !errors.Is(err, raft.ErrNoLeader) {
@@ -997,7 +1022,9 @@ func (s *Sim) settle() error {
 		if markerAt < 0 || round-markerAt > 3*simElectionTick {
 			markerAt = round
 			s.seq++
-			err := ld.rn.Propose(fmt.Appendf(nil, "marker%d", s.seq))
+			marker := fmt.Appendf(nil, "marker%d", s.seq)
+			s.proposed[string(marker)] = true
+			err := ld.rn.Propose(marker)
 			s.tracef("propose marker at %d: %v", ld.id, err)
 			if err := s.flush(); err != nil {
 				return err
@@ -1035,6 +1062,9 @@ func (s *Sim) flush() error {
 		}
 		msgs := s.net
 		s.net = nil
+		if s.faultDeafSettle {
+			msgs = nil
+		}
 		for _, m := range msgs {
 			busy = true
 			to := s.nodes[m.To]

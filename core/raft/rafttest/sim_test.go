@@ -204,6 +204,20 @@ func TestSimCatchesForgottenVotes(t *testing.T) {
 	t.Fatalf("a driver that forgets its term and vote across restarts went unnoticed in %d seeds (%d failures of other kinds)", limit, others)
 }
 
+// TestSimCatchesLivenessFailure cuts every message after the final heal
+// and requires the liveness check to report it.
+func TestSimCatchesLivenessFailure(t *testing.T) {
+	sim, err := NewSim(SimConfig{Seed: 3, Nodes: 3, Steps: 300, SettleRounds: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim.faultDeafSettle = true
+	_, err = sim.Run()
+	if err == nil || !strings.Contains(err.Error(), "liveness") {
+		t.Fatalf("a cluster that cannot communicate after the heal passed the liveness check: %v", err)
+	}
+}
+
 func ent(index, term uint64, data string) raft.Entry {
 	return raft.Entry{Index: index, Term: term, Data: []byte(data)}
 }
