@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -295,4 +296,61 @@ func TestStderrLogged(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	_ = c
+}
+
+func TestSIGINTIgnored(t *testing.T) {
+	c, _ := start(t, "raftd-fsm-kv", nil)
+	if err := syscall.Kill(c.PID(), syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	// The plugin must still answer, repeatedly, after the signal.
+	for i := 0; i < 5; i++ {
+		if _, err := c.Info(context.Background()); err != nil {
+			t.Fatalf("after SIGINT: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case <-c.Broken():
+		t.Fatalf("plugin broke after SIGINT: %v", c.Err())
+	default:
+	}
+}
+
+// TestExitsWhenParentDies starts the plugin under a shell (its parent),
+// waits for the handshake line, SIGKILLs the shell, and waits for the
+// orphaned plugin to exit by itself.
+func TestExitsWhenParentDies(t *testing.T) {
+	hs := filepath.Join(t.TempDir(), "handshake")
+	sh := exec.Command("/bin/sh", "-c", `"$0" >"$1" 2>/dev/null & echo $!; wait`, bins["raftd-fsm-kv"], hs)
+	sh.Env = append(os.Environ(), "RAFTD_PLUGIN=fsm-6f1c7a2e9b0d4e58", "PLUGIN_PROTOCOL_VERSIONS=1")
+	out, err := sh.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	if _, err := fmt.Fscan(out, &pid); err != nil {
+		sh.Process.Kill()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	// The handshake line is printed after the parent watch has started.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(hs)
+		if strings.Contains(string(b), "|grpc|") {
+			break
+		}
+		if time.Now().After(deadline) {
+			sh.Process.Kill()
+			t.Fatalf("no handshake line from the plugin: %q", b)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	sh.Process.Kill()
+	sh.Wait()
+	waitGone(t, pid)
 }
