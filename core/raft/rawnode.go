@@ -244,6 +244,11 @@ func (rn *RawNode) Step(m Message) error {
 		rn.r.logger.Warningf("raft: %x dropping %s addressed to %x", rn.r.id, m.Type, m.To)
 		return fmt.Errorf("raft: %s addressed to %d, not %d", m.Type, m.To, rn.r.id)
 	}
+	if m.Term == 0 && m.Type != MsgProp && m.Type != MsgReadIndex && m.Type != MsgTransferLeader {
+		// Only forwarded requests travel without a term.
+		rn.r.logger.Warningf("raft: %x dropping %s from %x without a term", rn.r.id, m.Type, m.From)
+		return fmt.Errorf("raft: %s from %d has term 0", m.Type, m.From)
+	}
 	if IsResponseMsg(m.Type) && rn.r.progress(m.From) == nil {
 		return ErrStepPeerNotFound
 	}
