@@ -720,3 +720,89 @@ func benchApply(b *testing.B, path string, isNode bool) {
 }
 
 var _ io.Reader = (*bytes.Reader)(nil)
+
+// vmHWM returns the peak resident set size of pid in bytes (0 if unknown).
+func vmHWM(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// BenchmarkNodeKVSnapshotRestore fills the Node plugin with
+// $NODEKV_BENCH_STATE_MB MiB (default 64) of 1 KiB values, then streams a
+// snapshot out and restores it into a second process. It reports MB/s of
+// both and the plugins' peak RSS.
+func BenchmarkNodeKVSnapshotRestore(b *testing.B) {
+	stateMB := 64
+	if s := os.Getenv("NODEKV_BENCH_STATE_MB"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v <= 0 {
+			b.Fatalf("NODEKV_BENCH_STATE_MB=%q", s)
+		}
+		stateMB = v
+	}
+	ctx := context.Background()
+	src := start(b)
+	val := strings.Repeat("v", 1000)
+	n := stateMB << 10 // 1 KiB per pair (key + value + framing)
+	idx := uint64(0)
+	for done := 0; done < n; {
+		es := make([]fsm.Entry, 0, 4096)
+		for ; done < n && len(es) < cap(es); done++ {
+			idx++
+			es = append(es, fsm.Entry{Index: idx, Term: 1, Version: 1,
+				Data: []byte(fmt.Sprintf(`{"op":"put","key":"key-%012d","value":"%s"}`, idx, val))})
+		}
+		if _, err := src.Apply(ctx, es); err != nil {
+			b.Fatal(err)
+		}
+	}
+	f, err := os.CreateTemp(b.TempDir(), "snap")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			b.Fatal(err)
+		}
+		t0 := time.Now()
+		h, err := src.SnapshotTo(ctx, f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		size, _ := f.Seek(0, io.SeekCurrent)
+		snapDur := time.Since(t0)
+		dst := start(b)
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if err := dst.RestoreFrom(ctx, h, io.LimitReader(f, size)); err != nil {
+			b.Fatal(err)
+		}
+		restDur := time.Since(t1)
+		b.ReportMetric(float64(size)/1e6/snapDur.Seconds(), "snapshot-MB/s")
+		b.ReportMetric(float64(size)/1e6/restDur.Seconds(), "restore-MB/s")
+		b.ReportMetric(float64(size)/(1<<20), "state-MiB")
+		b.ReportMetric(float64(vmHWM(src.PID()))/(1<<20), "src-peak-RSS-MiB")
+		b.ReportMetric(float64(vmHWM(dst.PID()))/(1<<20), "dst-peak-RSS-MiB")
+		sd, _ := src.Digest(ctx)
+		dd, _ := dst.Digest(ctx)
+		if !bytes.Equal(sd, dd) {
+			b.Fatalf("digest after restore %x, want %x", dd, sd)
+		}
+		if err := dst.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -24,6 +24,7 @@
 // parent dies.
 
 const path = require('node:path');
+const http2 = require('node:http2');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 const { generateServerCert } = require('./cert');
@@ -77,6 +78,38 @@ function portRange(env) {
   const max = parse('PLUGIN_MAX_PORT');
   if (min > max) throw new PluginError(`PLUGIN_MIN_PORT ${min} is greater than PLUGIN_MAX_PORT ${max}`);
   return [min, max];
+}
+
+/**
+ * FLOW_CONTROL_WINDOW is the HTTP/2 receive window (per stream and per
+ * connection) of the plugin's server. Node's default of 64 KiB caps a
+ * client stream such as Restore at one window per round trip.
+ */
+const FLOW_CONTROL_WINDOW = 16 << 20;
+
+// grpc-js has no server option for the HTTP/2 window, so the plugin wraps
+// http2.createSecureServer/createServer (which grpc-js calls at bind time)
+// to add the initial window setting and widen each session's connection
+// window.
+function widenHttp2Windows() {
+  for (const name of ['createSecureServer', 'createServer']) {
+    const orig = http2[name];
+    if (orig.raftdWidened) continue;
+    const wrapped = function (options, ...rest) {
+      const opts = { ...options, settings: { ...(options && options.settings), initialWindowSize: FLOW_CONTROL_WINDOW } };
+      const srv = orig.call(this, opts, ...rest);
+      srv.on('session', (session) => {
+        try {
+          session.setLocalWindowSize(FLOW_CONTROL_WINDOW);
+        } catch {
+          // An already closed session: nothing to widen.
+        }
+      });
+      return srv;
+    };
+    wrapped.raftdWidened = true;
+    http2[name] = wrapped;
+  }
 }
 
 function bind(server, creds, port) {
@@ -156,6 +189,7 @@ async function serve(opts) {
     creds = grpc.ServerCredentials.createInsecure();
   }
 
+  widenHttp2Windows();
   const maxRecv = opts.maxRecvBytes || 2147483647;
   const server = new grpc.Server({
     'grpc.max_receive_message_length': maxRecv,
