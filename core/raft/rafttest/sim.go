@@ -105,6 +105,11 @@ type Sim struct {
 	// faultDeafSettle breaks the network after the final heal: nothing is
 	// delivered. Tests use it to prove the liveness check fires.
 	faultDeafSettle bool
+	// weights are the action weights of this run's profile.
+	weights   [numActions]int
+	weightSum int
+	// history holds recently delivered messages, for replays.
+	history []raft.Message
 	// proposed holds every payload ever proposed: an applied normal entry
 	// must carry one of them (or be empty), never anything else.
 	proposed map[string]bool
@@ -189,8 +194,16 @@ func NewSim(cfg SimConfig) (*Sim, error) {
 	s.raftCfg.DisablePreVote = s.rng.IntN(8) == 0
 	s.raftCfg.DisableCheckQuorum = s.rng.IntN(8) == 0
 	s.raftCfg.DisableProposalForwarding = s.rng.IntN(10) == 0
-	s.tracef("config: %d nodes MaxSizePerMsg=%d MaxCommittedSizePerReady=%d MaxInflightMsgs=%d MaxInflightBytes=%d MaxUncommitted=%d DisablePreVote=%v DisableCheckQuorum=%v DisableForwarding=%v",
-		cfg.Nodes, s.raftCfg.MaxSizePerMsg, s.raftCfg.MaxCommittedSizePerReady, s.raftCfg.MaxInflightMsgs,
+	prof := profiles[s.rng.IntN(len(profiles))]
+	for a, w := range baseWeights {
+		if k := prof.scale[a]; k > 0 {
+			w *= k
+		}
+		s.weights[a] = w
+		s.weightSum += w
+	}
+	s.tracef("config: profile %s, %d nodes MaxSizePerMsg=%d MaxCommittedSizePerReady=%d MaxInflightMsgs=%d MaxInflightBytes=%d MaxUncommitted=%d DisablePreVote=%v DisableCheckQuorum=%v DisableForwarding=%v",
+		prof.name, cfg.Nodes, s.raftCfg.MaxSizePerMsg, s.raftCfg.MaxCommittedSizePerReady, s.raftCfg.MaxInflightMsgs,
 		s.raftCfg.MaxInflightBytes, s.raftCfg.MaxUncommittedEntriesSize, s.raftCfg.DisablePreVote,
 		s.raftCfg.DisableCheckQuorum, s.raftCfg.DisableProposalForwarding)
 
@@ -378,20 +391,64 @@ func (s *Sim) leader() *simNode {
 	return best
 }
 
+// Actions the scheduler chooses from at every step.
+const (
+	actTick = iota
+	actDeliver
+	actReady
+	actDrop
+	actDuplicate
+	actDelay
+	actReplay
+	actPropose
+	actRead
+	actPartition
+	actCrash
+	actConfChange
+	actTransfer
+	actSnapshot
+	actTickAll
+	numActions
+)
+
+// baseWeights are the relative frequencies of the actions (per mille).
+var baseWeights = [numActions]int{
+	actTick: 250, actDeliver: 310, actReady: 200, actDrop: 20, actDuplicate: 10,
+	actDelay: 10, actReplay: 10, actPropose: 80, actRead: 20, actPartition: 5,
+	actCrash: 7, actConfChange: 10, actTransfer: 5, actSnapshot: 13, actTickAll: 60,
+}
+
+// profiles scale some weights, one profile per seed, so that different
+// seeds stress different parts of the protocol.
+var profiles = []struct {
+	name  string
+	scale map[int]int
+}{
+	{"calm", nil},
+	{"lossy", map[int]int{actDrop: 5, actDuplicate: 4, actDelay: 4, actReplay: 5}},
+	{"crashy", map[int]int{actCrash: 4, actPartition: 3}},
+	{"churn", map[int]int{actConfChange: 4, actTransfer: 4, actSnapshot: 3, actRead: 2}},
+}
+
 func (s *Sim) randomStep() error {
-	x := s.rng.IntN(1000)
-	switch {
-	case x < 250:
+	x := s.rng.IntN(s.weightSum)
+	act := 0
+	for act < numActions-1 && x >= s.weights[act] {
+		x -= s.weights[act]
+		act++
+	}
+	switch act {
+	case actTick:
 		if id, ok := s.pick(s.live()); ok {
 			return s.tick(s.nodes[id])
 		}
-	case x < 560:
+	case actDeliver:
 		for range 1 + s.rng.IntN(6) {
 			if err := s.deliverRandom(); err != nil {
 				return err
 			}
 		}
-	case x < 760:
+	case actReady:
 		var ready []uint64
 		for _, id := range s.live() {
 			if s.nodes[id].rn.HasReady() {
@@ -401,11 +458,11 @@ func (s *Sim) randomStep() error {
 		if id, ok := s.pick(ready); ok {
 			return s.handleReady(s.nodes[id], false)
 		}
-	case x < 780:
+	case actDrop:
 		s.dropRandom()
-	case x < 790:
+	case actDuplicate:
 		return s.duplicateRandom()
-	case x < 800:
+	case actDelay:
 		if len(s.net) > 1 {
 			i := s.rng.IntN(len(s.net))
 			m := s.net[i]
@@ -413,21 +470,31 @@ func (s *Sim) randomStep() error {
 			s.net = append(s.net, m)
 			s.tracef("delay %s", FormatMessage(m))
 		}
-	case x < 880:
+	case actReplay:
+		// Deliver again a message delivered long ago: a stale append,
+		// response or vote from an earlier term or position.
+		if len(s.history) > 0 {
+			m := s.history[s.rng.IntN(len(s.history))]
+			m.Entries = slices.Clone(m.Entries)
+			s.stats.MsgsDuped++
+			s.tracef("replay:")
+			return s.deliver(m, false)
+		}
+	case actPropose:
 		return s.propose()
-	case x < 900:
+	case actRead:
 		s.readIndex()
-	case x < 905:
+	case actPartition:
 		s.partitionOrHeal()
-	case x < 912:
+	case actCrash:
 		return s.crashOrRestart()
-	case x < 922:
+	case actConfChange:
 		return s.confChange()
-	case x < 927:
+	case actTransfer:
 		s.transfer()
-	case x < 940:
+	case actSnapshot:
 		return s.snapshot()
-	default:
+	case actTickAll:
 		for _, id := range s.live() {
 			if err := s.tick(s.nodes[id]); err != nil {
 				return err
@@ -630,6 +697,9 @@ func (s *Sim) check() error {
 		if err := s.chk.ObserveCommit(id, st.Commit); err != nil {
 			return err
 		}
+		if st.SnapshotIndex > st.Commit || st.Commit > st.LastIndex {
+			return fmt.Errorf("node %d: inconsistent log bounds: snapshot %d, commit %d, last %d", id, st.SnapshotIndex, st.Commit, st.LastIndex)
+		}
 		if st.RaftState == raft.StateLeader {
 			if err := s.checkProgress(n, st); err != nil {
 				return err
@@ -646,6 +716,9 @@ func (s *Sim) check() error {
 // truncate), so a larger Match means the leader mis-read a reply.
 func (s *Sim) checkProgress(n *simNode, st raft.Status) error {
 	for id, pr := range st.Progress {
+		if pr.Next < pr.Match+1 || pr.Match > st.LastIndex {
+			return fmt.Errorf("progress: leader %d (term %d, last %d) has match %d next %d for node %d", n.id, st.Term, st.LastIndex, pr.Match, pr.Next, id)
+		}
 		f := s.nodes[id]
 		if id == n.id || pr.Match == 0 || f == nil || f.rn == nil || f.rn.Status().Term != st.Term {
 			continue
@@ -751,6 +824,11 @@ func (s *Sim) deliver(m raft.Message, report bool) error {
 	}
 	s.stats.MsgsDelivered++
 	s.tracef("deliver %s", FormatMessage(m))
+	if len(s.history) < 64 {
+		s.history = append(s.history, m)
+	} else {
+		s.history[s.rng.IntN(64)] = m
+	}
 	if err := to.rn.Step(m); err != nil {
 		s.tracef("  step error: %v", err)
 	}
