@@ -130,7 +130,11 @@ func (p *peer) session() (sent bool, err error) {
 	defer cancel()
 	// Bound the handshake: connecting and the receiver's header.
 	timer := time.AfterFunc(p.t.opts.DialTimeout, cancel)
-	stream, err := p.client.Stream(ctx)
+	var callOpts []grpc.CallOption
+	if !sendGenerated {
+		callOpts = append(callOpts, grpc.CallContentSubtype(contentSubtype))
+	}
+	stream, err := p.client.Stream(ctx, callOpts...)
 	if err == nil {
 		var md metadata.MD
 		if md, err = stream.Header(); err == nil && len(md.Get(mdAccepted)) == 0 {
@@ -200,7 +204,11 @@ func (p *peer) session() (sent bool, err error) {
 				return sent, p.ctx.Err()
 			}
 		}
-		if err := stream.Send(codec.BatchToProto(batch)); err != nil {
+		var out any = &rawBatch{buf: codec.AppendBatch(nil, batch)}
+		if sendGenerated {
+			out = codec.BatchToProto(batch)
+		}
+		if err := stream.SendMsg(out); err != nil {
 			if errors.Is(err, io.EOF) {
 				// The receiver ended the stream; its status says why.
 				err = <-ended

@@ -82,9 +82,22 @@ func (s *server) Stream(srv raftv1.Raft_StreamServer) error {
 		return err
 	}
 	log := s.t.opts.Logger
+	// Our senders use the wire codec; any other gRPC client gets the
+	// generated path.
+	raw := false
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		ct := md.Get("content-type")
+		raw = len(ct) == 1 && ct[0] == "application/grpc+"+contentSubtype
+	}
 	var msgs []raft.Message
 	for {
-		b, err := srv.Recv()
+		var rb rawBatch
+		var pb *raftv1.MessageBatch
+		if raw {
+			err = srv.RecvMsg(&rb)
+		} else {
+			pb, err = srv.Recv()
+		}
 		if errors.Is(err, io.EOF) {
 			return srv.SendAndClose(&raftv1.StreamResponse{})
 		}
@@ -95,7 +108,11 @@ func (s *server) Stream(srv raftv1.Raft_StreamServer) error {
 			return status.Error(codes.Unavailable, "transport: closed")
 		}
 		clear(msgs)
-		msgs, err = codec.BatchFromProto(msgs[:0], b)
+		if raw {
+			msgs, err = codec.DecodeBatch(msgs[:0], rb.buf)
+		} else {
+			msgs, err = codec.BatchFromProto(msgs[:0], pb)
+		}
 		if err != nil {
 			return status.Errorf(codes.InvalidArgument, "transport: from node %d: %v", from, err)
 		}

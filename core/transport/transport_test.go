@@ -748,3 +748,21 @@ func TestCloseStopsEverything(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestGeneratedClientAccepted checks that the receiver also serves a client
+// that sends generated MessageBatch structs with the standard proto codec,
+// as a peer in another language would.
+func TestGeneratedClientAccepted(t *testing.T) {
+	sendGenerated = true
+	defer func() { sendGenerated = false }()
+	bn := newBufnet()
+	n1 := startNode(t, bn, 1, newRecorder(), nil)
+	n2 := startNode(t, bn, 2, newRecorder(), nil)
+	n1.tr.AddPeer(2, n2.addr)
+	want := app(1, 2, 7, []byte("generated"))
+	n1.tr.Send([]raft.Message{want})
+	got := recv(t, n2.h.msgs, "message")
+	if got.Index != 7 || string(got.Entries[0].Data) != "generated" {
+		t.Fatalf("got %+v", got)
+	}
+}
