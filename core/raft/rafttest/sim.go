@@ -41,7 +41,11 @@ type SimStats struct {
 	ConfChangesApplied, TransfersRequested int
 	ReadsRequested, ReadsAnswered          int
 	MsgsDelivered, MsgsDropped, MsgsDuped  int
-	SettleRounds                           int
+	// Truncations counts appends that replaced a conflicting suffix;
+	// AppRejects counts delivered MsgAppResp rejections (conflict hints);
+	// TimeoutNows counts delivered MsgTimeoutNow (transfers carried out).
+	Truncations, AppRejects, TimeoutNows int
+	SettleRounds                         int
 }
 
 // Add accumulates o into s.
@@ -64,6 +68,9 @@ func (s *SimStats) Add(o SimStats) {
 	s.MsgsDelivered += o.MsgsDelivered
 	s.MsgsDropped += o.MsgsDropped
 	s.MsgsDuped += o.MsgsDuped
+	s.Truncations += o.Truncations
+	s.AppRejects += o.AppRejects
+	s.TimeoutNows += o.TimeoutNows
 	if o.SettleRounds > s.SettleRounds {
 		s.SettleRounds = o.SettleRounds
 	}
@@ -533,6 +540,9 @@ func (s *Sim) handleReady(n *simNode, crashBeforeSend bool) error {
 		s.tracef("%d persist snapshot %d/%d %s", n.id, rd.Snapshot.Metadata.Term, rd.Snapshot.Metadata.Index, FormatConfState(rd.Snapshot.Metadata.ConfState))
 	}
 	if len(rd.Entries) > 0 {
+		if last, _ := n.store.LastIndex(); rd.Entries[0].Index <= last {
+			s.stats.Truncations++
+		}
 		if err := n.store.Append(rd.Entries); err != nil {
 			return fmt.Errorf("node %d: persist entries [%d,%d]: %w", n.id, rd.Entries[0].Index, rd.Entries[len(rd.Entries)-1].Index, err)
 		}
@@ -824,6 +834,12 @@ func (s *Sim) deliver(m raft.Message, report bool) error {
 	}
 	s.stats.MsgsDelivered++
 	s.tracef("deliver %s", FormatMessage(m))
+	switch {
+	case m.Type == raft.MsgAppResp && m.Reject:
+		s.stats.AppRejects++
+	case m.Type == raft.MsgTimeoutNow:
+		s.stats.TimeoutNows++
+	}
 	if len(s.history) < 64 {
 		s.history = append(s.history, m)
 	} else {

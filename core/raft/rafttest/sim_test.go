@@ -151,6 +151,9 @@ func TestSim(t *testing.T) {
 		{"reads answered", total.ReadsAnswered},
 		{"transfers requested", total.TransfersRequested},
 		{"duplicated messages", total.MsgsDuped},
+		{"truncated conflicting suffixes", total.Truncations},
+		{"rejected appends (conflict hints)", total.AppRejects},
+		{"transfers carried out (MsgTimeoutNow)", total.TimeoutNows},
 	} {
 		if c.got < *simSeeds/10 {
 			t.Errorf("coverage: only %d %s over %d seeds; the random history is too tame", c.got, c.name, *simSeeds)
