@@ -171,25 +171,45 @@ func (p *peer) session() (sent bool, err error) {
 
 	faults := p.t.opts.Faults
 	batch := make([]raft.Message, 0, 64)
+	// carry holds a message that did not fit the previous batch.
+	var carry *raft.Message
+	limit := p.t.opts.MaxMessageBytes - msgSlackBytes
 	for {
 		clear(batch)
 		batch = batch[:0]
-		select {
-		case <-p.ctx.Done():
-			return sent, p.ctx.Err()
-		case err := <-ended:
-			ended <- err // for the deferred wait
-			return sent, err
-		case m := <-p.queue:
-			batch = append(batch, m)
+		size := 0
+		if carry != nil {
+			batch = append(batch, *carry)
+			size = estimateSize(carry)
+			carry = nil
+		} else {
+			select {
+			case <-p.ctx.Done():
+				return sent, p.ctx.Err()
+			case err := <-ended:
+				ended <- err // for the deferred wait
+				return sent, err
+			case m := <-p.queue:
+				if n, ok := p.admit(&m); ok {
+					batch = append(batch, m)
+					size = n
+				}
+			}
 		}
-		size := p.admit(&batch, 0)
 	fill:
-		for size < p.t.opts.MaxBatchBytes {
+		for size > 0 && size < p.t.opts.MaxBatchBytes {
 			select {
 			case m := <-p.queue:
-				batch = append(batch, m)
-				size = p.admit(&batch, size)
+				n, ok := p.admit(&m)
+				switch {
+				case !ok:
+				case size+n > limit:
+					carry = &m
+					break fill
+				default:
+					batch = append(batch, m)
+					size += n
+				}
 			default:
 				break fill
 			}
@@ -223,22 +243,22 @@ func (p *peer) session() (sent bool, err error) {
 	}
 }
 
-// admit checks the last message of *batch against the size limit, drops it
-// if a single message could never be sent, and returns the new estimated
-// batch size.
-func (p *peer) admit(batch *[]raft.Message, size int) int {
-	b := *batch
-	m := &b[len(b)-1]
+// msgSlackBytes is the headroom kept below MaxMessageBytes for framing and
+// the estimate's error.
+const msgSlackBytes = 4096
+
+// admit returns m's estimated encoded size, or false after dropping m if
+// it is too large to ever be sent.
+func (p *peer) admit(m *raft.Message) (int, bool) {
 	n := estimateSize(m)
-	if n > p.t.opts.MaxMessageBytes-4096 {
+	if n > p.t.opts.MaxMessageBytes-msgSlackBytes {
 		p.t.opts.Logger.Errorf("transport: dropping %s to %d at index %d: about %d bytes exceeds MaxMessageBytes %d",
 			m.Type, m.To, m.Index, n, p.t.opts.MaxMessageBytes)
 		p.t.stats.messagesDropped.Add(1)
 		p.t.reportUnreachable(p.id)
-		*batch = b[:len(b)-1]
-		return size
+		return 0, false
 	}
-	return size + n
+	return n, true
 }
 
 // estimateSize is an upper-bound estimate of m's encoded size.

@@ -337,6 +337,22 @@ func TestOversizedMessageDropped(t *testing.T) {
 	if !n1.log.contains("exceeds MaxMessageBytes") {
 		t.Error("oversized message not logged")
 	}
+	// Messages that fit alone but not together are split across batches
+	// instead of making a batch over the limit.
+	dropped := n1.tr.Stats().MessagesDropped
+	var msgs []raft.Message
+	for i := uint64(10); i < 20; i++ {
+		msgs = append(msgs, app(1, 2, i, make([]byte, 20<<10)))
+	}
+	n1.tr.Send(msgs)
+	for i := uint64(10); i < 20; i++ {
+		if m := recv(t, n2.h.msgs, "20 KiB message"); m.Index != i {
+			t.Fatalf("got index %d, want %d", m.Index, i)
+		}
+	}
+	if d := n1.tr.Stats().MessagesDropped; d != dropped {
+		t.Fatalf("%d messages dropped", d-dropped)
+	}
 }
 
 // patternReader yields n deterministic pseudo-random bytes.
