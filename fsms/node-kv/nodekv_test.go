@@ -605,6 +605,7 @@ func TestSnapshotLargeValues(t *testing.T) {
 
 func TestRestoreRejectsBadInput(t *testing.T) {
 	ctx := context.Background()
+	node := start(t)
 	rec := func(s string) []byte {
 		return append([]byte{0, 0, 0, byte(len(s))}, s...)
 	}
@@ -621,7 +622,6 @@ func TestRestoreRejectsBadInput(t *testing.T) {
 		{"keys out of order", "raftd.kv.v1", cat(rec("b"), rec("1"), rec("a"), rec("1")), codes.DataLoss},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			node := start(t)
 			err := node.RestoreFrom(ctx, fsm.SnapshotHeader{Index: 5, Term: 1, Format: tc.format}, bytes.NewReader(tc.body))
 			if status.Code(errors.Unwrap(err)) != tc.code && status.Code(err) != tc.code {
 				t.Fatalf("restore: %v, want code %v", err, tc.code)
@@ -631,6 +631,13 @@ func TestRestoreRejectsBadInput(t *testing.T) {
 				t.Fatalf("after failed restore Info = %+v, %v", info, err)
 			}
 		})
+	}
+	// An empty body is a valid empty state.
+	if err := node.RestoreFrom(ctx, fsm.SnapshotHeader{Index: 5, Term: 2, Version: 2, Format: "raftd.kv.v1"}, bytes.NewReader(nil)); err != nil {
+		t.Fatalf("restore of an empty body: %v", err)
+	}
+	if info, err := node.Info(ctx); err != nil || info.AppliedIndex != 5 || info.AppliedTerm != 2 {
+		t.Fatalf("after empty restore Info = %+v, %v; want index 5 term 2", info, err)
 	}
 }
 
