@@ -16,7 +16,9 @@ import (
 // InteractionEnv runs scripted scenarios against a cluster of RawNodes on
 // MemoryStorage. It plays the network (a FIFO of pending messages that the
 // script delivers or drops explicitly), the disks and the state machine
-// (which records the applied index and the configuration). Nothing happens
+// (which records the applied index, the configuration and a hash of
+// everything applied). Every step is checked by a Checker: a violation is
+// printed as a VIOLATION line and recorded in Violations. Nothing happens
 // unless a command asks for it, so a scenario's output is a precise,
 // reviewable account of every Ready and message.
 //
@@ -34,7 +36,9 @@ import (
 //	transfer-leadership from=ID to=ID
 //	read-index ID ctx
 //	process-ready ID...     run one Ready cycle on each node
-//	deliver-msgs [ID...]    deliver pending messages to these nodes (all)
+//	deliver-msgs [ID...] [drop=(IDs)]
+//	                        deliver pending messages to these nodes (all),
+//	                        after dropping those to the drop= nodes
 //	drop-msgs [ID...]       drop pending messages to these nodes (all)
 //	partition ID...         these nodes on one side, the rest on the other
 //	heal
@@ -53,6 +57,11 @@ type InteractionEnv struct {
 	group map[uint64]bool // partition side; nil when healed
 	cfg   raft.Config     // template from the last add-nodes
 	out   *strings.Builder
+	// chk checks the safety properties over everything the scenario does;
+	// violations are printed and collected in Violations.
+	chk *Checker
+	// Violations lists every safety violation seen (see Checker).
+	Violations []string
 }
 
 type envNode struct {
@@ -60,6 +69,9 @@ type envNode struct {
 	store   *raft.MemoryStorage
 	rn      *raft.RawNode
 	applied uint64
+	// states maps an applied index to the state machine hash there (see
+	// NextState), for snapshots.
+	states map[uint64]uint64
 	// confs records the configuration after each applied conf change, to
 	// know the ConfState at a snapshot index.
 	confs []confAt
@@ -72,7 +84,7 @@ type confAt struct {
 
 // NewInteractionEnv returns an empty environment.
 func NewInteractionEnv() *InteractionEnv {
-	return &InteractionEnv{nodes: map[uint64]*envNode{}}
+	return &InteractionEnv{nodes: map[uint64]*envNode{}, chk: NewChecker()}
 }
 
 // Handle runs one datadriven directive and returns its output.
@@ -82,10 +94,29 @@ func (env *InteractionEnv) Handle(t *testing.T, d *datadriven.TestData) string {
 	if err := env.handle(t, d); err != nil {
 		fmt.Fprintf(&b, "error: %v\n", err)
 	}
+	for _, id := range env.ids {
+		n := env.nodes[id]
+		if n.rn == nil {
+			continue
+		}
+		st := n.rn.Status()
+		if st.RaftState == raft.StateLeader {
+			env.violation(env.chk.ObserveLeader(id, st.Term))
+		}
+		env.violation(env.chk.ObserveCommit(id, st.Commit))
+	}
 	if b.Len() == 0 {
 		return "ok\n"
 	}
 	return b.String()
+}
+
+// violation prints and records err if it is not nil.
+func (env *InteractionEnv) violation(err error) {
+	if err != nil {
+		env.Violations = append(env.Violations, err.Error())
+		env.printf("VIOLATION: %v\n", err)
+	}
 }
 
 func (env *InteractionEnv) printf(format string, args ...any) {
@@ -229,6 +260,7 @@ func (env *InteractionEnv) handle(t *testing.T, d *datadriven.TestData) error {
 		if err != nil {
 			return err
 		}
+		env.chk.RequestRead(args[1])
 		n.rn.ReadIndex([]byte(args[1]))
 		return nil
 	case "process-ready":
@@ -243,6 +275,20 @@ func (env *InteractionEnv) handle(t *testing.T, d *datadriven.TestData) error {
 		}
 		return nil
 	case "deliver-msgs", "drop-msgs":
+		if drop, ok := d.Arg("drop"); ok && d.Cmd == "deliver-msgs" {
+			dropped, err := env.nodesArg(drop.Vals)
+			if err != nil {
+				return err
+			}
+			for _, n := range dropped {
+				if _, err := env.deliverTo(n, true); err != nil {
+					return err
+				}
+			}
+			if len(args) == 0 {
+				return nil
+			}
+		}
 		ns, err := env.nodesArg(args)
 		if err != nil {
 			return err
@@ -426,7 +472,15 @@ func (env *InteractionEnv) start(n *envNode) error {
 	n.rn = rn
 	n.applied = snap.Metadata.Index
 	n.confs = []confAt{{snap.Metadata.Index, cloneConf(snap.Metadata.ConfState)}}
+	var state uint64
+	if !snap.IsEmpty() {
+		if _, state, err = decodeSnapData(snap.Data); err != nil {
+			return err
+		}
+	}
+	n.states = map[uint64]uint64{n.applied: state}
 	st := rn.Status()
+	env.violation(env.chk.ObserveRestart(n.id, st.Commit, n.applied, state))
 	env.printf("%d: started term=%d commit=%d applied=%d %s\n", n.id, st.Term, st.Commit, n.applied, FormatConfState(snap.Metadata.ConfState))
 	return nil
 }
@@ -537,11 +591,15 @@ func (env *InteractionEnv) processReady(n *envNode) error {
 		if err := n.store.Append(rd.Entries); err != nil {
 			return fmt.Errorf("node %d: append: %w", n.id, err)
 		}
+		prevTerm, _ := n.store.Term(rd.Entries[0].Index - 1)
+		env.violation(env.chk.ObserveAppend(n.id, prevTerm, rd.Entries))
 	}
 	if !rd.HardState.IsEmpty() {
 		if err := n.store.SetHardState(rd.HardState); err != nil {
 			return err
 		}
+		env.violation(env.chk.ObservePersist(n.id, rd.HardState.Commit))
+		env.violation(env.chk.ObserveCommit(n.id, rd.HardState.Commit))
 	}
 	if len(rd.Messages) > 0 {
 		env.printf("  Messages:\n")
@@ -554,11 +612,18 @@ func (env *InteractionEnv) processReady(n *envNode) error {
 		}
 	}
 	if !rd.Snapshot.IsEmpty() {
+		idx, state, err := decodeSnapData(rd.Snapshot.Data)
+		if err != nil {
+			return fmt.Errorf("node %d: install snapshot: %w", n.id, err)
+		}
+		env.violation(env.chk.ObserveRestore(n.id, idx, state))
+		n.states[idx] = state
 		n.applied = rd.Snapshot.Metadata.Index
 		n.confs = append(n.confs, confAt{n.applied, cloneConf(rd.Snapshot.Metadata.ConfState)})
 	}
 	for _, rs := range rd.ReadStates {
 		env.printf("  ReadState ctx=%q index=%d\n", rs.RequestCtx, rs.Index)
+		env.violation(env.chk.ObserveReadState(n.id, string(rs.RequestCtx), rs.Index))
 	}
 	if len(rd.CommittedEntries) > 0 {
 		env.printf("  CommittedEntries:\n")
@@ -568,6 +633,8 @@ func (env *InteractionEnv) processReady(n *envNode) error {
 		if e.Index != n.applied+1 {
 			return fmt.Errorf("node %d: committed entry %d handed out after applied %d", n.id, e.Index, n.applied)
 		}
+		env.violation(env.chk.ObserveApply(n.id, e))
+		n.states[e.Index] = NextState(n.states[n.applied], e)
 		n.applied = e.Index
 		if e.Type == raft.EntryConfChange {
 			var cc raft.ConfChange
@@ -665,7 +732,11 @@ func (env *InteractionEnv) compact(n *envNode, idx uint64) error {
 			cs = c.cs
 		}
 	}
-	if _, err := n.store.CreateSnapshot(idx, &cs, fmt.Appendf(nil, "state@%d", idx)); err != nil {
+	state, ok := n.states[idx]
+	if !ok {
+		return fmt.Errorf("no state machine state recorded at %d", idx)
+	}
+	if _, err := n.store.CreateSnapshot(idx, &cs, encodeSnapData(idx, state)); err != nil {
 		return err
 	}
 	if err := n.store.Compact(idx); err != nil {

@@ -20,5 +20,8 @@ func TestInteraction(t *testing.T) {
 	datadriven.Walk(t, dir, func(t *testing.T, path string) {
 		env := NewInteractionEnv()
 		datadriven.RunTest(t, path, env.Handle)
+		for _, v := range env.Violations {
+			t.Errorf("%s: safety violation: %s", path, v)
+		}
 	})
 }
