@@ -14,13 +14,20 @@ import (
 	raftv1 "github.com/raftd/raftd/proto/raft/v1"
 )
 
-// startSnapshot runs one outbound snapshot transfer on its own goroutine.
-// The caller holds t.mu for reading and has checked that t is not closed.
+// startSnapshot runs one outbound snapshot transfer to p (nil if the peer
+// is unknown, which fails the transfer) on its own goroutine, and reports
+// its outcome. The caller holds t.mu for reading and has checked that t is
+// not closed.
 func (t *Transport) startSnapshot(p *peer, m raft.Message) {
 	t.wg.Add(1)
 	go func() {
 		defer t.wg.Done()
-		err := t.sendSnapshot(p, m)
+		var err error
+		if p == nil {
+			err = fmt.Errorf("transport: snapshot to unknown peer %d", m.To)
+		} else {
+			err = t.sendSnapshot(p, m)
+		}
 		if t.ctx.Err() != nil {
 			return // closing: nobody is listening
 		}

@@ -333,17 +333,20 @@ func (t *Transport) Send(msgs []raft.Message) {
 		if m.To == t.opts.ID || m.To == raft.None {
 			continue
 		}
+		p := t.peers[m.To]
+		if m.Type == raft.MsgSnap {
+			// Every MsgSnap gets a ReportSnapshot, or the leader would
+			// wait for this one forever (the fault injector's partition is
+			// checked by the transfer itself).
+			t.startSnapshot(p, *m)
+			continue
+		}
 		if t.opts.Faults.dropOut(m.To) {
 			continue
 		}
-		p := t.peers[m.To]
 		if p == nil {
 			t.stats.messagesDropped.Add(1)
 			t.reportUnreachable(m.To)
-			continue
-		}
-		if m.Type == raft.MsgSnap {
-			t.startSnapshot(p, *m)
 			continue
 		}
 		select {

@@ -489,6 +489,8 @@ func TestSnapshotFailures(t *testing.T) {
 		source      SnapshotSource
 		receive     func(ctx context.Context, m raft.Message, body io.Reader) error
 		wantRecvErr string // the receiver's body must fail with this
+		to          uint64 // default 2
+		faults      func(*Faults)
 	}{
 		{
 			name: "sender read error breaks the stream",
@@ -504,6 +506,16 @@ func TestSnapshotFailures(t *testing.T) {
 		{
 			name:   "no source",
 			source: nil,
+		},
+		{
+			name:   "unknown peer",
+			source: source(func(raft.SnapshotMetadata, []byte) (io.ReadCloser, error) { return &patternReader{n: 100}, nil }),
+			to:     5,
+		},
+		{
+			name:   "partitioned",
+			source: source(func(raft.SnapshotMetadata, []byte) (io.ReadCloser, error) { return &patternReader{n: 100}, nil }),
+			faults: func(f *Faults) { f.Partition(2) },
 		},
 		{
 			name:   "receiver refuses",
@@ -526,10 +538,18 @@ func TestSnapshotFailures(t *testing.T) {
 					return err
 				}
 			}
-			n1 := startNode(t, bn, 1, newRecorder(), func(o *Options) { o.Snapshots = tt.source })
+			f := NewFaults(1)
+			if tt.faults != nil {
+				tt.faults(f)
+			}
+			n1 := startNode(t, bn, 1, newRecorder(), func(o *Options) { o.Snapshots = tt.source; o.Faults = f })
 			n2 := startNode(t, bn, 2, h2, nil)
 			n1.tr.AddPeer(2, n2.addr)
-			n1.tr.Send([]raft.Message{snapMsg()})
+			m := snapMsg()
+			if tt.to != 0 {
+				m.To = tt.to
+			}
+			n1.tr.Send([]raft.Message{m})
 			if st := recv(t, n1.h.snapStatus, "snapshot report"); st != raft.SnapshotFailure {
 				t.Fatalf("status %v, want SnapshotFailure", st)
 			}
