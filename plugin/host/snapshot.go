@@ -152,8 +152,8 @@ func (c *Client) RestoreFrom(ctx context.Context, h fsm.SnapshotHeader, body io.
 			_, err = stream.CloseAndRecv()
 			return err
 		}
+		buf := make([]byte, shared.ChunkBytes) // reused: Send serializes before returning
 		for {
-			buf := make([]byte, shared.ChunkBytes) // a fresh buffer: gRPC may read a sent message lazily
 			n, err := io.ReadFull(body, buf)
 			if n > 0 {
 				if serr := stream.Send(&fsmv1.SnapshotChunk{Data: buf[:n]}); serr != nil {

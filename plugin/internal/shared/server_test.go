@@ -223,7 +223,7 @@ func TestQueryAndDigest(t *testing.T) {
 
 func TestChunkWriter(t *testing.T) {
 	var sent [][]byte
-	w := &shared.ChunkWriter{Send: func(b []byte) error { sent = append(sent, b); return nil }}
+	w := &shared.ChunkWriter{Send: func(b []byte) error { sent = append(sent, append([]byte(nil), b...)); return nil }}
 	w.Write(make([]byte, 10))
 	w.Write(make([]byte, shared.ChunkBytes*2))
 	w.Flush()

@@ -1,0 +1,231 @@
+package host_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/raftd/raftd/fsms/kv"
+	"github.com/raftd/raftd/plugin/fsm"
+	"github.com/raftd/raftd/plugin/host"
+)
+
+// putCommands returns n kv put commands of exactly size bytes each,
+// indexes from+1..from+n, keys spread over the key space.
+func putCommands(from, n, size int) []fsm.Entry {
+	es := make([]fsm.Entry, n)
+	for i := range es {
+		idx := from + i + 1
+		cmd := fmt.Sprintf(`{"op":"put","key":"key-%012d","value":"`, idx%1000003*7919%1000003)
+		cmd += strings.Repeat("v", size-len(cmd)-2) + `"}`
+		es[i] = fsm.Entry{Index: uint64(idx), Term: 1, Version: 1, Data: []byte(cmd)}
+	}
+	return es
+}
+
+// BenchmarkKVPutsMillion delivers 1,000,000 committed 128-byte kv puts,
+// in Apply calls of `batch` entries, to fsms/kv in-process and through
+// plugin/host to raftd-fsm-kv, in the same run, and reports both rates
+// and their ratio. Run with -benchtime 1x:
+//
+//	go test -run '^$' -bench KVPutsMillion -benchtime 1x ./plugin/host
+func BenchmarkKVPutsMillion(b *testing.B) {
+	const total = 1_000_000
+	for _, batch := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			ctx := context.Background()
+			var inRate, plRate float64
+			for it := 0; it < b.N; it++ {
+				// Commands are built outside the timed sections.
+				batches := make([][]fsm.Entry, 0, total/batch)
+				for from := 0; from < total; from += batch {
+					batches = append(batches, putCommands(from, batch, 128))
+				}
+				runtime.GC()
+				f := kv.New()
+				t0 := time.Now()
+				for _, es := range batches {
+					if _, err := f.ApplyBatch(ctx, es); err != nil {
+						b.Fatal(err)
+					}
+				}
+				inRate = total / time.Since(t0).Seconds()
+				f = nil
+				runtime.GC()
+
+				c, err := host.Start(ctx, host.Config{Path: bins["raftd-fsm-kv"], Logger: hclog.NewNullLogger()})
+				if err != nil {
+					b.Fatal(err)
+				}
+				t0 = time.Now()
+				for _, es := range batches {
+					if _, err := c.Apply(ctx, es); err != nil {
+						b.Fatal(err)
+					}
+				}
+				plRate = total / time.Since(t0).Seconds()
+				c.Close()
+			}
+			b.ReportMetric(inRate, "inproc-entries/s")
+			b.ReportMetric(plRate, "plugin-entries/s")
+			b.ReportMetric(100*plRate/inRate, "plugin-%")
+		})
+	}
+}
+
+// rssSampler records the peak resident set size of a process while it runs.
+type rssSampler struct {
+	stop chan struct{}
+	done chan struct{}
+	peak int64 // KiB
+}
+
+func readRSS(pid int) int64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			v, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return v
+		}
+	}
+	return 0
+}
+
+func sampleRSS(pid int) *rssSampler {
+	s := &rssSampler{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		tk := time.NewTicker(5 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			if v := readRSS(pid); v > s.peak {
+				s.peak = v
+			}
+			select {
+			case <-s.stop:
+				return
+			case <-tk.C:
+			}
+		}
+	}()
+	return s
+}
+
+func (s *rssSampler) Stop() int64 {
+	close(s.stop)
+	<-s.done
+	return s.peak
+}
+
+// BenchmarkSnapshotRestore builds a kv state of RAFTD_SNAPSHOT_MB MiB
+// (default 64; 1024 with RAFTD_SOAK=1) in a raftd-fsm-kv plugin, streams a
+// snapshot to a file and restores it into a fresh plugin, and reports MB/s
+// and the peak RSS of the host and of both plugins during each phase.
+//
+//	go test -run '^$' -bench SnapshotRestore -benchtime 1x ./plugin/host
+//	RAFTD_SOAK=1 go test -run '^$' -bench SnapshotRestore -benchtime 1x -timeout 30m ./plugin/host
+func BenchmarkSnapshotRestore(b *testing.B) {
+	mb := 64
+	if os.Getenv("RAFTD_SOAK") == "1" {
+		mb = 1024
+	}
+	if v, err := strconv.Atoi(os.Getenv("RAFTD_SNAPSHOT_MB")); err == nil && v > 0 {
+		mb = v
+	}
+	ctx := context.Background()
+	const valueBytes = 4000 // command ~4 KiB; body record ~4 KiB
+	n := mb << 20 / (valueBytes + 30)
+	for it := 0; it < b.N; it++ {
+		src, err := host.Start(ctx, host.Config{Path: bins["raftd-fsm-kv"], Logger: hclog.NewNullLogger()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer src.Close()
+		for from := 0; from < n; from += 2000 {
+			if _, err := src.Apply(ctx, putCommands(from, min(2000, n-from), valueBytes+40)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		runtime.GC()
+		hostBase := readRSS(os.Getpid())
+		srcBase := readRSS(src.PID())
+
+		path := filepath.Join(b.TempDir(), "kv.snap")
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		hs, ps := sampleRSS(os.Getpid()), sampleRSS(src.PID())
+		t0 := time.Now()
+		if err := src.Snapshot(ctx, f); err != nil {
+			b.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			b.Fatal(err)
+		}
+		snapDur := time.Since(t0)
+		hostSnapPeak, srcSnapPeak := hs.Stop(), ps.Stop()
+		st, _ := f.Stat()
+		f.Close()
+		size := st.Size()
+		_, wantDigest, err := src.DigestAt(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		src.Close()
+
+		dst, err := host.Start(ctx, host.Config{Path: bins["raftd-fsm-kv"], Logger: hclog.NewNullLogger()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer dst.Close()
+		runtime.GC()
+		dstBase := readRSS(dst.PID())
+		f, err = os.Open(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		hs, ps = sampleRSS(os.Getpid()), sampleRSS(dst.PID())
+		t0 = time.Now()
+		if err := dst.Restore(ctx, f); err != nil {
+			b.Fatal(err)
+		}
+		restDur := time.Since(t0)
+		hostRestPeak, dstRestPeak := hs.Stop(), ps.Stop()
+		f.Close()
+		_, got, err := dst.DigestAt(ctx)
+		if err != nil || string(got) != string(wantDigest) {
+			b.Fatalf("restored digest differs (%v)", err)
+		}
+		mib := float64(size) / (1 << 20)
+		b.ReportMetric(mib, "snapshot-MiB")
+		b.ReportMetric(mib/snapDur.Seconds(), "snapshot-MiB/s")
+		b.ReportMetric(mib/restDur.Seconds(), "restore-MiB/s")
+		b.ReportMetric(float64(srcBase)/1024, "plugin-state-RSS-MiB")
+		b.ReportMetric(float64(srcSnapPeak)/1024, "plugin-snapshot-peak-RSS-MiB")
+		b.ReportMetric(float64(dstBase)/1024, "plugin-fresh-RSS-MiB")
+		b.ReportMetric(float64(dstRestPeak)/1024, "plugin-restore-peak-RSS-MiB")
+		b.ReportMetric(float64(hostBase)/1024, "host-base-RSS-MiB")
+		b.ReportMetric(float64(max(hostSnapPeak, hostRestPeak))/1024, "host-peak-RSS-MiB")
+		os.Remove(path)
+	}
+}
+
+var _ = io.Discard
+var _ sync.Mutex
