@@ -30,5 +30,34 @@
 // sending node logs it.
 //
 // Handler methods are never called from inside Send, so a Handler may take
-// the same locks or channels as the goroutine that calls Send.
+// the same locks or channels as the goroutine that calls Send. Unreachable
+// reports are coalesced per peer and delivered by one goroutine.
+//
+// Ordering and loss: messages to one peer are delivered in the order they
+// were passed to Send, or not at all. A message may be lost (queue full,
+// stream broken, peer restarted), never duplicated or reordered. Raft
+// tolerates loss; the transport reports it so that the leader probes again
+// instead of waiting.
+//
+// Wiring, in the composition root:
+//
+//	tr := transport.New(transport.Options{
+//		ID: id, ClusterID: cluster,
+//		Handler:   n, // the node: Process, ReportUnreachable, ReportSnapshot, ReceiveSnapshot
+//		Snapshots: n, // opens outgoing snapshot bodies
+//		Logger:    log,
+//	})
+//	srv := grpc.NewServer(tr.ServerOptions()...) // or: go tr.Serve(lis)
+//	tr.Register(srv)
+//	go srv.Serve(raftListener)
+//	for id, addr := range peers {
+//		tr.AddPeer(id, addr) // own id is ignored
+//	}
+//	...
+//	srv.Stop() // inbound streams end
+//	tr.Close() // outbound streams, transfers and reports end
+//
+// The peer protocol uses gRPC content-subtype "raftd" for message streams
+// (protobuf bytes written by core/codec.AppendBatch); a receiver also
+// accepts the plain "proto" subtype, so any gRPC client can speak it.
 package transport
