@@ -1,0 +1,194 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"github.com/raftd/raftd/core/raft"
+)
+
+// Storage is the durable log, hard state and snapshot store the node drives.
+// The node's loop goroutine is the only writer (Save, ApplySnapshot,
+// SaveSnapshot, Compact). LogReader methods, BeginSnapshot and OpenSnapshot
+// may be called from other goroutines (the apply goroutine replays the log
+// after a state machine restart; the transport opens and receives snapshot
+// bodies) concurrently with those writes.
+//
+// A Storage error is fatal: the node fail-stops (STYLE §5).
+type Storage interface {
+	raft.LogReader
+
+	// Save appends ents (replacing any conflicting suffix of the log) and
+	// records hs, in one atomic write, durable before it returns when sync
+	// is true. hs is always the full current hard state, never empty.
+	Save(hs raft.HardState, ents []raft.Entry, sync bool) error
+	// ApplySnapshot installs a snapshot received from the leader whose body
+	// was already made durable through BeginSnapshot: the log up to
+	// snap.Metadata.Index is discarded (a suffix after it may be kept if its
+	// term matches), snap becomes the latest snapshot and InitialState then
+	// reports snap.Metadata.ConfState. It is durable before it returns, and
+	// afterwards InitialState's HardState.Commit must be >= the snapshot
+	// index (raise it atomically if needed; a crash between ApplySnapshot and
+	// the following Save must not leave commit below the snapshot).
+	ApplySnapshot(snap raft.Snapshot) error
+	// SaveSnapshot records snap, taken locally from the state machine with a
+	// body committed through BeginSnapshot, as the latest snapshot without
+	// changing the log (Compact trims it separately). snap.Metadata.Index
+	// is <= LastIndex and greater than the current snapshot's index. From
+	// then on Snapshot and InitialState report it. Durable before it returns.
+	SaveSnapshot(snap raft.Snapshot) error
+	// Compact discards the entries up to and including index, keeping the
+	// term of index answerable (Term(index) works, FirstIndex = index+1).
+	// index is <= the latest snapshot's index.
+	Compact(index uint64) error
+	// BeginSnapshot starts a new snapshot body for meta. The body is opaque
+	// to the storage (the node's own format, see snapshot.go).
+	BeginSnapshot(meta raft.SnapshotMetadata) (SnapshotSink, error)
+	// OpenSnapshot opens the body of snap, named by the descriptor in
+	// snap.Data that SnapshotSink.Commit returned (on this node). A body must
+	// stay readable while it is open even if a newer snapshot replaces it.
+	OpenSnapshot(snap raft.Snapshot) (io.ReadCloser, error)
+}
+
+// SnapshotSink receives one snapshot body. Exactly one of Commit or Abort is
+// called.
+type SnapshotSink interface {
+	io.Writer
+	// Commit makes the body durable and returns its descriptor, which the
+	// node stores in raft.Snapshot.Data and passes back to OpenSnapshot.
+	// Committing does not make it the latest snapshot: SaveSnapshot or
+	// ApplySnapshot does.
+	Commit() (descriptor []byte, err error)
+	// Abort discards the body.
+	Abort() error
+}
+
+// Transport sends raft messages to peers. Send never blocks: a message for
+// a slow or dead peer is dropped and the handler's ReportUnreachable is
+// called; raft retransmits. The node calls Send, AddPeer and RemovePeer from
+// its loop goroutine only. The node never calls Close; whoever created the
+// transport closes it after Node.Stop.
+type Transport interface {
+	Send(msgs []raft.Message)
+	AddPeer(id uint64, addr string)
+	RemovePeer(id uint64)
+	Close() error
+}
+
+// Handler is how the transport delivers inbound traffic. *Node implements
+// it; every method is safe for concurrent use.
+type Handler interface {
+	// Process steps m into raft. It blocks only until the loop accepted m.
+	Process(ctx context.Context, m raft.Message) error
+	// ReportUnreachable tells raft that a message to id was dropped.
+	ReportUnreachable(id uint64)
+	// ReportSnapshot tells raft the outcome of streaming a snapshot to id.
+	ReportSnapshot(id uint64, status raft.SnapshotStatus)
+	// ReceiveSnapshot consumes the whole streamed snapshot body for MsgSnap
+	// m, stores it durably, then steps m.
+	ReceiveSnapshot(ctx context.Context, m raft.Message, body io.Reader) error
+}
+
+// SnapshotSource opens the body of an outgoing MsgSnap. For m.Snapshot the
+// transport calls OpenSnapshot(m.Snapshot.Metadata, m.Snapshot.Data) and
+// streams the reader in chunks on a separate RPC, then calls
+// Handler.ReportSnapshot. *Node implements it.
+type SnapshotSource interface {
+	OpenSnapshot(meta raft.SnapshotMetadata, data []byte) (io.ReadCloser, error)
+}
+
+// FSMInfo describes a state machine implementation.
+type FSMInfo struct {
+	// Name is the FSM's name, e.g. "kv".
+	Name string
+	// MinVersion and MaxVersion bound the FSM versions it can run.
+	MinVersion, MaxVersion uint32
+	// Applied is the last log index whose command the FSM holds in its
+	// state: 0 for an in-memory FSM that just started.
+	Applied uint64
+}
+
+// Command is one committed FSM command.
+type Command struct {
+	Index uint64
+	Term  uint64
+	// Data is the client's command. The callee must not modify it.
+	Data []byte
+	// Version is the FSM version active at Index.
+	Version uint32
+}
+
+// StateMachine is what the apply goroutine feeds. The plugin host (through
+// an adapter in cmd/raftd) and in-process Go FSMs implement it.
+//
+// Apply, Snapshot and Restore are called from one goroutine, never
+// concurrently with each other. Query and Info may be called concurrently
+// with Apply and Snapshot (never with Restore); Query must observe at least
+// the state left by the last Apply that returned.
+//
+// Apply must be deterministic. A command the FSM rejects is a result (for
+// example {"error":"…"}), not an error; a non-nil error means "stop
+// trusting me": an error that wraps ErrStateMachineCrashed triggers a
+// restart (see Restarter), any other error fail-stops the node.
+type StateMachine interface {
+	// Info reports name, supported versions and applied index.
+	Info(ctx context.Context) (FSMInfo, error)
+	// Apply applies consecutive committed commands and returns exactly one
+	// result per command, in order.
+	Apply(ctx context.Context, cmds []Command) ([][]byte, error)
+	// Query runs a read-only request against the current state.
+	Query(ctx context.Context, q []byte) ([]byte, error)
+	// Snapshot writes the state as of the last applied command to w.
+	Snapshot(ctx context.Context, w io.Writer) error
+	// Restore replaces the state with one written by Snapshot.
+	Restore(ctx context.Context, r io.Reader) error
+	// Digest hashes the state at its last applied index.
+	Digest(ctx context.Context) ([]byte, error)
+	// Close releases the state machine. The node never calls it; the
+	// owner closes it after Node.Stop.
+	Close() error
+}
+
+// Restarter is optionally implemented by a StateMachine that can be
+// restarted after it crashed (a plugin process). After Restart returns nil
+// the node calls Info, restores the latest snapshot if the FSM is behind
+// it, replays the log and resumes. The plugin host maps a crash or a hang
+// of its process to an error wrapping ErrStateMachineCrashed.
+type Restarter interface {
+	Restart(ctx context.Context) error
+}
+
+// Errors returned by the node. Proposal errors tell the caller whether the
+// command can have been applied:
+//   - ErrTooLarge, raft.ErrNoLeader and raft.ErrProposalDropped (and
+//     ErrConfChangeInProgress): certainly not applied; safe to retry.
+//   - ErrOutcomeUnknown (also wrapping ErrStopped or a context error): it
+//     may or may not be applied.
+var (
+	// ErrStopped: the node has stopped or is stopping.
+	ErrStopped = errors.New("node: stopped")
+	// ErrTooLarge: the command exceeds Config.MaxEntryBytes.
+	ErrTooLarge = errors.New("node: command too large")
+	// ErrOutcomeUnknown: the command was handed to raft but its fate is
+	// not known (leadership changed before the entry was seen in the log,
+	// the entry was covered by an installed snapshot, the context ended,
+	// the node stopped). It may still be applied.
+	ErrOutcomeUnknown = errors.New("node: outcome unknown")
+	// ErrStateMachineCrashed is wrapped by a StateMachine error that means
+	// the state machine process died or hung and can be restarted.
+	ErrStateMachineCrashed = errors.New("node: state machine crashed")
+	// ErrConfChangeInProgress: a membership change is already pending.
+	ErrConfChangeInProgress = errors.New("node: membership change already in progress")
+	// ErrUnsupportedVersion: the local FSM cannot run the requested version.
+	ErrUnsupportedVersion = errors.New("node: fsm version not supported")
+	// ErrNotReady: the node has not yet caught its state machine up to the
+	// commit index it found at start (stale reads refuse until then).
+	ErrNotReady = errors.New("node: not ready")
+)
+
+// Compile-time interface checks.
+var (
+	_ Handler        = (*Node)(nil)
+	_ SnapshotSource = (*Node)(nil)
+)

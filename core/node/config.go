@@ -1,0 +1,153 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/raftd/raftd/core/raft"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultTickInterval     = 100 * time.Millisecond
+	DefaultElectionTimeout  = time.Second
+	DefaultSnapshotEntries  = 10000
+	DefaultSnapshotTrailing = 5000
+	DefaultMaxEntryBytes    = 1 << 20
+	DefaultMaxSizePerMsg    = 1 << 20
+	DefaultMaxInflightMsgs  = 256
+	DefaultMaxApplyBatch    = 1024
+)
+
+// Peer is a member's id and addresses.
+type Peer struct {
+	ID uint64 `json:"id"`
+	// RaftAddr is where the peer transport reaches it.
+	RaftAddr string `json:"raft_addr"`
+	// APIAddr is its client API address (informational, for forwarding
+	// and status).
+	APIAddr string `json:"api_addr,omitempty"`
+}
+
+// Config configures a Node. Storage, Transport and StateMachine are
+// required; every other zero field takes the documented default.
+type Config struct {
+	// ID is this node's id, > 0.
+	ID uint64
+	// Peers is the initial membership, used only on first boot (empty
+	// Storage). It must be identical on every initial member and include
+	// this node. With no Peers and an empty Storage the node waits to be
+	// added by the leader (a joining node).
+	Peers []Peer
+
+	Storage      Storage
+	Transport    Transport
+	StateMachine StateMachine
+
+	// TickInterval is the raft tick, which is also the heartbeat interval.
+	// The default is DefaultTickInterval (100 ms).
+	TickInterval time.Duration
+	// ElectionTimeout is the minimum election timeout; raft randomizes it
+	// in [T, 2T). It is rounded down to whole ticks and must be at least
+	// two ticks. The default is DefaultElectionTimeout (1 s).
+	ElectionTimeout time.Duration
+
+	// SnapshotEntries is how many applied entries trigger a snapshot.
+	// The default is DefaultSnapshotEntries; negative disables automatic
+	// snapshots.
+	SnapshotEntries int
+	// SnapshotTrailing is how many entries before the snapshot index stay
+	// in the log after compaction. The default is DefaultSnapshotTrailing;
+	// negative keeps none.
+	SnapshotTrailing int
+	// MaxEntryBytes refuses larger commands with ErrTooLarge. The default
+	// is DefaultMaxEntryBytes (1 MiB).
+	MaxEntryBytes int
+	// MaxApplyBatch bounds the commands handed to one StateMachine.Apply.
+	// The default is DefaultMaxApplyBatch.
+	MaxApplyBatch int
+	// MaxRestarts is how many failed state machine restarts in a row
+	// fail-stop the node. The default is 3.
+	MaxRestarts int
+
+	// MaxSizePerMsg, MaxInflightMsgs, MaxCommittedSizePerReady and
+	// MaxUncommittedEntriesSize pass through to raft.Config (defaults:
+	// 1 MiB, 256, raft's default, unlimited).
+	MaxSizePerMsg             uint64
+	MaxInflightMsgs           int
+	MaxCommittedSizePerReady  uint64
+	MaxUncommittedEntriesSize uint64
+	// LeaseReads switches raft to ReadOnlyLeaseBased (relies on bounded
+	// clock drift; opt-in).
+	LeaseReads bool
+	// Seed seeds raft's election randomness. The default mixes ID and the
+	// clock.
+	Seed int64
+	// Logger receives raft's logs. Nil discards.
+	Logger raft.Logger
+}
+
+// withDefaults validates cfg and returns a copy with defaults filled in.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.ID == 0 {
+		return cfg, errors.New("node: config: ID must be > 0")
+	}
+	if cfg.Storage == nil || cfg.Transport == nil || cfg.StateMachine == nil {
+		return cfg, errors.New("node: config: Storage, Transport and StateMachine are required")
+	}
+	if cfg.TickInterval == 0 {
+		cfg.TickInterval = DefaultTickInterval
+	}
+	if cfg.ElectionTimeout == 0 {
+		cfg.ElectionTimeout = DefaultElectionTimeout
+	}
+	if cfg.TickInterval < 0 || cfg.ElectionTimeout < 2*cfg.TickInterval {
+		return cfg, fmt.Errorf("node: config: election timeout %v must be at least two heartbeat intervals (%v)", cfg.ElectionTimeout, cfg.TickInterval)
+	}
+	if cfg.SnapshotEntries == 0 {
+		cfg.SnapshotEntries = DefaultSnapshotEntries
+	}
+	if cfg.SnapshotTrailing == 0 {
+		cfg.SnapshotTrailing = DefaultSnapshotTrailing
+	}
+	if cfg.SnapshotTrailing < 0 {
+		cfg.SnapshotTrailing = 0
+	}
+	if cfg.MaxEntryBytes <= 0 {
+		cfg.MaxEntryBytes = DefaultMaxEntryBytes
+	}
+	if cfg.MaxApplyBatch <= 0 {
+		cfg.MaxApplyBatch = DefaultMaxApplyBatch
+	}
+	if cfg.MaxRestarts <= 0 {
+		cfg.MaxRestarts = 3
+	}
+	if cfg.MaxSizePerMsg == 0 {
+		cfg.MaxSizePerMsg = DefaultMaxSizePerMsg
+	}
+	if cfg.MaxInflightMsgs == 0 {
+		cfg.MaxInflightMsgs = DefaultMaxInflightMsgs
+	}
+	if cfg.Seed == 0 {
+		cfg.Seed = int64(cfg.ID*0x9E3779B97F4A7C15) ^ time.Now().UnixNano()
+	}
+	seen := map[uint64]bool{}
+	self := false
+	for _, p := range cfg.Peers {
+		if p.ID == 0 || seen[p.ID] {
+			return cfg, fmt.Errorf("node: config: peer id %d is zero or repeated", p.ID)
+		}
+		seen[p.ID] = true
+		self = self || p.ID == cfg.ID
+	}
+	if len(cfg.Peers) > 0 && !self {
+		return cfg, fmt.Errorf("node: config: peers do not include this node (id %d)", cfg.ID)
+	}
+	return cfg, nil
+}
+
+// electionTicks is the election timeout in ticks.
+func (cfg Config) electionTicks() int {
+	return int(cfg.ElectionTimeout / cfg.TickInterval)
+}

@@ -1,0 +1,75 @@
+// Package node is the driver that owns one raft.RawNode: it runs the Ready
+// loop, persists, sends, feeds committed entries to a StateMachine in
+// batches, routes results back to the callers that proposed them, serves
+// linearizable reads through ReadIndex, takes snapshots and compacts the
+// log, and recovers a crashed state machine.
+//
+// It imports core/raft only. Storage, Transport and StateMachine are
+// interfaces declared here and implemented elsewhere (core/storage,
+// core/transport, plugin/host); cmd/raftd wires them together.
+//
+// # Goroutines
+//
+// The loop goroutine owns the RawNode and is the only Storage writer. Per
+// round it takes everything queued (ticks, inbound messages, proposals,
+// reads), then for each Ready:
+//
+//  1. installs Ready.Snapshot in Storage (ApplySnapshot);
+//  2. saves HardState and Entries in one Storage.Save, fsync'ed when
+//     MustSync — BEFORE any message leaves (Raft §5.1: votes and terms
+//     must be durable before the reply);
+//  3. sends Messages;
+//  4. applies committed membership changes to raft (ApplyConfChange) and
+//     the transport, and hands the snapshot and committed entries to the
+//     apply goroutine;
+//  5. calls Advance.
+//
+// The apply goroutine delivers entries to StateMachine.Apply in log order,
+// exactly once, in batches (many entries per call), so the loop never
+// waits on the state machine. Between batches it takes snapshots.
+//
+// # Batching
+//
+// Proposals queued while the loop was busy (for example in an fsync) become
+// one raft.ProposeBatch, one Save and one fsync; committed entries become
+// one Apply call (up to Config.MaxApplyBatch commands); concurrent
+// linearizable reads share one ReadIndex round.
+//
+// # Entries
+//
+// Every normal entry carries an envelope (kind, proposer id, request id;
+// see encoding.go) so that the proposing node can hand the FSM's result to
+// the waiting caller. No-op entries, membership changes and FSM version
+// activations never reach StateMachine.Apply; they still advance the
+// applied index.
+//
+// # Bootstrap and restart
+//
+// First boot with Config.Peers writes one ConfChangeAddNode entry per peer
+// at indexes 1..n, term 1, committed; every initial member writes the same
+// entries. Later boots read hard state, snapshot and log from Storage;
+// raft restarts at Applied = snapshot index and hands the committed entries
+// after it out again: membership changes are re-applied to raft, FSM
+// commands the state machine already holds (FSMInfo.Applied) are skipped.
+// If the FSM is behind the snapshot it is restored from it first.
+//
+// # Snapshots
+//
+// Every Config.SnapshotEntries applied entries the apply goroutine streams
+// a snapshot body (node header with membership, addresses and active FSM
+// version, then StateMachine.Snapshot) into Storage.BeginSnapshot; the loop
+// records it (Storage.SaveSnapshot) and compacts the log, keeping
+// Config.SnapshotTrailing entries. Writes continue meanwhile; applying
+// waits. A leader's MsgSnap carries only the descriptor: the transport
+// streams the body from SnapshotSource and the receiver's ReceiveSnapshot
+// stores it before stepping the message.
+//
+// # Failures
+//
+// A Storage error, an undecodable entry, a state machine error that is not
+// a crash, or MaxRestarts failed state machine restarts in a row stop the
+// node: Done is closed and Err names what failed and where. A state machine
+// error wrapping ErrStateMachineCrashed makes the node restart it
+// (Restarter), restore the latest snapshot, replay the log up to the last
+// applied entry and retry the batch: nothing applied twice or skipped.
+package node

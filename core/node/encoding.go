@@ -1,0 +1,265 @@
+package node
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/raftd/raftd/core/raft"
+)
+
+// Entry data layout (raft.EntryNormal). The node, not the FSM, owns it:
+//
+//	len(Data) == 0                     no-op (a new leader's empty entry)
+//	kindCommand  uvarint(proposer) uvarint(request id) payload
+//	kindVersion  uvarint(proposer) uvarint(request id) uvarint(version)
+//
+// proposer and request id route the result back to the waiting caller on
+// the proposing node; every other replica ignores them. Only kindCommand
+// payloads reach StateMachine.Apply.
+const (
+	kindCommand byte = 1
+	kindVersion byte = 2
+)
+
+// envelopeOverhead bounds the bytes encodeEnvelope adds to a payload.
+const envelopeOverhead = 1 + 2*binary.MaxVarintLen64
+
+type envelope struct {
+	kind     byte
+	proposer uint64
+	req      uint64
+	payload  []byte // kindCommand
+	version  uint32 // kindVersion
+}
+
+func encodeCommand(proposer, req uint64, payload []byte) []byte {
+	b := make([]byte, 0, envelopeOverhead+len(payload))
+	b = append(b, kindCommand)
+	b = binary.AppendUvarint(b, proposer)
+	b = binary.AppendUvarint(b, req)
+	return append(b, payload...)
+}
+
+func encodeVersion(proposer, req uint64, version uint32) []byte {
+	b := make([]byte, 0, envelopeOverhead+binary.MaxVarintLen32)
+	b = append(b, kindVersion)
+	b = binary.AppendUvarint(b, proposer)
+	b = binary.AppendUvarint(b, req)
+	return binary.AppendUvarint(b, uint64(version))
+}
+
+// decodeEnvelope parses non-empty entry data. The payload aliases data.
+func decodeEnvelope(data []byte) (envelope, error) {
+	var e envelope
+	if len(data) == 0 {
+		return e, errors.New("empty entry")
+	}
+	e.kind = data[0]
+	rest := data[1:]
+	var n int
+	if e.proposer, n = binary.Uvarint(rest); n <= 0 {
+		return e, errors.New("bad proposer id")
+	}
+	rest = rest[n:]
+	if e.req, n = binary.Uvarint(rest); n <= 0 {
+		return e, errors.New("bad request id")
+	}
+	rest = rest[n:]
+	switch e.kind {
+	case kindCommand:
+		e.payload = rest
+	case kindVersion:
+		v, n := binary.Uvarint(rest)
+		if n <= 0 || n != len(rest) || v == 0 || v > 1<<32-1 {
+			return e, errors.New("bad fsm version")
+		}
+		e.version = uint32(v)
+	default:
+		return e, fmt.Errorf("unknown entry kind %d", e.kind)
+	}
+	return e, nil
+}
+
+// ccContext is the JSON carried in raft.ConfChange.Context.
+type ccContext struct {
+	RaftAddr string `json:"raft_addr,omitempty"`
+	APIAddr  string `json:"api_addr,omitempty"`
+	Proposer uint64 `json:"proposer,omitempty"`
+	Req      uint64 `json:"req,omitempty"`
+}
+
+func decodeCCContext(b []byte) (ccContext, error) {
+	var c ccContext
+	if len(b) == 0 {
+		return c, nil
+	}
+	err := json.Unmarshal(b, &c)
+	return c, err
+}
+
+// clusterMeta is the node-level state that rides along with the FSM state:
+// the address book, the membership and the active FSM version, as of one
+// applied index. It is stored in every snapshot header.
+type clusterMeta struct {
+	peers        map[uint64]Peer
+	conf         raft.ConfState
+	version      uint32 // active FSM version; 1 until an activation entry
+	versionIndex uint64 // index of the activation entry (0: initial)
+}
+
+func newClusterMeta() clusterMeta {
+	return clusterMeta{peers: map[uint64]Peer{}, version: 1}
+}
+
+func (m clusterMeta) clone() clusterMeta {
+	c := m
+	c.peers = make(map[uint64]Peer, len(m.peers))
+	for k, v := range m.peers {
+		c.peers[k] = v
+	}
+	c.conf = raft.ConfState{Voters: slices.Clone(m.conf.Voters), Learners: slices.Clone(m.conf.Learners)}
+	return c
+}
+
+// applyConfChange updates the address book for cc (the membership itself
+// comes from raft's ApplyConfChange).
+func (m *clusterMeta) applyConfChange(cc raft.ConfChange, ctx ccContext) {
+	switch cc.Type {
+	case raft.ConfChangeAddNode, raft.ConfChangeAddLearner:
+		p := m.peers[cc.NodeID]
+		p.ID = cc.NodeID
+		if ctx.RaftAddr != "" {
+			p.RaftAddr = ctx.RaftAddr
+		}
+		if ctx.APIAddr != "" {
+			p.APIAddr = ctx.APIAddr
+		}
+		m.peers[cc.NodeID] = p
+	case raft.ConfChangeRemoveNode:
+		delete(m.peers, cc.NodeID)
+	}
+}
+
+// nextConfState computes the membership after cc, mirroring the core's
+// single-change rules. Used only where raft's own answer is not at hand
+// (replaying the log into a restarted state machine).
+func nextConfState(cs raft.ConfState, cc raft.ConfChange) raft.ConfState {
+	del := func(s []uint64, id uint64) []uint64 {
+		return slices.DeleteFunc(slices.Clone(s), func(x uint64) bool { return x == id })
+	}
+	out := raft.ConfState{Voters: del(cs.Voters, cc.NodeID), Learners: del(cs.Learners, cc.NodeID)}
+	switch cc.Type {
+	case raft.ConfChangeAddNode:
+		out.Voters = append(out.Voters, cc.NodeID)
+	case raft.ConfChangeAddLearner:
+		out.Learners = append(out.Learners, cc.NodeID)
+	}
+	slices.Sort(out.Voters)
+	slices.Sort(out.Learners)
+	return out
+}
+
+// Snapshot body format (opaque to the storage):
+//
+//	"RAFTDSN1" | uint32 big-endian header length | header JSON | FSM bytes
+//
+// The FSM bytes are exactly what StateMachine.Snapshot wrote.
+const snapshotMagic = "RAFTDSN1"
+
+// maxHeaderBytes bounds a snapshot header (a large address book fits).
+const maxHeaderBytes = 16 << 20
+
+// SnapshotHeader is the node-level header of a snapshot body.
+type SnapshotHeader struct {
+	Index           uint64   `json:"index"`
+	Term            uint64   `json:"term"`
+	Voters          []uint64 `json:"voters"`
+	Learners        []uint64 `json:"learners,omitempty"`
+	Peers           []Peer   `json:"peers"`
+	FSMName         string   `json:"fsm_name"`
+	FSMVersion      uint32   `json:"fsm_version"`
+	FSMVersionIndex uint64   `json:"fsm_version_index"`
+}
+
+func headerFromMeta(idx, term uint64, m clusterMeta, fsmName string) SnapshotHeader {
+	h := SnapshotHeader{
+		Index: idx, Term: term,
+		Voters: slices.Clone(m.conf.Voters), Learners: slices.Clone(m.conf.Learners),
+		FSMName: fsmName, FSMVersion: m.version, FSMVersionIndex: m.versionIndex,
+	}
+	for _, p := range m.peers {
+		h.Peers = append(h.Peers, p)
+	}
+	slices.SortFunc(h.Peers, func(a, b Peer) int { return cmpU64(a.ID, b.ID) })
+	return h
+}
+
+func (h SnapshotHeader) meta() clusterMeta {
+	m := newClusterMeta()
+	for _, p := range h.Peers {
+		m.peers[p.ID] = p
+	}
+	m.conf = raft.ConfState{Voters: slices.Clone(h.Voters), Learners: slices.Clone(h.Learners)}
+	m.version = h.FSMVersion
+	if m.version == 0 {
+		m.version = 1
+	}
+	m.versionIndex = h.FSMVersionIndex
+	return m
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func writeSnapshotHeader(w io.Writer, h SnapshotHeader) error {
+	js, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 0, len(snapshotMagic)+4+len(js))
+	buf = append(buf, snapshotMagic...)
+	buf = binary.BigEndian.AppendUint32(buf, uint32(len(js)))
+	buf = append(buf, js...)
+	_, err = w.Write(buf)
+	return err
+}
+
+// ReadSnapshotHeader reads the node header at the start of a snapshot body;
+// r is then positioned at the FSM bytes.
+func ReadSnapshotHeader(r io.Reader) (SnapshotHeader, error) {
+	var h SnapshotHeader
+	var pre [len(snapshotMagic) + 4]byte
+	if _, err := io.ReadFull(r, pre[:]); err != nil {
+		return h, fmt.Errorf("snapshot header: %w", err)
+	}
+	if string(pre[:len(snapshotMagic)]) != snapshotMagic {
+		return h, errors.New("snapshot header: bad magic (not a raftd snapshot)")
+	}
+	n := binary.BigEndian.Uint32(pre[len(snapshotMagic):])
+	if n > maxHeaderBytes {
+		return h, fmt.Errorf("snapshot header: length %d too large", n)
+	}
+	js := make([]byte, n)
+	if _, err := io.ReadFull(r, js); err != nil {
+		return h, fmt.Errorf("snapshot header: %w", err)
+	}
+	if err := json.Unmarshal(js, &h); err != nil {
+		return h, fmt.Errorf("snapshot header: %w", err)
+	}
+	return h, nil
+}
+
+// newBufReader wraps r for header parsing followed by FSM streaming.
+func newBufReader(r io.Reader) *bufio.Reader { return bufio.NewReaderSize(r, 64<<10) }

@@ -1,0 +1,498 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+func TestElectionAndProposalsRoutedToCallers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster(t, 3, nil)
+		lead := c.waitLeader()
+		if st, _ := c.nodes[lead].Status(context.Background()); st.Role != "leader" || len(st.Members) != 3 || st.Members[1].RaftAddr != "raft-2" {
+			t.Fatalf("leader status: %+v", st)
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, 300)
+		for id, n := range c.nodes {
+			for i := range 100 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					want := fmt.Sprintf("n%d-%d", id, i)
+					res, err := n.Propose(context.Background(), []byte("echo:"+want))
+					if err != nil {
+						errs <- fmt.Errorf("node %d proposal %d: %v", id, i, err)
+						return
+					}
+					if got, _, _ := strings.Cut(string(res), "@"); got != want {
+						errs <- fmt.Errorf("node %d proposal %d: got result %q, want %q@…", id, i, res, want)
+					}
+				}()
+			}
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		c.waitApplied(c.nodes[lead].Applied())
+		c.checkFSMs()
+	})
+}
+
+func TestConcurrentProposalsAreBatched(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster(t, 3, nil)
+		lead := c.waitLeader()
+		n := c.nodes[lead]
+		for _, s := range c.stores {
+			s.syncDelay = time.Millisecond
+		}
+		before := c.stores[lead].saves.Load()
+		mBefore := n.Metrics()
+		const N = 500
+		var wg sync.WaitGroup
+		for i := range N {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := n.Propose(context.Background(), []byte(fmt.Sprintf("add:%d", i))); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		saves := c.stores[lead].saves.Load() - before
+		m := n.Metrics()
+		t.Logf("%d proposals: %d saves on the leader, %d apply batches", N, saves, m.ApplyBatches-mBefore.ApplyBatches)
+		if saves >= N/5 {
+			t.Errorf("%d saves for %d concurrent proposals: not batched", saves, N)
+		}
+		if b := m.ApplyBatches - mBefore.ApplyBatches; b >= N/5 {
+			t.Errorf("%d apply batches for %d proposals: not batched", b, N)
+		}
+		q, err := n.Read(context.Background(), []byte("sum"))
+		if err != nil || string(q) != fmt.Sprint(N*(N-1)/2) {
+			t.Fatalf("sum = %q, %v; want %d", q, err, N*(N-1)/2)
+		}
+	})
+}
+
+func TestLinearizableReadsOnEveryNode(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster(t, 3, nil)
+		lead := c.waitLeader()
+		ctx := context.Background()
+		for i := range 20 {
+			w := c.nodes[uint64(i%3+1)]
+			if _, err := w.Propose(ctx, []byte(fmt.Sprintf("put:k:%d", i))); err != nil {
+				t.Fatal(err)
+			}
+			// A read on any node, after the write returned, sees it.
+			r := c.nodes[uint64((i+1)%3+1)]
+			got, err := r.Read(ctx, []byte("get:k"))
+			if err != nil || string(got) != fmt.Sprint(i) {
+				t.Fatalf("read %d on node %d: %q, %v", i, r.ID(), got, err)
+			}
+		}
+		// Concurrent reads on a follower share ReadIndex rounds.
+		var f *Node
+		for id, n := range c.nodes {
+			if id != lead {
+				f = n
+			}
+		}
+		before := f.Metrics().ReadIndexRounds
+		var wg sync.WaitGroup
+		for range 200 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if got, err := f.Read(ctx, []byte("get:k")); err != nil || string(got) != "19" {
+					t.Errorf("read: %q, %v", got, err)
+				}
+			}()
+		}
+		wg.Wait()
+		rounds := f.Metrics().ReadIndexRounds - before
+		t.Logf("200 concurrent follower reads: %d ReadIndex rounds", rounds)
+		if rounds >= 50 {
+			t.Errorf("%d ReadIndex rounds for 200 concurrent reads: not batched", rounds)
+		}
+		// Stale reads are local.
+		if got, err := f.StaleRead(ctx, []byte("get:k")); err != nil || string(got) != "19" {
+			t.Fatalf("stale read: %q, %v", got, err)
+		}
+	})
+}
+
+func TestReadWithoutLeaderFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster(t, 3, nil)
+		lead := c.waitLeader()
+		for id := range c.nodes {
+			if id != lead {
+				c.nw.isolate(id, true)
+			}
+		}
+		// The leader steps down (check-quorum) and nobody can win.
+		time.Sleep(40 * testTick)
+		ctx, cancel := context.WithTimeout(context.Background(), 50*testTick)
+		defer cancel()
+		_, err := c.nodes[lead].Read(ctx, []byte("sum"))
+		if err == nil {
+			t.Fatal("read without a quorum succeeded")
+		}
+		_, err = c.nodes[lead].Propose(ctx, []byte("add:1"))
+		if err == nil {
+			t.Fatal("proposal without a quorum succeeded")
+		}
+		t.Logf("read: %v", err)
+	})
+}
+
+func TestRestartReplaysWithoutDoubleApply(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster(t, 3, nil)
+		c.waitLeader()
+		ctx := context.Background()
+		for i := range 50 {
+			if _, err := c.nodes[1].Propose(ctx, []byte("add:1")); err != nil {
+				t.Fatal(err)
+			}
+			_ = i
+		}
+		c.waitApplied(c.nodes[1].Applied())
+		for _, id := range []uint64{2, 3} {
+			c.stop(id)
+		}
+		// Node 2 restarts with a fresh (in-memory) FSM: full replay.
+		c.fsms[2] = newTestFSM()
+		// Node 3 keeps its FSM, which reports applied = its last index: no
+		// command may be fed to it again.
+		cmds3 := c.fsms[3].cmds
+		c.start(2)
+		c.start(3)
+		for _, id := range []uint64{2, 3} {
+			select {
+			case <-c.nodes[id].Ready():
+			case <-time.After(time.Second):
+				t.Fatalf("node %d did not become ready", id)
+			}
+		}
+		if _, err := c.nodes[2].Propose(ctx, []byte("add:1")); err != nil {
+			t.Fatal(err)
+		}
+		c.waitApplied(c.nodes[1].Applied())
+		c.checkFSMs()
+		if _, sum, cmds, _ := c.fsms[2].snapshotOf(); sum != 51 || cmds != 51 {
+			t.Fatalf("node 2 after replay: sum %d, %d commands applied; want 51, 51", sum, cmds)
+		}
+		if _, _, cmds, _ := c.fsms[3].snapshotOf(); cmds != cmds3+1 {
+			t.Fatalf("node 3 applied %d commands after restart, want 1", cmds-cmds3)
+		}
+	})
+}
+
+func TestSnapshotCompactionAndCatchUp(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster(t, 3, func(cfg *Config) {
+			cfg.SnapshotEntries = 100
+			cfg.SnapshotTrailing = 20
+		})
+		c.waitLeader()
+		ctx := context.Background()
+		c.stop(3)
+		var lead uint64
+		for i := range 600 {
+			lead = c.waitLeader()
+			if _, err := c.nodes[lead].Propose(ctx, []byte(fmt.Sprintf("put:k%d:%d", i%10, i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		st, _ := c.nodes[lead].Status(ctx)
+		first, _ := c.stores[lead].FirstIndex()
+		t.Logf("leader: snapshot %d, first index %d, last %d, %d snapshots", st.SnapshotIndex, first, st.LastIndex, st.Metrics.SnapshotsTaken)
+		if st.SnapshotIndex < 500 || first < 400 || st.Metrics.SnapshotsTaken < 5 {
+			t.Fatalf("expected snapshots and compaction: %+v first=%d", st, first)
+		}
+		c.start(3)
+		c.waitApplied(c.nodes[lead].Applied())
+		m := c.nodes[3].Metrics()
+		if m.SnapshotsInstalled != 1 {
+			t.Fatalf("node 3 installed %d snapshots, want 1", m.SnapshotsInstalled)
+		}
+		if got, err := c.nodes[3].Read(ctx, []byte("get:k9")); err != nil || string(got) != "599" {
+			t.Fatalf("node 3 read k9: %q, %v", got, err)
+		}
+		c.checkFSMs()
+		// Node 3 restarts from its received snapshot.
+		c.stop(3)
+		c.fsms[3] = newTestFSM()
+		c.start(3)
+		<-c.nodes[3].Ready()
+		if got, err := c.nodes[3].StaleRead(ctx, []byte("get:k9")); err != nil || string(got) != "599" {
+			t.Fatalf("node 3 after restart: %q, %v", got, err)
+		}
+	})
+}
+
+func TestStateMachineCrashIsRecovered(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster(t, 3, func(cfg *Config) {
+			cfg.SnapshotEntries = 40
+			cfg.SnapshotTrailing = 10
+		})
+		lead := c.waitLeader()
+		var follower uint64
+		for id := range c.nodes {
+			if id != lead {
+				follower = id
+				break
+			}
+		}
+		for _, idx := range []uint64{30, 75, 120} {
+			c.fsms[follower].crashAt[idx] = true
+		}
+		c.fsms[lead].crashAt[90] = true
+		c.fsms[lead].crashAt[130] = true
+		ctx := context.Background()
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		acked, unknown := 0, 0
+		for g := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 40 {
+					res, err := c.nodes[lead].Propose(ctx, []byte("add:1"))
+					mu.Lock()
+					switch {
+					case err == nil:
+						if !strings.HasPrefix(string(res), "sum=") {
+							t.Errorf("worker %d: bad result %q", g, res)
+						}
+						acked++
+					case errors.Is(err, ErrOutcomeUnknown):
+						unknown++
+					default:
+						t.Errorf("worker %d: %v", g, err)
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		c.waitApplied(c.nodes[lead].Applied())
+		c.checkFSMs()
+		q, _ := c.nodes[lead].Read(ctx, []byte("sum"))
+		t.Logf("acked %d, unknown %d, sum %s, restarts: leader %d follower %d", acked, unknown, q, c.fsms[lead].restarts, c.fsms[follower].restarts)
+		if string(q) != "160" || acked+unknown != 160 {
+			t.Fatalf("sum %s, acked %d + unknown %d; want 160", q, acked, unknown)
+		}
+		if c.fsms[follower].restarts != 3 || c.fsms[lead].restarts != 2 {
+			t.Fatalf("restarts: follower %d (want 3), leader %d (want 2)", c.fsms[follower].restarts, c.fsms[lead].restarts)
+		}
+	})
+}
+
+func TestStateMachineRestartsExhaustedFailStops(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster(t, 3, nil)
+		lead := c.waitLeader()
+		var follower uint64
+		for id := range c.nodes {
+			if id != lead {
+				follower = id
+			}
+		}
+		f := c.fsms[follower]
+		f.mu.Lock()
+		f.crashAt[10] = true
+		f.restartFails = 100
+		f.mu.Unlock()
+		for range 12 {
+			if _, err := c.nodes[lead].Propose(context.Background(), []byte("add:1")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n := c.nodes[follower]
+		select {
+		case <-n.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatal("node did not stop")
+		}
+		err := n.Err()
+		if err == nil || !strings.Contains(err.Error(), "3 restarts in a row failed at index 10") || !strings.Contains(err.Error(), `"test"`) {
+			t.Fatalf("err = %v", err)
+		}
+		if f.restarts != 3 {
+			t.Fatalf("%d restarts, want 3", f.restarts)
+		}
+		c.nw.set(follower, nil)
+		delete(c.nodes, follower)
+		// Non-crash apply errors fail-stop at once.
+		c.fsms[lead].mu.Lock()
+		c.fsms[lead].failWith = errors.New("disk full")
+		c.fsms[lead].mu.Unlock()
+		_, perr := c.nodes[lead].Propose(context.Background(), []byte("add:1"))
+		<-c.nodes[lead].Done()
+		if err := c.nodes[lead].Err(); err == nil || !strings.Contains(err.Error(), "disk full") {
+			t.Fatalf("leader err = %v", err)
+		}
+		if !errors.Is(perr, ErrOutcomeUnknown) {
+			t.Fatalf("pending proposal: %v, want outcome unknown", perr)
+		}
+		delete(c.nodes, lead)
+	})
+}
+
+func TestStorageErrorFailStops(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster(t, 3, nil)
+		lead := c.waitLeader()
+		boom := errors.New("injected fsync failure")
+		c.stores[lead].saveErr.Store(&boom)
+		_, err := c.nodes[lead].Propose(context.Background(), []byte("add:1"))
+		if err == nil || !errors.Is(err, ErrOutcomeUnknown) {
+			t.Fatalf("proposal: %v", err)
+		}
+		<-c.nodes[lead].Done()
+		if err := c.nodes[lead].Err(); !errors.Is(err, boom) || !strings.Contains(err.Error(), "storage: save") {
+			t.Fatalf("err = %v", err)
+		}
+		if _, err := c.nodes[lead].Propose(context.Background(), []byte("add:1")); !errors.Is(err, ErrStopped) {
+			t.Fatalf("propose after fail-stop: %v", err)
+		}
+		c.nw.set(lead, nil)
+		delete(c.nodes, lead)
+		// The others elect a new leader and keep going.
+		c.waitLeader()
+		var other *Node
+		for _, n := range c.nodes {
+			other = n
+		}
+		if _, err := other.Propose(context.Background(), []byte("add:1")); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestMembershipChanges(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster(t, 3, func(cfg *Config) {
+			cfg.SnapshotEntries = 30
+			cfg.SnapshotTrailing = 5
+		})
+		lead := c.waitLeader()
+		ctx := context.Background()
+		for range 50 {
+			if _, err := c.nodes[lead].Propose(ctx, []byte("add:2")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Node 4 joins empty: learner first, then promoted.
+		c.stores[4] = newMemStorage()
+		c.fsms[4] = newTestFSM()
+		cfg := c.config(4)
+		cfg.Peers = nil
+		n4, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.nodes[4] = n4
+		c.nw.set(4, n4)
+		if err := c.nodes[lead].AddLearner(ctx, Peer{ID: 4, RaftAddr: "raft-4", APIAddr: "api-4"}); err != nil {
+			t.Fatal(err)
+		}
+		c.waitApplied(c.nodes[lead].Applied())
+		if st, _ := n4.Status(ctx); st.Role != "learner" {
+			t.Fatalf("node 4 role %q, want learner", st.Role)
+		}
+		if err := c.nodes[lead].Promote(ctx, 4); err != nil {
+			t.Fatal(err)
+		}
+		// A proposal on a follower, a removal, and everyone agrees.
+		if err := c.nodes[lead].RemoveMember(ctx, 4); err != nil {
+			t.Fatal(err)
+		}
+		ms, _ := c.nodes[lead].Members(ctx)
+		if len(ms) != 3 {
+			t.Fatalf("members after removal: %+v", ms)
+		}
+		if err := c.nodes[lead].AddMember(ctx, Peer{ID: 4, RaftAddr: "raft-4b"}); err != nil {
+			t.Fatal(err)
+		}
+		ms, _ = c.nodes[lead].Members(ctx)
+		if len(ms) != 4 || ms[3].RaftAddr != "raft-4b" || ms[3].Learner {
+			t.Fatalf("members: %+v", ms)
+		}
+		if _, err := c.nodes[lead].Propose(ctx, []byte("add:1")); err != nil {
+			t.Fatal(err)
+		}
+		c.waitApplied(c.nodes[lead].Applied())
+		if got, err := n4.Read(ctx, []byte("sum")); err != nil || string(got) != "101" {
+			t.Fatalf("node 4 sum %q, %v", got, err)
+		}
+	})
+}
+
+func TestFSMVersionActivation(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster(t, 3, func(cfg *Config) { cfg.SnapshotEntries = 10; cfg.SnapshotTrailing = 2 })
+		lead := c.waitLeader()
+		ctx := context.Background()
+		if _, err := c.nodes[lead].ActivateFSMVersion(ctx, 3); !errors.Is(err, ErrUnsupportedVersion) {
+			t.Fatalf("activate 3: %v", err)
+		}
+		idx, err := c.nodes[lead].ActivateFSMVersion(ctx, 2)
+		if err != nil || idx == 0 {
+			t.Fatal(idx, err)
+		}
+		for range 15 {
+			if _, err := c.nodes[lead].Propose(ctx, []byte("add:1")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.waitApplied(c.nodes[lead].Applied())
+		for id, f := range c.fsms {
+			if f.lastVersion != 2 {
+				t.Errorf("node %d got version %d", id, f.lastVersion)
+			}
+			st, _ := c.nodes[id].Status(ctx)
+			if st.FSMVersion != 2 || st.FSMVersionIndex != idx {
+				t.Errorf("node %d status version %d@%d", id, st.FSMVersion, st.FSMVersionIndex)
+			}
+		}
+		// A restarted node whose FSM only supports version 1 refuses to start
+		// (the snapshot says 2 is active).
+		c.stop(2)
+		c.fsms[2] = newTestFSM()
+		c.fsms[2].versions = [2]uint32{1, 1}
+		if _, err := New(c.config(2)); err == nil || !strings.Contains(err.Error(), "version 2 is active") {
+			t.Fatalf("restart with old FSM: %v", err)
+		}
+	})
+}
+
+func TestBadConfig(t *testing.T) {
+	s := newMemStorage()
+	cases := []Config{
+		{},
+		{ID: 1},
+		{ID: 1, Storage: s, Transport: &transport{}, StateMachine: newTestFSM(), TickInterval: time.Second},
+		{ID: 1, Storage: s, Transport: &transport{}, StateMachine: newTestFSM(), Peers: []Peer{{ID: 2}}},
+	}
+	for i, cfg := range cases {
+		if _, err := New(cfg); err == nil {
+			t.Errorf("case %d: no error", i)
+		}
+	}
+}
