@@ -448,13 +448,36 @@ func (s *Store) Save(hs raft.HardState, ents []raft.Entry, sync bool) error {
 // reports the outcome. Callers that hold a lock to order their writes can
 // release it before waiting, so that their fsyncs are shared.
 func (s *Store) SaveAsync(hs raft.HardState, ents []raft.Entry, sync bool) (wait func() error, err error) {
+	// Check the shape of ents and encode them (the CPU-heavy part: copies
+	// and checksums) before taking the lock, so that concurrent callers
+	// overlap this work.
+	if len(ents) > 0 {
+		lo, hi := ents[0].Index, ents[len(ents)-1].Index
+		for i := 1; i < len(ents); i++ {
+			if ents[i].Index != lo+uint64(i) || ents[i].Term < ents[i-1].Term {
+				return nil, fmt.Errorf("storage: save [%d,%d]: entry %d (term %d) does not follow entry %d (term %d)",
+					lo, hi, ents[i].Index, ents[i].Term, ents[i-1].Index, ents[i-1].Term)
+			}
+		}
+	}
+	b, err := s.encodeEntries(ents)
+	if err != nil {
+		return nil, err
+	}
+	closeBatch := func() {
+		if b != nil {
+			_ = b.Close()
+		}
+	}
+
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.writable(); err != nil {
+		closeBatch()
 		return nil, err
 	}
 	// Drop entries that were compacted away (they are committed, hence
-	// identical to what we had).
+	// identical to what we had). Rare: re-encode the rest.
 	if len(ents) > 0 && ents[0].Index <= s.trunc.Index {
 		skip := s.trunc.Index + 1 - ents[0].Index
 		if skip >= uint64(len(ents)) {
@@ -462,24 +485,27 @@ func (s *Store) SaveAsync(hs raft.HardState, ents []raft.Entry, sync bool) (wait
 		} else {
 			ents = ents[skip:]
 		}
+		closeBatch()
+		if b, err = s.encodeEntries(ents); err != nil {
+			return nil, err
+		}
 	}
 	if len(ents) == 0 && hs.IsEmpty() {
+		closeBatch()
 		return func() error { return nil }, nil
+	}
+	if b == nil {
+		b = s.db.NewBatch()
+	}
+	fail := func(err error) (func() error, error) {
+		closeBatch()
+		return nil, err
 	}
 	newLast, newLastTerm := s.last, s.lastTerm
 	if len(ents) > 0 {
 		lo, hi := ents[0].Index, ents[len(ents)-1].Index
 		if lo > s.last+1 {
-			return nil, fmt.Errorf("storage: save [%d,%d]: gap after last index %d", lo, hi, s.last)
-		}
-		if hi-lo+1 != uint64(len(ents)) {
-			return nil, fmt.Errorf("storage: save [%d,%d]: %d entries are not consecutive", lo, hi, len(ents))
-		}
-		for i := 1; i < len(ents); i++ {
-			if ents[i].Index != lo+uint64(i) || ents[i].Term < ents[i-1].Term {
-				return nil, fmt.Errorf("storage: save [%d,%d]: entry %d (term %d) does not follow entry %d (term %d)",
-					lo, hi, ents[i].Index, ents[i].Term, ents[i-1].Index, ents[i-1].Term)
-			}
+			return fail(fmt.Errorf("storage: save [%d,%d]: gap after last index %d", lo, hi, s.last))
 		}
 		newLast, newLastTerm = hi, ents[len(ents)-1].Term
 		// Raft §5.3/§5.4: a committed entry is never replaced. Checking the
@@ -488,28 +514,16 @@ func (s *Store) SaveAsync(hs raft.HardState, ents []raft.Entry, sync bool) (wait
 		if k := min(hi, s.hs.Commit, s.last); lo <= k && k > s.trunc.Index {
 			stored, err := s.termLocked(k)
 			if err != nil {
-				return nil, err
+				return fail(err)
 			}
 			if t := ents[k-lo].Term; t != stored {
-				return nil, fmt.Errorf("storage: save [%d,%d]: entry %d (term %d) would replace committed entry %d (term %d) in %s",
-					lo, hi, k, t, k, stored, s.dir)
+				return fail(fmt.Errorf("storage: save [%d,%d]: entry %d (term %d) would replace committed entry %d (term %d) in %s",
+					lo, hi, k, t, k, stored, s.dir))
 			}
 		}
 	}
 	if !hs.IsEmpty() && hs.Commit > newLast {
-		return nil, fmt.Errorf("storage: save: commit index %d is beyond the last index %d", hs.Commit, newLast)
-	}
-
-	b := s.db.NewBatch()
-	for i := range ents {
-		e := &ents[i]
-		op := b.SetDeferred(logKeyLen, entryValueLen(e))
-		putLogKey(op.Key, e.Index)
-		putEntryValue(op.Value, op.Key, e)
-		if err := op.Finish(); err != nil {
-			_ = b.Close()
-			return nil, fmt.Errorf("storage: save entry %d: %w", e.Index, err)
-		}
+		return fail(fmt.Errorf("storage: save: commit index %d is beyond the last index %d", hs.Commit, newLast))
 	}
 	if len(ents) > 0 && newLast < s.last {
 		// The new entries end before the old log did: drop the rest of the
@@ -519,7 +533,7 @@ func (s *Store) SaveAsync(hs raft.HardState, ents []raft.Entry, sync bool) (wait
 	if !hs.IsEmpty() {
 		_ = b.Set(keyHardState, encodeHardState(hs), nil)
 	}
-	syncWait, err := s.applyBatch(b, sync)
+	syncWait, err := s.applyBatch(b, sync) // closes b on error
 	if err != nil {
 		if len(ents) > 0 {
 			err = fmt.Errorf("storage: save [%d,%d] in %s: %w", ents[0].Index, newLast, s.dir, err)
@@ -544,6 +558,25 @@ func (s *Store) SaveAsync(hs raft.HardState, ents []raft.Entry, sync bool) (wait
 		}
 		return nil
 	}, nil
+}
+
+// encodeEntries returns a batch holding ents (nil if there are none).
+func (s *Store) encodeEntries(ents []raft.Entry) (*pebble.Batch, error) {
+	if len(ents) == 0 {
+		return nil, nil
+	}
+	b := s.db.NewBatch()
+	for i := range ents {
+		e := &ents[i]
+		op := b.SetDeferred(logKeyLen, entryValueLen(e))
+		putLogKey(op.Key, e.Index)
+		putEntryValue(op.Value, op.Key, e)
+		if err := op.Finish(); err != nil {
+			_ = b.Close()
+			return nil, fmt.Errorf("storage: save entry %d: %w", e.Index, err)
+		}
+	}
+	return b, nil
 }
 
 // Compact removes the entries up to and including index with one range
