@@ -19,6 +19,8 @@ type testNet struct {
 	applied map[uint64][]Entry // committed entries in apply order
 	down    map[uint64]bool    // crashed nodes: no ticks, messages to them dropped
 	cut     map[[2]uint64]bool // directional link cuts
+	// rewrite (optional) edits a message before filter sees it.
+	rewrite func(m *Message)
 	// filter drops a message when it returns false.
 	filter func(m Message) bool
 	queue  []Message
@@ -152,6 +154,9 @@ func (nt *testNet) deliver() int {
 	for _, m := range msgs {
 		if nt.down[m.To] || nt.down[m.From] || nt.cut[[2]uint64{m.From, m.To}] {
 			continue
+		}
+		if nt.rewrite != nil {
+			nt.rewrite(&m)
 		}
 		if nt.filter != nil && !nt.filter(m) {
 			continue

@@ -673,13 +673,20 @@ func TestFigure8(t *testing.T) {
 	// entry reaches nobody. The term-2 entry must NOT be committed.
 	nt.down[5] = true
 	nt.restart(1)
-	nt.filter = func(m Message) bool {
+	nt.rewrite = func(m *Message) {
 		if m.From == 1 && m.Type == MsgApp {
-			// Only entries up to oldIdx reach S3; nothing reaches S2/S4.
-			return m.To == 3 && (len(m.Entries) == 0 || m.Entries[len(m.Entries)-1].Index <= oldIdx)
+			// S2 and S3 may receive entries up to oldIdx, nothing newer.
+			var keep []Entry
+			for _, e := range m.Entries {
+				if e.Index <= oldIdx {
+					keep = append(keep, e)
+				}
+			}
+			m.Entries = keep
+			m.Commit = min(m.Commit, nt.raft(1).raftLog.committed)
 		}
-		return true
 	}
+	nt.filter = func(m Message) bool { return !(m.From == 1 && m.Type == MsgApp && m.To == 4) }
 	// S3 and S4 voted for S5 in its term: S1 may need a second term.
 	for i := 0; i < 3 && nt.raft(1).state != StateLeader; i++ {
 		_ = nt.node(1).Campaign()
@@ -691,8 +698,11 @@ func TestFigure8(t *testing.T) {
 	if c := nt.raft(1).raftLog.committed; c >= oldIdx {
 		t.Fatalf("S1 committed %d >= %d: an entry of an old term was committed by counting replicas", c, oldIdx)
 	}
+	if m := nt.node(1).Status().Progress; m[2].Match != oldIdx || m[3].Match != oldIdx {
+		t.Fatalf("setup: S2/S3 should hold the term-2 entry: %+v", m)
+	}
 	// (d)/(e) Once S1's own entry reaches a majority, both commit.
-	nt.filter = nil
+	nt.rewrite, nt.filter = nil, nil
 	nt.ticks(2)
 	if c := nt.raft(1).raftLog.committed; c < oldIdx+1 {
 		t.Fatalf("S1 committed %d, want >= %d once its own entry is on a majority", c, oldIdx+1)
