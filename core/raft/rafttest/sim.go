@@ -311,10 +311,12 @@ func (s *Sim) start(n *simNode, durableFSM bool) error {
 // confAt returns the configuration in effect after applying index i, or
 // def if no change at or below i is recorded.
 func (n *simNode) confAt(i uint64, def raft.ConfState) raft.ConfState {
-	cs := def
+	// Replays after a restart append the same changes again, so the list
+	// is not sorted: take the change with the highest index <= i.
+	cs, best := def, uint64(0)
 	for _, c := range n.confs {
-		if c.index <= i {
-			cs = c.cs
+		if c.index <= i && c.index >= best {
+			cs, best = c.cs, c.index
 		}
 	}
 	return cloneConf(cs)
