@@ -3,6 +3,7 @@ package codec
 import (
 	"errors"
 	"fmt"
+	"math"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -221,23 +222,40 @@ type field struct {
 	buf []byte
 }
 
+// uvarint decodes a varint, with an inlinable fast path for one byte.
+func uvarint(b []byte) (uint64, int) {
+	if len(b) > 0 && b[0] < 0x80 {
+		return uint64(b[0]), 1
+	}
+	return protowire.ConsumeVarint(b)
+}
+
 // next consumes one field from b. Fields of other wire types (fixed32,
 // fixed64, groups) are skipped over and returned with typ set, so callers
-// ignore them as unknown fields, as the generated code does.
+// ignore them as unknown fields, as the generated code does. A bytes
+// field's payload is capped at its length, so appending to it can never
+// overwrite the rest of the buffer.
 func next(b []byte) (field, []byte, error) {
-	num, typ, n := protowire.ConsumeTag(b)
-	if n < 0 {
+	tag, n := uvarint(b)
+	if n < 0 || tag>>3 < uint64(protowire.MinValidNumber) || tag>>3 > math.MaxInt32 {
 		return field{}, nil, errTruncated
 	}
 	b = b[n:]
-	f := field{num: num, typ: typ}
-	switch typ {
+	f := field{num: protowire.Number(tag >> 3), typ: protowire.Type(tag & 7)}
+	switch f.typ {
 	case protowire.VarintType:
-		f.v, n = protowire.ConsumeVarint(b)
+		f.v, n = uvarint(b)
 	case protowire.BytesType:
-		f.buf, n = protowire.ConsumeBytes(b)
+		var l uint64
+		l, n = uvarint(b)
+		if n < 0 || l > uint64(len(b)-n) {
+			return field{}, nil, errTruncated
+		}
+		end := n + int(l)
+		f.buf = b[n:end:end]
+		n = end
 	default:
-		n = protowire.ConsumeFieldValue(num, typ, b)
+		n = protowire.ConsumeFieldValue(f.num, f.typ, b)
 	}
 	if n < 0 {
 		return field{}, nil, errTruncated
@@ -441,7 +459,7 @@ func decodeConfStateWire(cs *raft.ConfState, b []byte) error {
 			*list = append(*list, f.v)
 		case protowire.BytesType: // packed run
 			for p := f.buf; len(p) > 0; {
-				v, n := protowire.ConsumeVarint(p)
+				v, n := uvarint(p)
 				if n < 0 {
 					return errTruncated
 				}

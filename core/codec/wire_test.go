@@ -159,3 +159,19 @@ func FuzzDecodeBatch(f *testing.F) {
 		}
 	})
 }
+
+func TestDecodedBytesCapped(t *testing.T) {
+	wire := AppendBatch(nil, []raft.Message{{Type: raft.MsgApp, Context: []byte("ctx"), Entries: []raft.Entry{{Data: []byte("ab")}, {Data: []byte("cd")}}}})
+	got, err := DecodeBatch(nil, wire)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = append(got[0].Entries[0].Data, 'X', 'X', 'X', 'X')
+	_ = append(got[0].Context, 'Y', 'Y', 'Y', 'Y')
+	if got[0].Entries[1].Data[0] != 'c' || string(got[0].Context) != "ctx" {
+		t.Fatal("appending to a decoded slice overwrote the buffer")
+	}
+	if cap(got[0].Entries[0].Data) != 2 {
+		t.Fatalf("cap %d, want 2", cap(got[0].Entries[0].Data))
+	}
+}
