@@ -417,6 +417,7 @@ const (
 	actTransfer
 	actSnapshot
 	actTickAll
+	actLeaderBurst
 	numActions
 )
 
@@ -425,6 +426,7 @@ var baseWeights = [numActions]int{
 	actTick: 250, actDeliver: 310, actReady: 200, actDrop: 20, actDuplicate: 10,
 	actDelay: 10, actReplay: 10, actPropose: 80, actRead: 20, actPartition: 5,
 	actCrash: 7, actConfChange: 10, actTransfer: 5, actSnapshot: 13, actTickAll: 60,
+	actLeaderBurst: 10,
 }
 
 // profiles scale some weights, one profile per seed, so that different
@@ -435,7 +437,7 @@ var profiles = []struct {
 }{
 	{"calm", nil},
 	{"lossy", map[int]int{actDrop: 5, actDuplicate: 4, actDelay: 4, actReplay: 5}},
-	{"crashy", map[int]int{actCrash: 4, actPartition: 3}},
+	{"crashy", map[int]int{actCrash: 4, actPartition: 3, actLeaderBurst: 3}},
 	{"churn", map[int]int{actConfChange: 4, actTransfer: 4, actSnapshot: 3, actRead: 2}},
 }
 
@@ -503,6 +505,23 @@ func (s *Sim) randomStep() error {
 		s.transfer()
 	case actSnapshot:
 		return s.snapshot()
+	case actLeaderBurst:
+		// Several proposals straight at a node that believes it leads,
+		// possibly a deposed one behind a partition: this is what grows
+		// conflicting suffixes that later leaders must overwrite.
+		var leaders []uint64
+		for _, id := range s.live() {
+			if s.nodes[id].rn.Status().RaftState == raft.StateLeader {
+				leaders = append(leaders, id)
+			}
+		}
+		if id, ok := s.pick(leaders); ok {
+			for range 1 + s.rng.IntN(6) {
+				if err := s.proposeAt(s.nodes[id]); err != nil {
+					return err
+				}
+			}
+		}
 	case actTickAll:
 		for _, id := range s.live() {
 			if err := s.tick(s.nodes[id]); err != nil {
@@ -864,7 +883,11 @@ func (s *Sim) propose() error {
 	if !ok {
 		return nil
 	}
-	n := s.nodes[id]
+	return s.proposeAt(s.nodes[id])
+}
+
+func (s *Sim) proposeAt(n *simNode) error {
+	id := n.id
 	size := s.rng.IntN(24)
 	if s.rng.IntN(20) == 0 {
 		size = 200 + s.rng.IntN(400)
