@@ -1041,6 +1041,11 @@ func (r *raft) leaderPropose(m Message) error {
 
 func (r *raft) handleAppendResponse(pr *progress, m Message) {
 	pr.recentActive = true
+	if m.Index > r.raftLog.lastIndex() {
+		// We never sent an append at or past this index.
+		r.logger.Warningf("raft: %x ignoring MsgAppResp from %x for index %d beyond our last index %d", r.id, m.From, m.Index, r.raftLog.lastIndex())
+		return
+	}
 	if m.Reject {
 		r.logger.Debugf("raft: %x received MsgAppResp(rejected, hint: (index %d, term %d)) from %x for index %d",
 			r.id, m.RejectHint, m.LogTerm, m.From, m.Index)
@@ -1051,11 +1056,6 @@ func (r *raft) handleAppendResponse(pr *progress, m Message) {
 		}
 		return
 	}
-	if m.Index > r.raftLog.lastIndex() {
-		r.logger.Warningf("raft: %x ignoring MsgAppResp from %x for index %d beyond our last index %d", r.id, m.From, m.Index, r.raftLog.lastIndex())
-		return
-	}
-	oldPaused := pr.isPaused()
 	if pr.maybeUpdate(m.Index) || (pr.match == m.Index && pr.state == ProgressProbe && m.Index+1 == pr.next) {
 		switch {
 		case pr.state == ProgressProbe:
@@ -1069,10 +1069,10 @@ func (r *raft) handleAppendResponse(pr *progress, m Message) {
 			pr.inflights.freeLE(m.Index)
 		}
 		if r.maybeCommit() {
+			// Followers learn the new commit index promptly.
 			r.bcastAppend()
-		} else if oldPaused {
-			r.sendAppendAll(pr, false)
 		}
+		// Fill the window with whatever the follower still lacks.
 		r.sendAppendAll(pr, false)
 		if m.From == r.leadTransferee && pr.match == r.raftLog.lastIndex() {
 			r.logger.Infof("raft: %x sending MsgTimeoutNow to %x: its log is up to date", r.id, m.From)

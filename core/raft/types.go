@@ -200,6 +200,13 @@ func (t MessageType) String() string {
 //   - MsgHeartbeat/MsgHeartbeatResp: Context carries the read-index context.
 //   - MsgSnap: Snapshot carries the metadata (and driver descriptor).
 //   - MsgSnapStatus/MsgUnreachable: From is the peer; Reject means failure.
+//   - MsgReadIndex: Context is the caller's request context (non-empty,
+//     unique among outstanding reads). MsgReadIndexResp: Index is the read
+//     index, Context echoes the request's.
+//   - MsgTransferLeader: From is the transferee (not the sender).
+//   - MsgProp, MsgReadIndex and MsgTransferLeader are forwarded without a
+//     term (Term 0); every other network message carries the sender's term
+//     (vote requests and pre-vote responses the campaign's term).
 type Message struct {
 	Type       MessageType
 	To         uint64
