@@ -218,8 +218,21 @@ func (sf *snapshotFiles) find(index uint64) (SnapshotMeta, bool) {
 	return SnapshotMeta{}, false
 }
 
-// add records a committed file and removes the oldest beyond keep.
-func (sf *snapshotFiles) add(m SnapshotMeta) {
+// newestAtOrBelow returns the newest file with Index <= index.
+func (sf *snapshotFiles) newestAtOrBelow(index uint64) (SnapshotMeta, bool) {
+	sf.mu.Lock()
+	defer sf.mu.Unlock()
+	for i := len(sf.list) - 1; i >= 0; i-- {
+		if sf.list[i].Index <= index {
+			return sf.list[i], true
+		}
+	}
+	return SnapshotMeta{}, false
+}
+
+// add records a committed file and removes the oldest files beyond keep,
+// except the newest one at or below commit (the one a restart would use).
+func (sf *snapshotFiles) add(m SnapshotMeta, commit uint64) {
 	sf.mu.Lock()
 	defer sf.mu.Unlock()
 	i, _ := slices.BinarySearchFunc(sf.list, m.Index, func(a SnapshotMeta, idx uint64) int {
@@ -240,9 +253,23 @@ func (sf *snapshotFiles) add(m SnapshotMeta) {
 	} else {
 		sf.list = slices.Insert(sf.list, i, m)
 	}
-	for len(sf.list) > sf.s.opts.KeepSnapshots {
-		old := sf.list[0]
-		sf.list = sf.list[1:]
+	inUse := -1
+	for j := len(sf.list) - 1; j >= 0; j-- {
+		if sf.list[j].Index <= commit {
+			inUse = j
+			break
+		}
+	}
+	for j := 0; len(sf.list) > sf.s.opts.KeepSnapshots && j < len(sf.list); {
+		if j == inUse {
+			j++
+			continue
+		}
+		old := sf.list[j]
+		sf.list = slices.Delete(sf.list, j, j+1)
+		if inUse > j {
+			inUse--
+		}
 		if err := sf.fs.Remove(sf.path(old)); err != nil && !isNotExist(err) {
 			sf.s.log.Warningf("storage: remove old snapshot %s: %v", sf.path(old), err)
 		}
@@ -316,8 +343,11 @@ func (w *SnapshotWriter) Write(p []byte) (int, error) {
 
 // Commit makes the snapshot durable and visible: it appends the metadata
 // record, fsyncs the temporary file, renames it into place and fsyncs the
-// directory. Afterwards only the newest Options.KeepSnapshots files are
-// kept. It returns the final metadata (with Size and CRC32C). On error the
+// directory. Store.Snapshot reports it once the saved commit index reaches
+// its index (at once for a snapshot of the local applied state; after
+// ApplySnapshot for one received from a leader). Afterwards only the newest
+// Options.KeepSnapshots files are kept, plus the newest one at or below the
+// commit index. It returns the final metadata (with Size and CRC32C). On error the
 // temporary file is removed.
 func (w *SnapshotWriter) Commit() (SnapshotMeta, error) {
 	if w.done {
@@ -329,7 +359,10 @@ func (w *SnapshotWriter) Commit() (SnapshotMeta, error) {
 		return SnapshotMeta{}, err
 	}
 	w.done = true
-	w.sf.add(m)
+	w.sf.s.mu.RLock()
+	commit := w.sf.s.hs.Commit
+	w.sf.s.mu.RUnlock()
+	w.sf.add(m, commit)
 	return m, nil
 }
 

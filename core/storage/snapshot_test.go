@@ -59,6 +59,10 @@ func TestSnapshotFiles(t *testing.T) {
 	if _, ok := s.LatestSnapshot(); ok {
 		t.Fatal("LatestSnapshot on an empty store")
 	}
+	// Snapshots of applied state are at or below the commit index.
+	if err := s.Save(raft.HardState{Term: 3, Commit: 700}, entriesN(1, 700, 3, 4), true); err != nil {
+		t.Fatal(err)
+	}
 	cs := raft.ConfState{Voters: []uint64{1, 2, 3}, Learners: []uint64{9}}
 	data := body(1, 1<<20+123)
 	meta := writeSnapshot(t, s, SnapshotMeta{Index: 100, Term: 3, ConfState: cs, FSMName: "kv", FSMVersion: 2}, data)
@@ -217,5 +221,44 @@ func TestSnapshotMetaRoundTrip(t *testing.T) {
 		if _, err := UnmarshalSnapshotMeta(enc[:i]); err == nil {
 			t.Fatalf("truncated encoding (%d of %d bytes) accepted", i, len(enc))
 		}
+	}
+}
+
+// TestReceivedSnapshotNotUsedBeforeInstall: a body received from a leader
+// and committed as a file, above this node's commit index, is not reported
+// by Snapshot/InitialState (a crash before ApplySnapshot must not make a
+// restart restore state beyond the commit index), and the file a restart
+// would use is never pruned.
+func TestReceivedSnapshotNotUsedBeforeInstall(t *testing.T) {
+	s, opts := openMem(t)
+	if err := s.Save(raft.HardState{Term: 2, Commit: 150}, entriesN(1, 160, 2, 4), true); err != nil {
+		t.Fatal(err)
+	}
+	cs := raft.ConfState{Voters: []uint64{1}}
+	writeSnapshot(t, s, SnapshotMeta{Index: 100, Term: 2, ConfState: cs}, body(1, 100))
+	for _, idx := range []uint64{200, 300, 400} {
+		writeSnapshot(t, s, SnapshotMeta{Index: idx, Term: 2, ConfState: raft.ConfState{Voters: []uint64{1, 2}}}, body(idx, 100))
+	}
+	var kept []uint64
+	for _, m := range s.Snapshots() {
+		kept = append(kept, m.Index)
+	}
+	if len(kept) != 3 || kept[0] != 100 || kept[1] != 300 {
+		t.Fatalf("kept %v; want [100 300 400] (100 is the one in use)", kept)
+	}
+	s = reopen(t, s, opts)
+	snap, _ := s.Snapshot()
+	if snap.Metadata.Index != 100 {
+		t.Fatalf("Snapshot() index = %d; want 100 (400 is above the commit index)", snap.Metadata.Index)
+	}
+	if _, got, _ := s.InitialState(); !got.Equal(cs) {
+		t.Fatalf("InitialState conf state = %+v; want %+v", got, cs)
+	}
+	// Installing it makes it the snapshot.
+	if err := s.ApplySnapshot(raft.Snapshot{Metadata: raft.SnapshotMetadata{Index: 400, Term: 2, ConfState: raft.ConfState{Voters: []uint64{1, 2}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if snap, _ := s.Snapshot(); snap.Metadata.Index != 400 {
+		t.Fatalf("Snapshot() index after install = %d; want 400", snap.Metadata.Index)
 	}
 }

@@ -666,7 +666,7 @@ func (s *Store) ApplySnapshot(snap raft.Snapshot) error {
 }
 
 // InitialState returns the saved HardState and the ConfState of the newest
-// snapshot (installed with ApplySnapshot or committed as a file).
+// snapshot (see Snapshot).
 func (s *Store) InitialState() (raft.HardState, raft.ConfState, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -678,9 +678,10 @@ func (s *Store) InitialState() (raft.HardState, raft.ConfState, error) {
 }
 
 // Snapshot returns the newest snapshot: the one installed with
-// ApplySnapshot or the newest committed snapshot file, whichever has the
-// higher index. For a file, Data is its SnapshotMeta (see
-// UnmarshalSnapshotMeta), which a receiver needs to check the stream.
+// ApplySnapshot or the newest committed snapshot file whose index is at or
+// below the saved commit index, whichever has the higher index. For a file,
+// Data is its SnapshotMeta (see UnmarshalSnapshotMeta), which a receiver
+// needs to check the stream.
 func (s *Store) Snapshot() (raft.Snapshot, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -690,9 +691,14 @@ func (s *Store) Snapshot() (raft.Snapshot, error) {
 	return s.newestSnapshotLocked(), nil
 }
 
+// newestSnapshotLocked returns the newer of the installed snapshot and the
+// newest snapshot file at or below the durable commit index. NB: a file
+// above the commit index (a body received from a leader but not yet
+// installed, e.g. because the node crashed in between) is not reported: a
+// restart must not restore state beyond what this node knows is committed.
 func (s *Store) newestSnapshotLocked() raft.Snapshot {
 	snap := s.applied
-	if m, ok := s.snaps.latest(); ok && m.Index > snap.Metadata.Index {
+	if m, ok := s.snaps.newestAtOrBelow(s.hs.Commit); ok && m.Index > snap.Metadata.Index {
 		snap = raft.Snapshot{
 			Metadata: raft.SnapshotMetadata{Index: m.Index, Term: m.Term, ConfState: m.ConfState},
 			Data:     m.Marshal(),
