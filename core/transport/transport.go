@@ -228,8 +228,8 @@ func New(opts Options) *Transport {
 }
 
 // ServerOptions returns the gRPC server options the Raft service needs:
-// message size limits matching MaxMessageBytes and a keepalive policy that
-// admits the transport's pings. A caller that builds its own *grpc.Server
+// message size limits matching MaxMessageBytes, a keepalive policy that
+// admits the transport's pings, and server-side keepalive pings. A caller that builds its own *grpc.Server
 // for Register must include them, or peers will be disconnected for
 // pinging too often.
 func (t *Transport) ServerOptions() []grpc.ServerOption {
@@ -239,6 +239,12 @@ func (t *Transport) ServerOptions() []grpc.ServerOption {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             min(t.opts.KeepaliveTime, 5*time.Second),
 			PermitWithoutStream: true,
+		}),
+		// Pings from this side find senders that vanished without closing
+		// their connection, so their inbound streams end.
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:    t.opts.KeepaliveTime,
+			Timeout: t.opts.KeepaliveTimeout,
 		}),
 	}
 }
