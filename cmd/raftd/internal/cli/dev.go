@@ -86,6 +86,8 @@ func runDev(ctx context.Context, f *Factory, opts *DevOptions) error {
 			}
 		}
 	}
+	gate := newGate(f.ErrOut)
+	defer gate.Open()
 	var peers []string
 	for i := range ls {
 		var err error
@@ -127,8 +129,9 @@ func runDev(ctx context.Context, f *Factory, opts *DevOptions) error {
 			_ = stopAll()
 			return err
 		}
-		n, err := startNode(ctx, nodeConfig{RunOptions: ro, RaftListener: ls[i].raft, APIListener: ls[i].api, LogOut: f.ErrOut, LogPrefix: fmt.Sprintf("node%d ", i+1)})
+		n, err := startNode(ctx, nodeConfig{RunOptions: ro, RaftListener: ls[i].raft, APIListener: ls[i].api, LogOut: gate, LogPrefix: fmt.Sprintf("node%d ", i+1)})
 		if err != nil {
+			gate.Discard()
 			for _, l := range ls[i:] {
 				l.raft.Close()
 				l.api.Close()
@@ -138,6 +141,7 @@ func runDev(ctx context.Context, f *Factory, opts *DevOptions) error {
 		}
 		nodes = append(nodes, n)
 	}
+	gate.Open()
 	var addrs []string
 	fmt.Fprintf(f.Out, "raftd dev: %d nodes, fsm %s, data in %s\n\n", opts.Nodes, opts.FSMPath, dir)
 	for _, n := range nodes {

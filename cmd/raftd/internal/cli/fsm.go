@@ -6,16 +6,12 @@ import (
 	"strconv"
 	"text/tabwriter"
 
+	"github.com/raftd/raftd/plugin/conformance"
 	apiv1 "github.com/raftd/raftd/proto/api/v1"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 )
-
-// FSMTestFunc runs the plugin conformance suite against the plugin binary at
-// path, writing a report to the factory's Out. It is nil until a conformance
-// package is wired in (see fsm_test_wiring.go).
-var FSMTestFunc func(ctx context.Context, f *Factory, path string) error
 
 // NewCmdFSM returns `raftd fsm status|activate|test`.
 func NewCmdFSM(f *Factory) *cobra.Command {
@@ -79,17 +75,35 @@ member's plugin does not support VERSION.`,
 	}
 	addClientFlags(activateCmd, act)
 
+	to := conformance.Options{}
 	testCmd := &cobra.Command{
 		Use:   "test PLUGIN",
 		Short: "Run the plugin conformance suite (determinism, snapshot/restore, digest) against a plugin binary",
-		Args:  exactArgs(1, "PLUGIN path"),
+		Long: `Test starts two instances of PLUGIN (or PLUGIN and --fsm2), feeds both the
+same generated command stream, compares every result and the state digests
+at checkpoints, and checks snapshot -> restore and restart behaviour. Exit 0
+on PASS, 1 with the first divergence otherwise.`,
+		Example: `  raftd fsm test ./bin/raftd-fsm-kv
+  raftd fsm test ./bin/raftd-fsm-kv --fsm2 ./fsms/node-kv/raftd-fsm-node-kv --entries 2000`,
+		Args: exactArgs(1, "PLUGIN path"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if FSMTestFunc == nil {
-				return withCode(ExitFailure, fmt.Errorf("fsm test: the conformance suite is not built into this raftd"))
+			to.FSM = args[0]
+			if isTerminal(f.ErrOut) {
+				to.Progress = f.ErrOut
 			}
-			return FSMTestFunc(cmd.Context(), f, args[0])
+			rep, err := conformance.Run(cmd.Context(), to)
+			if err != nil {
+				return withCode(ExitFailure, fmt.Errorf("fsm test %s: %s", args[0], firstLine(err.Error())))
+			}
+			fmt.Fprint(f.Out, rep.String())
+			return nil
 		},
 	}
+	testCmd.Flags().StringVar(&to.FSM2, "fsm2", "", "a second implementation to compare against (default: a second instance of PLUGIN)")
+	testCmd.Flags().Int64Var(&to.Seed, "seed", 1, "seed of the command generator")
+	testCmd.Flags().IntVar(&to.Entries, "entries", 10000, "number of generated entries")
+	testCmd.Flags().StringVar(&to.Commands, "commands", "", "commands file instead of the built-in generator (required for FSMs other than counter, kv, queue)")
+	testCmd.Flags().IntVar(&to.CheckpointEvery, "checkpoint-every", 1000, "compare digests every this many entries")
 	cmd.AddCommand(statusCmd, activateCmd, testCmd)
 	return cmd
 }

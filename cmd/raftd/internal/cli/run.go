@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"sort"
 	"strconv"
@@ -208,11 +207,19 @@ func deriveClusterID(peers map[uint64]string) string {
 }
 
 func runRun(ctx context.Context, f *Factory, opts *RunOptions) error {
-	logw := io.Writer(f.ErrOut)
-	n, err := startNode(ctx, nodeConfig{RunOptions: *opts, LogOut: logw})
+	// Logs are held back until the node serves, so that a failed start
+	// prints one line (all of it with --log-level debug).
+	gate := newGate(f.ErrOut)
+	n, err := startNode(ctx, nodeConfig{RunOptions: *opts, LogOut: gate})
 	if err != nil {
+		if opts.LogLevel == "debug" {
+			gate.Open()
+		} else {
+			gate.Discard()
+		}
 		return err
 	}
+	gate.Open()
 	fmt.Fprintf(f.ErrOut, "raftd: node %d serving: api %s, raft %s, data %s, fsm %s (cluster %s)\n",
 		opts.ID, n.APIAddr(), n.RaftAddr(), opts.DataDir, opts.FSMPath, opts.ClusterID)
 	select {

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/raftd/raftd/core/node"
+	"github.com/raftd/raftd/core/storage"
 	apiv1 "github.com/raftd/raftd/proto/api/v1"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -43,14 +45,26 @@ func NewCmdSnapshot(f *Factory) *cobra.Command {
 	saveCmd.Flags().Lookup("timeout").DefValue = "5m"
 	_ = saveCmd.Flags().Set("timeout", "5m")
 
+	ro := &SnapshotRestoreOptions{}
 	restoreCmd := &cobra.Command{
 		Use:   "restore FILE",
 		Short: "Seed a fresh single-node data dir from a snapshot FILE (disaster recovery)",
-		Args:  exactArgs(1, "FILE"),
+		Long: `Restore writes the snapshot FILE (from raftd snapshot save) into an empty
+--data-dir as a one-member cluster of node --id at --raft-addr. Start it with
+raftd run and the same --id, --data-dir and --raft-addr, then add members.`,
+		Example: `  raftd snapshot save --addr 127.0.0.1:8101 backup.snap
+  raftd snapshot restore backup.snap --data-dir /tmp/r1 --raft-addr 127.0.0.1:7101
+  raftd run --fsm ./bin/raftd-fsm-kv --data-dir /tmp/r1 --raft-addr 127.0.0.1:7101 --api-addr 127.0.0.1:8101`,
+		Args: exactArgs(1, "FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withCode(ExitFailure, errors.New("snapshot restore: not supported yet by this build"))
+			ro.File = args[0]
+			return runSnapshotRestore(f, ro, cmd.Flags().Changed("cluster-id"))
 		},
 	}
+	restoreCmd.Flags().StringVar(&ro.DataDir, "data-dir", DefaultDataDir, "the new, empty data dir")
+	restoreCmd.Flags().Uint64Var(&ro.ID, "id", 1, "id of the node that will run on it")
+	restoreCmd.Flags().StringVar(&ro.RaftAddr, "raft-addr", DefaultRaftAddr, "peer address of that node")
+	restoreCmd.Flags().StringVar(&ro.ClusterID, "cluster-id", "", "cluster id (default: derived from --id and --raft-addr, as raftd run does)")
 	cmd.AddCommand(saveCmd, restoreCmd)
 	return cmd
 }
@@ -138,5 +152,52 @@ func runSnapshotSave(ctx context.Context, f *Factory, o *SnapshotSaveOptions) er
 		fmt.Fprintln(f.ErrOut)
 	}
 	fmt.Fprintf(f.Out, "saved snapshot at index %d term %d (%d bytes) to %s\n", hdr.GetIndex(), hdr.GetTerm(), pw.n, o.File)
+	return nil
+}
+
+// SnapshotRestoreOptions configures `raftd snapshot restore`.
+type SnapshotRestoreOptions struct {
+	File      string
+	DataDir   string
+	ID        uint64
+	RaftAddr  string
+	ClusterID string
+}
+
+func runSnapshotRestore(f *Factory, o *SnapshotRestoreOptions, clusterIDSet bool) error {
+	if o.ID == 0 {
+		return usageErrorf("snapshot restore: --id must be a positive integer")
+	}
+	if o.DataDir == "" {
+		return usageErrorf("snapshot restore: --data-dir must not be empty")
+	}
+	if !clusterIDSet || o.ClusterID == "" {
+		o.ClusterID = deriveClusterID(map[uint64]string{o.ID: o.RaftAddr})
+	}
+	in, err := os.Open(o.File)
+	if err != nil {
+		return withCode(ExitFailure, fmt.Errorf("snapshot restore: %w", err))
+	}
+	defer in.Close()
+	if ents, err := os.ReadDir(o.DataDir); err == nil && len(ents) > 0 {
+		return withCode(ExitFailure, fmt.Errorf("snapshot restore: data dir %s is not empty", o.DataDir))
+	}
+	if _, err := checkDataDir(o.DataDir, o.ID, o.ClusterID); err != nil {
+		return err
+	}
+	st, err := storage.Open(o.DataDir, &storage.Options{ClusterID: o.ClusterID, NodeID: o.ID})
+	if err != nil {
+		return withCode(ExitFailure, fmt.Errorf("snapshot restore: data dir %s: %w", o.DataDir, err))
+	}
+	hdr, err := node.SeedFromSnapshot(nodeStore{st}, node.Peer{ID: o.ID, RaftAddr: o.RaftAddr}, in)
+	cerr := st.Close()
+	if err != nil {
+		return withCode(ExitFailure, fmt.Errorf("snapshot restore %s: %s", o.File, firstLine(err.Error())))
+	}
+	if cerr != nil {
+		return withCode(ExitFailure, fmt.Errorf("snapshot restore: close %s: %w", o.DataDir, cerr))
+	}
+	fmt.Fprintf(f.Out, "restored %s (fsm %s, index %d, term %d) into %s as node %d at %s (cluster %s)\n",
+		o.File, hdr.FSMName, hdr.Index, hdr.Term, o.DataDir, o.ID, o.RaftAddr, o.ClusterID)
 	return nil
 }
