@@ -18,6 +18,9 @@ function log(msg) {
 async function main() {
   // Fail fast, before loading gRPC, when not started by a host.
   checkEnvironment(HANDSHAKE);
+  if (typeof String.prototype.toWellFormed !== 'function') {
+    throw new PluginError(`needs Node.js 20 or later, this is ${process.version}`);
+  }
   const { serve } = require('./lib/goplugin');
   const { KV } = require('./lib/kv');
   const { loadService, handlers } = require('./lib/service');

@@ -388,27 +388,32 @@ class KV {
     const view = this.store.capture();
     return {
       header: { index: this.appliedIndex, term: this.appliedTerm, version: this.version, format: FORMAT },
-      chunks: encodeChunks(view.keys, view.values, CHUNK_BYTES),
+      chunks: encodeChunks(view.keys, (i) => view.values[i], CHUNK_BYTES),
     };
   }
 
   /** digest returns the SHA-256 (32-byte Buffer) of the canonical encoding. */
   digest() {
     const h = crypto.createHash('sha256');
-    const view = this.store.capture();
-    for (const chunk of encodeChunks(view.keys, view.values, 64 * 1024)) h.update(chunk);
+    const st = this.store;
+    st.tidy(true);
+    const keys = st.sorted;
+    // The generator runs to completion here, so reading live values is safe.
+    for (const chunk of encodeChunks(keys, (i) => st.map.get(keys[i]), 64 * 1024)) h.update(chunk);
     return h.digest();
   }
 }
 
-// encodeChunks yields the canonical encoding of parallel key/value arrays
-// in chunks of exactly size bytes (the last one shorter, none empty).
-function* encodeChunks(keys, values, size) {
+// encodeChunks yields the canonical encoding of the pairs (keys[i],
+// valueAt(i)) in chunks of exactly size bytes (the last one shorter, none
+// empty).
+function* encodeChunks(keys, valueAt, size) {
   let buf = Buffer.allocUnsafe(size);
   let pos = 0;
+  const full = []; // finished chunks not yet yielded
   const u32 = Buffer.allocUnsafe(4);
-  // put copies src into the chunk stream, flushing full chunks.
-  function* put(src) {
+  // copy appends src, cutting chunks as they fill.
+  const copy = (src) => {
     let off = 0;
     while (off < src.length) {
       const n = Math.min(src.length - off, size - pos);
@@ -416,32 +421,30 @@ function* encodeChunks(keys, values, size) {
       pos += n;
       off += n;
       if (pos === size) {
-        yield buf;
+        full.push(buf);
         buf = Buffer.allocUnsafe(size);
         pos = 0;
       }
     }
-  }
-  function* putString(s) {
+  };
+  // record appends u32(len) and the UTF-8 bytes of s.
+  const record = (s) => {
     const len = Buffer.byteLength(s, 'utf8');
-    if (pos + 4 + len <= size) {
+    if (pos + 4 + len < size) {
+      // Fast path: fits in the current chunk (and does not fill it).
       buf.writeUInt32BE(len, pos);
       pos += 4;
       pos += buf.write(s, pos, 'utf8');
-      if (pos === size) {
-        yield buf;
-        buf = Buffer.allocUnsafe(size);
-        pos = 0;
-      }
       return;
     }
     u32.writeUInt32BE(len, 0);
-    yield* put(u32);
-    yield* put(Buffer.from(s, 'utf8'));
-  }
+    copy(u32);
+    copy(Buffer.from(s, 'utf8'));
+  };
   for (let i = 0; i < keys.length; i++) {
-    yield* putString(keys[i]);
-    yield* putString(values[i]);
+    record(keys[i]);
+    record(valueAt(i));
+    while (full.length > 0) yield full.shift();
   }
   if (pos > 0) yield buf.subarray(0, pos);
 }
