@@ -802,3 +802,43 @@ func TestGeneratedClientAccepted(t *testing.T) {
 		t.Fatalf("got %+v", got)
 	}
 }
+
+// TestHungPeerTimesOut: a peer that accepts connections but never answers
+// (a stopped process) is reported unreachable after DialTimeout, and Send
+// keeps returning at once.
+func TestHungPeerTimesOut(t *testing.T) {
+	bn := newBufnet()
+	lis := bn.listen("hung")
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c) // held open, never read
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		lis.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	}()
+	n1 := startNode(t, bn, 1, newRecorder(), func(o *Options) { o.DialTimeout = 100 * time.Millisecond })
+	n1.tr.AddPeer(2, "hung")
+	sendAll(t, n1.tr, []raft.Message{{Type: raft.MsgHeartbeat, From: 1, To: 2}}, 10000, 5*time.Second)
+	recv(t, n1.h.unreachable, "unreachable report")
+	deadline := time.Now().Add(waitTimeout)
+	for !n1.log.contains("timed out connecting") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no timeout logged: %q", n1.log.lines)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
