@@ -17,6 +17,7 @@ type testNet struct {
 	stores  map[uint64]*MemoryStorage
 	cfgs    map[uint64]*Config
 	applied map[uint64][]Entry // committed entries in apply order
+	reads   map[uint64][]ReadState
 	down    map[uint64]bool    // crashed nodes: no ticks, messages to them dropped
 	cut     map[[2]uint64]bool // directional link cuts
 	// rewrite (optional) edits a message before filter sees it.
@@ -46,7 +47,7 @@ func newTestNet(t testing.TB, n int, mutate func(*Config), learners ...uint64) *
 	t.Helper()
 	nt := &testNet{
 		t: t, nodes: map[uint64]*RawNode{}, stores: map[uint64]*MemoryStorage{},
-		cfgs: map[uint64]*Config{}, applied: map[uint64][]Entry{}, down: map[uint64]bool{},
+		cfgs: map[uint64]*Config{}, applied: map[uint64][]Entry{}, down: map[uint64]bool{}, reads: map[uint64][]ReadState{},
 		cut: map[[2]uint64]bool{},
 	}
 	var cs ConfState
@@ -128,6 +129,7 @@ func (nt *testNet) process(id uint64) bool {
 		nt.t.Fatalf("node %d: Save: %v", id, err)
 	}
 	nt.queue = append(nt.queue, rd.Messages...)
+	nt.reads[id] = append(nt.reads[id], rd.ReadStates...)
 	for _, e := range rd.CommittedEntries {
 		if a := nt.applied[id]; len(a) > 0 && a[len(a)-1].Index+1 != e.Index {
 			nt.t.Fatalf("node %d: applied %d after %d", id, e.Index, a[len(a)-1].Index)
@@ -299,7 +301,7 @@ func newTestNetWith(t testing.TB, stores map[uint64]*MemoryStorage, mutate func(
 	t.Helper()
 	nt := &testNet{
 		t: t, nodes: map[uint64]*RawNode{}, stores: map[uint64]*MemoryStorage{},
-		cfgs: map[uint64]*Config{}, applied: map[uint64][]Entry{}, down: map[uint64]bool{},
+		cfgs: map[uint64]*Config{}, applied: map[uint64][]Entry{}, down: map[uint64]bool{}, reads: map[uint64][]ReadState{},
 		cut: map[[2]uint64]bool{},
 	}
 	var keys []uint64

@@ -1051,10 +1051,12 @@ func TestStaleLeaderStepsDownOnHigherTermResponse(t *testing.T) {
 
 // ---- thesis §6.4 ReadIndex ----
 
+// readStatesOf returns and clears the read states node id produced.
 func readStatesOf(nt *testNet, id uint64) []ReadState {
 	r := nt.raft(id)
-	rs := r.readStates
+	rs := append(nt.reads[id], r.readStates...)
 	r.readStates = nil
+	nt.reads[id] = nil
 	return rs
 }
 
@@ -1148,24 +1150,8 @@ func TestReadIndexFollower(t *testing.T) {
 	nt.elect(1)
 	_ = nt.propose(1, "x")
 	nt.node(2).ReadIndex([]byte("f1"))
-	var rs []ReadState
-	nt.filter = func(m Message) bool { return true }
-	// Collect read states through Ready as the driver would.
-	for i := 0; i < 10 && len(rs) == 0; i++ {
-		rn := nt.node(2)
-		if rn.HasReady() {
-			rd := rn.Ready()
-			rs = append(rs, rd.ReadStates...)
-			_ = nt.stores[2].Save(rd.HardState, rd.Entries, rd.MustSync)
-			nt.queue = append(nt.queue, rd.Messages...)
-			nt.applied[2] = append(nt.applied[2], rd.CommittedEntries...)
-			rn.Advance(rd)
-		}
-		for _, id := range []uint64{1, 3} {
-			nt.process(id)
-		}
-		nt.deliver()
-	}
+	nt.stabilize()
+	rs := readStatesOf(nt, 2)
 	if len(rs) != 1 || string(rs[0].RequestCtx) != "f1" || rs[0].Index != nt.raft(1).raftLog.committed {
 		t.Fatalf("follower read states = %+v, want f1 at %d", rs, nt.raft(1).raftLog.committed)
 	}

@@ -679,3 +679,74 @@ func TestStatus(t *testing.T) {
 		t.Fatalf("follower status %+v", fs)
 	}
 }
+
+func TestConfChangeProposalValidation(t *testing.T) {
+	r, _ := newLeader(t, 1)
+	r.raftLog.appliedTo(r.raftLog.committed)
+	prop := func(ents ...Entry) error {
+		return r.Step(Message{From: 1, To: 1, Type: MsgProp, Entries: ents})
+	}
+	rm := ConfChange{Type: ConfChangeRemoveNode, NodeID: 1}
+	if err := prop(Entry{Type: EntryConfChange, Data: rm.Marshal()}); !errors.Is(err, ErrProposalDropped) {
+		t.Fatalf("removing the last voter: err = %v", err)
+	}
+	if err := prop(Entry{Type: EntryConfChange, Data: []byte{9, 9}}); !errors.Is(err, ErrProposalDropped) {
+		t.Fatalf("undecodable conf change: err = %v", err)
+	}
+	if err := prop(Entry{Type: EntryType(7)}); !errors.Is(err, ErrProposalDropped) {
+		t.Fatalf("unknown entry type: err = %v", err)
+	}
+	if err := prop(); !errors.Is(err, ErrProposalDropped) {
+		t.Fatalf("empty proposal: err = %v", err)
+	}
+	// In a batch, a refused change becomes an empty normal entry; the
+	// rest of the batch is kept.
+	last := r.raftLog.lastIndex()
+	if err := prop(Entry{Data: []byte("a")}, Entry{Type: EntryConfChange, Data: rm.Marshal()}, Entry{Data: []byte("b")}); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := r.raftLog.slice(last+1, last+4, noLimit)
+	if len(ents) != 3 || ents[1].Type != EntryNormal || len(ents[1].Data) != 0 || string(ents[2].Data) != "b" {
+		t.Fatalf("batch appended as %+v", ents)
+	}
+}
+
+func TestProposeBatchAndUnreachable(t *testing.T) {
+	nt := newTestNet(t, 3, nil)
+	nt.elect(1)
+	if err := nt.node(1).ProposeBatch([][]byte{[]byte("a"), []byte("b"), []byte("c")}); err != nil {
+		t.Fatal(err)
+	}
+	nt.stabilize()
+	if got := nt.appliedData(3); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Fatalf("applied %v", got)
+	}
+	nt.node(1).ReportUnreachable(2)
+	if st := nt.node(1).Status().Progress[2].State; st != ProgressProbe {
+		t.Fatalf("after ReportUnreachable state = %v, want probe", st)
+	}
+	_ = nt.propose(1, "d")
+	if st := nt.node(1).Status().Progress[2].State; st != ProgressReplicate {
+		t.Fatalf("did not recover from probe: %v", st)
+	}
+}
+
+// A read whose heartbeat round was lost is retried by the periodic
+// heartbeat, which carries the latest pending context.
+func TestReadIndexRetriedAfterLostHeartbeats(t *testing.T) {
+	nt := newTestNet(t, 3, nil)
+	nt.elect(1)
+	lost := true
+	nt.filter = func(m Message) bool { return !(lost && m.Type == MsgHeartbeat) }
+	nt.node(1).ReadIndex([]byte("r1"))
+	nt.stabilize()
+	if rs := readStatesOf(nt, 1); len(rs) != 0 {
+		t.Fatalf("answered without a quorum: %+v", rs)
+	}
+	lost = false
+	nt.node(1).Tick()
+	nt.stabilize()
+	if rs := readStatesOf(nt, 1); len(rs) != 1 || string(rs[0].RequestCtx) != "r1" {
+		t.Fatalf("read not retried: %+v", rs)
+	}
+}

@@ -115,12 +115,6 @@ type Ready struct {
 	MustSync bool
 }
 
-// containsUpdates reports whether rd carries anything.
-func (rd *Ready) containsUpdates() bool {
-	return rd.SoftState != nil || !rd.HardState.IsEmpty() || !rd.Snapshot.IsEmpty() ||
-		len(rd.Entries) > 0 || len(rd.CommittedEntries) > 0 || len(rd.Messages) > 0 || len(rd.ReadStates) > 0
-}
-
 // Status is a point-in-time summary of a node.
 type Status struct {
 	ID uint64
