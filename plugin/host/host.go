@@ -236,6 +236,10 @@ type process struct {
 func (c *Client) launch(ctx context.Context) (*process, error) {
 	cfg := &c.cfg
 	cmd := exec.Command(cfg.Path, cfg.Args...)
+	// Own process group: a terminal's Ctrl-C does not reach the plugin
+	// directly, and killing the group also removes any children it forked
+	// (which would otherwise hold its stderr open and stall the cleanup).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	gp := goplugin.NewClient(&goplugin.ClientConfig{
 		HandshakeConfig:  shared.Handshake,
 		Plugins:          goplugin.PluginSet{shared.PluginName: &shared.GRPCPlugin{}},
@@ -248,7 +252,11 @@ func (c *Client) launch(ctx context.Context) (*process, error) {
 			grpc.MaxCallRecvMsgSize(shared.MaxMsgBytes), grpc.MaxCallSendMsgSize(shared.MaxMsgBytes))},
 	})
 	fail := func(err error) (*process, error) {
-		gp.Kill()
+		pid := 0
+		if cmd.Process != nil {
+			pid = cmd.Process.Pid
+		}
+		stop(gp, pid, false)
 		return nil, err
 	}
 	cp, err := gp.Client()
@@ -328,19 +336,46 @@ func (p *process) fail(reason Reason, cause error) {
 		p.errMu.Unlock()
 		close(p.done)
 		p.cancel()
-		switch reason {
-		case ReasonClosed, ReasonRestarted:
+		graceful := reason == ReasonClosed || reason == ReasonRestarted
+		if graceful {
 			p.log.Debug("stopping plugin", "pid", p.pid, "reason", string(reason))
-			p.gp.Kill() // graceful: controller Shutdown, SIGKILL after 2s
-		default:
+		} else {
 			p.log.Error("plugin broken", "pid", p.pid, "reason", string(reason), "error", cause)
-			if p.pid > 0 {
-				_ = syscall.Kill(p.pid, syscall.SIGKILL)
-			}
-			p.gp.Kill() // reaps and cleans up
 		}
+		stop(p.gp, p.pid, graceful)
 		close(p.killed)
 	})
+}
+
+// stopGrace is how long a graceful stop may take before the process
+// group is killed.
+const stopGrace = 3 * time.Second
+
+// stop ends a plugin process and everything in its process group, and
+// returns after go-plugin has reaped it. Graceful means: ask through the
+// controller's Shutdown first (go-plugin's Kill waits up to 2 s, then
+// SIGKILLs the plugin); otherwise SIGKILL right away.
+func stop(gp *goplugin.Client, pid int, graceful bool) {
+	killGroup := func() {
+		if pid > 0 {
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+		}
+	}
+	if !graceful {
+		killGroup()
+	}
+	done := make(chan struct{})
+	go func() {
+		gp.Kill()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(stopGrace):
+		killGroup()
+		<-done
+	}
+	killGroup() // leftovers forked by the plugin
 }
 
 func (p *process) waitExited(d time.Duration) bool {

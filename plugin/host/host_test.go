@@ -354,3 +354,23 @@ func TestExitsWhenParentDies(t *testing.T) {
 	sh.Wait()
 	waitGone(t, pid)
 }
+
+// TestHangOnceThenReplay is the recovery cycle the node runs: a hang is
+// detected, the plugin restarted, the same entries replayed (the test
+// plugin misbehaves only once), and delivery continues.
+func TestHangOnceThenReplay(t *testing.T) {
+	t.Setenv("MISBEHAVE_ONCE_FILE", filepath.Join(t.TempDir(), "once"))
+	ctx := context.Background()
+	c, _ := start(t, "misbehave", func(c *host.Config) { c.ApplyTimeout = 300 * time.Millisecond })
+	es := append(puts(1, 3), fsm.Entry{Index: 4, Term: 1, Data: []byte(`{"op":"hang"}`)})
+	if _, err := c.Apply(ctx, es); !errors.Is(err, host.ErrBroken) {
+		t.Fatalf("err = %v, want broken", err)
+	}
+	if err := c.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Apply(ctx, es)
+	if err != nil || string(res[3]) != `{"ok":true}` {
+		t.Fatalf("replay: %q %v", res, err)
+	}
+}

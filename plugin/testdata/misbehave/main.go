@@ -5,6 +5,12 @@
 //	{"op":"crash"}  Apply exits the process with status 3
 //	{"op":"hang"}   as a query: Query blocks forever
 //	{"op":"error"}  Apply returns a Go error (the plugin is broken)
+//
+// With MISBEHAVE_ONCE_FILE=PATH set, hang and crash happen only while PATH
+// does not exist (the plugin creates it just before misbehaving); later,
+// for example when the host replays the log after a restart, they are
+// ordinary commands with the result {"ok":true}. That lets an end-to-end
+// test check recovery from a single hang or crash.
 package main
 
 import (
@@ -19,11 +25,29 @@ import (
 
 type misbehave struct{ *kv.FSM }
 
+// armed reports whether a hang or crash should happen now.
+func armed() bool {
+	path := os.Getenv("MISBEHAVE_ONCE_FILE")
+	if path == "" {
+		return true
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return false // already misbehaved once
+	}
+	f.Close()
+	return true
+}
+
 func (m misbehave) Apply(ctx context.Context, e fsm.Entry) ([]byte, error) {
 	switch string(e.Data) {
-	case `{"op":"hang"}`:
-		select {}
-	case `{"op":"crash"}`:
+	case `{"op":"hang"}`, `{"op":"crash"}`:
+		if !armed() {
+			return []byte(`{"ok":true}`), nil
+		}
+		if string(e.Data) == `{"op":"hang"}` {
+			select {}
+		}
 		os.Exit(3)
 	case `{"op":"error"}`:
 		return nil, errors.New("misbehave: asked to fail")
