@@ -629,7 +629,7 @@ func (r *raft) hasUnappliedConfChanges() bool {
 					return true
 				}
 			case ConfChangeAddLearner:
-				if !isV && !isL {
+				if !isL {
 					return true
 				}
 			case ConfChangeRemoveNode:
@@ -1019,8 +1019,8 @@ func (r *raft) leaderPropose(m Message) error {
 			reason = fmt.Sprintf("conf change at index %d is not applied yet (applied %d)", r.pendingConfIndex, r.raftLog.applied)
 		} else if cc.NodeID == None {
 			reason = "node id 0"
-		} else if cc.Type == ConfChangeRemoveNode && r.isVoter(cc.NodeID) && r.voters == 1 {
-			reason = "cannot remove the last voter"
+		} else if (cc.Type == ConfChangeRemoveNode || cc.Type == ConfChangeAddLearner) && r.isVoter(cc.NodeID) && r.voters == 1 {
+			reason = "cannot remove or demote the last voter"
 		}
 		if reason != "" {
 			r.logger.Infof("raft: %x refusing conf change: %s", r.id, reason)
@@ -1451,7 +1451,9 @@ func (r *raft) applyConfChange(cc ConfChange) ConfState {
 			r.prs = append(r.prs, r.newProgress(cc.NodeID, true))
 			r.sortProgress()
 		} else if !pr.isLearner {
-			r.logger.Warningf("raft: %x ignoring AddLearner for voter %x (remove it first)", r.id, cc.NodeID)
+			// Demote a voter to learner.
+			pr.isLearner = true
+			r.voters--
 		}
 	case ConfChangeRemoveNode:
 		if pr != nil {
@@ -1471,7 +1473,8 @@ func (r *raft) applyConfChange(cc ConfChange) ConfState {
 	if r.leadTransferee != None && !r.isVoter(r.leadTransferee) {
 		r.abortLeaderTransfer()
 	}
-	if cc.Type == ConfChangeRemoveNode && cc.NodeID == r.id {
+	if !r.isVoter(r.id) {
+		// Removed or demoted: a leader must be a voter.
 		r.stepDownRemoved()
 		return cs
 	}
@@ -1500,7 +1503,8 @@ func (r *raft) sortProgress() {
 	})
 }
 
-// stepDownRemoved is run by a leader that applied its own removal: it
+// stepDownRemoved is run by a leader that applied its own removal (or
+// demotion to learner): it
 // tells the remaining members the commit index (so they apply the
 // removal too), hands leadership to the most up-to-date voter, and steps
 // down so it stops heartbeating (Raft §6).
@@ -1508,6 +1512,9 @@ func (r *raft) stepDownRemoved() {
 	last := r.raftLog.lastIndex()
 	var best *progress
 	for _, pr := range r.prs {
+		if pr.id == r.id {
+			continue
+		}
 		r.sendAppendAll(pr, true)
 		if !pr.isLearner && pr.match == last && (best == nil || pr.id < best.id) {
 			best = pr

@@ -1266,3 +1266,34 @@ func TestLeaderTransferInvalidTargets(t *testing.T) {
 		}
 	}
 }
+
+// Reference: §6 (etcd's learner rules): AddLearner on a voter demotes it;
+// a demoted leader steps down like a removed one and stays a learner that
+// keeps receiving the log.
+func TestDemoteLeaderToLearner(t *testing.T) {
+	nt := newTestNet(t, 3, nil)
+	nt.elect(1)
+	if err := proposeCC(t, nt, 1, ConfChange{Type: ConfChangeAddLearner, NodeID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if st := nt.raft(1).state; st == StateLeader {
+		t.Fatalf("demoted leader is still leader")
+	}
+	nt.ticks(30)
+	l := nt.leader()
+	if l != 2 && l != 3 {
+		t.Fatalf("no new leader:\n%s", nt)
+	}
+	if err := nt.propose(l, "after"); err != nil {
+		t.Fatal(err)
+	}
+	if got := nt.appliedData(1); len(got) == 0 || got[len(got)-1] != "after" {
+		t.Fatalf("demoted node applied %v", got)
+	}
+	for _, id := range nt.ids {
+		cs := nt.node(id).Status().ConfState
+		if !slices.Equal(cs.Voters, []uint64{2, 3}) || !slices.Equal(cs.Learners, []uint64{1}) {
+			t.Fatalf("node %d config %+v", id, cs)
+		}
+	}
+}

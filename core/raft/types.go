@@ -113,7 +113,8 @@ const (
 	ConfChangeAddNode ConfChangeType = iota
 	// ConfChangeRemoveNode removes a voter or a learner.
 	ConfChangeRemoveNode
-	// ConfChangeAddLearner adds a non-voting member that receives the log.
+	// ConfChangeAddLearner adds a non-voting member that receives the log,
+	// or demotes a voter to learner (a demoted leader steps down).
 	ConfChangeAddLearner
 )
 
