@@ -288,10 +288,29 @@ func DecodeBatch(dst []raft.Message, buf []byte) ([]raft.Message, error) {
 	return dst, nil
 }
 
+// Single-byte tags of the hot fields: (field number << 3) | wire type.
+const (
+	tagMsgEntries = fMsgEntries<<3 | 2
+	tagEntryTerm  = fEntryTerm<<3 | 0
+	tagEntryIndex = fEntryIndex<<3 | 0
+	tagEntryType  = fEntryType<<3 | 0
+	tagEntryData  = fEntryData<<3 | 2
+)
+
 // countEntries counts the entry fields of an encoded message.
 func countEntries(b []byte) int {
 	n := 0
 	for len(b) > 0 {
+		if b[0] == tagMsgEntries {
+			// Fast path: skip the entry without decoding it.
+			l, k := uvarint(b[1:])
+			if k < 0 || l > uint64(len(b)-1-k) {
+				return n
+			}
+			n++
+			b = b[1+k+int(l):]
+			continue
+		}
 		f, rest, err := next(b)
 		if err != nil {
 			return n
@@ -372,6 +391,29 @@ func decodeMessageWire(m *raft.Message, b []byte) error {
 func decodeEntryWire(e *raft.Entry, b []byte) error {
 	var typ int32
 	for len(b) > 0 {
+		// Fast path for the fields the encoder writes, with one-byte tags.
+		if t := b[0]; t == tagEntryTerm || t == tagEntryIndex || t == tagEntryType || t == tagEntryData {
+			v, k := uvarint(b[1:])
+			if k < 0 {
+				return errTruncated
+			}
+			b = b[1+k:]
+			switch t {
+			case tagEntryTerm:
+				e.Term = v
+			case tagEntryIndex:
+				e.Index = v
+			case tagEntryType:
+				typ = int32(v)
+			default:
+				if v > uint64(len(b)) {
+					return errTruncated
+				}
+				e.Data = nonEmpty(b[:v:v])
+				b = b[v:]
+			}
+			continue
+		}
 		f, rest, err := next(b)
 		if err != nil {
 			return err
