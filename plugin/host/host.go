@@ -1,11 +1,3 @@
-// Package host launches, supervises and talks to an FSM plugin process
-// (docs/plugin-protocol.md). A Client owns at most one plugin process at a
-// time; when the process crashes, hangs or breaks the protocol, every call
-// returns a *BrokenError until the owner calls Restart (and then restores
-// and replays, which is the node's job).
-//
-// Client's methods mirror core/node's StateMachine interface, so the
-// adapter in cmd/raftd is a type conversion per method.
 package host
 
 import (

@@ -1,4 +1,3 @@
-// Package fsmtest holds test helpers shared by the bundled FSMs' tests.
 package fsmtest
 
 import (

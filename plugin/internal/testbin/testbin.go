@@ -1,5 +1,3 @@
-// Package testbin builds plugin binaries for tests that run real plugin
-// processes.
 package testbin
 
 import (

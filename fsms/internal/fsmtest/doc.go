@@ -1,0 +1,2 @@
+// Package fsmtest holds test helpers shared by the bundled FSMs' tests.
+package fsmtest

@@ -1,0 +1,10 @@
+// Package sdk turns an fsm.FSM into a raftd plugin binary:
+//
+//	func main() { sdk.Serve(kv.New()) }
+//
+// Serve speaks the go-plugin handshake with the RAFTD_PLUGIN cookie, serves
+// the StateMachine service over gRPC with AutoMTLS, gRPC health ("plugin")
+// and the controller's Shutdown, raises the receive limit to 64 MiB,
+// ignores SIGINT, and exits when the parent process dies. The wire contract
+// is docs/plugin-protocol.md.
+package sdk
