@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"slices"
+	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -13,6 +16,53 @@ import (
 	"github.com/raftd/raftd/core/raft"
 	raftv1 "github.com/raftd/raftd/proto/raft/v1"
 )
+
+// SnapshotTransfer describes an outbound snapshot transfer in progress.
+type SnapshotTransfer struct {
+	// To is the receiving peer.
+	To uint64
+	// Index is the snapshot's last included index.
+	Index uint64
+	// BytesSent counts body bytes handed to gRPC so far.
+	BytesSent uint64
+	// Started is when the transfer began.
+	Started time.Time
+}
+
+// transfer is the live state behind a SnapshotTransfer.
+type transfer struct {
+	to, index uint64
+	started   time.Time
+	sent      atomic.Uint64
+}
+
+// SnapshotTransfers lists the outbound snapshot transfers in progress,
+// ordered by peer id.
+func (t *Transport) SnapshotTransfers() []SnapshotTransfer {
+	t.xferMu.Lock()
+	out := make([]SnapshotTransfer, 0, len(t.xfers))
+	for x := range t.xfers {
+		out = append(out, SnapshotTransfer{To: x.to, Index: x.index, BytesSent: x.sent.Load(), Started: x.started})
+	}
+	t.xferMu.Unlock()
+	slices.SortFunc(out, func(a, b SnapshotTransfer) int {
+		if a.To != b.To {
+			return cmpUint(a.To, b.To)
+		}
+		return cmpUint(a.Index, b.Index)
+	})
+	return out
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
 
 // startSnapshot runs one outbound snapshot transfer to p (nil if the peer
 // is unknown, which fails the transfer) on its own goroutine, and reports
@@ -26,7 +76,17 @@ func (t *Transport) startSnapshot(p *peer, m raft.Message) {
 		if p == nil {
 			err = fmt.Errorf("transport: snapshot to unknown peer %d", m.To)
 		} else {
-			err = t.sendSnapshot(p, m)
+			x := &transfer{to: m.To, started: time.Now()}
+			if m.Snapshot != nil {
+				x.index = m.Snapshot.Metadata.Index
+			}
+			t.xferMu.Lock()
+			t.xfers[x] = struct{}{}
+			t.xferMu.Unlock()
+			err = t.sendSnapshot(p, m, x)
+			t.xferMu.Lock()
+			delete(t.xfers, x)
+			t.xferMu.Unlock()
 		}
 		if t.ctx.Err() != nil {
 			return // closing: nobody is listening
@@ -46,7 +106,7 @@ func (t *Transport) startSnapshot(p *peer, m raft.Message) {
 // sendSnapshot streams m and the body its snapshot describes to p on a
 // connection of its own, so the transfer never queues behind, or delays,
 // the peer's message stream.
-func (t *Transport) sendSnapshot(p *peer, m raft.Message) error {
+func (t *Transport) sendSnapshot(p *peer, m raft.Message, x *transfer) error {
 	if m.Snapshot == nil {
 		return errors.New("transport: MsgSnap without snapshot")
 	}
@@ -99,6 +159,7 @@ func (t *Transport) sendSnapshot(p *peer, m raft.Message) error {
 			if err := send(&raftv1.SnapshotChunk{Data: buf[:n]}); err != nil {
 				return err
 			}
+			x.sent.Add(uint64(n))
 		}
 		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
 			break

@@ -34,8 +34,9 @@ type Handler interface {
 	// ReportSnapshot tells raft the outcome of streaming a snapshot to id.
 	ReportSnapshot(id uint64, status raft.SnapshotStatus)
 	// ReceiveSnapshot consumes the whole streamed snapshot body for MsgSnap
-	// m, stores it durably, then steps m. A read error from body means the
-	// transfer failed and the body must be discarded.
+	// m, stores it durably, then steps m. Only a Read that returns io.EOF
+	// proves the body complete and its checksum correct: the handler must
+	// read until then, and discard the body on any other error.
 	ReceiveSnapshot(ctx context.Context, m raft.Message, body io.Reader) error
 }
 
@@ -176,6 +177,9 @@ type Transport struct {
 	peers  map[uint64]*peer
 	srv    *grpc.Server // set by Serve
 
+	xferMu sync.Mutex
+	xfers  map[*transfer]struct{}
+
 	// Unreachable reports are coalesced per peer and delivered by one
 	// goroutine, so Send never calls into the Handler.
 	unreachMu  sync.Mutex
@@ -198,6 +202,7 @@ func New(opts Options) *Transport {
 		opts:       opts,
 		peers:      make(map[uint64]*peer),
 		unreach:    make(map[uint64]struct{}),
+		xfers:      make(map[*transfer]struct{}),
 		unreachSig: make(chan struct{}, 1),
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())

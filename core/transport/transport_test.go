@@ -453,6 +453,9 @@ func TestSnapshotStreamedInChunks(t *testing.T) {
 
 	// While the receiver holds the transfer, heartbeats still flow.
 	recv(t, midway, "the transfer to start")
+	if x := n1.tr.SnapshotTransfers(); len(x) != 1 || x[0].To != 2 || x[0].Index != 1000 || x[0].BytesSent == 0 {
+		t.Fatalf("transfers in progress: %+v", x)
+	}
 	n1.tr.Send([]raft.Message{{Type: raft.MsgHeartbeat, From: 1, To: 2, Term: 3}})
 	if m := recv(t, n2.h.msgs, "heartbeat during transfer"); m.Type != raft.MsgHeartbeat {
 		t.Fatalf("got %s, want MsgHeartbeat", m.Type)
@@ -477,6 +480,9 @@ func TestSnapshotStreamedInChunks(t *testing.T) {
 	}
 	if st := recv(t, n1.h.snapStatus, "snapshot report"); st != raft.SnapshotFinish {
 		t.Fatalf("status %v, want SnapshotFinish", st)
+	}
+	if x := n1.tr.SnapshotTransfers(); len(x) != 0 {
+		t.Fatalf("finished transfer still listed: %+v", x)
 	}
 	if st := n1.tr.Stats(); st.SnapshotsSent != 1 || n2.tr.Stats().SnapshotsReceived != 1 {
 		t.Fatalf("stats: %+v", st)
