@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -46,22 +47,9 @@ func (t *Transport) SnapshotTransfers() []SnapshotTransfer {
 	}
 	t.xferMu.Unlock()
 	slices.SortFunc(out, func(a, b SnapshotTransfer) int {
-		if a.To != b.To {
-			return cmpUint(a.To, b.To)
-		}
-		return cmpUint(a.Index, b.Index)
+		return cmp.Or(cmp.Compare(a.To, b.To), cmp.Compare(a.Index, b.Index))
 	})
 	return out
-}
-
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // startSnapshot runs one outbound snapshot transfer to p (nil if the peer
