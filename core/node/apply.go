@@ -245,7 +245,7 @@ func (a *applier) restoreFrom(snap raft.Snapshot) (SnapshotHeader, error) {
 		return hdr, fmt.Errorf("node: snapshot body is for index %d, metadata says %d", hdr.Index, snap.Metadata.Index)
 	}
 	a.queryMu.Lock()
-	err = a.sm.Restore(a.ctx, br)
+	err = restoreFSM(a.ctx, a.sm, br)
 	a.queryMu.Unlock()
 	if err != nil {
 		return hdr, fmt.Errorf("node: restore state machine from snapshot at index %d: %w", snap.Metadata.Index, err)
@@ -263,7 +263,7 @@ func (a *applier) checkVersion(v uint32, at uint64) error {
 
 // applyEntries applies consecutive committed entries.
 func (a *applier) applyEntries(ents []raft.Entry, confStates map[uint64]raft.ConfState) error {
-	max := a.n.cfg.MaxApplyBatch
+	maxBatch := a.n.cfg.MaxApplyBatch
 	var (
 		cmds  []Command
 		obs   []observedEntry // every entry of the batch, for result routing
@@ -355,7 +355,7 @@ func (a *applier) applyEntries(ents []raft.Entry, confStates map[uint64]raft.Con
 			return fmt.Errorf("node: apply: entry %d has unknown type %v", e.Index, e.Type)
 		}
 		obs = append(obs, o)
-		if len(cmds) >= max {
+		if len(cmds) >= maxBatch {
 			if err := flush(); err != nil {
 				return err
 			}

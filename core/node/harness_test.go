@@ -342,6 +342,11 @@ func (f *testFSM) Apply(ctx context.Context, cmds []Command) ([][]byte, error) {
 			f.sum += n
 			out[i] = []byte(fmt.Sprintf("sum=%d", f.sum))
 		case strings.HasPrefix(s, "echo:"):
+			// The count is state, so it survives snapshots: it proves
+			// exactly-once application.
+			k := "e/" + s[5:]
+			n, _ := strconv.Atoi(f.kv[k])
+			f.kv[k] = strconv.Itoa(n + 1)
 			out[i] = []byte(fmt.Sprintf("%s@%d", s[5:], c.Index))
 		case strings.HasPrefix(s, "put:"):
 			kv := strings.SplitN(s[4:], ":", 2)
@@ -434,7 +439,7 @@ func (f *testFSM) snapshotOf() (uint64, int64, int, []string) {
 
 // cluster is a set of nodes on one network.
 type cluster struct {
-	t      *testing.T
+	t      testing.TB
 	nw     *network
 	nodes  map[uint64]*Node
 	stores map[uint64]*memStorage
@@ -445,7 +450,7 @@ type cluster struct {
 
 const testTick = 10 * time.Millisecond
 
-func newCluster(t *testing.T, size int, tune func(*Config)) *cluster {
+func newCluster(t testing.TB, size int, tune func(*Config)) *cluster {
 	c := &cluster{t: t, nw: newNetwork(), nodes: map[uint64]*Node{}, stores: map[uint64]*memStorage{}, fsms: map[uint64]*testFSM{}, tune: tune}
 	for id := uint64(1); id <= uint64(size); id++ {
 		c.peers = append(c.peers, Peer{ID: id, RaftAddr: fmt.Sprintf("raft-%d", id), APIAddr: fmt.Sprintf("api-%d", id)})

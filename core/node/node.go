@@ -285,12 +285,25 @@ func (n *Node) loadSnapshot(ctx context.Context, snap raft.Snapshot, restore boo
 		return hdr, fmt.Errorf("node: snapshot body is for index %d term %d, metadata says index %d term %d", hdr.Index, hdr.Term, snap.Metadata.Index, snap.Metadata.Term)
 	}
 	if restore {
-		if err := n.sm.Restore(ctx, br); err != nil {
+		if err := restoreFSM(ctx, n.sm, br); err != nil {
 			return hdr, fmt.Errorf("node: restore state machine from snapshot at index %d: %w", snap.Metadata.Index, err)
 		}
 		n.m.snapshotsInstalled.Add(1)
 	}
 	return hdr, nil
+}
+
+// restoreFSM restores sm from the FSM part of a snapshot body and then
+// reads the body to its end, so that a storage checksum that is verified
+// at EOF is checked even if Restore stopped reading early.
+func restoreFSM(ctx context.Context, sm StateMachine, r io.Reader) error {
+	if err := sm.Restore(ctx, r); err != nil {
+		return err
+	}
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return fmt.Errorf("snapshot body: %w", err)
+	}
+	return nil
 }
 
 // run is the loop goroutine.
@@ -418,10 +431,19 @@ func (n *Node) handleReady() error {
 		if rd.SoftState != nil {
 			n.onSoftState(*rd.SoftState)
 		}
-		termChanged := false
+		termChanged, voteChanged := false, false
 		if !rd.HardState.IsEmpty() {
 			termChanged = rd.HardState.Term != n.hs.Term
+			voteChanged = termChanged || rd.HardState.Vote != n.hs.Vote
 			n.hs = rd.HardState
+		}
+		// A leader whose term and vote did not change may send its new
+		// entries while it writes them (thesis §10.2.1): raft counts the
+		// leader's own copy only after Advance, i.e. once it is durable.
+		// Everything else waits for the write.
+		sendFirst := n.soft.RaftState == raft.StateLeader && !voteChanged && rd.Snapshot.IsEmpty()
+		if sendFirst {
+			n.send(rd.Messages)
 		}
 		// 1. Install a snapshot first: the entries that follow build on it.
 		if !rd.Snapshot.IsEmpty() {
@@ -462,15 +484,8 @@ func (n *Node) handleReady() error {
 			n.waits.failUnindexed(n.hs.Term)
 		}
 		// 3. Send.
-		if len(rd.Messages) > 0 {
-			for _, m := range rd.Messages {
-				if m.Type == raft.MsgSnap {
-					n.sendingSnap[m.To] = true
-					n.m.snapshotsSent.Add(1)
-				}
-			}
-			n.tr.Send(rd.Messages)
-			n.m.messagesSent.Add(uint64(len(rd.Messages)))
+		if !sendFirst {
+			n.send(rd.Messages)
 		}
 		for _, rs := range rd.ReadStates {
 			n.onReadState(rs)
@@ -502,6 +517,20 @@ func (n *Node) handleReady() error {
 		n.rn.Advance(rd)
 	}
 	return nil
+}
+
+func (n *Node) send(msgs []raft.Message) {
+	if len(msgs) == 0 {
+		return
+	}
+	for _, m := range msgs {
+		if m.Type == raft.MsgSnap {
+			n.sendingSnap[m.To] = true
+			n.m.snapshotsSent.Add(1)
+		}
+	}
+	n.tr.Send(msgs)
+	n.m.messagesSent.Add(uint64(len(msgs)))
 }
 
 // trackEntries records where this node's own proposals landed in its log.
@@ -945,8 +974,16 @@ func (n *Node) do(ctx context.Context, f func()) error {
 	}
 }
 
-// Process implements Handler.
+// Process implements Handler. A MsgSnap must come through
+// ReceiveSnapshot, with its body.
 func (n *Node) Process(ctx context.Context, m raft.Message) error {
+	if m.Type == raft.MsgSnap {
+		return fmt.Errorf("node: MsgSnap from %d without its body (use ReceiveSnapshot)", m.From)
+	}
+	return n.process(ctx, m)
+}
+
+func (n *Node) process(ctx context.Context, m raft.Message) error {
 	select {
 	case n.recvc <- m:
 		return nil
@@ -1007,7 +1044,7 @@ func (n *Node) ReceiveSnapshot(ctx context.Context, m raft.Message, body io.Read
 	snap := *m.Snapshot
 	snap.Data = desc
 	m.Snapshot = &snap
-	return n.Process(ctx, m)
+	return n.process(ctx, m)
 }
 
 // OpenSnapshot implements SnapshotSource.

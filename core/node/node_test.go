@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/raftd/raftd/core/raft"
 )
 
 func TestElectionAndProposalsRoutedToCallers(t *testing.T) {
@@ -495,4 +498,100 @@ func TestBadConfig(t *testing.T) {
 			t.Errorf("case %d: no error", i)
 		}
 	}
+}
+
+// TestLeaderChangesNeverGiveWrongResults proposes from every node while
+// the leader is cut off again and again. Every caller gets its own result
+// (applied exactly once), or an error that tells the truth: "not applied"
+// errors were never applied, "outcome unknown" at most once.
+func TestLeaderChangesNeverGiveWrongResults(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster(t, 3, func(cfg *Config) {
+			cfg.SnapshotEntries = 200
+			cfg.SnapshotTrailing = 50
+		})
+		c.waitLeader()
+		type outcome struct {
+			payload string
+			res     []byte
+			err     error
+		}
+		outcomes := make(chan outcome, 100000)
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for id, n := range c.nodes {
+			for w := range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; ; i++ {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						p := fmt.Sprintf("n%dw%di%d", id, w, i)
+						ctx, cancel := context.WithTimeout(context.Background(), 30*testTick)
+						res, err := n.Propose(ctx, []byte("echo:"+p))
+						cancel()
+						outcomes <- outcome{p, res, err}
+						if err != nil {
+							time.Sleep(testTick)
+						}
+					}
+				}()
+			}
+		}
+		for range 5 {
+			time.Sleep(20 * testTick)
+			lead := c.waitLeader()
+			c.nw.isolate(lead, true)
+			time.Sleep(30 * testTick)
+			c.nw.isolate(lead, false)
+		}
+		time.Sleep(20 * testTick)
+		close(stop)
+		wg.Wait()
+		close(outcomes)
+		lead := c.waitLeader()
+		if _, err := c.nodes[lead].Propose(context.Background(), []byte("echo:final")); err != nil {
+			t.Fatal(err)
+		}
+		c.waitApplied(c.nodes[lead].Applied())
+		c.checkFSMs()
+		f := c.fsms[lead]
+		count := func(p string) int {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			n, _ := strconv.Atoi(f.kv["e/"+p])
+			return n
+		}
+		var ok, notApplied, unknown int
+		for o := range outcomes {
+			n := count(o.payload)
+			switch {
+			case o.err == nil:
+				ok++
+				if got, _, _ := strings.Cut(string(o.res), "@"); got != o.payload || n != 1 {
+					t.Errorf("%s: result %q, applied %d times", o.payload, o.res, n)
+				}
+			case errors.Is(o.err, ErrOutcomeUnknown) || errors.Is(o.err, context.DeadlineExceeded) && !strings.Contains(o.err.Error(), "not proposed"):
+				unknown++
+				if n > 1 {
+					t.Errorf("%s: applied %d times", o.payload, n)
+				}
+			case errors.Is(o.err, raft.ErrProposalDropped), errors.Is(o.err, raft.ErrNoLeader), strings.Contains(o.err.Error(), "not proposed"):
+				notApplied++
+				if n != 0 {
+					t.Errorf("%s: %v, but applied %d times", o.payload, o.err, n)
+				}
+			default:
+				t.Errorf("%s: unexpected error %v", o.payload, o.err)
+			}
+		}
+		t.Logf("ok %d, not applied %d, unknown %d", ok, notApplied, unknown)
+		if ok < 100 || notApplied+unknown == 0 {
+			t.Errorf("the test did not exercise what it should")
+		}
+	})
 }
