@@ -1002,6 +1002,11 @@ func (r *raft) leaderPropose(m Message) error {
 		r.logger.Debugf("raft: %x dropping proposal: transferring leadership to %x", r.id, r.leadTransferee)
 		return ErrProposalDropped
 	}
+	if m.From != r.id {
+		// A forwarded proposal: do not write into the sender's slice (the
+		// transport may still hold it, e.g. for a duplicate delivery).
+		m.Entries = append([]Entry(nil), m.Entries...)
+	}
 	for i := range m.Entries {
 		e := &m.Entries[i]
 		if e.Type != EntryConfChange && e.Type != EntryNormal {
