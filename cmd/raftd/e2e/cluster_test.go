@@ -81,7 +81,7 @@ func newCluster(t *testing.T, n int, fsm string, extra ...string) *cluster {
 	for _, id := range c.ids {
 		c.start(id)
 	}
-	c.waitLeader(10*time.Second, 0)
+	c.waitLeader(20*time.Second, 0)
 	return c
 }
 
@@ -225,24 +225,26 @@ func (c *cluster) waitLeader(d time.Duration, notID uint64, skip ...uint64) (uin
 	for time.Now().Before(deadline) {
 		var lead, term uint64
 		agree, n := true, 0
+		var seen []string
 		for _, id := range c.ids {
 			if contains(skip, id) {
 				continue
 			}
 			st, err := c.localStatus(id, 200*time.Millisecond)
 			if err != nil {
-				last = fmt.Sprintf("node %d: %v", id, err)
+				seen = append(seen, fmt.Sprintf("node %d: %v", id, err))
 				agree = false
-				break
+				continue
 			}
 			n++
+			seen = append(seen, fmt.Sprintf("node %d sees leader %d term %d", id, st.GetLeader(), st.GetTerm()))
 			if st.GetLeader() == 0 || (lead != 0 && (st.GetLeader() != lead || st.GetTerm() != term)) {
-				last = fmt.Sprintf("node %d sees leader %d term %d", id, st.GetLeader(), st.GetTerm())
 				agree = false
-				break
+				continue
 			}
 			lead, term = st.GetLeader(), st.GetTerm()
 		}
+		last = strings.Join(seen, "; ")
 		if agree && n > 0 && lead != notID && !contains(skip, lead) {
 			return lead, term
 		}
