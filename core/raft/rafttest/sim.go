@@ -654,6 +654,13 @@ func (s *Sim) handleReady(n *simNode, crashBeforeSend bool) error {
 		if e.Type == raft.EntryNormal && len(e.Data) > 0 && !s.proposed[string(e.Data)] {
 			return fmt.Errorf("node %d: committed entry %d/%d carries data that was never proposed: %q", n.id, e.Term, e.Index, e.Data)
 		}
+		if e.Type == raft.EntryNormal && len(e.Data) == 0 {
+			// The simulator never proposes empty data: an empty entry is a
+			// new leader's first entry of its term (Raft §8), nothing else.
+			if pt, err := n.store.Term(e.Index - 1); err == nil && pt >= e.Term {
+				return fmt.Errorf("node %d: committed empty entry %d/%d follows an entry of term %d: a proposal lost its data", n.id, e.Term, e.Index, pt)
+			}
+		}
 		if bytes.HasPrefix(e.Data, []byte("marker")) {
 			n.markers++
 		}
