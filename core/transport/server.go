@@ -122,7 +122,9 @@ func (s *server) Stream(srv raftv1.Raft_StreamServer) error {
 		for i := range msgs {
 			m := &msgs[i]
 			if err := s.checkMessage(from, m); err != nil {
-				return status.Error(codes.InvalidArgument, err.Error())
+				// One bad message does not cost the stream the rest.
+				log.Warningf("%v; dropped", err)
+				continue
 			}
 			if m.Type == raft.MsgSnap {
 				log.Warningf("transport: dropping MsgSnap from %d sent on the message stream", from)

@@ -848,3 +848,35 @@ func TestHungPeerTimesOut(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestReceiverDropsInvalidMessages: messages that claim another sender or
+// receiver, local messages and a MsgSnap on the message stream are dropped
+// with a warning; the valid messages around them are delivered.
+func TestReceiverDropsInvalidMessages(t *testing.T) {
+	bn := newBufnet()
+	n1 := startNode(t, bn, 1, newRecorder(), nil)
+	n2 := startNode(t, bn, 2, newRecorder(), nil)
+	n1.tr.AddPeer(2, n2.addr)
+	p := func() *peer { n1.tr.mu.RLock(); defer n1.tr.mu.RUnlock(); return n1.tr.peers[2] }()
+	// Bypass Send's routing to put bad messages on node 1's stream to 2.
+	for _, m := range []raft.Message{
+		{Type: raft.MsgHeartbeat, From: 1, To: 2, Commit: 1},
+		{Type: raft.MsgHeartbeat, From: 3, To: 2},
+		{Type: raft.MsgHeartbeat, From: 1, To: 3},
+		{Type: raft.MsgHup, From: 1, To: 2},
+		snapMsg(),
+		{Type: raft.MsgHeartbeat, From: 1, To: 2, Commit: 2},
+	} {
+		p.queue <- m
+	}
+	for want := uint64(1); want <= 2; want++ {
+		if m := recv(t, n2.h.msgs, "valid heartbeat"); m.Commit != want {
+			t.Fatalf("got %+v, want the heartbeat with commit %d", m, want)
+		}
+	}
+	for _, s := range []string{"message from 3 on the stream of node 1", "message for 3 delivered to node 2", "local message MsgHup", "MsgSnap from 1 sent on the message stream"} {
+		if !n2.log.contains(s) {
+			t.Errorf("no warning %q", s)
+		}
+	}
+}
