@@ -267,6 +267,10 @@ func (s *Server) Restore(stream fsmv1.StateMachine_RestoreServer) error {
 	}
 	pr.CloseWithError(errors.New("restore finished"))
 	if err != nil {
+		// NB: with trailing bytes the FSM has already swapped its state;
+		// reload the applied index from it either way. The host treats a
+		// failed restore as fatal for this process.
+		s.inited = false
 		return toStatus(err)
 	}
 	s.inited = false // reload name/versions and applied index
