@@ -156,7 +156,7 @@ type SimFailure struct {
 }
 
 func (f *SimFailure) Error() string {
-	return fmt.Sprintf("seed %d step %d: %v\n  replay: go test ./core/raft/rafttest -run 'TestSim' -sim.start=%d -sim.seeds=1\n  last %d trace lines:\n    %s",
+	return fmt.Sprintf("seed %d step %d: %v\n  replay: go test ./core/raft/rafttest -run 'TestSim$' -sim.start=%d -sim.seeds=1 -sim.trace=500\n  last %d trace lines:\n    %s",
 		f.Seed, f.Step, f.Err, f.Seed, len(f.Trace), strings.Join(f.Trace, "\n    "))
 }
 
