@@ -880,3 +880,51 @@ func TestReceiverDropsInvalidMessages(t *testing.T) {
 		}
 	}
 }
+
+// TestLoopbackTCP runs messages and a snapshot over real loopback TCP
+// through Serve, with the default options.
+func TestLoopbackTCP(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2 := newRecorder()
+	got := make(chan int64, 1)
+	h2.receive = func(ctx context.Context, m raft.Message, body io.Reader) error {
+		n, err := io.Copy(io.Discard, body)
+		got <- n
+		return err
+	}
+	tr2 := New(Options{ID: 2, ClusterID: "tcp", Handler: h2})
+	served := make(chan error, 1)
+	go func() { served <- tr2.Serve(lis) }()
+	h1 := newRecorder()
+	tr1 := New(Options{ID: 1, ClusterID: "tcp", Handler: h1,
+		Snapshots: source(func(raft.SnapshotMetadata, []byte) (io.ReadCloser, error) { return &patternReader{n: 3<<20 + 5}, nil })})
+	defer tr1.Close()
+	tr1.AddPeer(2, lis.Addr().String())
+	for i := range uint64(1000) {
+		tr1.Send([]raft.Message{app(1, 2, i, []byte("tcp"))})
+	}
+	for i := range uint64(1000) {
+		if m := recv(t, h2.msgs, "message over TCP"); m.Index != i {
+			t.Fatalf("got index %d, want %d", m.Index, i)
+		}
+	}
+	tr1.Send([]raft.Message{snapMsg()})
+	if n := recv(t, got, "snapshot over TCP"); n != 3<<20+5 {
+		t.Fatalf("snapshot body %d bytes", n)
+	}
+	if st := recv(t, h1.snapStatus, "snapshot report"); st != raft.SnapshotFinish {
+		t.Fatalf("status %v", st)
+	}
+	if err := tr2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := recv(t, served, "Serve to return"); err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if err := tr2.Serve(lis); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Serve after Close: %v, want ErrClosed", err)
+	}
+}
