@@ -282,16 +282,18 @@ type testFSM struct {
 	batches int
 	bad     []string
 
-	crashAt      map[uint64]bool // crash when a batch contains one of these (once each)
-	crashed      bool
-	restartFails int // Restart fails this many more times
-	restarts     int
-	failWith     error // non-crash error on next Apply
-	persistent   bool  // keeps state across Restart (like a durable FSM)
-	versions     [2]uint32
-	lastVersion  uint32
-	snapshots    int
-	restores     int
+	crashAt         map[uint64]bool // crash when a batch contains one of these (once each)
+	crashed         bool
+	restartFails    int // Restart fails this many more times
+	restarts        int
+	failWith        error // non-crash error on next Apply
+	persistent      bool  // keeps state across Restart (like a durable FSM)
+	versions        [2]uint32
+	lastVersion     uint32
+	snapshots       int
+	crashOnSnapshot int
+	applyDelay      time.Duration
+	restores        int
 }
 
 func newTestFSM() *testFSM {
@@ -327,6 +329,11 @@ func (f *testFSM) Apply(ctx context.Context, cmds []Command) ([][]byte, error) {
 		}
 	}
 	f.batches++
+	if f.applyDelay > 0 {
+		f.mu.Unlock()
+		time.Sleep(f.applyDelay)
+		f.mu.Lock()
+	}
 	out := make([][]byte, len(cmds))
 	for i, c := range cmds {
 		if c.Index <= f.applied {
@@ -388,6 +395,12 @@ func (f *testFSM) Snapshot(ctx context.Context, w io.Writer) error {
 	defer f.mu.Unlock()
 	if f.crashed {
 		return fmt.Errorf("snapshot: %w", ErrStateMachineCrashed)
+	}
+	if f.crashOnSnapshot > 0 {
+		f.crashOnSnapshot--
+		f.crashed = true
+		f.applied, f.sum, f.kv = 0, 0, map[string]string{}
+		return fmt.Errorf("snapshot: plugin exited: %w", ErrStateMachineCrashed)
 	}
 	f.snapshots++
 	return json.NewEncoder(w).Encode(fsmState{f.applied, f.sum, f.kv})

@@ -75,6 +75,7 @@ type Node struct {
 	conf          raft.ConfState
 	book          map[uint64]Peer
 	lastConfIndex uint64
+	handed        uint64 // last committed index handed to the applier
 	ticks         uint64
 	pendingReads  []*readReq
 	inflightRead  *readBatch
@@ -513,6 +514,9 @@ func (n *Node) handleReady() error {
 				t.confStates[e.Index] = cs
 			}
 			n.app.enqueue(t)
+			if k := len(rd.CommittedEntries); k > 0 {
+				n.handed = rd.CommittedEntries[k-1].Index
+			}
 		}
 		n.rn.Advance(rd)
 	}

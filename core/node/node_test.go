@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -594,4 +595,121 @@ func TestLeaderChangesNeverGiveWrongResults(t *testing.T) {
 			t.Errorf("the test did not exercise what it should")
 		}
 	})
+}
+
+func TestStateMachineCrashDuringSnapshot(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster(t, 3, func(cfg *Config) { cfg.SnapshotEntries = 20; cfg.SnapshotTrailing = 5 })
+		lead := c.waitLeader()
+		c.fsms[lead].mu.Lock()
+		c.fsms[lead].crashOnSnapshot = 2
+		c.fsms[lead].mu.Unlock()
+		ctx := context.Background()
+		for range 100 {
+			if _, err := c.nodes[lead].Propose(ctx, []byte("add:1")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.waitApplied(c.nodes[lead].Applied())
+		c.checkFSMs()
+		st, _ := c.nodes[lead].Status(ctx)
+		if st.Metrics.StateMachineRestarts != 2 || st.SnapshotIndex < 80 {
+			t.Fatalf("restarts %d, snapshot index %d", st.Metrics.StateMachineRestarts, st.SnapshotIndex)
+		}
+		if got, _ := c.nodes[lead].Read(ctx, []byte("sum")); string(got) != "100" {
+			t.Fatalf("sum %s", got)
+		}
+	})
+}
+
+func TestGracefulStopFinishesApplies(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster(t, 3, nil)
+		lead := c.waitLeader()
+		n := c.nodes[lead]
+		c.fsms[lead].applyDelay = 5 * time.Millisecond
+		ctx := context.Background()
+		var wg sync.WaitGroup
+		var okCount, unknown atomic.Int64
+		for i := range 200 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				time.Sleep(time.Duration(i) * 100 * time.Microsecond)
+				_, err := n.Propose(ctx, []byte("add:1"))
+				switch {
+				case err == nil:
+					okCount.Add(1)
+				case errors.Is(err, ErrOutcomeUnknown), errors.Is(err, ErrStopped):
+					unknown.Add(1)
+				default:
+					t.Error(err)
+				}
+			}()
+		}
+		time.Sleep(10 * time.Millisecond)
+		c.stop(lead)
+		wg.Wait()
+		if n.Applied() != n.handed || n.handed == 0 {
+			t.Fatalf("stopped with applied %d, handed to the applier %d", n.Applied(), n.handed)
+		}
+		if _, sum, _, _ := c.fsms[lead].snapshotOf(); sum < okCount.Load() {
+			t.Fatalf("sum %d < %d acknowledged", sum, okCount.Load())
+		}
+		t.Logf("ok %d, unknown %d, applied %d", okCount.Load(), unknown.Load(), n.Applied())
+	})
+}
+
+func TestRestartRefusesInconsistentState(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster(t, 1, nil)
+		c.waitLeader()
+		if _, err := c.nodes[1].Propose(context.Background(), []byte("add:1")); err != nil {
+			t.Fatal(err)
+		}
+		c.stop(1)
+		f := newTestFSM()
+		f.applied = 1000 // a persistent FSM from somewhere else
+		cfg := c.config(1)
+		cfg.StateMachine = f
+		if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "beyond the commit index") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+}
+
+func TestReceiveSnapshotRejectsBadBodies(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster(t, 1, nil)
+		n := c.nodes[1]
+		snap := &raft.Snapshot{Metadata: raft.SnapshotMetadata{Index: 50, Term: 3}}
+		m := raft.Message{Type: raft.MsgSnap, From: 2, To: 1, Term: 3, Snapshot: snap}
+		if err := n.ReceiveSnapshot(context.Background(), m, strings.NewReader("garbage that is not a snapshot")); err == nil || !strings.Contains(err.Error(), "magic") {
+			t.Fatalf("garbage body: %v", err)
+		}
+		var body strings.Builder
+		_ = writeSnapshotHeader(&body, SnapshotHeader{Index: 49, Term: 3})
+		if err := n.ReceiveSnapshot(context.Background(), m, strings.NewReader(body.String())); err == nil || !strings.Contains(err.Error(), "index 49") {
+			t.Fatalf("mismatched body: %v", err)
+		}
+		if err := n.Process(context.Background(), m); err == nil {
+			t.Fatal("MsgSnap through Process accepted")
+		}
+	})
+}
+
+func TestEnvelopeRoundTrip(t *testing.T) {
+	e, err := decodeEnvelope(encodeCommand(7, 1<<40, []byte("hello")))
+	if err != nil || e.kind != kindCommand || e.proposer != 7 || e.req != 1<<40 || string(e.payload) != "hello" {
+		t.Fatalf("%+v %v", e, err)
+	}
+	e, err = decodeEnvelope(encodeVersion(3, 9, 2))
+	if err != nil || e.kind != kindVersion || e.version != 2 {
+		t.Fatalf("%+v %v", e, err)
+	}
+	for _, bad := range [][]byte{{9, 1, 1}, {kindCommand}, {kindVersion, 1, 1}, {kindVersion, 1, 1, 0}} {
+		if _, err := decodeEnvelope(bad); err == nil {
+			t.Errorf("%v decoded", bad)
+		}
+	}
 }
