@@ -374,3 +374,19 @@ func TestHangOnceThenReplay(t *testing.T) {
 		t.Fatalf("replay: %q %v", res, err)
 	}
 }
+
+// TestLargeMessages sends a command and reads a result larger than gRPC's
+// default 4 MiB limit.
+func TestLargeMessages(t *testing.T) {
+	ctx := context.Background()
+	c, _ := start(t, "raftd-fsm-kv", nil)
+	big := strings.Repeat("x", 6<<20)
+	res, err := c.Apply(ctx, []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"put","key":"big","value":"` + big + `"}`)}})
+	if err != nil || string(res[0]) != `{"ok":true}` {
+		t.Fatalf("apply: %.40q %v", res, err)
+	}
+	got, err := c.Query(ctx, []byte(`{"op":"get","key":"big"}`))
+	if err != nil || len(got) != len(big)+len(`{"found":true,"value":""}`) {
+		t.Fatalf("query: %d bytes, %v", len(got), err)
+	}
+}
