@@ -1,7 +1,10 @@
 package transport
 
 import (
+	"fmt"
 	"math/rand/v2"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -103,4 +106,71 @@ func (f *Faults) delayFor(id uint64) time.Duration {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.delay[id]
+}
+
+// Set replaces every fault with those of spec, a space-separated list of
+//
+//	partition=ID[,ID...]   cut all traffic to and from the peers
+//	loss=ID:P              drop outbound messages to ID with probability P
+//	delay=ID:DURATION      delay outbound batches to ID (Go duration)
+//
+// for example "partition=3 delay=2:50ms". An empty spec heals everything.
+// It lets a process take faults from a flag, a file or an environment
+// variable. On error nothing changes.
+func (f *Faults) Set(spec string) error {
+	cut := map[uint64]bool{}
+	loss := map[uint64]float64{}
+	delay := map[uint64]time.Duration{}
+	for _, item := range strings.Fields(spec) {
+		key, val, ok := strings.Cut(item, "=")
+		if !ok {
+			return fmt.Errorf("transport: fault %q: want key=value", item)
+		}
+		switch key {
+		case "partition":
+			for _, s := range strings.Split(val, ",") {
+				id, err := parseID(s)
+				if err != nil {
+					return fmt.Errorf("transport: fault %q: %w", item, err)
+				}
+				cut[id] = true
+			}
+		case "loss", "delay":
+			idS, arg, ok := strings.Cut(val, ":")
+			if !ok {
+				return fmt.Errorf("transport: fault %q: want %s=ID:VALUE", item, key)
+			}
+			id, err := parseID(idS)
+			if err != nil {
+				return fmt.Errorf("transport: fault %q: %w", item, err)
+			}
+			if key == "loss" {
+				p, err := strconv.ParseFloat(arg, 64)
+				if err != nil || p < 0 || p > 1 {
+					return fmt.Errorf("transport: fault %q: loss must be a probability in [0, 1]", item)
+				}
+				loss[id] = p
+			} else {
+				d, err := time.ParseDuration(arg)
+				if err != nil || d < 0 {
+					return fmt.Errorf("transport: fault %q: bad delay %q", item, arg)
+				}
+				delay[id] = d
+			}
+		default:
+			return fmt.Errorf("transport: fault %q: unknown kind %q (want partition, loss or delay)", item, key)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cut, f.loss, f.delay = cut, loss, delay
+	return nil
+}
+
+func parseID(s string) (uint64, error) {
+	id, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || id == 0 {
+		return 0, fmt.Errorf("bad node id %q", s)
+	}
+	return id, nil
 }

@@ -928,3 +928,24 @@ func TestLoopbackTCP(t *testing.T) {
 		t.Fatalf("Serve after Close: %v, want ErrClosed", err)
 	}
 }
+
+func TestFaultsSet(t *testing.T) {
+	f := NewFaults(7)
+	if err := f.Set("partition=3,4 loss=2:1 delay=5:50ms"); err != nil {
+		t.Fatal(err)
+	}
+	if !f.isCut(3) || !f.isCut(4) || f.isCut(2) || !f.dropOut(2) || f.dropOut(5) || f.delayFor(5) != 50*time.Millisecond {
+		t.Fatalf("faults not applied: %+v", f)
+	}
+	for _, bad := range []string{"partition", "partition=x", "loss=2", "loss=2:1.5", "delay=2:soon", "jam=2", "partition=0"} {
+		if err := f.Set(bad); err == nil {
+			t.Errorf("Set(%q) accepted", bad)
+		}
+	}
+	if !f.isCut(3) {
+		t.Fatal("a failed Set changed the faults")
+	}
+	if err := f.Set(""); err != nil || f.isCut(3) || f.dropOut(2) {
+		t.Fatalf("empty spec did not heal: %v", err)
+	}
+}
