@@ -69,8 +69,10 @@ class Store {
     this.map = new Map();
     this.sorted = []; // ascending; may hold keys that were deleted (in tomb)
     this.tomb = new Set(); // keys in sorted but not in map
-    this.pending = []; // keys in map but not in sorted (maybe stale / duplicated)
-    this.pendingSet = new Set(); // the live keys of pending
+    // Keys added since the last merge, not in sorted. May hold keys deleted
+    // since (not in map) and duplicates (deleted and added again); tidy
+    // drops both.
+    this.pending = [];
     this.pendingClean = true; // pending is sorted, unique and live
   }
 
@@ -87,25 +89,24 @@ class Store {
   }
 
   set(key, value) {
-    if (!this.map.has(key)) {
-      if (this.tomb.has(key)) {
-        this.tomb.delete(key);
-      } else {
+    const before = this.map.size;
+    this.map.set(key, value); // one hash lookup on the hot path
+    if (this.map.size !== before) {
+      // A new key: back in sorted if it was tombstoned there, else pending.
+      if (this.tomb.size === 0 || !this.tomb.delete(key)) {
         this.pending.push(key);
-        this.pendingSet.add(key);
         this.pendingClean = false;
       }
     }
-    this.map.set(key, value);
   }
 
   delete(key) {
     if (!this.map.delete(key)) return false;
-    if (this.pendingSet.has(key)) {
-      this.pendingSet.delete(key);
-      this.pendingClean = false;
-    } else {
+    const i = lowerBound(this.sorted, key);
+    if (i < this.sorted.length && this.sorted[i] === key) {
       this.tomb.add(key);
+    } else {
+      this.pendingClean = false; // a stale entry in pending
     }
     return true;
   }
@@ -114,7 +115,7 @@ class Store {
   // are large compared to the sorted index.
   tidy(full = false) {
     if (!this.pendingClean) {
-      const live = this.pending.filter((k) => this.pendingSet.has(k)).sort(compareKeys);
+      const live = this.pending.filter((k) => this.map.has(k)).sort(compareKeys);
       const uniq = [];
       for (const k of live) if (uniq.length === 0 || uniq[uniq.length - 1] !== k) uniq.push(k);
       this.pending = uniq;
@@ -141,7 +142,6 @@ class Store {
       this.sorted = out;
       this.tomb.clear();
       this.pending = [];
-      this.pendingSet.clear();
     }
   }
 
