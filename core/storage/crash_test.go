@@ -193,5 +193,9 @@ func runCrashChild(t *testing.T, dir string, seed uint64, killAfter int) (durabl
 	if !sentKill || !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 		t.Fatalf("child pid %d ended by itself (%v) after %d reports; stderr:\n%s", pid, err, reports, stderr.String())
 	}
+	// Nothing, Pebble included, may write to stderr behind the logger.
+	if stderr.Len() > 0 {
+		t.Fatalf("child pid %d wrote to stderr:\n%s", pid, stderr.String())
+	}
 	return durable, true
 }
