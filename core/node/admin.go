@@ -338,12 +338,14 @@ type Metrics struct {
 	Compactions          uint64
 	StateMachineRestarts uint64
 	StepErrors           uint64
+	ThrottledRounds      uint64 // loop rounds that refused proposals (apply backlog)
 }
 
 type metrics struct {
 	proposals, proposalsDropped, saves, syncs, entriesSaved, messagesSent  atomic.Uint64
 	readIndexRounds, reads, applyBatches, commandsApplied, snapshotsTaken  atomic.Uint64
 	snapshotsInstalled, snapshotsSent, compactions, smRestarts, stepErrors atomic.Uint64
+	throttled                                                              atomic.Uint64
 }
 
 // Metrics returns the node's counters.
@@ -357,5 +359,6 @@ func (n *Node) Metrics() Metrics {
 		SnapshotsTaken: m.snapshotsTaken.Load(), SnapshotsInstalled: m.snapshotsInstalled.Load(),
 		SnapshotsSent: m.snapshotsSent.Load(), Compactions: m.compactions.Load(),
 		StateMachineRestarts: m.smRestarts.Load(), StepErrors: m.stepErrors.Load(),
+		ThrottledRounds: m.throttled.Load(),
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/raftd/raftd/core/raft"
 )
@@ -33,6 +34,7 @@ type applier struct {
 	fatalE   error
 	signal   chan struct{}
 	snapReqs []chan snapReply
+	backlog  atomic.Int64 // entries handed over and not yet processed
 	donec    chan struct{}
 
 	// queryMu is held shared by queries and exclusively while the state
@@ -70,6 +72,7 @@ func newApplier(n *Node, meta clusterMeta, snap raft.Snapshot, info FSMInfo, fsm
 }
 
 func (a *applier) enqueue(t applyTask) {
+	a.backlog.Add(int64(len(t.ents)))
 	a.mu.Lock()
 	a.tasks = append(a.tasks, t)
 	a.mu.Unlock()
@@ -143,7 +146,13 @@ func (a *applier) run() {
 			<-a.signal
 			continue
 		}
-		if err := a.process(tasks); err != nil {
+		var handed int64
+		for _, t := range tasks {
+			handed += int64(len(t.ents))
+		}
+		err := a.process(tasks)
+		a.backlog.Add(-handed)
+		if err != nil {
 			a.failSnapReqs(reqs, err)
 			a.mu.Lock()
 			a.fatalE = err
@@ -288,7 +297,7 @@ func (a *applier) applyEntries(ents []raft.Entry, confStates map[uint64]raft.Con
 			}
 			a.n.m.applyBatches.Add(1)
 			a.n.m.commandsApplied.Add(uint64(len(cmds)))
-			a.fsmApplied = cmds[len(cmds)-1].Index
+			a.fsmApplied = max(a.fsmApplied, cmds[len(cmds)-1].Index)
 		}
 		last := obs[len(obs)-1]
 		a.applied, a.appliedTerm = last.index, last.term
@@ -403,6 +412,7 @@ func (a *applier) applyCmds(cmds []Command) ([]cmdResult, error) {
 			var at uint64
 			at, err = a.recover(first-1, last)
 			if err == nil {
+				a.fsmApplied = max(a.fsmApplied, at)
 				// at >= first-1: the FSM already holds commands up to at.
 				for len(todo) > 0 && todo[0].Index <= at {
 					out[len(cmds)-len(todo)] = cmdResult{err: fmt.Errorf("%w: entry %d was applied by a state machine that then crashed; its result is lost", ErrOutcomeUnknown, todo[0].Index)}
@@ -488,6 +498,17 @@ func (a *applier) recover(target, limit uint64) (uint64, error) {
 	const chunk = 4 << 20
 	for lo := si + 1; lo <= target; {
 		ents, err := a.n.st.Entries(lo, target+1, chunk)
+		if errors.Is(err, raft.ErrCompacted) {
+			// NB: the loop installed a snapshot from the leader meanwhile
+			// (it is next in the apply queue). It covers every committed
+			// entry, so restore it instead of replaying.
+			if s2, serr := a.n.st.Snapshot(); serr == nil && s2.Metadata.Index > target {
+				if _, err := a.restoreFrom(s2); err != nil {
+					return 0, err
+				}
+				return s2.Metadata.Index, nil
+			}
+		}
 		if err != nil {
 			return 0, fmt.Errorf("node: replay log [%d,%d] into restarted state machine: %w", lo, target, err)
 		}
@@ -597,9 +618,7 @@ func (a *applier) withRecover(target uint64) error {
 	for failures := 1; failures <= a.n.cfg.MaxRestarts; failures++ {
 		var at uint64
 		if at, err = a.recover(target, target); err == nil {
-			if at != target {
-				return fmt.Errorf("node: restarted state machine %q holds index %d, expected %d", a.info.Name, at, target)
-			}
+			a.fsmApplied = max(a.fsmApplied, at)
 			return nil
 		}
 		if !errors.Is(err, ErrStateMachineCrashed) && !errors.Is(err, errRestartFailed) {

@@ -18,6 +18,7 @@ const (
 	DefaultMaxSizePerMsg    = 1 << 20
 	DefaultMaxInflightMsgs  = 256
 	DefaultMaxApplyBatch    = 1024
+	DefaultMaxApplyBacklog  = 64 << 10
 )
 
 // Peer is a member's id and addresses.
@@ -67,6 +68,10 @@ type Config struct {
 	// MaxApplyBatch bounds the commands handed to one StateMachine.Apply.
 	// The default is DefaultMaxApplyBatch.
 	MaxApplyBatch int
+	// MaxApplyBacklog is how many committed entries may wait for the state
+	// machine before the node stops taking new proposals (they wait in
+	// Propose). The default is DefaultMaxApplyBacklog.
+	MaxApplyBacklog int
 	// MaxRestarts is how many failed state machine restarts in a row
 	// fail-stop the node. The default is 3.
 	MaxRestarts int
@@ -119,6 +124,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.MaxApplyBatch <= 0 {
 		cfg.MaxApplyBatch = DefaultMaxApplyBatch
+	}
+	if cfg.MaxApplyBacklog <= 0 {
+		cfg.MaxApplyBacklog = DefaultMaxApplyBacklog
 	}
 	if cfg.MaxRestarts <= 0 {
 		cfg.MaxRestarts = 3

@@ -313,6 +313,13 @@ func (n *Node) run() {
 	defer ticker.Stop()
 	var err error
 	for err == nil {
+		// Backpressure: while the state machine is far behind, take no
+		// new proposals (callers block in Propose).
+		propc := n.propc
+		if n.app.backlog.Load() > int64(n.cfg.MaxApplyBacklog) {
+			propc = nil
+			n.m.throttled.Add(1)
+		}
 		select {
 		case <-ticker.C:
 			n.rn.Tick()
@@ -329,7 +336,7 @@ func (n *Node) run() {
 					break drainRecv
 				}
 			}
-		case p := <-n.propc:
+		case p := <-propc:
 			batch := append(n.propBuf[:0], p)
 		drainProps:
 			for range maxDrain {

@@ -237,6 +237,17 @@ func TestSnapshotCompactionAndCatchUp(t *testing.T) {
 			t.Fatalf("node 3 read k9: %q, %v", got, err)
 		}
 		c.checkFSMs()
+		// The leader restarts with its (persistent) FSM, which is ahead of
+		// the latest snapshot: no restore, no command applied again.
+		f := c.fsms[lead]
+		_, _, cmdsBefore, _ := f.snapshotOf()
+		restoresBefore := f.restores
+		c.stop(lead)
+		c.start(lead)
+		<-c.nodes[lead].Ready()
+		if _, _, cmds, _ := f.snapshotOf(); cmds != cmdsBefore || f.restores != restoresBefore {
+			t.Fatalf("persistent FSM after restart: %d commands applied again, %d restores", cmds-cmdsBefore, f.restores-restoresBefore)
+		}
 		// Node 3 restarts from its received snapshot.
 		c.stop(3)
 		c.fsms[3] = newTestFSM()
@@ -712,4 +723,30 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 			t.Errorf("%v decoded", bad)
 		}
 	}
+}
+
+func TestSlowStateMachineThrottlesProposals(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster(t, 3, func(cfg *Config) { cfg.MaxApplyBacklog = 8; cfg.MaxApplyBatch = 4 })
+		lead := c.waitLeader()
+		c.fsms[lead].applyDelay = 5 * time.Millisecond
+		n := c.nodes[lead]
+		var wg sync.WaitGroup
+		for range 100 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := n.Propose(context.Background(), []byte("add:1")); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		if m := n.Metrics(); m.ThrottledRounds == 0 {
+			t.Fatalf("never throttled: %+v", m)
+		}
+		if got, _ := n.Read(context.Background(), []byte("sum")); string(got) != "100" {
+			t.Fatalf("sum %s", got)
+		}
+	})
 }
