@@ -480,10 +480,37 @@ func goSnapshot(t *testing.T, g *kv.FSM) (fsm.SnapshotHeader, []byte) {
 	return s.Header(), buf.Bytes()
 }
 
+// goPlugin starts the Go kv plugin binary when $RAFTD_BIN (set by make
+// test) holds it, else returns nil.
+func goPlugin(t *testing.T) *host.Client {
+	t.Helper()
+	bin := os.Getenv("RAFTD_BIN")
+	if bin == "" {
+		return nil
+	}
+	path := filepath.Join(bin, "raftd-fsm-kv")
+	if _, err := os.Stat(path); err != nil {
+		return nil
+	}
+	c, err := host.Start(context.Background(), host.Config{Path: path, Logger: logger()})
+	if err != nil {
+		t.Fatalf("start %s: %v", path, err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// TestSameAsGoKV feeds one seeded command stream to the Node plugin, to
+// fsms/kv in process and, when $RAFTD_BIN has it, to the Go kv plugin
+// binary, and requires identical results, queries, digests and snapshots.
 func TestSameAsGoKV(t *testing.T) {
 	node := start(t)
 	ctx := context.Background()
 	g := kv.New()
+	gp := goPlugin(t)
+	if gp == nil {
+		t.Log("RAFTD_BIN/raftd-fsm-kv not found: comparing with fsms/kv in process only")
+	}
 	r := mrand.New(mrand.NewPCG(1, 2))
 	var last uint64
 	for round, n := range []int{1, 7, 300, 2000, 50, 1500} {
@@ -500,6 +527,28 @@ func TestSameAsGoKV(t *testing.T) {
 		for i := range es {
 			if !bytes.Equal(got[i], want[i]) {
 				t.Fatalf("entry %d (version %d) %q:\n node %s\n go   %s", es[i].Index, es[i].Version, es[i].Data, got[i], want[i])
+			}
+		}
+		if gp != nil {
+			viaPlugin, err := gp.Apply(ctx, es)
+			if err != nil {
+				t.Fatalf("round %d: go plugin apply: %v", round, err)
+			}
+			for i := range es {
+				if !bytes.Equal(got[i], viaPlugin[i]) {
+					t.Fatalf("entry %d %q:\n node      %s\n go plugin %s", es[i].Index, es[i].Data, got[i], viaPlugin[i])
+				}
+			}
+			pidx, pd, err := gp.DigestAt(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			nidx, nd, err := node.DigestAt(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pidx != nidx || !bytes.Equal(pd, nd) {
+				t.Fatalf("after index %d: node digest %x at %d, go plugin %x at %d", last, nd, nidx, pd, pidx)
 			}
 		}
 		for range 40 {
