@@ -9,9 +9,8 @@ import (
 // raftLog is the node's view of the log: durable entries in storage
 // followed by unstable ones.
 //
-// Invariants: snapshot index <= applied <= applying <= committed <= lastIndex
-// (applying may run ahead of committed only never; committed never
-// decreases).
+// Invariants: snapshot index <= applied <= applying <= committed <=
+// lastIndex; committed and applied never decrease.
 type raftLog struct {
 	storage  LogReader
 	unstable unstable
@@ -29,8 +28,10 @@ type raftLog struct {
 	logger Logger
 }
 
-// newLog builds the log from storage. It panics if storage fails (a
-// storage failure at start is an environmental error the caller reports).
+// newLog builds the log from storage. Storage errors are returned. (Later
+// storage failures inside Step panic: the LogReader contract allows only
+// ErrCompacted and ErrUnavailable, anything else means the node cannot go
+// on.)
 func newLog(storage LogReader, logger Logger, maxApplyingBytes uint64) (*raftLog, error) {
 	first, err := storage.FirstIndex()
 	if err != nil {

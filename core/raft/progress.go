@@ -18,6 +18,7 @@ const (
 	ProgressSnapshot
 )
 
+// String returns the state's name.
 func (s ProgressState) String() string {
 	switch s {
 	case ProgressProbe:
@@ -203,11 +204,18 @@ func (in *inflights) reset() {
 
 // ProgressStatus is a snapshot of the leader's view of one member.
 type ProgressStatus struct {
-	Match, Next     uint64
-	State           ProgressState
+	// Match is the highest index known replicated on the member; Next is
+	// the next index the leader will send it.
+	Match, Next uint64
+	State       ProgressState
+	// PendingSnapshot is the index of the snapshot being sent (snapshot
+	// state only).
 	PendingSnapshot uint64
-	RecentActive    bool
-	Paused          bool
-	IsLearner       bool
-	Inflight        int
+	// RecentActive: the member was heard from since the last check-quorum.
+	RecentActive bool
+	// Paused: the leader is currently holding back appends to the member.
+	Paused    bool
+	IsLearner bool
+	// Inflight is the number of unacknowledged appends (replicate state).
+	Inflight int
 }
