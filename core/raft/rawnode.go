@@ -17,7 +17,10 @@ type Config struct {
 	// HeartbeatTick is H: the leader sends heartbeats every H ticks.
 	HeartbeatTick int
 	// Storage is the durable log. The driver writes it (persisting each
-	// Ready) before calling Advance.
+	// Ready) before calling Advance. NB: a LogReader error other than
+	// ErrCompacted, ErrUnavailable or ErrSnapshotTemporarilyUnavailable
+	// during Step, Tick, Ready or Advance panics with a message naming the
+	// call (the node cannot go on safely); NewRawNode returns such errors.
 	Storage LogReader
 	// Applied is the last applied index when restarting (0: the snapshot
 	// index). Membership changes in (snapshot index, Applied] are replayed
