@@ -436,8 +436,12 @@ func (r *raft) maybeSendSnapshot(pr *progress) bool {
 		}
 		panic(fmt.Sprintf("raft: storage Snapshot failed: %v", err))
 	}
-	if snap.IsEmpty() {
-		r.logger.Errorf("raft: %x: %x needs compacted entries but the storage has no snapshot", r.id, pr.id)
+	if snap.IsEmpty() || snap.Metadata.Index+1 < r.raftLog.firstIndex() {
+		// The follower could not continue from this snapshot: the entries
+		// after it are gone too. A driver must not compact past its latest
+		// snapshot.
+		r.logger.Errorf("raft: %x: %x needs compacted entries but the latest snapshot (index %d) is older than the log's start %d",
+			r.id, pr.id, snap.Metadata.Index, r.raftLog.firstIndex())
 		return false
 	}
 	r.logger.Infof("raft: %x: sending snapshot at %d/%d to %x (match=%d next=%d)",
