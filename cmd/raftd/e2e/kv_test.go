@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -105,6 +106,10 @@ func TestStoppedFollowerDoesNotBlockWrites(t *testing.T) {
 		}
 	}
 	t.Logf("%d puts with node %d stopped took %s", n, follower, time.Since(t0))
+	code, out, stderr := raftd(t, nil, "status", "--json", "--addr", c.nodes[live[0]].apiAddr)
+	if code != 0 || !strings.Contains(out, fmt.Sprintf(`{"id":%d,"raft_addr":%q,`, follower, c.nodes[follower].raftAddr)) || !strings.Contains(out, `"error":`) {
+		t.Fatalf("status with node %d stopped: exit %d, %q %q", follower, code, out, stderr)
+	}
 	c.signal(follower, syscall.SIGCONT)
 	stopped = false
 	c.waitConverged(c.ids, n, 30*time.Second)

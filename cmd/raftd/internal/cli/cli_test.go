@@ -66,8 +66,8 @@ func (f *fakeNode) Members(ctx context.Context) ([]*apiv1.Member, error) {
 	return []*apiv1.Member{{Id: 1, RaftAddr: "127.0.0.1:1"}, {Id: 2, RaftAddr: "127.0.0.1:2"}}, nil
 }
 func (f *fakeNode) AddMember(context.Context, uint64, string, bool) error { return server.ErrRejected }
-func (f *fakeNode) RemoveMember(context.Context, uint64) error           { return nil }
-func (f *fakeNode) TransferLeader(context.Context, uint64) error         { return nil }
+func (f *fakeNode) RemoveMember(context.Context, uint64) error            { return nil }
+func (f *fakeNode) TransferLeader(context.Context, uint64) error          { return nil }
 
 func startFake(t *testing.T) (*fakeNode, string) {
 	t.Helper()

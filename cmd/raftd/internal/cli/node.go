@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -181,5 +180,3 @@ func (n *runningNode) Stop() error {
 	n.stopOnce.Do(func() { n.stopErr = n.stop() })
 	return n.stopErr
 }
-
-var _ = context.Background
