@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -212,4 +213,41 @@ func BenchmarkApplyPut(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// FuzzApply checks that no input crashes kv, that every result is a JSON
+// object, and that two instances fed the same input agree.
+func FuzzApply(f *testing.F) {
+	for _, s := range []string{`{"op":"put","key":"a","value":"1"}`, `{"op":"incr","key":"a","delta":1}`, `{"op":"cas","key":"a","old":null,"new":"x"}`, `{`, `{"op":"list","limit":1}`} {
+		f.Add([]byte(s), uint8(2))
+	}
+	f.Fuzz(func(t *testing.T, data []byte, v uint8) {
+		ctx := context.Background()
+		x, y := kv.New(), kv.New()
+		version := uint32(v%2) + 1
+		for i, g := range []*kv.FSM{x, y} {
+			r1, err := g.Apply(ctx, fsm.Entry{Index: 1, Data: []byte(`{"op":"put","key":"a","value":"5"}`), Version: version})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r2, err := g.Apply(ctx, fsm.Entry{Index: 2, Data: data, Version: version})
+			if err != nil {
+				t.Fatal(err)
+			}
+			q, err := g.Query(ctx, data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range [][]byte{r1, r2, q} {
+				if !json.Valid(r) || r[0] != '{' {
+					t.Fatalf("instance %d: result %q is not a JSON object", i, r)
+				}
+			}
+		}
+		dx, _ := x.Digest(ctx)
+		dy, _ := y.Digest(ctx)
+		if !bytes.Equal(dx, dy) {
+			t.Fatal("digests differ")
+		}
+	})
 }

@@ -390,3 +390,14 @@ func TestLargeMessages(t *testing.T) {
 		t.Fatalf("query: %d bytes, %v", len(got), err)
 	}
 }
+
+// TestRunByHand: without the cookie the binary explains itself and exits 1.
+func TestRunByHand(t *testing.T) {
+	cmd := exec.Command(bins["raftd-fsm-kv"])
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "plugin") {
+		t.Fatalf("err = %v, output %q", err, out)
+	}
+}
