@@ -51,6 +51,9 @@ type progress struct {
 	// or a heartbeat response arrives.
 	probeSent bool
 	isLearner bool
+	// heardTick is the highest heartbeat stamp (leader tick + 1) the member
+	// acknowledged in this term; it dates the member's lease (0: none).
+	heardTick uint64
 	inflights inflights
 }
 

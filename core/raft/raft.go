@@ -78,8 +78,16 @@ type raft struct {
 	// on a leader, since the last check-quorum).
 	electionElapsed  int
 	heartbeatElapsed int
+	// leaderTicks counts ticks since this node became leader; heartbeats
+	// carry leaderTicks+1 so the responses date the followers' leases.
+	leaderTicks uint64
 
-	checkQuorum               bool
+	checkQuorum bool
+	// startupLease: with lease-based reads, a node that just started
+	// refuses votes for one election timeout as if it had heard from a
+	// leader — it may have, before a restart, and that leader may be
+	// serving reads from its lease.
+	startupLease              bool
 	preVote                   bool
 	disableProposalForwarding bool
 
@@ -176,6 +184,7 @@ func newRaft(c *Config) (*raft, error) {
 		rl.appliedTo(c.Applied)
 	}
 	r.becomeFollower(r.Term, None)
+	r.startupLease = r.checkQuorum && c.ReadOnlyOption == ReadOnlyLeaseBased
 	r.logger.Infof("raft: %x starting: term=%d vote=%x commit=%d applied=%d last=%d snapshot=%d voters=%v learners=%v",
 		r.id, r.Term, r.Vote, rl.committed, rl.applied, last, snapIndex, cs.Voters, cs.Learners)
 	return r, nil
@@ -477,6 +486,7 @@ func (r *raft) sendHeartbeat(pr *progress, ctx []byte) {
 		To:      pr.id,
 		Type:    MsgHeartbeat,
 		Commit:  min(pr.match, r.raftLog.committed),
+		Index:   r.leaderTicks + 1,
 		Context: ctx,
 	})
 }
@@ -501,6 +511,7 @@ func (r *raft) reset(term uint64) {
 		r.Vote = None
 	}
 	r.lead = None
+	r.startupLease = false
 	r.electionElapsed = 0
 	r.heartbeatElapsed = 0
 	r.resetRandomizedElectionTimeout()
@@ -517,6 +528,7 @@ func (r *raft) reset(term uint64) {
 		}
 	}
 	r.pendingConfIndex = 0
+	r.leaderTicks = 0
 	r.uncommittedSize = 0
 	r.readOnly.reset()
 	r.pendingReadIndexMessages = nil
@@ -710,6 +722,9 @@ func (r *raft) poll(id uint64, t MessageType, v bool) (granted, rejected int, re
 // randomized election timeout passes without hearing from a leader.
 func (r *raft) tickElection() {
 	r.electionElapsed++
+	if r.electionElapsed >= r.electionTimeout {
+		r.startupLease = false
+	}
 	if r.promotable() && r.electionElapsed >= r.randomizedElectionTimeout {
 		r.electionElapsed = 0
 		if r.preVote {
@@ -724,6 +739,7 @@ func (r *raft) tickElection() {
 // check-quorum and transfer timeout every electionTimeout.
 func (r *raft) tickHeartbeat() {
 	r.heartbeatElapsed++
+	r.leaderTicks++
 	r.electionElapsed++
 	if r.electionElapsed >= r.electionTimeout {
 		r.electionElapsed = 0
@@ -833,7 +849,7 @@ func (r *raft) Step(m Message) error {
 	case m.Term > r.Term:
 		if m.Type == MsgVote || m.Type == MsgPreVote {
 			force := bytes.Equal(m.Context, transferContext)
-			inLease := r.checkQuorum && r.lead != None && r.electionElapsed < r.electionTimeout
+			inLease := r.checkQuorum && (r.lead != None || r.startupLease) && r.electionElapsed < r.electionTimeout
 			if !force && inLease {
 				// Check-quorum (thesis §9.6): we heard from a live leader within
 				// the minimum election timeout; a disruptive candidate is
@@ -956,7 +972,10 @@ func stepLeader(r *raft, m Message) error {
 			// index must be told where the log really diverges.
 			r.maybeSendAppend(pr, true)
 		}
-		if len(m.Context) > 0 && r.readOnly.option == ReadOnlySafe {
+		if m.Index <= r.leaderTicks+1 && m.Index > pr.heardTick {
+			pr.heardTick = m.Index
+		}
+		if len(m.Context) > 0 {
 			r.handleReadAck(m)
 		}
 	case MsgSnapStatus:
@@ -1165,12 +1184,54 @@ func (r *raft) leaderReadIndex(m Message) error {
 func (r *raft) sendReadIndex(m Message) {
 	switch r.readOnly.option {
 	case ReadOnlyLeaseBased:
-		r.respondReadIndex(m, r.raftLog.committed)
+		if r.leaseValid() {
+			r.respondReadIndex(m, r.raftLog.committed)
+			return
+		}
+		// No valid lease: fall back to a confirmed heartbeat round.
+		fallthrough
 	default:
 		r.readOnly.addRequest(r.raftLog.committed, m)
 		r.readOnly.recvAck(r.id, m.Context)
 		r.bcastHeartbeatWithCtx(m.Context)
 	}
+}
+
+// leaseValid reports whether the leader may answer a read from its lease
+// (thesis §6.4.1). A follower that received a heartbeat the leader sent at
+// tick a ignores vote requests until its own election timer reaches T, so
+// no other leader can exist before leader tick a+T (assuming bounded clock
+// drift). The lease holds while a quorum of voters (the leader counting
+// as now) acknowledged a heartbeat sent after now-T+1, keeping one tick of
+// margin. It never holds during a leadership transfer, whose vote
+// requests bypass the followers' leases.
+func (r *raft) leaseValid() bool {
+	if r.leadTransferee != None || !r.checkQuorum || r.voters == 0 {
+		return false
+	}
+	buf := r.matchBuf[:0]
+	for _, pr := range r.prs {
+		if pr.isLearner {
+			continue
+		}
+		if pr.id == r.id {
+			buf = append(buf, r.leaderTicks+1)
+		} else {
+			buf = append(buf, pr.heardTick)
+		}
+	}
+	r.matchBuf = buf
+	for i := 1; i < len(buf); i++ {
+		for j := i; j > 0 && buf[j] > buf[j-1]; j-- {
+			buf[j], buf[j-1] = buf[j-1], buf[j]
+		}
+	}
+	stamp := buf[r.quorum()-1] // heartbeat sent at leader tick stamp-1
+	if stamp == 0 {
+		return false
+	}
+	// Valid while now < (stamp-1) + T - 1 (one tick of drift margin).
+	return r.leaderTicks+2 < stamp+uint64(r.electionTimeout)
 }
 
 func (r *raft) releasePendingReadIndexMessages() {
@@ -1387,7 +1448,8 @@ func (r *raft) handleHeartbeat(m Message) {
 	} else {
 		r.raftLog.commitTo(m.Commit)
 	}
-	r.send(Message{To: m.From, Type: MsgHeartbeatResp, Context: m.Context})
+	// Echo the leader's heartbeat stamp: it dates our vote-refusing lease.
+	r.send(Message{To: m.From, Type: MsgHeartbeatResp, Index: m.Index, Context: m.Context})
 }
 
 // handleSnapshot installs a snapshot from the leader (Raft §7).

@@ -1163,16 +1163,87 @@ func TestReadIndexFollower(t *testing.T) {
 	}
 }
 
-// Reference: thesis §6.4.1: lease-based reads skip the heartbeat round.
+// Reference: thesis §6.4.1: lease-based reads skip the heartbeat round
+// while a quorum acknowledged a recent heartbeat; without such a lease,
+// or during a leadership transfer, the leader falls back to a confirmed
+// round.
 func TestReadIndexLeaseBased(t *testing.T) {
 	r, _ := newLeader(t, 3, func(c *Config) { c.ReadOnlyOption = ReadOnlyLeaseBased })
-	_ = r.Step(Message{Type: MsgReadIndex, Context: []byte("l")})
+	ackHeartbeats := func() {
+		for _, m := range filterMsgs(readMessages(r), MsgHeartbeat) {
+			if m.To == 2 {
+				_ = r.Step(Message{From: 2, To: 1, Type: MsgHeartbeatResp, Term: r.Term, Index: m.Index, Context: m.Context})
+			}
+		}
+	}
+	// No heartbeat acknowledged yet: no lease.
+	_ = r.Step(Message{Type: MsgReadIndex, Context: []byte("l0")})
+	if len(r.readStates) != 0 {
+		t.Fatalf("answered from a lease no quorum confirmed: %+v", r.readStates)
+	}
+	ackHeartbeats() // confirms l0 by the fallback round, and dates 2's lease
+	if len(r.readStates) != 1 {
+		t.Fatalf("fallback round did not answer: %+v", r.readStates)
+	}
+	r.readStates = nil
+	_ = r.Step(Message{Type: MsgReadIndex, Context: []byte("l1")})
 	if len(r.readStates) != 1 || r.readStates[0].Index != r.raftLog.committed {
-		t.Fatalf("readStates = %+v", r.readStates)
+		t.Fatalf("valid lease: readStates = %+v", r.readStates)
+	}
+	if hbs := filterMsgs(readMessages(r), MsgHeartbeat); len(hbs) != 0 {
+		t.Fatalf("lease read sent a heartbeat round")
+	}
+	// Followers stop answering: the lease (heartbeat sent at tick 0) runs
+	// out one tick before the followers' election timeout.
+	r.readStates = nil
+	for i := 0; i < r.electionTimeout-2; i++ {
+		r.tick()
+	}
+	readMessages(r)
+	_ = r.Step(Message{Type: MsgReadIndex, Context: []byte("l1b")})
+	if len(r.readStates) != 1 {
+		t.Fatalf("lease expired early, after %d ticks", r.electionTimeout-2)
+	}
+	r.readStates = nil
+	for i := 0; i < 1; i++ {
+		r.tick()
+	}
+	readMessages(r)
+	_ = r.Step(Message{Type: MsgReadIndex, Context: []byte("l2")})
+	if len(r.readStates) != 0 {
+		t.Fatalf("answered from an expired lease after %d ticks", r.electionTimeout-1)
+	}
+	ackHeartbeats()
+	r.readStates = nil
+	// During a transfer, the lease is not trusted.
+	r.leadTransferee = 3
+	_ = r.Step(Message{Type: MsgReadIndex, Context: []byte("l3")})
+	if len(r.readStates) != 0 {
+		t.Fatalf("answered from the lease during a leadership transfer")
 	}
 	if _, err := NewRawNode(&Config{ID: 1, ElectionTick: 10, HeartbeatTick: 1, Storage: NewMemoryStorage(),
 		ReadOnlyOption: ReadOnlyLeaseBased, DisableCheckQuorum: true}); err == nil {
 		t.Fatalf("lease-based reads without check-quorum were accepted")
+	}
+}
+
+// Reference: thesis §6.4.1: with lease-based reads a restarted node has
+// forgotten which leader it heard from, so it refuses votes for one
+// election timeout after start.
+func TestLeaseStartupRefusesVotes(t *testing.T) {
+	r := newTestRaft(t, 1, ids(3), 10, 1, func(c *Config) { c.ReadOnlyOption = ReadOnlyLeaseBased })
+	vote := Message{From: 2, To: 1, Type: MsgVote, Term: 5, Index: 100, LogTerm: 4}
+	_ = r.Step(vote)
+	if r.Term == 5 || len(readMessages(r)) != 0 {
+		t.Fatalf("voted right after start")
+	}
+	for i := 0; i < r.electionTimeout; i++ {
+		r.tick()
+	}
+	readMessages(r)
+	_ = r.Step(vote)
+	if r.Term != 5 || r.Vote != 2 {
+		t.Fatalf("term=%d vote=%d after the startup lease, want 5/2", r.Term, r.Vote)
 	}
 }
 

@@ -7,9 +7,12 @@ const (
 	// ReadOnlySafe confirms leadership with a round of heartbeats that a
 	// quorum answers (thesis §6.4). The default.
 	ReadOnlySafe ReadOnlyOption = iota
-	// ReadOnlyLeaseBased answers from the leader's lease (thesis §6.4.1):
-	// no heartbeat round, but correct only if clock drift between nodes is
-	// bounded by the election timeout. Requires check-quorum.
+	// ReadOnlyLeaseBased answers from the leader's lease (thesis §6.4.1)
+	// without a heartbeat round while a quorum acknowledged a heartbeat
+	// sent less than ElectionTick-1 ticks ago; otherwise (and during a
+	// leadership transfer) it falls back to ReadOnlySafe. It is correct only
+	// if the nodes' tick rates drift by less than that margin. Requires
+	// check-quorum.
 	ReadOnlyLeaseBased
 )
 

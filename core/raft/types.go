@@ -198,7 +198,9 @@ func (t MessageType) String() string {
 //     RejectHint is then its last index.
 //   - MsgVote/MsgPreVote: Index/LogTerm are the candidate's last index/term.
 //     Context is "transfer" for a vote caused by leadership transfer.
-//   - MsgHeartbeat/MsgHeartbeatResp: Context carries the read-index context.
+//   - MsgHeartbeat/MsgHeartbeatResp: Context carries the read-index context;
+//     Index is the leader's heartbeat stamp (ticks as leader + 1), echoed in
+//     the response (it dates the follower's lease for lease-based reads).
 //   - MsgSnap: Snapshot carries the metadata (and driver descriptor).
 //   - MsgSnapStatus/MsgUnreachable: From is the peer; Reject means failure.
 //   - MsgReadIndex: Context is the caller's request context (non-empty,
