@@ -221,6 +221,10 @@ func (rn *RawNode) ProposeConfChange(cc ConfChange) error {
 // local message types and for responses from unknown nodes; malformed
 // messages are otherwise logged and dropped. Step never panics on bad
 // input.
+//
+// Ownership: Step keeps references to m.Entries' Data, m.Context and
+// *m.Snapshot (they end up in the log, in Ready.Messages and in
+// ReadStates); the caller must not modify or reuse them afterwards.
 func (rn *RawNode) Step(m Message) error {
 	if m.Type >= numMessageTypes {
 		rn.r.logger.Warningf("raft: %x dropping message of unknown type %d from %x", rn.r.id, m.Type, m.From)
