@@ -32,6 +32,9 @@ func (c *Client) Apply(ctx context.Context, es []fsm.Entry) ([][]byte, error) {
 	if len(es) == 0 {
 		return nil, nil
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("host: apply: %w", err) // nothing sent: the plugin is fine
+	}
 	c.applyMu.Lock()
 	defer c.applyMu.Unlock()
 	p, err := c.current()

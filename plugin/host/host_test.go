@@ -401,3 +401,26 @@ func TestRunByHand(t *testing.T) {
 		t.Fatalf("err = %v, output %q", err, out)
 	}
 }
+
+func TestApplyContext(t *testing.T) {
+	c, _ := start(t, "misbehave", nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := c.Apply(ctx, puts(1, 1)); !errors.Is(err, context.Canceled) || errors.Is(err, host.ErrBroken) {
+		t.Fatalf("cancelled before the call: %v", err)
+	}
+	if c.Err() != nil {
+		t.Fatalf("plugin broken by a call that sent nothing: %v", c.Err())
+	}
+	// Cancelled mid-call: the outcome is unknown, so the plugin is broken.
+	ctx, cancel = context.WithCancel(context.Background())
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		cancel()
+	}()
+	_, err := c.Apply(ctx, []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"hang"}`)}})
+	var be *host.BrokenError
+	if !errors.As(err, &be) || be.Reason != host.ReasonCancelled {
+		t.Fatalf("cancelled mid-call: %v", err)
+	}
+}
