@@ -108,8 +108,16 @@ func logger() hclog.Logger {
 // checks that its process is gone) when the test ends.
 func start(tb testing.TB) *host.Client {
 	tb.Helper()
+	return startWith(tb, host.Config{})
+}
+
+// startWith is start with a custom host configuration (Path, Logger and
+// StartTimeout are filled in).
+func startWith(tb testing.TB, cfg host.Config) *host.Client {
+	tb.Helper()
 	requireNode(tb)
-	c, err := host.Start(context.Background(), host.Config{Path: wrapper(), Logger: logger(), StartTimeout: 20 * time.Second})
+	cfg.Path, cfg.Logger, cfg.StartTimeout = wrapper(), logger(), 20*time.Second
+	c, err := host.Start(context.Background(), cfg)
 	if err != nil {
 		tb.Fatalf("start node-kv: %v", err)
 	}
@@ -838,7 +846,10 @@ func BenchmarkNodeKVSnapshotRestore(b *testing.B) {
 		stateMB = v
 	}
 	ctx := context.Background()
-	src := start(b)
+	// Digest of a large state can outlast the default 10 s call deadline
+	// on a busy machine.
+	cfg := host.Config{CallTimeout: 10 * time.Minute}
+	src := startWith(b, cfg)
 	val := strings.Repeat("v", 1000)
 	n := stateMB << 10 // 1 KiB per pair (key + value + framing)
 	idx := uint64(0)
@@ -870,7 +881,7 @@ func BenchmarkNodeKVSnapshotRestore(b *testing.B) {
 		}
 		size, _ := f.Seek(0, io.SeekCurrent)
 		snapDur := time.Since(t0)
-		dst := start(b)
+		dst := startWith(b, cfg)
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			b.Fatal(err)
 		}
@@ -884,8 +895,16 @@ func BenchmarkNodeKVSnapshotRestore(b *testing.B) {
 		b.ReportMetric(float64(size)/(1<<20), "state-MiB")
 		b.ReportMetric(float64(vmHWM(src.PID()))/(1<<20), "src-peak-RSS-MiB")
 		b.ReportMetric(float64(vmHWM(dst.PID()))/(1<<20), "dst-peak-RSS-MiB")
-		sd, _ := src.Digest(ctx)
-		dd, _ := dst.Digest(ctx)
+		t2 := time.Now()
+		sd, err := src.Digest(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(size)/1e6/time.Since(t2).Seconds(), "digest-MB/s")
+		dd, err := dst.Digest(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
 		if !bytes.Equal(sd, dd) {
 			b.Fatalf("digest after restore %x, want %x", dd, sd)
 		}
