@@ -68,6 +68,9 @@ type raft struct {
 
 	votes map[uint64]bool
 	msgs  []Message
+	// msgsCap sizes a fresh outbox like the last one handed out, so a
+	// busy leader allocates it once per Ready instead of growing it.
+	msgsCap int
 
 	readOnly *readOnly
 	// pendingReadIndexMessages wait until the leader has committed an entry
@@ -380,6 +383,9 @@ func (r *raft) tally() (granted, rejected int, res voteResult) {
 func (r *raft) send(m Message) {
 	if m.From == None {
 		m.From = r.id
+	}
+	if r.msgs == nil && r.msgsCap > 0 {
+		r.msgs = make([]Message, 0, r.msgsCap)
 	}
 	switch m.Type {
 	case MsgVote, MsgVoteResp, MsgPreVote, MsgPreVoteResp:

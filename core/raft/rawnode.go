@@ -343,6 +343,7 @@ func (rn *RawNode) Ready() Ready {
 		r.reduceUncommittedSize(rd.CommittedEntries)
 	}
 	rl.unstable.acceptInProgress()
+	r.msgsCap = min(len(r.msgs), 1024)
 	r.msgs = nil
 	r.readStates = nil
 	return rd
