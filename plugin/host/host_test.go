@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -413,14 +414,30 @@ func TestApplyContext(t *testing.T) {
 		t.Fatalf("plugin broken by a call that sent nothing: %v", c.Err())
 	}
 	// Cancelled mid-call: the outcome is unknown, so the plugin is broken.
-	ctx, cancel = context.WithCancel(context.Background())
+	// The context passes Apply's entry check and ends while the plugin
+	// hangs (it hangs forever, so any cancellation time is mid-call).
+	inner, cancel := context.WithCancel(context.Background())
 	go func() {
 		time.Sleep(100 * time.Millisecond)
 		cancel()
 	}()
-	_, err := c.Apply(ctx, []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"hang"}`)}})
+	_, err := c.Apply(&passFirstCheck{Context: inner}, []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"hang"}`)}})
 	var be *host.BrokenError
 	if !errors.As(err, &be) || be.Reason != host.ReasonCancelled {
 		t.Fatalf("cancelled mid-call: %v", err)
 	}
+}
+
+// passFirstCheck reports no error on its first Err call, so that a
+// cancellation racing with the start of Apply still lands mid-call.
+type passFirstCheck struct {
+	context.Context
+	checked atomic.Bool
+}
+
+func (p *passFirstCheck) Err() error {
+	if !p.checked.Swap(true) {
+		return nil
+	}
+	return p.Context.Err()
 }
