@@ -750,3 +750,24 @@ func TestReadIndexRetriedAfterLostHeartbeats(t *testing.T) {
 		t.Fatalf("read not retried: %+v", rs)
 	}
 }
+
+// Pitfall: learners never count for quorum, in elections either.
+func TestPitfallLearnerVoteDoesNotCount(t *testing.T) {
+	s := NewMemoryStorage()
+	s.SetConfState(ConfState{Voters: ids(3), Learners: []uint64{4}})
+	r := newTestRaftWith(t, 1, s, 10, 1, noPreVote)
+	_ = r.Step(Message{Type: MsgHup})
+	for _, m := range readMessages(r) {
+		if m.To == 4 {
+			t.Fatalf("candidate asked the learner for a vote")
+		}
+	}
+	_ = r.Step(Message{From: 4, To: 1, Type: MsgVoteResp, Term: r.Term})
+	if r.state != StateCandidate {
+		t.Fatalf("a learner's vote made the candidate %v", r.state)
+	}
+	_ = r.Step(Message{From: 2, To: 1, Type: MsgVoteResp, Term: r.Term})
+	if r.state != StateLeader {
+		t.Fatalf("state = %v with a voter majority", r.state)
+	}
+}
