@@ -571,14 +571,10 @@ func TestVoter(t *testing.T) {
 		{[]uint64{1, 1}, 2, 1, false},
 		{[]uint64{2}, 1, 1, true},
 		{[]uint64{2}, 1, 2, true},
-		{[]uint64{2, 1}, 1, 1, true},
-		{[]uint64{2, 1}, 1, 3, true}, // last term 1 but index... our last term is 1 at index 2: longer wins
+		{[]uint64{1, 2}, 1, 1, true},
+		{[]uint64{1, 2}, 1, 3, true}, // our last term 2 beats a longer log ending in term 1
 	}
 	for i, tt := range tests {
-		if i == len(tests)-1 {
-			// {2,1} is not a valid log (terms decrease); replace with {1,2}.
-			tt.ents = []uint64{1, 2}
-		}
 		s := storageWithLog(ids(2), 3, entsWithTerms(tt.ents...)...)
 		r := newTestRaftWith(t, 1, s, 10, 1)
 		_ = r.Step(Message{From: 2, To: 1, Type: MsgVote, Term: 3, LogTerm: tt.logterm, Index: tt.index})
