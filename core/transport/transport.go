@@ -265,7 +265,8 @@ func (t *Transport) Register(s grpc.ServiceRegistrar) {
 // transport's own, until Close. It returns nil after Close, ErrClosed if
 // called after Close, or the listener's error.
 func (t *Transport) Serve(lis net.Listener) error {
-	s := grpc.NewServer(t.ServerOptions()...)
+	// Stop (in Close) waits for handlers, so no inbound call outlives Close.
+	s := grpc.NewServer(append(t.ServerOptions(), grpc.WaitForHandlers(true))...)
 	t.Register(s)
 	t.mu.Lock()
 	if t.closed {
@@ -391,8 +392,12 @@ func (t *Transport) Connected(id uint64) bool {
 }
 
 // Close stops every peer stream and snapshot transfer, stops the server
-// started by Serve, and waits for the transport's goroutines to exit. No
-// Handler method is called after Close returns. Close is idempotent.
+// started by Serve (waiting for its inbound calls, which end when their
+// context is cancelled), and waits for the transport's goroutines to exit.
+// After Close returns, the transport makes no outbound report
+// (ReportUnreachable, ReportSnapshot) and, with Serve, no inbound call
+// (Process, ReceiveSnapshot). With Register, inbound calls end when the
+// caller stops its server; stop it before Close. Close is idempotent.
 func (t *Transport) Close() error {
 	t.mu.Lock()
 	if t.closed {
