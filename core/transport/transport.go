@@ -25,6 +25,8 @@ import (
 // Handler receives inbound traffic and delivery outcomes. Its method set is
 // that of core/node's Handler, so a *node.Node satisfies it. Every method
 // must be safe for concurrent use; none is called from inside Send.
+// Process and ReceiveSnapshot must return once ctx is cancelled (Close
+// waits for them when the transport serves with Serve).
 type Handler interface {
 	// Process steps m into raft. It may block until the node accepted m;
 	// while it blocks, the sending peer's stream is not read.
