@@ -106,18 +106,24 @@ func TestStoppedFollowerDoesNotBlockWrites(t *testing.T) {
 		}
 	}
 	t.Logf("%d puts with node %d stopped took %s", n, follower, time.Since(t0))
-	code, out, stderr := raftd(t, nil, "status", "--json", "--addr", c.nodes[live[0]].apiAddr)
+	// The CLI skips the stopped node when it is listed first.
+	t1 := time.Now()
+	code, out, stderr := raftd(t, nil, "apply", "--addr", c.nodes[follower].apiAddr+","+c.nodes[live[0]].apiAddr, `{"op":"put","key":"cli","value":"1"}`)
+	if code != 0 || strings.TrimSpace(out) != `{"ok":true}` || time.Since(t1) > 4*time.Second {
+		t.Fatalf("apply with the stopped node listed first: exit %d in %s, %q %q", code, time.Since(t1), out, stderr)
+	}
+	code, out, stderr = raftd(t, nil, "status", "--json", "--addr", c.nodes[live[0]].apiAddr)
 	if code != 0 || !strings.Contains(out, fmt.Sprintf(`{"id":%d,"raft_addr":%q,`, follower, c.nodes[follower].raftAddr)) || !strings.Contains(out, `"error":`) {
 		t.Fatalf("status with node %d stopped: exit %d, %q %q", follower, code, out, stderr)
 	}
 	c.signal(follower, syscall.SIGCONT)
 	stopped = false
-	c.waitConverged(c.ids, n, 30*time.Second)
+	c.waitConverged(c.ids, n+1, 30*time.Second)
 	want := c.staleList(lead)
 	if got := c.staleList(follower); got != want {
 		t.Fatalf("resumed follower %d differs from leader %d", follower, lead)
 	}
-	if len(kvItems(t, want)) != n {
-		t.Fatalf("leader lists %d keys, want %d", len(kvItems(t, want)), n)
+	if len(kvItems(t, want)) != n+1 {
+		t.Fatalf("leader lists %d keys, want %d", len(kvItems(t, want)), n+1)
 	}
 }

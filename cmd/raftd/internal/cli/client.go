@@ -96,6 +96,9 @@ type callFunc func(ctx context.Context, c apiv1.RaftdClient, tr *metadata.MD) er
 // every address refused with "not applied" (for example during an election).
 const retryBackoff = 100 * time.Millisecond
 
+// connectTimeout bounds connecting to one address before the next is tried.
+const connectTimeout = time.Second
+
 // call runs fn against the addresses in turn until one answers, following
 // the exit-code contract:
 //   - an address that cannot be connected to is skipped;
@@ -120,7 +123,12 @@ func (o *ClientOptions) call(ctx context.Context, f *Factory, op string, fn call
 			if err != nil {
 				return usageErrorf("--addr %s: %v", a, err)
 			}
-			if err := waitReady(ctx, cc); err != nil {
+			// A node that accepts TCP but does not answer (stopped, hung)
+			// must not eat the whole timeout: bound each connect.
+			cctx, ccancel := context.WithTimeout(ctx, connectTimeout)
+			err = waitReady(cctx, cc)
+			ccancel()
+			if err != nil {
 				cc.Close()
 				unreachable = append(unreachable, a)
 				if ctx.Err() != nil {
