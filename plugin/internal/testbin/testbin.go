@@ -2,6 +2,7 @@ package testbin
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -24,15 +25,25 @@ var (
 
 // Build compiles the named binaries (keys of Packages) into dir with one
 // go build and returns their paths by name. Results are cached per process.
+// When RAFTD_BIN is set (make test builds ./cmd/... there first), the
+// raftd-fsm-* binaries are taken from it instead of being rebuilt.
 func Build(dir string, names ...string) (map[string]string, error) {
 	mu.Lock()
 	defer mu.Unlock()
 	out := map[string]string{}
 	var pkgs []string
+	binDir := os.Getenv("RAFTD_BIN") // set by make test after make build
 	for _, n := range names {
 		if p, ok := built[n]; ok {
 			out[n] = p
 			continue
+		}
+		if binDir != "" && strings.HasPrefix(n, "raftd-fsm-") {
+			p := filepath.Join(binDir, n)
+			if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+				built[n], out[n] = p, p
+				continue
+			}
 		}
 		pkg, ok := Packages[n]
 		if !ok {
