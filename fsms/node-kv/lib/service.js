@@ -60,9 +60,12 @@ function handlers(kv, log = (m) => console.error(m)) {
         const versions = new Array(entries.length);
         for (let i = 0; i < entries.length; i++) {
           const e = entries[i];
-          if (!Number.isSafeInteger(e.index) || e.index <= last) {
+          if (!Number.isSafeInteger(e.index) || !Number.isSafeInteger(e.term) || e.index <= last) {
             broken = true;
-            const msg = `kv: entry index ${e.index} is not above applied index ${last}`;
+            const msg =
+              Number.isSafeInteger(e.index) && Number.isSafeInteger(e.term)
+                ? `kv: entry index ${e.index} is not above applied index ${last}`
+                : `kv: entry index ${e.index} or term ${e.term} is above 2^53-1, which this plugin cannot represent`;
             log(msg);
             call.emit('error', statusError(grpc.status.FAILED_PRECONDITION, msg));
             return;
