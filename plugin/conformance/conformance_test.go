@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -106,5 +107,31 @@ func TestMissingPlugin(t *testing.T) {
 	_, err := conformance.Run(context.Background(), conformance.Options{FSM: "/nonexistent/plugin"})
 	if err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestGoKVAgainstNodeKV runs the checker with the Go kv as one instance
+// and the Node.js kv (fsms/node-kv) as the other: every result, snapshot
+// and digest must agree byte for byte. It skips without node or without
+// the plugin's node_modules (make node installs them).
+func TestGoKVAgainstNodeKV(t *testing.T) {
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Skip("node is not installed")
+	}
+	dir, err := filepath.Abs("../../fsms/node-kv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node_modules")); err != nil {
+		t.Skip("fsms/node-kv/node_modules missing; run make node")
+	}
+	rep, err := conformance.Run(context.Background(), conformance.Options{
+		FSM: filepath.Join(dir, "raftd-fsm-node-kv"), FSM2: bins["raftd-fsm-kv"],
+		Seed: 11, Entries: 3000, CheckpointEvery: 500, TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Warnings) != 0 {
+		t.Fatalf("warnings:\n%s", rep)
 	}
 }
