@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -747,6 +748,83 @@ func TestSlowStateMachineThrottlesProposals(t *testing.T) {
 		}
 		if got, _ := n.Read(context.Background(), []byte("sum")); string(got) != "100" {
 			t.Fatalf("sum %s", got)
+		}
+	})
+}
+
+func TestExportSnapshotAndSeed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster(t, 3, nil)
+		lead := c.waitLeader()
+		ctx := context.Background()
+		for i := range 30 {
+			if _, err := c.nodes[lead].Propose(ctx, []byte(fmt.Sprintf("put:k%d:v%d", i, i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, _, err := c.nodes[lead].ExportSnapshot(ctx, false); err == nil {
+			t.Fatal("export without a snapshot succeeded")
+		}
+		meta, rc, err := c.nodes[lead].ExportSnapshot(ctx, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body strings.Builder
+		if _, err := io.Copy(&body, rc); err != nil {
+			t.Fatal(err)
+		}
+		rc.Close()
+		if meta.Index < 30 {
+			t.Fatalf("snapshot at %d", meta.Index)
+		}
+		// Disaster recovery: a fresh single-node cluster from the file.
+		st := newMemStorage()
+		hdr, err := SeedFromSnapshot(st, Peer{ID: 9, RaftAddr: "raft-9"}, strings.NewReader(body.String()))
+		if err != nil || hdr.Index != meta.Index {
+			t.Fatal(hdr, err)
+		}
+		if _, err := SeedFromSnapshot(st, Peer{ID: 9}, strings.NewReader(body.String())); err == nil {
+			t.Fatal("seeding a non-empty storage succeeded")
+		}
+		nw := newNetwork()
+		defer nw.close()
+		n, err := New(Config{ID: 9, Storage: st, Transport: &transport{nw: nw, id: 9}, StateMachine: newTestFSM(), TickInterval: testTick, ElectionTimeout: 10 * testTick})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Stop(ctx)
+		nw.set(9, n)
+		if err := n.Campaign(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.Propose(ctx, []byte("put:after:1")); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := n.Read(ctx, []byte("get:k29")); err != nil || string(got) != "v29" {
+			t.Fatalf("k29 = %q, %v", got, err)
+		}
+		ms, _ := n.Members(ctx)
+		if len(ms) != 1 || ms[0].ID != 9 || ms[0].RaftAddr != "raft-9" {
+			t.Fatalf("members %+v", ms)
+		}
+	})
+}
+
+func TestTransferLeader(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster(t, 3, nil)
+		lead := c.waitLeader()
+		to := lead%3 + 1
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := c.nodes[lead].TransferLeader(ctx, to); err != nil {
+			t.Fatal(err)
+		}
+		if got := c.waitLeader(); got != to {
+			t.Fatalf("leader %d, want %d", got, to)
+		}
+		if _, err := c.nodes[lead].Propose(ctx, []byte("add:1")); err != nil {
+			t.Fatal(err)
 		}
 	})
 }
