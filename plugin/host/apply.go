@@ -52,7 +52,11 @@ func (c *Client) Apply(ctx context.Context, es []fsm.Entry) ([][]byte, error) {
 	defer stop()
 
 	results := make([][]byte, 0, len(es))
-	var sizes []int // entry counts of the requests in flight, oldest first
+	type inflight struct {
+		n    int    // entries in the request
+		last uint64 // index of its last entry
+	}
+	var sizes []inflight // requests on the wire, oldest first
 	next := 0
 	for len(results) < len(es) {
 		for next < len(es) && len(sizes) < c.cfg.MaxInflight {
@@ -65,15 +69,16 @@ func (c *Client) Apply(ctx context.Context, es []fsm.Entry) ([][]byte, error) {
 				p.fail(ReasonRPC, fmt.Errorf("send apply request: %w", err))
 				return nil, p.brokenErr()
 			}
-			sizes = append(sizes, end-next)
+			sizes = append(sizes, inflight{n: end - next, last: es[end-1].Index})
 			next = end
 		}
 		select {
 		case r := <-p.resps:
-			n := sizes[0]
+			req := sizes[0]
 			sizes = sizes[1:]
-			if len(r.Results) != n {
-				p.fail(ReasonProtocol, fmt.Errorf("apply response has %d results for %d entries", len(r.Results), n))
+			if len(r.Results) != req.n || r.AppliedIndex != req.last {
+				p.fail(ReasonProtocol, fmt.Errorf("apply response has %d results and applied index %d for %d entries ending at %d",
+					len(r.Results), r.AppliedIndex, req.n, req.last))
 				return nil, p.brokenErr()
 			}
 			results = append(results, r.Results...)
