@@ -885,8 +885,12 @@ func (r *raft) Step(m Message) error {
 			// from this response and steps down; otherwise a node with a higher
 			// term could be stuck forever with pre-vote on.
 			r.send(Message{To: m.From, Type: MsgAppResp})
-		} else if m.Type == MsgPreVote {
-			r.send(Message{To: m.From, Term: r.Term, Type: MsgPreVoteResp, Reject: true})
+		} else if m.Type == MsgPreVote || m.Type == MsgVote {
+			// Raft figure 2: the reply carries our term so a candidate that
+			// fell behind catches up. Without it a stale candidate that no
+			// one else talks to (e.g. outside the others' configuration) can
+			// trail the other candidates' terms forever.
+			r.send(Message{To: m.From, Term: r.Term, Type: voteRespType(m.Type), Reject: true})
 		} else {
 			r.logger.Debugf("raft: %x [term %d] ignoring %s from %x with lower term %d", r.id, r.Term, m.Type, m.From, m.Term)
 		}

@@ -771,3 +771,24 @@ func TestPitfallLearnerVoteDoesNotCount(t *testing.T) {
 		t.Fatalf("state = %v with a voter majority", r.state)
 	}
 }
+
+// Raft figure 2 (RequestVote reply "term, for candidate to update
+// itself"): a vote request with a stale term is rejected with our term,
+// and the candidate adopts it. Without the reply, a lagging candidate
+// that nobody else contacts trails the others' terms forever (found by
+// the simulator, seed 7249).
+func TestStaleVoteRequestAnsweredWithTerm(t *testing.T) {
+	r := newTestRaft(t, 1, ids(3), 10, 1, noPreVote)
+	r.Term = 9
+	_ = r.Step(Message{From: 2, To: 1, Type: MsgVote, Term: 5, Index: 100, LogTerm: 5})
+	msgs := readMessages(r)
+	if len(msgs) != 1 || msgs[0].Type != MsgVoteResp || !msgs[0].Reject || msgs[0].Term != 9 {
+		t.Fatalf("stale vote request answered with %+v", msgs)
+	}
+	c := newTestRaft(t, 2, ids(3), 10, 1, noPreVote)
+	_ = c.Step(Message{Type: MsgHup})
+	_ = c.Step(msgs[0])
+	if c.state != StateFollower || c.Term != 9 {
+		t.Fatalf("candidate after the reply: %v at term %d, want follower at 9", c.state, c.Term)
+	}
+}
