@@ -284,6 +284,11 @@ func (s *Sim) start(n *simNode, durableFSM bool) error {
 	}
 	n.handed = snap.Metadata.Index
 	n.conf = cloneConf(snap.Metadata.ConfState)
+	if !snap.IsEmpty() {
+		// The snapshot may have been persisted by a Ready whose install
+		// the crash interrupted: record its configuration here too.
+		n.confs = append(n.confs, confAt{snap.Metadata.Index, cloneConf(n.conf)})
+	}
 	// A durable state machine may resume at its own applied index; the
 	// engine must then rebuild the configuration as of that index.
 	if durableFSM && n.fsmApplied > n.handed && s.rng.IntN(2) == 0 {
