@@ -411,7 +411,8 @@ func jstr(s string) string {
 // genCommand returns a random apply command, valid or not.
 func genCommand(r *mrand.Rand) []byte {
 	k, v, w := jstr(keys[r.IntN(len(keys))]), jstr(values[r.IntN(len(values))]), jstr(values[r.IntN(len(values))])
-	deltas := []string{"1", "-1", "7", "0", "-0", "2.0", "1e1", "1.5", "\"1\"", "9007199254740991", "-9007199254740991", "1e400", "null"}
+	deltas := []string{"1", "-1", "7", "0", "-0", "2.0", "1e1", "1.5", "\"1\"", "9007199254740991", "-9007199254740991", "1e400", "null",
+		"1e-400", "-1e-400", "4.9e-324", "0.1e1", "9007199254740990.5", "1E2", "true"}
 	d := deltas[r.IntN(len(deltas))]
 	switch r.IntN(16) {
 	case 0, 1, 2, 3:
@@ -451,7 +452,8 @@ func genQuery(r *mrand.Rand) []byte {
 	case 4:
 		return []byte(`{"op":"list","prefix":` + k + `}`)
 	default:
-		bad := []string{`{"op":"list","limit":-1}`, `{"op":"list","limit":1.5}`, `{"op":"list","prefix":null}`, `x`, `{"op":"put"}`, `{"op":"get"}`}
+		bad := []string{`{"op":"list","limit":-1}`, `{"op":"list","limit":1.5}`, `{"op":"list","prefix":null}`, `x`, `{"op":"put"}`, `{"op":"get"}`,
+			`{"op":"list","limit":-0}`, `{"op":"list","limit":2.0,"prefix":"k"}`, `{"op":"list","limit":1e-400}`, `{"op":"list","limit":"1"}`, `{"op":"get","key":"a","op":"list","limit":1}`}
 		return []byte(bad[r.IntN(len(bad))])
 	}
 }
