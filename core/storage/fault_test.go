@@ -312,3 +312,67 @@ func TestCrashCloneRecovery(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenIOError: a data dir that cannot be read gives a clear error
+// naming it, not a panic, whichever operation fails first.
+func TestOpenIOError(t *testing.T) {
+	base := vfs.NewMem()
+	s, err := Open("/data", &Options{FS: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(raft.HardState{Term: 1, Commit: 3}, entriesN(1, 3, 1, 8), true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateSnapshot(SnapshotMeta{Index: 2, Term: 1}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// Count the operations of a clean open, then fail each one in turn.
+	// NB: MANIFEST, marker and Pebble directory syncs are left alone:
+	// Pebble treats their failure in a background flush as fatal (the
+	// process stops, see pebbleLogger.Fatalf), which a test cannot survive.
+	target := func(op errorfs.Op) bool {
+		return strings.HasPrefix(op.Path, "/data") && !strings.Contains(op.Path, "MANIFEST") &&
+			!strings.Contains(op.Path, "marker") && !(op.Path == "/data/log" && op.Kind == errorfs.OpFileSync)
+	}
+	var total atomic.Int32
+	counter := errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if target(op) {
+			total.Add(1)
+		}
+		return nil
+	})
+	s, err = Open("/data", &Options{FS: errorfs.Wrap(base, counter)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	failed := 0
+	for n := int32(0); n < total.Load(); n++ {
+		var count atomic.Int32
+		inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
+			if target(op) && count.Add(1)-1 == n {
+				return errorfs.ErrInjected
+			}
+			return nil
+		})
+		s, err := Open("/data", &Options{FS: errorfs.Wrap(base, inj)})
+		if err == nil {
+			// The failed operation was one Open can do without (or retries).
+			if last, _ := s.LastIndex(); last != 3 {
+				t.Fatalf("n=%d: LastIndex = %d", n, last)
+			}
+			s.Close()
+			continue
+		}
+		failed++
+		if !strings.Contains(err.Error(), "/data") || !strings.Contains(err.Error(), "injected error") {
+			t.Fatalf("n=%d: Open error %q does not name the dir and the cause", n, err)
+		}
+	}
+	t.Logf("%d operations, %d made Open fail cleanly", total.Load(), failed)
+	if failed == 0 {
+		t.Fatal("no injected failure made Open fail")
+	}
+}

@@ -74,6 +74,8 @@ func (discardLogger) Errorf(string, ...any)   {}
 // writes.
 type pebbleFatal struct{ msg string }
 
+func (f pebbleFatal) Error() string { return "storage: pebble fatal error: " + f.msg }
+
 // pebbleLogger routes Pebble's logging to a raft.Logger.
 type pebbleLogger struct {
 	log raft.Logger
