@@ -429,6 +429,13 @@ func genCommand(r *mrand.Rand) []byte {
 		return []byte(`{ "value" : ` + v + ` , "op":"put", "key":` + k + `, "key":"dup"}`)
 	case 11:
 		return []byte(`{"op":"put","key":"s\ud800\udc00\udc00","value":"\ud83d\ude00\ud800"}`)
+	case 12:
+		if r.IntN(8) == 0 {
+			// Go's encoding/json refuses nesting deeper than 10000.
+			d := 9998 + r.IntN(4)
+			return []byte(`{"op":"put","key":"deep","value":` + v + `,"x":` + strings.Repeat("[", d) + strings.Repeat("]", d) + `}`)
+		}
+		return []byte(`{"op":"put","key":` + k + `,"value":` + v + `,"x":{"y":[1,2,{"z":null}]}}`)
 	default:
 		bad := []string{``, `{`, `[]`, `null`, `"put"`, `{"op":1}`, `{"op":"nope"}`, `{"op":"get","key":"a"}`,
 			`{"op":"put","key":1,"value":"v"}`, `{"op":"put","key":"k"}`, `{"op":"cas","key":"k","new":"v"}`,
