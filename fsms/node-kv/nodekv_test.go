@@ -400,6 +400,14 @@ var keys = []string{"a", "b", "ab", "abc", "", "k1", "k2", "é", "\U0001F600", "
 
 var values = []string{"", "1", "0", "-5", "42", "9007199254740991", "-0", "01", "x", "<&>", "line\nbreak\u0001\u001f", "é\U0001F600", "\u2028\u007f"}
 
+// short quotes b for a failure message, cut to 200 bytes.
+func short(b []byte) string {
+	if len(b) > 200 {
+		return fmt.Sprintf("%q... (%d bytes)", b[:200], len(b))
+	}
+	return fmt.Sprintf("%q", b)
+}
+
 func jstr(s string) string {
 	b, err := json.Marshal(s)
 	if err != nil {
@@ -543,7 +551,7 @@ func TestSameAsGoKV(t *testing.T) {
 		}
 		for i := range es {
 			if !bytes.Equal(got[i], want[i]) {
-				t.Fatalf("entry %d (version %d) %q:\n node %s\n go   %s", es[i].Index, es[i].Version, es[i].Data, got[i], want[i])
+				t.Fatalf("entry %d (version %d) %s:\n node %s\n go   %s", es[i].Index, es[i].Version, short(es[i].Data), got[i], want[i])
 			}
 		}
 		if gp != nil {
@@ -553,7 +561,7 @@ func TestSameAsGoKV(t *testing.T) {
 			}
 			for i := range es {
 				if !bytes.Equal(got[i], viaPlugin[i]) {
-					t.Fatalf("entry %d %q:\n node      %s\n go plugin %s", es[i].Index, es[i].Data, got[i], viaPlugin[i])
+					t.Fatalf("entry %d %s:\n node      %s\n go plugin %s", es[i].Index, short(es[i].Data), got[i], viaPlugin[i])
 				}
 			}
 			pidx, pd, err := gp.DigestAt(ctx)
@@ -623,7 +631,7 @@ func TestSameAsGoKV(t *testing.T) {
 	want, _ := g.ApplyBatch(ctx, es)
 	for i := range es {
 		if !bytes.Equal(got[i], want[i]) {
-			t.Fatalf("after restore, entry %d %q:\n node %s\n go   %s", es[i].Index, es[i].Data, got[i], want[i])
+			t.Fatalf("after restore, entry %d %s:\n node %s\n go   %s", es[i].Index, short(es[i].Data), got[i], want[i])
 		}
 	}
 	d, _ := node2.Digest(ctx)
