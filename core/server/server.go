@@ -91,9 +91,57 @@ type Server struct {
 	apiv1.UnimplementedRaftdServer
 	cfg Config
 
-	mu     sync.Mutex
-	conns  map[string]*grpc.ClientConn
-	closed bool
+	mu       sync.Mutex
+	conns    map[string]*grpc.ClientConn
+	closed   bool
+	draining bool
+	inflight int
+	idle     chan struct{} // closed when draining and inflight reaches 0
+}
+
+// enter admits a request that may write (Apply and the admin calls), or
+// refuses it, not applied, while the server drains. The caller calls leave.
+func (s *Server) enter(ctx context.Context, op string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return notApplied(ctx, codes.Unavailable, "%s: node %d is shutting down; not applied, retry on another node", op, s.cfg.Node.ID())
+	}
+	s.inflight++
+	return nil
+}
+
+func (s *Server) leave() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.inflight--
+	if s.draining && s.inflight == 0 && s.idle != nil {
+		close(s.idle)
+		s.idle = nil
+	}
+}
+
+// Drain refuses new requests (Unavailable, not applied) and waits until the
+// requests in flight have finished or ctx ends. Call it before stopping the
+// node, so that requests forwarded by other nodes are not cut off.
+func (s *Server) Drain(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	if s.inflight == 0 {
+		s.mu.Unlock()
+		return nil
+	}
+	if s.idle == nil {
+		s.idle = make(chan struct{})
+	}
+	idle := s.idle
+	s.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // New returns a Server for cfg.
@@ -139,6 +187,10 @@ func (s *Server) Apply(ctx context.Context, req *apiv1.ApplyRequest) (*apiv1.App
 	if n := len(req.GetCommand()); n > s.cfg.MaxEntryBytes {
 		return nil, notApplied(ctx, codes.InvalidArgument, "apply: command is %d bytes, over the limit of %d bytes (--max-entry-bytes)", n, s.cfg.MaxEntryBytes)
 	}
+	if err := s.enter(ctx, "apply"); err != nil {
+		return nil, err
+	}
+	defer s.leave()
 	n := s.cfg.Node
 	if lead := n.Leader(); lead != n.ID() {
 		return s.forwardApply(ctx, lead, req)
@@ -166,6 +218,10 @@ func (s *Server) Query(ctx context.Context, req *apiv1.QueryRequest) (*apiv1.Que
 	default:
 		return nil, notApplied(ctx, codes.InvalidArgument, "query: unknown consistency %d", req.GetConsistency())
 	}
+	if err := s.enter(ctx, "query"); err != nil {
+		return nil, err
+	}
+	defer s.leave()
 	n := s.cfg.Node
 	if lin {
 		if lead := n.Leader(); lead != n.ID() {
@@ -233,8 +289,15 @@ func (s *Server) forwardQuery(ctx context.Context, lead uint64, req *apiv1.Query
 	return resp, relay(ctx, tr, err)
 }
 
-// waitReady waits until cc is connected or ctx ends.
+// connectTimeout bounds connecting to the leader before a forwarded request
+// is refused (not applied).
+const connectTimeout = time.Second
+
+// waitReady waits until cc is connected; it fails at once when the last
+// attempt failed (the leader is down), and after connectTimeout.
 func waitReady(ctx context.Context, cc *grpc.ClientConn) error {
+	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
 	for {
 		st := cc.GetState()
 		switch st {
@@ -242,6 +305,8 @@ func waitReady(ctx context.Context, cc *grpc.ClientConn) error {
 			return nil
 		case connectivity.Idle:
 			cc.Connect()
+		case connectivity.TransientFailure:
+			return errors.New("connection failed")
 		case connectivity.Shutdown:
 			return errors.New("connection closed")
 		}
@@ -384,6 +449,12 @@ func (s *Server) Members(ctx context.Context, _ *apiv1.MembersRequest) (*apiv1.M
 // onLeader runs f locally when this node leads, else returns a connection
 // to the leader for forwarding.
 func (s *Server) onLeader(ctx context.Context, op string) (*grpc.ClientConn, bool, error) {
+	s.mu.Lock()
+	draining := s.draining
+	s.mu.Unlock()
+	if draining {
+		return nil, false, notApplied(ctx, codes.Unavailable, "%s: node %d is shutting down; not applied, retry on another node", op, s.cfg.Node.ID())
+	}
 	n := s.cfg.Node
 	if lead := n.Leader(); lead == n.ID() {
 		return nil, true, nil

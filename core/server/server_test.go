@@ -216,3 +216,46 @@ func TestStatusFanOut(t *testing.T) {
 		t.Fatalf("unreachable node 3 should be listed with an error: %v", st.Nodes[2])
 	}
 }
+
+func TestDrainRefusesNewAndWaitsForInflight(t *testing.T) {
+	var log []string
+	fn := &fakeNode{id: 1, leader: 1, log: &log, addrs: map[uint64]string{1: "x"}}
+	block := make(chan struct{})
+	hn := &hangNode{fakeNode: fn, block: block}
+	srv := New(Config{Node: hn})
+	done := make(chan error, 1)
+	started := make(chan struct{})
+	hn.started = started
+	go func() {
+		_, err := srv.Apply(context.Background(), &apiv1.ApplyRequest{Command: []byte("x")})
+		done <- err
+	}()
+	<-started
+	dctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := srv.Drain(dctx); err == nil {
+		t.Fatal("Drain returned while an Apply was in flight")
+	}
+	if _, err := srv.Apply(context.Background(), &apiv1.ApplyRequest{Command: []byte("y")}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("Apply while draining: %v, want Unavailable", err)
+	}
+	close(block)
+	if err := <-done; err != nil {
+		t.Fatalf("in-flight Apply: %v", err)
+	}
+	if err := srv.Drain(context.Background()); err != nil {
+		t.Fatalf("Drain after the in-flight Apply finished: %v", err)
+	}
+}
+
+// hangNode blocks Propose until block is closed.
+type hangNode struct {
+	*fakeNode
+	block, started chan struct{}
+}
+
+func (h *hangNode) Propose(ctx context.Context, cmd []byte) ([]byte, uint64, uint64, error) {
+	close(h.started)
+	<-h.block
+	return h.fakeNode.Propose(ctx, cmd)
+}

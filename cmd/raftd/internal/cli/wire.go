@@ -195,8 +195,13 @@ func startNode(ctx context.Context, cfg nodeConfig) (rn *runningNode, err error)
 
 	rn = &runningNode{id: cfg.ID, apiAddr: an.apiAddr, raftAddr: an.raftAddr, done: make(chan struct{})}
 	rn.stop = func() error {
-		// 1. Stop accepting client calls; let in-flight ones finish.
-		gracefulStop(apiSrv, drainTimeout)
+		// 1. Refuse new client calls on both ports (not applied, so clients
+		// retry elsewhere) and let the ones in flight finish, including
+		// those forwarded by other nodes.
+		dctx, dcancel := context.WithTimeout(context.Background(), drainTimeout)
+		_ = srv.Drain(dctx)
+		dcancel()
+		gracefulStop(apiSrv, time.Second)
 		// 2. Stop the node: it finishes applying what it committed.
 		sctx, cancel := context.WithTimeout(context.Background(), nodeStopTimeout)
 		nerr := n.Stop(sctx)
