@@ -3,12 +3,14 @@ package host_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/raftd/raftd/fsms/kv"
 	"github.com/raftd/raftd/plugin/fsm"
 	"github.com/raftd/raftd/plugin/host"
 	"github.com/raftd/raftd/plugin/internal/testbin"
@@ -440,4 +443,85 @@ func (p *passFirstCheck) Err() error {
 		return nil
 	}
 	return p.Context.Err()
+}
+
+// gateWriter closes started on its first Write and blocks it until gate is
+// closed.
+type gateWriter struct {
+	started chan struct{}
+	gate    chan struct{}
+	first   sync.Once
+	buf     bytes.Buffer
+}
+
+func (g *gateWriter) Write(p []byte) (int, error) {
+	g.first.Do(func() {
+		close(g.started)
+		<-g.gate
+	})
+	return g.buf.Write(p)
+}
+
+// TestSnapshotDoesNotStopApply holds a snapshot stream open (its writer is
+// blocked) while more entries are applied, then checks that the snapshot
+// is exactly the state at its header's index. The body (about 24 MB) is
+// larger than gRPC's flow-control windows, so the plugin is still
+// streaming while the entries are applied.
+func TestSnapshotDoesNotStopApply(t *testing.T) {
+	ctx := context.Background()
+	c, _ := start(t, "raftd-fsm-kv", nil)
+	const n, size = 16000, 1500
+	first := putCommands(0, n, size)
+	if _, err := c.Apply(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	gw := &gateWriter{started: make(chan struct{}), gate: make(chan struct{})}
+	var hdr fsm.SnapshotHeader
+	snapErr := make(chan error, 1)
+	go func() {
+		var err error
+		hdr, err = c.SnapshotTo(ctx, gw)
+		snapErr <- err
+	}()
+	// Once body bytes flow, the snapshot has been captured. Apply must
+	// make progress while the snapshot is stuck in its writer.
+	select {
+	case <-gw.started:
+	case err := <-snapErr:
+		t.Fatalf("snapshot ended early: %v", err)
+	}
+	// Overwrite the same keys with other values at later indexes.
+	second := putCommands(0, n, size-1)
+	for i := range second {
+		second[i].Index += n
+	}
+	applied := make(chan error, 1)
+	go func() {
+		_, err := c.Apply(ctx, second)
+		applied <- err
+	}()
+	select {
+	case err := <-applied:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		close(gw.gate)
+		t.Fatal("apply blocked by an open snapshot")
+	}
+	close(gw.gate)
+	if err := <-snapErr; err != nil {
+		t.Fatal(err)
+	}
+	if hdr.Index != n {
+		t.Fatalf("snapshot index %d, want %d", hdr.Index, n)
+	}
+	ref := kv.New()
+	if _, err := ref.ApplyBatch(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := ref.Digest(ctx)
+	if got := sha256.Sum256(gw.buf.Bytes()); !bytes.Equal(got[:], want) {
+		t.Fatalf("snapshot at index %d is not the state at that index", hdr.Index)
+	}
 }
