@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -186,4 +187,144 @@ func misbehaveBin(t *testing.T) string {
 		t.Fatalf("go build misbehave: %v\n%s", err, b)
 	}
 	return out
+}
+
+// hangCluster starts three nodes running the misbehave plugin (the kv FSM
+// plus {"op":"hang"}), each with its own MISBEHAVE_ONCE_FILE, and returns
+// a follower; only that follower's plugin will hang (the others' files
+// are created up front). With once false the follower has no once file:
+// its plugin hangs on every attempt.
+func hangCluster(t *testing.T, once bool) (*rcluster, uint64, map[uint64]string) {
+	plug := misbehaveBin(t)
+	dir := t.TempDir()
+	files := map[uint64]string{}
+	env := map[uint64][]string{}
+	for id := uint64(1); id <= 3; id++ {
+		files[id] = filepath.Join(dir, fmt.Sprintf("once-%d", id))
+		env[id] = []string{"MISBEHAVE_ONCE_FILE=" + files[id]}
+	}
+	r := newRCluster(t, rclusterOpts{n: 3, fsm: plug, env: env,
+		extra: []string{"--snapshot-entries", "200", "--snapshot-trailing", "50"}})
+	lead := r.leader()
+	f := lead%3 + 1
+	for id, p := range files {
+		if id != f {
+			if err := os.WriteFile(p, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if !once {
+		// Restart the follower without a once file.
+		r.kill(f)
+		r.env[f] = nil
+		r.start(f)
+		r.waitConverged(r.ids, 0, 30*time.Second)
+	}
+	return r, f, files
+}
+
+// Issue 6, test 5: a plugin that hangs in Apply is detected by the host's
+// Apply watchdog (30 s by default; raftd has no flag for it) and
+// restarted; the node restores, replays (the hang is not repeated: the
+// plugin's once file exists), catches up and agrees with the others. The
+// cluster keeps acknowledging writes meanwhile.
+func TestRecoveryPluginHang(t *testing.T) {
+	r, f, files := hangCluster(t, true)
+	for i := 0; i < 300; i++ {
+		r.mustApply(r.ids[i%3], string(kvPut(fmt.Sprintf("k0%05d", i), "before")), 10*time.Second)
+	}
+	lead := r.leader()
+	old := r.pluginPID(f)
+	before := r.mustStatus(f).GetAppliedIndex()
+	if res := r.mustApply(lead, `{"op":"hang"}`, 10*time.Second); res != `{"ok":true}` {
+		t.Fatalf("hang via the leader: %s", res)
+	}
+	hangAt := r.mustStatus(lead).GetAppliedIndex()
+	sent := time.Now()
+	waitFor(t, 10*time.Second, func() (bool, string) {
+		_, err := os.Stat(files[f])
+		return err == nil, fmt.Sprintf("node %d's plugin has not reached the hang: %v", f, err)
+	})
+	// Writes go on while the follower's plugin hangs.
+	for i := 0; i < 300; i++ {
+		r.mustApply(lead, string(kvPut(fmt.Sprintf("k1%05d", i), "during")), 10*time.Second)
+	}
+	if st := r.mustStatus(f); st.GetAppliedIndex() >= hangAt {
+		t.Fatalf("node %d applied %d, past the hang at <= %d, while its plugin hangs", f, st.GetAppliedIndex(), hangAt)
+	}
+	nu := r.waitPluginPID(f, old, 90*time.Second)
+	t.Logf("node %d: plugin %d hung at an index in (%d,%d]; replaced by %d after %s", f, old, before, hangAt, nu, time.Since(sent).Round(time.Millisecond))
+	if log := r.logSince(f); !strings.Contains(log, "plugin broken") || !strings.Contains(log, "hung") {
+		t.Errorf("node %d's log does not report the hung plugin", f)
+	}
+	idx := r.waitConverged(r.ids, hangAt+300, 60*time.Second)
+	if r.pid(f) == 0 {
+		t.Fatalf("node %d exited: %v", f, r.exitErr(f))
+	}
+	want := r.staleList(lead)
+	if got := r.staleList(f); got != want {
+		t.Fatalf("node %d's state differs from leader %d's at applied index %d", f, lead, idx)
+	}
+	if n := len(kvItems(t, want)); n != 600 {
+		t.Fatalf("leader lists %d items, want 600", n)
+	}
+}
+
+// The fail-stop side of test 5 (RAFTD_SOAK=1, about two minutes): a plugin
+// that hangs on every attempt is restarted three times, then the node
+// stops with an error naming the state machine and the index; the rest of
+// the cluster keeps serving.
+func TestRecoveryPluginHangFailStop(t *testing.T) {
+	if !soak() {
+		t.Skip("four 30 s Apply watchdog rounds; RAFTD_SOAK=1")
+	}
+	r, f, _ := hangCluster(t, false)
+	lead := r.leader()
+	before := r.mustStatus(f).GetAppliedIndex()
+	if res := r.mustApply(lead, `{"op":"hang"}`, 10*time.Second); res != `{"ok":true}` {
+		t.Fatalf("hang via the leader: %s", res)
+	}
+	hangAt := r.mustStatus(lead).GetAppliedIndex()
+	sent := time.Now()
+	select {
+	case <-r.exitedCh(f):
+	case <-time.After(4 * time.Minute):
+		t.Fatalf("node %d still runs %s after its plugin started hanging for good", f, time.Since(sent))
+	}
+	err := r.exitErr(f)
+	log := r.logSince(f)
+	t.Logf("node %d exited after %s: %v", f, time.Since(sent).Round(time.Second), err)
+	if err == nil {
+		t.Fatalf("node %d exited 0 after failed plugin restarts", f)
+	}
+	var at uint64
+	found := false
+	for _, line := range strings.Split(log, "\n") {
+		if _, rest, ok := strings.Cut(line, `state machine "kv": 3 restarts in a row failed at index `); ok {
+			fmt.Sscanf(rest, "%d", &at)
+			found = true
+			t.Logf("error: %s", strings.TrimSpace(line))
+		}
+	}
+	if !found || at <= before || at > hangAt {
+		t.Fatalf("node %d's last words do not name the state machine and the hang's index in (%d,%d]:\n%s", f, before, hangAt, lastLines(log, 5))
+	}
+	others := []uint64{}
+	for _, id := range r.ids {
+		if id != f {
+			others = append(others, id)
+		}
+	}
+	r.mustApply(others[0], string(kvPut("after", "fail-stop")), 10*time.Second)
+	r.waitConverged(others, hangAt+1, 20*time.Second)
+}
+
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
