@@ -1,0 +1,213 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// bigValue is a kv value of n bytes that names its key.
+func bigValue(i, n int) string {
+	s := fmt.Sprintf("v%06d-", i)
+	return s + strings.Repeat(string(rune('a'+i%26)), n-len(s))
+}
+
+// snapKiller kills a node's raftd process (kill -9, by pid) as soon as a
+// temporary snapshot file shows up in the data dir of a watched node, that
+// is while the watched node writes a snapshot: its own, or one streamed
+// from the leader.
+type snapKiller struct {
+	killed atomic.Bool
+	file   atomic.Value // the temporary file seen
+	stopc  chan struct{}
+	wg     sync.WaitGroup
+}
+
+// watchKill arms a snapKiller that kills victim when watched writes a
+// snapshot.
+func (r *rcluster) watchKill(watched, victim uint64) *snapKiller {
+	k := &snapKiller{stopc: make(chan struct{})}
+	pid := r.pid(victim)
+	if pid == 0 {
+		r.t.Fatalf("node %d is not running", victim)
+	}
+	dir := r.nodes[watched].dataDir
+	k.wg.Add(1)
+	go func() {
+		defer k.wg.Done()
+		for {
+			select {
+			case <-k.stopc:
+				return
+			default:
+			}
+			if _, tmp := snapFiles(dir); len(tmp) > 0 {
+				if r.pid(victim) == pid && syscall.Kill(pid, syscall.SIGKILL) == nil {
+					k.file.Store(tmp[0])
+					k.killed.Store(true)
+				}
+				return
+			}
+			time.Sleep(500 * time.Microsecond)
+		}
+	}()
+	return k
+}
+
+// stop disarms k and reports the file it saw and whether it killed.
+func (k *snapKiller) stop() (string, bool) {
+	close(k.stopc)
+	k.wg.Wait()
+	f, _ := k.file.Load().(string)
+	return f, k.killed.Load()
+}
+
+// Issue 6, test 4: kill -9 a whole node while it writes a snapshot: a
+// follower and then the leader during snapshot creation, a follower while
+// it receives a snapshot stream, and the leader while it sends one. After
+// each restart the node removes the unfinished file, recovers, and ends
+// with the same state as the others.
+func TestRecoveryKillDuringSnapshot(t *testing.T) {
+	const valueBytes = 8 << 10 // 1,000 puts: 8 MiB more state per snapshot
+	r := newRCluster(t, rclusterOpts{n: 3, fsm: bin("raftd-fsm-kv"),
+		extra: []string{"--snapshot-entries", "1000", "--snapshot-trailing", "100"}})
+	keys := 0
+	// write puts n more keys through the leader among the nodes other
+	// than skip, following leader changes.
+	write := func(n int, skip ...uint64) {
+		base := keys
+		lt := r.leaderTarget(skip...)
+		r.putLoad(n, 32, 3*time.Minute, func() uint64 {
+			id := lt()
+			if r.pid(id) == 0 {
+				id, _ = r.waitLeader(30*time.Second, id, append([]uint64{id}, skip...)...)
+			}
+			return id
+		}, func(i int) []byte {
+			return kvPut(fmt.Sprintf("k%06d", base+i), bigValue(base+i, valueBytes))
+		})
+		keys += n
+	}
+	checkSame := func() {
+		t.Helper()
+		lead := r.leader()
+		idx := r.waitConverged(r.ids, 0, 90*time.Second)
+		for _, id := range r.ids {
+			if id == lead {
+				continue
+			}
+			if got := r.kvEqual(lead, id); got != keys {
+				t.Fatalf("node %d lists %d keys at applied index %d, want %d", id, got, idx, keys)
+			}
+		}
+	}
+	restartAndCheck := func(id uint64, tmp string) {
+		t.Helper()
+		r.start(id)
+		checkSame()
+		if log := r.logSince(id); !strings.Contains(log, "removed unfinished snapshot file") {
+			t.Errorf("node %d was killed while %s existed, but did not report removing it on restart", id, tmp)
+		}
+		if _, left := snapFiles(r.nodes[id].dataDir); len(left) > 0 {
+			t.Errorf("node %d: unfinished snapshot files left after restart: %v", id, left)
+		}
+	}
+	write(500)
+
+	// Creation: every node takes its own snapshot every 1,000 entries.
+	for _, role := range []string{"follower", "leader"} {
+		lead := r.leader()
+		victim := lead
+		if role == "follower" {
+			victim = lead%3 + 1
+		}
+		k := r.watchKill(victim, victim)
+		for round := 0; round < 5 && !k.killed.Load(); round++ {
+			write(1000)
+		}
+		tmp, killed := k.stop()
+		if !killed {
+			t.Fatalf("%s %d never caught writing a snapshot", role, victim)
+		}
+		r.waitExit(victim, 10*time.Second)
+		t.Logf("%s %d killed while writing %s", role, victim, tmp)
+		rest := notIn(r.ids, []uint64{victim})
+		write(200, victim) // the others go on
+		r.waitConverged(rest, 0, 60*time.Second)
+		restartAndCheck(victim, tmp)
+	}
+
+	// Transfer: a follower that was away receives a snapshot stream.
+	for _, side := range []string{"receiver", "sender"} {
+		lead := r.leader()
+		f := lead%3 + 1
+		if err := r.stop(f); err != nil {
+			t.Fatalf("stop node %d: %v", f, err)
+		}
+		write(1500, f) // compacts the leader's log past f
+		r.waitConverged(notIn(r.ids, []uint64{f}), 0, 60*time.Second)
+		r.start(f)
+		waitFor(t, 10*time.Second, func() (bool, string) { return r.pid(f) != 0, fmt.Sprintf("node %d not running", f) })
+		victim := f
+		if side == "sender" {
+			victim = lead
+		}
+		k := r.watchKill(f, victim)
+		waitFor(t, 60*time.Second, func() (bool, string) {
+			return k.killed.Load() || r.restoredSnapshotAt(f) > 0, fmt.Sprintf("node %d has not received a snapshot", f)
+		})
+		tmp, killed := k.stop()
+		if !killed {
+			t.Fatalf("%s %d was not caught during the snapshot transfer to %d", side, victim, f)
+		}
+		r.waitExit(victim, 10*time.Second)
+		t.Logf("%s %d killed while node %d was receiving %s", side, victim, f, tmp)
+		if side == "receiver" {
+			restartAndCheck(f, tmp)
+			continue
+		}
+		// The sender died mid-stream: a new leader finishes f's catch-up.
+		rest := notIn(r.ids, []uint64{victim})
+		write(100, victim)
+		r.waitConverged(rest, 0, 90*time.Second)
+		if at := r.restoredSnapshotAt(f); at == 0 {
+			t.Errorf("node %d caught up without restoring a snapshot", f)
+		}
+		r.start(victim)
+		checkSame()
+	}
+}
+
+// notIn returns the ids of all that are not in xs.
+func notIn(all, xs []uint64) []uint64 {
+	var out []uint64
+	for _, id := range all {
+		if !contains(xs, id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// flipByte inverts one byte of file p at offset off.
+func flipByte(t *testing.T, p string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
