@@ -930,3 +930,41 @@ func BenchmarkNodeKVSnapshotRestore(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkNodeKVQuery measures the round trip of one small Query through
+// plugin/host (latency-bound: one call at a time).
+func BenchmarkNodeKVQuery(b *testing.B) {
+	benchQuery(b, start(b))
+}
+
+// BenchmarkGoKVPluginQuery is the same through the Go kv plugin binary.
+func BenchmarkGoKVPluginQuery(b *testing.B) {
+	bin := os.Getenv("RAFTD_BIN")
+	if bin == "" {
+		b.Skip("RAFTD_BIN not set (make bench sets it)")
+	}
+	c, err := host.Start(context.Background(), host.Config{Path: filepath.Join(bin, "raftd-fsm-kv"), Logger: logger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = c.Close() })
+	benchQuery(b, c)
+}
+
+func benchQuery(b *testing.B, c *host.Client) {
+	ctx := context.Background()
+	if _, err := c.Apply(ctx, []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"put","key":"a","value":"1"}`)}}); err != nil {
+		b.Fatal(err)
+	}
+	q := []byte(`{"op":"get","key":"a"}`)
+	cpu0 := procCPU(c.PID())
+	b.ResetTimer()
+	for range b.N {
+		if _, err := c.Query(ctx, q); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if cpu0 >= 0 {
+		b.ReportMetric(float64((procCPU(c.PID())-cpu0).Microseconds())/float64(b.N), "plugin-cpu-µs/op")
+	}
+}
