@@ -211,3 +211,129 @@ func flipByte(t *testing.T, p string, off int64) {
 		t.Fatal(err)
 	}
 }
+
+// corruptNewestSnapshot flips a byte in the middle of the body of the
+// newest committed snapshot file of node id and returns its path.
+func (r *rcluster) corruptNewestSnapshot(id uint64) string {
+	r.t.Helper()
+	snaps, _ := snapFiles(r.nodes[id].dataDir)
+	if len(snaps) == 0 {
+		r.t.Fatalf("node %d has no snapshot file", id)
+	}
+	p := snaps[len(snaps)-1]
+	fi, err := os.Stat(p)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	// The metadata record and trailer take well under 1 KiB at the end.
+	if fi.Size() < 8<<10 {
+		r.t.Fatalf("snapshot %s is only %d bytes", p, fi.Size())
+	}
+	flipByte(r.t, p, fi.Size()/2)
+	return p
+}
+
+// Issue 6, test 6, sender side: a byte flipped in the leader's newest
+// snapshot file while a follower is away. When the follower comes back
+// and needs that snapshot, the corruption is caught by the checksum and
+// the body is not installed; once the leader takes a newer snapshot the
+// follower catches up from it and agrees with the others.
+func TestRecoveryCorruptSnapshotSent(t *testing.T) {
+	r := newRCluster(t, rclusterOpts{n: 3, fsm: bin("raftd-fsm-kv"),
+		extra: []string{"--snapshot-entries", "500", "--snapshot-trailing", "50"}})
+	lead := r.leader()
+	g := lead%3 + 1
+	if err := r.stop(g); err != nil {
+		t.Fatalf("stop node %d: %v", g, err)
+	}
+	r.putLoad(1200, 32, time.Minute, r.leaderTarget(g), func(i int) []byte {
+		return kvPut(fmt.Sprintf("k%06d", i), bigValue(i, 256))
+	})
+	rest := notIn(r.ids, []uint64{g})
+	r.waitConverged(rest, 0, 30*time.Second)
+	lead = r.leader(g)
+	p := r.corruptNewestSnapshot(lead)
+	badIdx := r.mustStatus(lead).GetSnapshotIndex()
+	t.Logf("flipped a byte in leader %d's snapshot %s (snapshot index %d)", lead, p, badIdx)
+	r.start(g)
+	// The leader offers the damaged snapshot; it must be refused.
+	waitFor(t, 30*time.Second, func() (bool, string) {
+		for _, id := range r.ids {
+			for _, line := range strings.Split(r.logSince(id), "\n") {
+				if strings.Contains(line, p) || strings.Contains(line, "CRC32C") {
+					t.Logf("node %d: %s", id, line)
+					return true, ""
+				}
+			}
+		}
+		return false, fmt.Sprintf("no node reports the damaged snapshot %s", p)
+	})
+	if at := r.restoredSnapshotAt(g); at == badIdx {
+		t.Fatalf("node %d restored the damaged snapshot at index %d", g, at)
+	}
+	// A newer snapshot (every 500 entries) gets g going.
+	r.putLoad(600, 32, time.Minute, r.leaderTarget(), func(i int) []byte {
+		return kvPut(fmt.Sprintf("k%06d", 1200+i), bigValue(1200+i, 256))
+	})
+	idx := r.waitConverged(r.ids, 0, 60*time.Second)
+	at := r.restoredSnapshotAt(g)
+	t.Logf("node %d restored the snapshot at index %d; converged at %d", g, at, idx)
+	if at == badIdx {
+		t.Fatalf("node %d restored the damaged snapshot at index %d", g, at)
+	}
+	if got := r.kvEqual(r.leader(), g); got != 1800 {
+		t.Fatalf("node %d lists %d keys, want 1800", g, got)
+	}
+}
+
+// Issue 6, test 6, restart side: a byte flipped in the body of a stopped
+// node's newest snapshot file. On restart the node needs it (the kv plugin
+// keeps no state of its own) and must not use it: it stops with a clear
+// error naming the file (DESIGN: corruption stops the node with an error
+// naming the file and index) instead of serving a state restored from a
+// damaged body.
+func TestRecoveryCorruptSnapshotRestart(t *testing.T) {
+	r := newRCluster(t, rclusterOpts{n: 3, fsm: bin("raftd-fsm-kv"),
+		extra: []string{"--snapshot-entries", "500", "--snapshot-trailing", "50"}})
+	r.putLoad(1200, 32, time.Minute, r.leaderTarget(), func(i int) []byte {
+		return kvPut(fmt.Sprintf("k%06d", i), bigValue(i, 256))
+	})
+	r.waitConverged(r.ids, 0, 30*time.Second)
+	f := r.leader()%3 + 1
+	if err := r.stop(f); err != nil {
+		t.Fatalf("stop node %d: %v", f, err)
+	}
+	p := r.corruptNewestSnapshot(f)
+	t.Logf("flipped a byte in node %d's snapshot %s", f, p)
+	r.start(f)
+	select {
+	case <-r.exitedCh(f):
+	case <-time.After(30 * time.Second):
+		// Not the documented behaviour, but acceptable if the damaged
+		// file was detected and not used: the node then serves the
+		// leader's state.
+		lead := r.leader()
+		r.waitConverged(r.ids, 0, 30*time.Second)
+		if got, want := r.staleListAll(f), r.staleListAll(lead); got != want {
+			t.Fatalf("node %d serves a state that differs from leader %d's after restarting from a damaged snapshot", f, lead)
+		}
+		if !strings.Contains(r.logSince(f), p) {
+			t.Fatalf("node %d runs after restarting with a damaged snapshot and never reported %s", f, p)
+		}
+		t.Logf("node %d detected the damaged snapshot and fell back", f)
+		return
+	}
+	err := r.exitErr(f)
+	log := lastLines(r.logSince(f), 3)
+	t.Logf("node %d exited (%v): %s", f, err, log)
+	if err == nil {
+		t.Fatalf("node %d exited 0 with a damaged snapshot", f)
+	}
+	if !strings.Contains(log, p) || !strings.Contains(log, "checksum mismatch") {
+		t.Fatalf("node %d's error does not name the damaged file %s and the checksum mismatch:\n%s", f, p, log)
+	}
+	// The node never served: nothing on its API port.
+	if _, err := r.localStatus(f, 300*time.Millisecond); err == nil {
+		t.Fatalf("node %d still answers after failing", f)
+	}
+}
