@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/spf13/cobra"
 )
@@ -110,10 +111,16 @@ func runDev(ctx context.Context, f *Factory, opts *DevOptions) error {
 	peerList := strings.Join(peers, ",")
 	nodes := make([]*runningNode, 0, opts.Nodes)
 	stopAll := func() error {
-		var errs []error
-		for _, n := range nodes {
-			errs = append(errs, n.Stop())
+		errs := make([]error, len(nodes))
+		var wg sync.WaitGroup
+		for i, n := range nodes {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = n.Stop()
+			}()
 		}
+		wg.Wait()
 		return errors.Join(errs...)
 	}
 	for i := range ls {
