@@ -2,6 +2,7 @@ package storage
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -374,5 +375,71 @@ func TestOpenIOError(t *testing.T) {
 	t.Logf("%d operations, %d made Open fail cleanly", total.Load(), failed)
 	if failed == 0 {
 		t.Fatal("no injected failure made Open fail")
+	}
+}
+
+// TestNoLockAcrossFsync: while one Save waits for its WAL fsync, readers
+// and another writer proceed (the store's lock is not held across the
+// fsync), and the second write is covered by a later fsync.
+func TestNoLockAcrossFsync(t *testing.T) {
+	var armed atomic.Bool
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	block := errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if strings.HasSuffix(op.Path, ".log") && (op.Kind == errorfs.OpFileSync || op.Kind == errorfs.OpFileSyncData || op.Kind == errorfs.OpFileSyncTo) &&
+			armed.CompareAndSwap(true, false) {
+			close(entered)
+			<-release
+		}
+		return nil
+	})
+	s, err := Open("/data", &Options{FS: errorfs.Wrap(vfs.NewMem(), block)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	armed.Store(true)
+	first := make(chan error, 1)
+	go func() { first <- s.Save(raft.HardState{Term: 1, Commit: 1}, entriesN(1, 1, 1, 8), true) }()
+	<-entered // the first Save's fsync is in progress and blocked
+
+	// Reads see the applied (not yet durable) write without waiting, and a
+	// second writer gets its batch in. If either blocked behind the fsync
+	// the test fails at the deadline instead of hanging.
+	var wait func() error
+	during := make(chan error, 1)
+	go func() {
+		if last, err := s.LastIndex(); err != nil || last != 1 {
+			during <- fmt.Errorf("LastIndex during fsync = %d, %v", last, err)
+			return
+		}
+		if es, err := s.Entries(1, 2, ^uint64(0)); err != nil || len(es) != 1 {
+			during <- fmt.Errorf("Entries during fsync = %d, %v", len(es), err)
+			return
+		}
+		var err error
+		wait, err = s.SaveAsync(raft.HardState{Term: 1, Commit: 2}, entriesN(2, 2, 1, 8), true)
+		during <- err
+	}()
+	select {
+	case err := <-during:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("reads or a second Save blocked behind another Save's fsync")
+	}
+	select {
+	case err := <-first:
+		t.Fatalf("first Save returned (%v) before its fsync completed", err)
+	default:
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(); err != nil {
+		t.Fatal(err)
 	}
 }
