@@ -81,8 +81,8 @@ type Store struct {
 	// last/lastTerm describe the last entry (trunc when the log is empty).
 	// Invariant: trunc.Index <= last.
 	last, lastTerm uint64
-	// applied is the snapshot installed by ApplySnapshot (empty if none).
-	applied raft.Snapshot
+	// installed is the snapshot installed by ApplySnapshot (empty if none).
+	installed raft.Snapshot
 
 	snaps snapshotFiles
 }
@@ -229,7 +229,7 @@ func (s *Store) recover() error {
 	if p, ok, err := s.getRecord(keySnapshot, "snapshot record"); err != nil {
 		return err
 	} else if ok {
-		if s.applied, err = decodeSnapshotRecord(p); err != nil {
+		if s.installed, err = decodeSnapshotRecord(p); err != nil {
 			return corrupt("snapshot record", err)
 		}
 	}
@@ -298,8 +298,8 @@ func (s *Store) recover() error {
 
 	// Structural checks: snapshot <= truncation <= commit <= last.
 	switch {
-	case s.applied.Metadata.Index > s.trunc.Index:
-		return &CorruptionError{Dir: s.dir, What: "log", Detail: fmt.Sprintf("installed snapshot index %d is above the first index %d", s.applied.Metadata.Index, s.trunc.Index+1)}
+	case s.installed.Metadata.Index > s.trunc.Index:
+		return &CorruptionError{Dir: s.dir, What: "log", Detail: fmt.Sprintf("installed snapshot index %d is above the compacted index %d", s.installed.Metadata.Index, s.trunc.Index)}
 	case s.hs.Commit < s.trunc.Index:
 		return &CorruptionError{Dir: s.dir, What: "log", Detail: fmt.Sprintf("commit index %d is below the compacted index %d", s.hs.Commit, s.trunc.Index)}
 	case s.hs.Commit > s.last:
@@ -629,17 +629,17 @@ func (s *Store) ApplySnapshot(snap raft.Snapshot) error {
 		return err
 	}
 	m := snap.Metadata
-	if m.Index == 0 && s.applied.Metadata.Index == 0 && s.last == 0 {
+	if m.Index == 0 && s.installed.Metadata.Index == 0 && s.last == 0 {
 		// Bootstrap: an empty store takes the initial membership.
 		b := s.db.NewBatch()
 		_ = b.Set(keySnapshot, encodeSnapshotRecord(snap), nil)
 		if err := s.commitBatch(b, true); err != nil {
 			return s.fail(fmt.Errorf("storage: apply initial membership in %s: %w", s.dir, err))
 		}
-		s.applied = raft.Snapshot{Metadata: m, Data: append([]byte(nil), snap.Data...)}
+		s.installed = raft.Snapshot{Metadata: m, Data: append([]byte(nil), snap.Data...)}
 		return nil
 	}
-	if m.Index <= s.trunc.Index || m.Index <= s.applied.Metadata.Index {
+	if m.Index <= s.trunc.Index || m.Index <= s.installed.Metadata.Index {
 		return raft.ErrSnapOutOfDate
 	}
 	hs := s.hs
@@ -658,7 +658,7 @@ func (s *Store) ApplySnapshot(snap raft.Snapshot) error {
 	if err := s.commitBatch(b, true); err != nil {
 		return s.fail(fmt.Errorf("storage: apply snapshot %d in %s: %w", m.Index, s.dir, err))
 	}
-	s.applied = raft.Snapshot{Metadata: m, Data: append([]byte(nil), snap.Data...)}
+	s.installed = raft.Snapshot{Metadata: m, Data: append([]byte(nil), snap.Data...)}
 	s.trunc = ts
 	s.last, s.lastTerm = m.Index, m.Term
 	s.hs = hs
@@ -697,7 +697,7 @@ func (s *Store) Snapshot() (raft.Snapshot, error) {
 // installed, e.g. because the node crashed in between) is not reported: a
 // restart must not restore state beyond what this node knows is committed.
 func (s *Store) newestSnapshotLocked() raft.Snapshot {
-	snap := s.applied
+	snap := s.installed
 	if m, ok := s.snaps.newestAtOrBelow(s.hs.Commit); ok && m.Index > snap.Metadata.Index {
 		snap = raft.Snapshot{
 			Metadata: raft.SnapshotMetadata{Index: m.Index, Term: m.Term, ConfState: m.ConfState},
