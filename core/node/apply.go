@@ -299,10 +299,12 @@ func (a *applier) applyEntries(ents []raft.Entry, confStates map[uint64]raft.Con
 			a.n.m.commandsApplied.Add(uint64(len(cmds)))
 			a.fsmApplied = max(a.fsmApplied, cmds[len(cmds)-1].Index)
 		}
+		// Publish first: a caller that got its result sees Applied() >= its
+		// index.
 		last := obs[len(obs)-1]
 		a.applied, a.appliedTerm = last.index, last.term
-		a.n.waits.applied(obs)
 		a.publish()
+		a.n.waits.applied(obs)
 		cmds, obs, cmdAt = cmds[:0], obs[:0], cmdAt[:0]
 		return nil
 	}

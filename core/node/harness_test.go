@@ -567,7 +567,8 @@ func (c *cluster) waitApplied(idx uint64) {
 
 func (c *cluster) checkFSMs() {
 	c.t.Helper()
-	var ref string
+	var refID uint64
+	var ref *testFSM
 	for id, f := range c.fsms {
 		if _, ok := c.nodes[id]; !ok {
 			continue
@@ -576,11 +577,29 @@ func (c *cluster) checkFSMs() {
 		for _, b := range bad {
 			c.t.Errorf("node %d: %s", id, b)
 		}
-		d, _ := f.Digest(context.Background())
-		if ref == "" {
-			ref = string(d)
-		} else if string(d) != ref {
-			c.t.Errorf("node %d state %s differs from %s", id, d, ref)
+		if ref == nil {
+			refID, ref = id, f
+			continue
 		}
+		ref.mu.Lock()
+		f.mu.Lock()
+		if f.applied != ref.applied || f.sum != ref.sum {
+			c.t.Errorf("node %d at command %d sum %d; node %d at %d sum %d", id, f.applied, f.sum, refID, ref.applied, ref.sum)
+		}
+		diffs := 0
+		for k, v := range f.kv {
+			if ref.kv[k] != v && diffs < 10 {
+				diffs++
+				c.t.Errorf("key %s: node %d has %q, node %d has %q", k, id, v, refID, ref.kv[k])
+			}
+		}
+		for k, v := range ref.kv {
+			if _, ok := f.kv[k]; !ok && diffs < 10 {
+				diffs++
+				c.t.Errorf("key %s: node %d has %q, node %d has none", k, refID, v, id)
+			}
+		}
+		f.mu.Unlock()
+		ref.mu.Unlock()
 	}
 }
