@@ -623,24 +623,41 @@ func (s *Store) Compact(index uint64) error {
 // snapshot at index 0 is accepted by a store that never held an entry or a
 // snapshot: it only records the initial ConfState (bootstrapping).
 func (s *Store) ApplySnapshot(snap raft.Snapshot) error {
+	wait, err := s.applySnapshot(snap)
+	if err != nil {
+		return err
+	}
+	// NB: the fsync is waited for outside the lock, as in Save.
+	if err := wait(); err != nil {
+		err = fmt.Errorf("storage: apply snapshot %d: sync %s: %w", snap.Metadata.Index, s.dir, err)
+		s.mu.Lock()
+		s.fail(err)
+		s.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+func (s *Store) applySnapshot(snap raft.Snapshot) (wait func() error, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.writable(); err != nil {
-		return err
+		return nil, err
 	}
 	m := snap.Metadata
+	installed := raft.Snapshot{Metadata: m, Data: append([]byte(nil), snap.Data...)}
 	if m.Index == 0 && s.installed.Metadata.Index == 0 && s.last == 0 {
 		// Bootstrap: an empty store takes the initial membership.
 		b := s.db.NewBatch()
 		_ = b.Set(keySnapshot, encodeSnapshotRecord(snap), nil)
-		if err := s.commitBatch(b, true); err != nil {
-			return s.fail(fmt.Errorf("storage: apply initial membership in %s: %w", s.dir, err))
+		if wait, err = s.applyBatch(b, true); err != nil {
+			return nil, s.fail(fmt.Errorf("storage: apply initial membership in %s: %w", s.dir, err))
 		}
-		s.installed = raft.Snapshot{Metadata: m, Data: append([]byte(nil), snap.Data...)}
-		return nil
+		s.installed = installed
+		return wait, nil
 	}
 	if m.Index <= s.trunc.Index || m.Index <= s.installed.Metadata.Index {
-		return raft.ErrSnapOutOfDate
+		return nil, raft.ErrSnapOutOfDate
 	}
 	hs := s.hs
 	if hs.Commit < m.Index {
@@ -655,14 +672,14 @@ func (s *Store) ApplySnapshot(snap raft.Snapshot) error {
 	_ = b.Set(keyTrunc, encodeTrunc(ts), nil)
 	_ = b.Set(keyHardState, encodeHardState(hs), nil)
 	_ = b.DeleteRange(logKeyMin, logKeyEnd, nil)
-	if err := s.commitBatch(b, true); err != nil {
-		return s.fail(fmt.Errorf("storage: apply snapshot %d in %s: %w", m.Index, s.dir, err))
+	if wait, err = s.applyBatch(b, true); err != nil {
+		return nil, s.fail(fmt.Errorf("storage: apply snapshot %d in %s: %w", m.Index, s.dir, err))
 	}
-	s.installed = raft.Snapshot{Metadata: m, Data: append([]byte(nil), snap.Data...)}
+	s.installed = installed
 	s.trunc = ts
 	s.last, s.lastTerm = m.Index, m.Term
 	s.hs = hs
-	return nil
+	return wait, nil
 }
 
 // InitialState returns the saved HardState and the ConfState of the newest
