@@ -17,7 +17,9 @@
 //  1. installs Ready.Snapshot in Storage (ApplySnapshot);
 //  2. saves HardState and Entries in one Storage.Save, fsync'ed when
 //     MustSync — BEFORE any message leaves (Raft §5.1: votes and terms
-//     must be durable before the reply);
+//     must be durable before the reply). Exception: a leader whose term
+//     and vote did not change sends first and writes meanwhile (thesis
+//     §10.2.1); raft counts its own copy only after Advance;
 //  3. sends Messages;
 //  4. applies committed membership changes to raft (ApplyConfChange) and
 //     the transport, and hands the snapshot and committed entries to the
@@ -34,6 +36,9 @@
 // one raft.ProposeBatch, one Save and one fsync; committed entries become
 // one Apply call (up to Config.MaxApplyBatch commands); concurrent
 // linearizable reads share one ReadIndex round.
+//
+// Backpressure: while more than Config.MaxApplyBacklog committed entries
+// wait for the state machine, the loop takes no new proposals.
 //
 // # Entries
 //
@@ -64,6 +69,17 @@
 // streams the body from SnapshotSource and the receiver's ReceiveSnapshot
 // stores it before stepping the message.
 //
+// # Results
+//
+// A caller of Propose gets the FSM's result for its entry, or an error
+// that says whether the entry can have been applied (see the error
+// variables). A caller is never handed another entry's result: request ids
+// start at a random value per process, and an entry seen at an index that
+// is later overwritten is reported as dropped (an entry is created once,
+// by one leader). A leader that loses leadership keeps its callers waiting
+// for the definitive outcome (commit or overwrite) until their context
+// ends.
+//
 // # Failures
 //
 // A Storage error, an undecodable entry, a state machine error that is not
@@ -72,4 +88,8 @@
 // error wrapping ErrStateMachineCrashed makes the node restart it
 // (Restarter), restore the latest snapshot, replay the log up to the last
 // applied entry and retry the batch: nothing applied twice or skipped.
+//
+// A node removed from the configuration keeps running (it no longer
+// receives traffic and, not being a voter, does not campaign); the owner
+// stops it.
 package node
