@@ -457,6 +457,30 @@ func TestMembershipChanges(t *testing.T) {
 		if got, err := n4.Read(ctx, []byte("sum")); err != nil || string(got) != "101" {
 			t.Fatalf("node 4 sum %q, %v", got, err)
 		}
+		// Restarts replay membership from snapshot + log (conf changes in
+		// the trailing entries are applied again, idempotently).
+		for _, id := range []uint64{lead, 4} {
+			cfg := c.config(id)
+			if id == 4 {
+				cfg.Peers = nil
+			}
+			c.stop(id)
+			n, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.nodes[id] = n
+			c.nw.set(id, n)
+			<-n.Ready()
+			ms, _ := n.Members(ctx)
+			if len(ms) != 4 || ms[3].RaftAddr != "raft-4b" || ms[3].Learner {
+				t.Fatalf("node %d members after restart: %+v", id, ms)
+			}
+		}
+		lead = c.waitLeader()
+		if _, err := c.nodes[lead].Propose(ctx, []byte("add:1")); err != nil {
+			t.Fatal(err)
+		}
 	})
 }
 
@@ -825,6 +849,42 @@ func TestTransferLeader(t *testing.T) {
 		}
 		if _, err := c.nodes[lead].Propose(ctx, []byte("add:1")); err != nil {
 			t.Fatal(err)
+		}
+	})
+}
+
+// TestLateInitialMemberCatchesUpBySnapshot: a node listed in the initial
+// peers starts for the first time after the others compacted their logs.
+func TestLateInitialMemberCatchesUpBySnapshot(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster(t, 3, func(cfg *Config) { cfg.SnapshotEntries = 50; cfg.SnapshotTrailing = 10 })
+		c.stop(3)
+		c.stores[3] = newMemStorage()
+		c.fsms[3] = newTestFSM()
+		lead := c.waitLeader()
+		ctx := context.Background()
+		for i := range 300 {
+			if _, err := c.nodes[lead].Propose(ctx, []byte(fmt.Sprintf("add:%d", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.start(3)
+		c.waitApplied(c.nodes[lead].Applied())
+		if m := c.nodes[3].Metrics(); m.SnapshotsInstalled != 1 {
+			t.Fatalf("late node installed %d snapshots", m.SnapshotsInstalled)
+		}
+		c.checkFSMs()
+		// And it restarts from what it received.
+		c.stop(3)
+		c.fsms[3] = newTestFSM()
+		c.start(3)
+		<-c.nodes[3].Ready()
+		ms, _ := c.nodes[3].Members(ctx)
+		if len(ms) != 3 || ms[2].RaftAddr != "raft-3" {
+			t.Fatalf("members after restart: %+v", ms)
+		}
+		if got, _ := c.nodes[3].StaleRead(ctx, []byte("sum")); string(got) != fmt.Sprint(299*300/2) {
+			t.Fatalf("sum %s", got)
 		}
 	})
 }
