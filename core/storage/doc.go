@@ -14,6 +14,10 @@
 //	// After taking a snapshot at applied index i:
 //	err = store.Compact(i - trailing)
 //
+// Save is safe for concurrent callers and concurrent synced Saves share
+// fsyncs; SaveAsync splits a Save into "applied and ordered" and "durable"
+// for callers that order their writes under a lock of their own.
+//
 // Every stored record carries a CRC32C that reads verify; damaged data is
 // reported as a *CorruptionError (errors.Is(err, ErrCorrupt)) and is never
 // returned as if it were good. Write errors are returned once and make the
@@ -21,5 +25,8 @@
 //
 // Snapshot files live in <data-dir>/snapshots: CreateSnapshot returns a
 // streaming writer whose Commit makes the file durable atomically, and
-// OpenSnapshot returns a reader that verifies the checksum at the end.
+// OpenSnapshot returns a reader that verifies the checksum at the end. A
+// file counts as the node's snapshot (Snapshot, InitialState) once the
+// saved commit index reaches its index, or when it is installed with
+// ApplySnapshot.
 package storage
