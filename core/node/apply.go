@@ -218,11 +218,13 @@ func (a *applier) install(snap raft.Snapshot) error {
 		return nil // raft never installs an older snapshot; be safe
 	}
 	var hdr SnapshotHeader
+	a.queryMu.Lock()
 	err := a.withRestarts(si, func() error {
 		var err error
 		hdr, err = a.restoreFrom(snap)
 		return err
 	})
+	a.queryMu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -238,7 +240,8 @@ func (a *applier) install(snap raft.Snapshot) error {
 	return nil
 }
 
-// restoreFrom restores the FSM from snap and returns its header.
+// restoreFrom restores the FSM from snap and returns its header. The
+// caller holds queryMu exclusively.
 func (a *applier) restoreFrom(snap raft.Snapshot) (SnapshotHeader, error) {
 	rc, err := a.n.st.OpenSnapshot(snap)
 	if err != nil {
@@ -253,9 +256,7 @@ func (a *applier) restoreFrom(snap raft.Snapshot) (SnapshotHeader, error) {
 	if hdr.Index != snap.Metadata.Index {
 		return hdr, fmt.Errorf("node: snapshot body is for index %d, metadata says %d", hdr.Index, snap.Metadata.Index)
 	}
-	a.queryMu.Lock()
 	err = restoreFSM(a.ctx, a.sm, br)
-	a.queryMu.Unlock()
 	if err != nil {
 		return hdr, fmt.Errorf("node: restore state machine from snapshot at index %d: %w", snap.Metadata.Index, err)
 	}
@@ -473,7 +474,12 @@ func (a *applier) restart() error {
 // latest snapshot if the FSM is behind it, then replay the FSM commands of
 // the log up to target. It returns the index the FSM then holds (>= target;
 // up to limit if a persistent FSM had already applied beyond target).
+//
+// Queries wait meanwhile: the state goes back in time while it is rebuilt,
+// and a read must never see that.
 func (a *applier) recover(target, limit uint64) (uint64, error) {
+	a.queryMu.Lock()
+	defer a.queryMu.Unlock()
 	if err := a.restart(); err != nil {
 		return 0, err
 	}

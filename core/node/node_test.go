@@ -280,6 +280,34 @@ func TestStateMachineCrashIsRecovered(t *testing.T) {
 		c.fsms[lead].crashAt[90] = true
 		c.fsms[lead].crashAt[130] = true
 		ctx := context.Background()
+		// A reader on each crashing node: linearizable reads never go back
+		// in time, even while the state machine is rebuilt.
+		stopReads := make(chan struct{})
+		var readers sync.WaitGroup
+		for _, id := range []uint64{lead, follower} {
+			readers.Add(1)
+			go func() {
+				defer readers.Done()
+				last := int64(-1)
+				for {
+					select {
+					case <-stopReads:
+						return
+					default:
+					}
+					got, err := c.nodes[id].Read(ctx, []byte("sum"))
+					if err == nil {
+						v, _ := strconv.ParseInt(string(got), 10, 64)
+						if v < last {
+							t.Errorf("node %d: read %d after %d", id, v, last)
+						}
+						last = v
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}()
+		}
+		defer func() { close(stopReads); readers.Wait() }()
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		acked, unknown := 0, 0
