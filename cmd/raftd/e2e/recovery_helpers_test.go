@@ -392,18 +392,35 @@ func kvPut(key, value string) []byte {
 	return b
 }
 
-// leaderTarget returns a target function for putLoad that sends to the
-// leader it last saw and re-resolves it when asked.
+// leaderTarget returns a target function for putLoad: the leader it last
+// saw among the nodes not in skip, re-resolved every 256 calls and
+// whenever that node's process is gone (followers forward in between).
 func (r *rcluster) leaderTarget(skip ...uint64) func() uint64 {
 	var cur atomic.Uint64
 	var calls atomic.Int64
 	cur.Store(r.leader(skip...))
-	return func() uint64 {
-		// Re-resolve now and then (cheap: local status of one node).
-		if calls.Add(1)%512 == 0 {
-			if st, err := r.localStatus(cur.Load(), 500*time.Millisecond); err == nil && st.GetLeader() != 0 {
-				cur.Store(st.GetLeader())
+	resolve := func() {
+		for _, id := range r.ids {
+			if contains(skip, id) || r.pid(id) == 0 {
+				continue
 			}
+			st, err := r.localStatus(id, 300*time.Millisecond)
+			if err == nil && st.GetLeader() != 0 && !contains(skip, st.GetLeader()) && r.pid(st.GetLeader()) != 0 {
+				cur.Store(st.GetLeader())
+				return
+			}
+		}
+		// No leader known: any running node refuses or forwards.
+		for _, id := range r.ids {
+			if !contains(skip, id) && r.pid(id) != 0 {
+				cur.Store(id)
+				return
+			}
+		}
+	}
+	return func() uint64 {
+		if calls.Add(1)%256 == 0 || r.pid(cur.Load()) == 0 {
+			resolve()
 		}
 		return cur.Load()
 	}

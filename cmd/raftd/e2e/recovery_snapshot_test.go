@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -81,14 +82,7 @@ func TestRecoveryKillDuringSnapshot(t *testing.T) {
 	// than skip, following leader changes.
 	write := func(n int, skip ...uint64) {
 		base := keys
-		lt := r.leaderTarget(skip...)
-		r.putLoad(n, 32, 3*time.Minute, func() uint64 {
-			id := lt()
-			if r.pid(id) == 0 {
-				id, _ = r.waitLeader(30*time.Second, id, append([]uint64{id}, skip...)...)
-			}
-			return id
-		}, func(i int) []byte {
+		r.putLoad(n, 32, 3*time.Minute, r.leaderTarget(skip...), func(i int) []byte {
 			return kvPut(fmt.Sprintf("k%06d", base+i), bigValue(base+i, valueBytes))
 		})
 		keys += n
@@ -151,6 +145,7 @@ func TestRecoveryKillDuringSnapshot(t *testing.T) {
 		}
 		write(1500, f) // compacts the leader's log past f
 		r.waitConverged(notIn(r.ids, []uint64{f}), 0, 60*time.Second)
+		leadSnap := r.mustStatus(lead).GetSnapshotIndex()
 		r.start(f)
 		waitFor(t, 10*time.Second, func() (bool, string) { return r.pid(f) != 0, fmt.Sprintf("node %d not running", f) })
 		victim := f
@@ -167,6 +162,12 @@ func TestRecoveryKillDuringSnapshot(t *testing.T) {
 		}
 		r.waitExit(victim, 10*time.Second)
 		t.Logf("%s %d killed while node %d was receiving %s", side, victim, f, tmp)
+		// The file is the leader's snapshot (named <index>-<term>), not
+		// one f took of its own state.
+		var tmpIdx uint64
+		if _, err := fmt.Sscanf(filepath.Base(tmp), "%x-", &tmpIdx); err != nil || tmpIdx < leadSnap {
+			t.Fatalf("node %d's temporary file %s is not the leader's snapshot at %d", f, tmp, leadSnap)
+		}
 		if side == "receiver" {
 			restartAndCheck(f, tmp)
 			continue

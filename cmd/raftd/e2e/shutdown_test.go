@@ -103,6 +103,16 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	t.Logf("leader %d stopped cleanly in %s", lead, time.Since(t0))
 	c.waitLeader(10*time.Second, lead, lead)
 	l.waitAcked(t, l.acked.Load()+200, 20*time.Second)
+	// Later boots read membership from the log: restart without --peers.
+	var args []string
+	for i := 0; i < len(c.nodes[lead].args); i++ {
+		if c.nodes[lead].args[i] == "--peers" {
+			i++
+			continue
+		}
+		args = append(args, c.nodes[lead].args[i])
+	}
+	c.nodes[lead].args = args
 	c.start(lead)
 	down.Store(0)
 	l.waitAcked(t, l.acked.Load()+100, 20*time.Second)

@@ -24,6 +24,19 @@ type nodeConfig struct {
 	LogPrefix    string
 }
 
+// storedClusterID returns the cluster id recorded in dir, or "".
+func storedClusterID(dir string) string {
+	b, err := os.ReadFile(filepath.Join(dir, identityFile))
+	if err != nil {
+		return ""
+	}
+	var id identity
+	if json.Unmarshal(b, &id) != nil {
+		return ""
+	}
+	return id.ClusterID
+}
+
 // identityFile records which node of which cluster a data dir belongs to.
 const identityFile = "raftd-node.json"
 
@@ -140,9 +153,10 @@ func listen(what, addr string) (net.Listener, error) {
 
 // runningNode is a started node. Stop is idempotent.
 type runningNode struct {
-	id       uint64
-	apiAddr  string
-	raftAddr string
+	id        uint64
+	clusterID string
+	apiAddr   string
+	raftAddr  string
 
 	done     chan struct{}
 	errOnce  sync.Once

@@ -47,6 +47,10 @@ type RunOptions struct {
 
 	// Resolved by validate.
 	peers map[uint64]string
+	// clusterIDDefault is set when neither --cluster-id nor --peers was
+	// given: a data dir that already exists then keeps its own cluster id
+	// (later boots read membership from the log).
+	clusterIDDefault bool
 }
 
 // NewCmdRun returns `raftd run`.
@@ -188,6 +192,7 @@ func (o *RunOptions) validate(raftAddrSet bool) error {
 	}
 	if o.ClusterID == "" {
 		o.ClusterID = deriveClusterID(o.peers)
+		o.clusterIDDefault = o.Peers == ""
 	}
 	return nil
 }
@@ -221,7 +226,7 @@ func runRun(ctx context.Context, f *Factory, opts *RunOptions) error {
 	}
 	gate.Open()
 	fmt.Fprintf(f.ErrOut, "raftd: node %d serving: api %s, raft %s, data %s, fsm %s (cluster %s)\n",
-		opts.ID, n.APIAddr(), n.RaftAddr(), opts.DataDir, opts.FSMPath, opts.ClusterID)
+		opts.ID, n.APIAddr(), n.RaftAddr(), opts.DataDir, opts.FSMPath, n.clusterID)
 	select {
 	case <-ctx.Done():
 		fmt.Fprintf(f.ErrOut, "raftd: node %d stopping\n", opts.ID)

@@ -80,6 +80,11 @@ func startNode(ctx context.Context, cfg nodeConfig) (rn *runningNode, err error)
 	if err != nil {
 		return nil, err
 	}
+	if cfg.clusterIDDefault {
+		if id := storedClusterID(cfg.DataDir); id != "" {
+			cfg.ClusterID = id
+		}
+	}
 	if _, err := checkDataDir(cfg.DataDir, cfg.ID, cfg.ClusterID); err != nil {
 		return nil, err
 	}
@@ -193,8 +198,12 @@ func startNode(ctx context.Context, cfg nodeConfig) (rn *runningNode, err error)
 		_ = n.Campaign(ctx)
 	}
 
-	rn = &runningNode{id: cfg.ID, apiAddr: an.apiAddr, raftAddr: an.raftAddr, done: make(chan struct{})}
+	rn = &runningNode{id: cfg.ID, clusterID: cfg.ClusterID, apiAddr: an.apiAddr, raftAddr: an.raftAddr, done: make(chan struct{})}
 	rn.stop = func() error {
+		// 0. A leader hands over first (thesis §3.10), so that the cluster
+		// need not wait an election timeout and other nodes stop
+		// forwarding to this one.
+		handOver(n, log)
 		// 1. Refuse new client calls on both ports (not applied, so clients
 		// retry elsewhere) and let the ones in flight finish, including
 		// those forwarded by other nodes.
@@ -227,6 +236,39 @@ func startNode(ctx context.Context, cfg nodeConfig) (rn *runningNode, err error)
 		}
 	}()
 	return rn, nil
+}
+
+// handOverTimeout bounds the leadership transfer at shutdown.
+const handOverTimeout = 3 * time.Second
+
+// handOver transfers leadership to the most up-to-date active voter if n
+// leads a cluster of more than one voter. Failure is not an error: the
+// others elect a leader after an election timeout.
+func handOver(n *node.Node, log *logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), handOverTimeout)
+	defer cancel()
+	st, err := n.Status(ctx)
+	if err != nil || st.Role != "leader" {
+		return
+	}
+	var best uint64
+	var bestMatch uint64
+	for id, p := range st.Progress {
+		if id == st.ID || p.Learner || !p.RecentActive {
+			continue
+		}
+		if best == 0 || p.Match > bestMatch {
+			best, bestMatch = id, p.Match
+		}
+	}
+	if best == 0 {
+		return
+	}
+	if err := n.TransferLeader(ctx, best); err != nil {
+		log.Warningf("shutdown: leadership transfer to node %d: %v", best, err)
+		return
+	}
+	log.Infof("shutdown: handed leadership to node %d", best)
 }
 
 // gracefulStop stops s, waiting up to d for in-flight calls.
