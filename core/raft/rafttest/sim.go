@@ -25,7 +25,7 @@ type SimConfig struct {
 	// SettleRounds bounds the fault-free rounds (one tick per node, then
 	// delivery until quiescent) the cluster may take after the final heal
 	// to elect a leader and converge. The default is 30 election timeouts
-	// (300 rounds; over 7,000 seeds the worst case needed 133).
+	// (300 rounds; over 21,000 seeds the worst case needed 133).
 	SettleRounds int
 	// TraceLines is how many trace lines a failure reports. The default
 	// is 60.
@@ -433,7 +433,7 @@ const (
 // baseWeights are the relative frequencies of the actions (per mille).
 var baseWeights = [numActions]int{
 	actTick: 250, actDeliver: 310, actReady: 200, actDrop: 20, actDuplicate: 10,
-	actDelay: 10, actReplay: 10, actPropose: 80, actRead: 20, actPartition: 5,
+	actDelay: 10, actReplay: 10, actPropose: 80, actRead: 40, actPartition: 5,
 	actCrash: 7, actConfChange: 10, actTransfer: 5, actSnapshot: 13, actTickAll: 60,
 	actLeaderBurst: 10,
 }
@@ -450,9 +450,9 @@ var profiles = []struct {
 }{
 	{"calm", nil, false},
 	{"lossy", map[int]int{actDrop: 5, actDuplicate: 4, actDelay: 4, actReplay: 5}, false},
-	{"crashy", map[int]int{actCrash: 4, actPartition: 3, actLeaderBurst: 3}, false},
+	{"crashy", map[int]int{actCrash: 4, actPartition: 3, actLeaderBurst: 3, actRead: 3}, false},
 	{"churn", map[int]int{actConfChange: 4, actTransfer: 4, actSnapshot: 3, actRead: 2}, false},
-	{"elections", map[int]int{actCrash: 6, actPartition: 4, actLeaderBurst: 4, actTickAll: 2, actDrop: 3}, true},
+	{"elections", map[int]int{actCrash: 6, actPartition: 4, actLeaderBurst: 4, actTickAll: 2, actDrop: 3, actRead: 3}, true},
 }
 
 func (s *Sim) randomStep() error {
