@@ -90,7 +90,7 @@ close storage, exit 0.`,
 	fl.StringVar(&opts.RaftAddr, "raft-addr", DefaultRaftAddr, "peer (Raft) listen address")
 	fl.StringVar(&opts.APIAddr, "api-addr", DefaultAPIAddr, "client API listen address")
 	fl.StringVar(&opts.Peers, "peers", "", "initial members id=raft-addr,... (first boot only; default: this node alone)")
-	fl.BoolVar(&opts.Join, "join", false, "start without bootstrapping; wait to be added with `raftd members add`")
+	fl.BoolVar(&opts.Join, "join", false, "start without bootstrapping; wait to be added with raftd members add")
 	fl.DurationVar(&opts.HeartbeatInterval, "heartbeat-interval", DefaultHeartbeatInterval, "leader heartbeat interval")
 	fl.DurationVar(&opts.ElectionTimeout, "election-timeout", DefaultElectionTimeout, "election timeout T (randomized in [T, 2T))")
 	fl.IntVar(&opts.MaxEntryBytes, "max-entry-bytes", server.DefaultMaxEntryBytes, "largest command accepted")
