@@ -453,3 +453,25 @@ func snapFiles(dataDir string) (committed, tmp []string) {
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
+
+// logTime returns the time of the first line of node id's log since its
+// last start that contains substr (log lines begin with a local
+// "15:04:05.000" time of day); ok is false if there is none.
+func (r *rcluster) logTime(id uint64, substr string) (time.Time, bool) {
+	for _, line := range strings.Split(r.logSince(id), "\n") {
+		if !strings.Contains(line, substr) || len(line) < 12 {
+			continue
+		}
+		tod, err := time.ParseInLocation("15:04:05.000", line[:12], time.Local)
+		if err != nil {
+			continue
+		}
+		now := time.Now()
+		t := time.Date(now.Year(), now.Month(), now.Day(), tod.Hour(), tod.Minute(), tod.Second(), tod.Nanosecond(), time.Local)
+		if t.After(now.Add(time.Minute)) {
+			t = t.AddDate(0, 0, -1) // logged before midnight
+		}
+		return t, true
+	}
+	return time.Time{}, false
+}

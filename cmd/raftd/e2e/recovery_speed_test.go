@@ -82,6 +82,15 @@ func TestRecoveryCatchUpSpeed(t *testing.T) {
 	}
 	t.Logf("CATCH-UP: node %d took %s to go from empty state to applied index %d through the snapshot at %d (%.1f MiB): %.1f MB/s over loopback (includes process and plugin start, stream to disk, restore into the plugin)",
 		f, cu.Round(time.Millisecond), idx, at, mib(snapBytes), float64(snapBytes)/1e6/cu.Seconds())
+	// Phases from f's log: raft started (storage open, plugin started),
+	// snapshot body received and stepped, state restored and caught up.
+	if t0, ok := r.logTime(f, "starting: term="); ok {
+		if t1, ok := r.logTime(f, "restored snapshot [index"); ok {
+			done := caught.Add(cu)
+			t.Logf("CATCH-UP phases: process start to raft start %s; raft start to body received %s (%.1f MB/s); restore into the plugin and tail %s",
+				t0.Sub(caught).Round(time.Millisecond), t1.Sub(t0).Round(time.Millisecond), float64(snapBytes)/1e6/t1.Sub(t0).Seconds(), done.Sub(t1).Round(time.Millisecond))
+		}
+	}
 	for _, id := range []uint64{lead, f} {
 		rp, pp := r.pid(id), r.pluginPID(id)
 		t.Logf("PEAK RSS node %d: raftd %.0f MiB, plugin %.0f MiB", id, mib(vmHWM(rp)), mib(vmHWM(pp)))
