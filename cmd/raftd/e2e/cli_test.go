@@ -82,6 +82,12 @@ func TestSingleNodeDataDirAndLimits(t *testing.T) {
 	if got := c.mustApply(1, `{"op":"put","key":"a","value":"1"}`, 10*time.Second); got != `{"ok":true}` {
 		t.Fatalf("put: %s", got)
 	}
+	inUse := []string{"run", "--fsm", bin("raftd-fsm-kv"), "--data-dir", p.dataDir, "--api-addr", freeAddr(t), "--raft-addr", freeAddr(t)}
+	code, _, stderr = raftd(t, nil, inUse...)
+	if code != 1 {
+		t.Fatalf("second process on a data dir in use: exit %d, want 1 (%q)", code, stderr)
+	}
+	oneLineErr(t, inUse, stderr, "in use by another raftd process")
 	if err := c.stop(1); err != nil {
 		t.Fatalf("SIGTERM: node exited with %v, want exit 0", err)
 	}

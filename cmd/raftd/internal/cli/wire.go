@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -106,6 +107,9 @@ func startNode(ctx context.Context, cfg nodeConfig) (rn *runningNode, err error)
 
 	st, err := storage.Open(cfg.DataDir, &storage.Options{ClusterID: cfg.ClusterID, NodeID: cfg.ID, DisableSync: cfg.NoSync, Logger: log})
 	if err != nil {
+		if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, withCode(ExitFailure, fmt.Errorf("data dir %s is in use by another raftd process", cfg.DataDir))
+		}
 		return nil, withCode(ExitFailure, fmt.Errorf("data dir %s: %w", cfg.DataDir, err))
 	}
 	undo.add(func() { st.Close() })
