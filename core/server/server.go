@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -423,7 +424,11 @@ func (s *Server) peerStatus(ctx context.Context, m *apiv1.Member) *apiv1.NodeSta
 		if ctx.Err() != nil {
 			return fail(fmt.Errorf("unreachable at %s: no answer within %s", addr, s.cfg.StatusTimeout))
 		}
-		return fail(fmt.Errorf("unreachable at %s: %v", addr, status.Convert(err).Message()))
+		msg := status.Convert(err).Message()
+		if strings.Contains(msg, "connection refused") {
+			msg = "connection refused"
+		}
+		return fail(fmt.Errorf("unreachable at %s: %s", addr, msg))
 	}
 	for _, ns := range resp.GetNodes() {
 		if ns.GetId() == m.GetId() {

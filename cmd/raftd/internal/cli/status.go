@@ -164,9 +164,11 @@ func writeStatusTable(w io.Writer, resp *apiv1.StatusResponse) {
 			}
 		}
 	}
+	var notes []string
 	for _, n := range resp.GetNodes() {
 		if n.GetError() != "" {
-			fmt.Fprintf(tw, "%d\t%s\t%s\tunreachable: %s\n", n.GetId(), dash(n.GetRaftAddr()), dash(n.GetApiAddr()), oneLine(n.GetError()))
+			fmt.Fprintf(tw, "%d\t%s\t%s\tunreachable\t-\t-\t-\t-\t-\t-\t-\t-\n", n.GetId(), dash(n.GetRaftAddr()), dash(n.GetApiAddr()))
+			notes = append(notes, fmt.Sprintf("node %d: %s", n.GetId(), oneLine(n.GetError())))
 			continue
 		}
 		fsm := "-"
@@ -182,6 +184,9 @@ func writeStatusTable(w io.Writer, resp *apiv1.StatusResponse) {
 			n.GetCommitIndex(), n.GetAppliedIndex(), n.GetLastIndex(), n.GetSnapshotIndex(), fsm, m)
 	}
 	tw.Flush()
+	for _, note := range notes {
+		fmt.Fprintln(w, note)
+	}
 	for _, n := range resp.GetNodes() {
 		for _, p := range n.GetFollowers() {
 			if strings.EqualFold(p.GetState(), "snapshot") {
