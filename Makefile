@@ -75,7 +75,7 @@ proto-check: $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
 	fi; echo "proto-check: generated code is up to date"
 
 sim:
-	$(GO) test -count=1 -timeout 0 ./core/raft/rafttest -run TestSim -sim.seeds=$(SIM_SEEDS) -sim.steps=$(SIM_STEPS)
+	$(GO) test -count=1 -timeout 0 ./core/raft/rafttest -run 'TestSim$$' -sim.seeds=$(SIM_SEEDS) -sim.steps=$(SIM_STEPS)
 
 fuzz:
 	@for pkg in $$($(GO) list ./... ); do \
