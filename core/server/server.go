@@ -22,6 +22,17 @@ import (
 // DefaultMaxEntryBytes is the default limit on an Apply command (1 MiB).
 const DefaultMaxEntryBytes = 1 << 20
 
+// MaxMessageBytes is the largest gRPC message the API sends or receives
+// (the largest --max-entry-bytes plus room for the envelope). Servers are
+// built with ServerOptions and clients should raise their limits to it.
+const MaxMessageBytes = 32 << 20
+
+// ServerOptions returns the gRPC server options the API needs: message size
+// limits of MaxMessageBytes.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(MaxMessageBytes)}
+}
+
 // Node is what the server needs from the local node driver. The composition
 // root (cmd/raftd) adapts core/node to it. Errors are matched against the
 // sentinels of this package (ErrNotLeader, ErrRejected, ErrStopped,
@@ -326,7 +337,8 @@ func (s *Server) conn(addr string) (*grpc.ClientConn, error) {
 	if c, ok := s.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)))
 	if err != nil {
 		return nil, err
 	}

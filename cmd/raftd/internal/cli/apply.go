@@ -28,10 +28,15 @@ applied on every replica. The FSM's result is printed on stdout.
 
 Exit codes: 0 applied; 3 certainly not applied (no leader, too large,
 invalid); 1 outcome unknown (timeout or connection lost after sending).`,
-		Example: `  raftd apply --addr 127.0.0.1:8101 '{"op":"put","key":"a","value":"1"}'`,
+		Example: `  raftd apply --addr 127.0.0.1:8101 '{"op":"put","key":"a","value":"1"}'
+  raftd apply - < command.json     # COMMAND "-" reads it from stdin`,
 		Args:    exactArgs(1, "one COMMAND"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.Command = args[0]
+			v, err := argOrStdin(f, args[0])
+			if err != nil {
+				return err
+			}
+			opts.Command = v
 			if runF != nil {
 				return runF(opts)
 			}

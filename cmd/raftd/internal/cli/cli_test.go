@@ -249,3 +249,17 @@ func TestDataDirIdentity(t *testing.T) {
 		t.Fatalf("other cluster: %v", err)
 	}
 }
+
+func TestApplyFromStdin(t *testing.T) {
+	_, addr := startFake(t)
+	var out, errb bytes.Buffer
+	f := &Factory{In: strings.NewReader(`{"op":"put","key":"s","value":"1"}` + "\n"), Out: &out, ErrOut: &errb, Getenv: func(string) string { return "" }}
+	if code := Run(context.Background(), f, []string{"apply", "--addr", addr, "-"}); code != 0 || out.String() != "{\"ok\":true}\n" {
+		t.Fatalf("apply -: exit %d, out %q, err %q", code, out.String(), errb.String())
+	}
+	out.Reset()
+	f.In = strings.NewReader(`{"op":"get","key":"s"}`)
+	if code := Run(context.Background(), f, []string{"query", "--addr", addr, "-"}); code != 0 || out.String() != "{\"found\":true,\"value\":\"1\"}\n" {
+		t.Fatalf("query -: exit %d, out %q, err %q", code, out.String(), errb.String())
+	}
+}

@@ -66,7 +66,8 @@ func (o *ClientOptions) addrList(f *Factory) ([]string, error) {
 
 // dial returns a client connection to addr; it connects lazily.
 func dial(addr string) (*grpc.ClientConn, error) {
-	return grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(server.MaxMessageBytes), grpc.MaxCallSendMsgSize(server.MaxMessageBytes)))
 }
 
 // waitReady waits until cc is connected, it fails (transient failure), or
@@ -159,7 +160,7 @@ func (o *ClientOptions) call(ctx context.Context, f *Factory, op string, fn call
 				return withCode(ExitFailure, fmt.Errorf("%s: interrupted; outcome unknown", op))
 			case codes.Unavailable:
 				return withCode(ExitFailure, fmt.Errorf("%s: connection to %s lost: %s; outcome unknown", op, a, msg))
-			case codes.InvalidArgument, codes.FailedPrecondition, codes.Unimplemented, codes.NotFound:
+			case codes.InvalidArgument, codes.FailedPrecondition, codes.Unimplemented, codes.NotFound, codes.ResourceExhausted:
 				return withCode(ExitNotApplied, fmt.Errorf("%s (%s)", msg, a))
 			}
 			return withCode(ExitFailure, fmt.Errorf("%s (%s)", msg, a))

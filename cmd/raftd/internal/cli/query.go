@@ -33,7 +33,11 @@ reads the answering node's local state, which may lag.`,
   raftd query --consistency stale '{"op":"list","prefix":""}'`,
 		Args: exactArgs(1, "one QUERY"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.Query = args[0]
+			v, err := argOrStdin(f, args[0])
+			if err != nil {
+				return err
+			}
+			opts.Query = v
 			if runF != nil {
 				return runF(opts)
 			}

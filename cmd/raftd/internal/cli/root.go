@@ -37,6 +37,8 @@ const (
 // Factory carries what commands need from the outside world, so tests can
 // substitute it.
 type Factory struct {
+	// In is read by `apply -` and `query -`.
+	In     io.Reader
 	Out    io.Writer
 	ErrOut io.Writer
 	// Getenv reads the environment (os.Getenv by default).
@@ -70,7 +72,7 @@ func withCode(code int, err error) error {
 func Main(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	f := &Factory{Out: os.Stdout, ErrOut: os.Stderr, Getenv: os.Getenv}
+	f := &Factory{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr, Getenv: os.Getenv}
 	return Run(ctx, f, args)
 }
 
@@ -162,4 +164,26 @@ func noArgs(cmd *cobra.Command, args []string) error {
 		return usageErrorf("%s: unexpected argument %q", cmd.CommandPath(), args[0])
 	}
 	return nil
+}
+
+// maxStdinBytes bounds a command read from stdin.
+const maxStdinBytes = 64 << 20
+
+// argOrStdin returns arg, or stdin's content (without one trailing newline)
+// when arg is "-".
+func argOrStdin(f *Factory, arg string) (string, error) {
+	if arg != "-" {
+		return arg, nil
+	}
+	if f.In == nil {
+		return "", usageErrorf("no standard input to read the command from")
+	}
+	b, err := io.ReadAll(io.LimitReader(f.In, maxStdinBytes+1))
+	if err != nil {
+		return "", withCode(ExitFailure, fmt.Errorf("read standard input: %w", err))
+	}
+	if len(b) > maxStdinBytes {
+		return "", usageErrorf("standard input holds more than %d bytes", maxStdinBytes)
+	}
+	return strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"), nil
 }

@@ -152,8 +152,10 @@ func (o *RunOptions) validate(raftAddrSet bool) error {
 	if o.ElectionTimeout < 2*o.HeartbeatInterval {
 		return usageErrorf("run: --election-timeout (%s) must be at least twice --heartbeat-interval (%s)", o.ElectionTimeout, o.HeartbeatInterval)
 	}
-	if o.MaxEntryBytes <= 0 || o.MaxEntryBytes > 64<<20 {
-		return usageErrorf("run: --max-entry-bytes must be in (0, 64 MiB]")
+	// NB: the peer transport carries messages of up to 64 MiB; 16 MiB
+	// entries leave room for batching.
+	if o.MaxEntryBytes <= 0 || o.MaxEntryBytes > 16<<20 {
+		return usageErrorf("run: --max-entry-bytes must be in (0, 16 MiB]")
 	}
 	if o.DataDir == "" {
 		return usageErrorf("run: --data-dir must not be empty")

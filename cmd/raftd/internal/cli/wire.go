@@ -183,7 +183,7 @@ func startNode(ctx context.Context, cfg nodeConfig) (rn *runningNode, err error)
 	raftSrv := grpc.NewServer(tr.ServerOptions()...)
 	tr.Register(raftSrv)
 	srv.Register(raftSrv)
-	apiSrv := grpc.NewServer()
+	apiSrv := grpc.NewServer(server.ServerOptions()...)
 	srv.Register(apiSrv)
 	go raftSrv.Serve(raftLis)
 
