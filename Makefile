@@ -13,7 +13,7 @@ SIM_SEEDS ?= 100000
 SIM_STEPS ?= 2000
 FUZZTIME  ?= 60s
 
-.PHONY: help build node run test test-go vet proto proto-check sim fuzz soak bench clean
+.PHONY: help build node run test test-node test-go vet proto proto-check sim fuzz soak bench clean
 
 help:
 	@echo "make run    build everything and start a local 3-node kv cluster"
@@ -39,7 +39,11 @@ node:
 run: build node
 	$(BIN)/raftd dev --fsm $(BIN)/raftd-fsm-kv --nodes 3
 
-test: build node vet proto-check test-go
+test: build node vet proto-check test-node test-go
+
+# The Node.js plugin's own unit tests (the Go tests drive it through plugin/host).
+test-node: node
+	@if command -v node >/dev/null 2>&1 && [ -d $(NODE_KV)/node_modules ]; then cd $(NODE_KV) && node --test test/; fi
 
 vet:
 	$(GO) vet ./...
