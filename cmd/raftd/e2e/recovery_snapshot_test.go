@@ -272,6 +272,20 @@ func TestRecoveryCorruptSnapshotSent(t *testing.T) {
 	if at := r.restoredSnapshotAt(g); at == badIdx {
 		t.Fatalf("node %d restored the damaged snapshot at index %d", g, at)
 	}
+	// Without new writes: does g get anywhere? (Reported, not asserted:
+	// see /tmp/raft-bugs.md; the leader keeps offering the damaged file.)
+	stallUntil := time.Now().Add(5 * time.Second)
+	for time.Now().Before(stallUntil) {
+		gs, gerr := r.localStatus(g, 500*time.Millisecond)
+		ls, lerr := r.localStatus(lead, 500*time.Millisecond)
+		if gerr == nil && lerr == nil && gs.GetAppliedIndex() == ls.GetAppliedIndex() {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	gs, _ := r.localStatus(g, time.Second)
+	t.Logf("5 s after the damaged snapshot was refused, without new writes: node %d applied %d (leader: %d); %d snapshot transfer failures logged by the leader",
+		g, gs.GetAppliedIndex(), r.mustStatus(lead).GetAppliedIndex(), strings.Count(r.logSince(lead), "checksum mismatch"))
 	// A newer snapshot (every 500 entries) gets g going.
 	r.putLoad(600, 32, time.Minute, r.leaderTarget(), func(i int) []byte {
 		return kvPut(fmt.Sprintf("k%06d", 1200+i), bigValue(1200+i, 256))
