@@ -54,7 +54,12 @@ type progress struct {
 	// heardTick is the highest heartbeat stamp (leader tick + 1) the member
 	// acknowledged in this term; it dates the member's lease (0: none).
 	heardTick uint64
-	inflights inflights
+	// sentCommit is the highest commit index the leader has sent to the
+	// member in this term (in a MsgApp, or the capped commit of a
+	// heartbeat). The member's commit index cannot exceed it unless a later
+	// message raised it.
+	sentCommit uint64
+	inflights  inflights
 }
 
 func (pr *progress) resetState(state ProgressState) {
@@ -132,6 +137,18 @@ func (pr *progress) sentEntries(n int, lastIndex, bytes uint64) {
 	case ProgressProbe:
 		pr.probeSent = true
 	}
+}
+
+// canBumpCommit reports whether an (empty) MsgApp carrying committed could
+// still raise the member's commit index: a MsgApp lets the member commit up
+// to min(committed, next-1), and nothing sent so far reached that far.
+func (pr *progress) canBumpCommit(committed uint64) bool {
+	return committed > pr.sentCommit && pr.sentCommit < pr.next-1
+}
+
+// sentCommitIndex records that a message told the member commit index c.
+func (pr *progress) sentCommitIndex(c uint64) {
+	pr.sentCommit = max(pr.sentCommit, c)
 }
 
 // isPaused reports whether the leader should hold back MsgApp.

@@ -435,6 +435,7 @@ func (r *raft) maybeSendAppend(pr *progress, sendIfEmpty bool) bool {
 		last = ents[n-1].Index
 	}
 	pr.sentEntries(len(ents), last, size)
+	pr.sentCommitIndex(r.raftLog.committed)
 	return true
 }
 
@@ -488,13 +489,15 @@ func (r *raft) bcastAppend() {
 func (r *raft) sendHeartbeat(pr *progress, ctx []byte) {
 	// Never tell a follower to commit past what it is known to hold: its
 	// log after match may still disagree with ours.
+	commit := min(pr.match, r.raftLog.committed)
 	r.send(Message{
 		To:      pr.id,
 		Type:    MsgHeartbeat,
-		Commit:  min(pr.match, r.raftLog.committed),
+		Commit:  commit,
 		Index:   r.leaderTicks + 1,
 		Context: ctx,
 	})
+	pr.sentCommitIndex(commit)
 }
 
 func (r *raft) bcastHeartbeat() {
@@ -1112,6 +1115,13 @@ func (r *raft) handleAppendResponse(pr *progress, m Message) {
 		}
 		// Fill the window with whatever the follower still lacks.
 		r.sendAppendAll(pr, false)
+		if pr.canBumpCommit(r.raftLog.committed) {
+			// Nothing new to send, but the follower has not been told the
+			// commit index up to what it now holds (e.g. it was a paused
+			// probe when the commit advanced): tell it now rather than at
+			// the next heartbeat.
+			r.maybeSendAppend(pr, true)
+		}
 		if m.From == r.leadTransferee && pr.match == r.raftLog.lastIndex() {
 			r.logger.Infof("raft: %x sending MsgTimeoutNow to %x: its log is up to date", r.id, m.From)
 			r.send(Message{To: m.From, Type: MsgTimeoutNow})
