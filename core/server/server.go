@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"strings"
 	"sync"
@@ -22,15 +23,18 @@ import (
 // DefaultMaxEntryBytes is the default limit on an Apply command (1 MiB).
 const DefaultMaxEntryBytes = 1 << 20
 
-// MaxMessageBytes is the largest gRPC message the API sends or receives
-// (the largest --max-entry-bytes plus room for the envelope). Servers are
-// built with ServerOptions and clients should raise their limits to it.
+// MaxMessageBytes is the largest request the API receives (the largest
+// --max-entry-bytes plus room for the envelope). Answers (query results,
+// for example a kv list) are not limited: clients should accept
+// MaxResponseBytes.
 const MaxMessageBytes = 32 << 20
 
-// ServerOptions returns the gRPC server options the API needs: message size
-// limits of MaxMessageBytes.
+// MaxResponseBytes is what clients should accept as the largest answer.
+const MaxResponseBytes = math.MaxInt32
+
+// ServerOptions returns the gRPC server options the API needs.
 func ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(MaxMessageBytes)}
+	return []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes)}
 }
 
 // Node is what the server needs from the local node driver. The composition
@@ -338,7 +342,7 @@ func (s *Server) conn(addr string) (*grpc.ClientConn, error) {
 		return c, nil
 	}
 	c, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxResponseBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)))
 	if err != nil {
 		return nil, err
 	}

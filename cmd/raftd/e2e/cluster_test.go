@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -21,9 +22,20 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-// freePort returns a loopback address that was free a moment ago.
+// freeAddr returns a loopback address that was free a moment ago. Ports
+// come from below the kernel's ephemeral range (32768+ by default), so an
+// outgoing connection cannot take the port before the node binds it.
 func freeAddr(t *testing.T) string {
 	t.Helper()
+	for i := 0; i < 200; i++ {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000)))
+		if err != nil {
+			continue
+		}
+		a := l.Addr().String()
+		l.Close()
+		return a
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

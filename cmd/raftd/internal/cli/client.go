@@ -67,7 +67,7 @@ func (o *ClientOptions) addrList(f *Factory) ([]string, error) {
 // dial returns a client connection to addr; it connects lazily.
 func dial(addr string) (*grpc.ClientConn, error) {
 	return grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(server.MaxMessageBytes), grpc.MaxCallSendMsgSize(server.MaxMessageBytes)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(server.MaxResponseBytes), grpc.MaxCallSendMsgSize(server.MaxMessageBytes)))
 }
 
 // waitReady waits until cc is connected, it fails (transient failure), or
