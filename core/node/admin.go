@@ -332,7 +332,8 @@ type Metrics struct {
 	Reads                uint64 // linearizable reads served a read index
 	ApplyBatches         uint64 // StateMachine.Apply calls
 	CommandsApplied      uint64
-	SnapshotsTaken       uint64
+	SnapshotsTaken       uint64 // completed local snapshots
+	SnapshotsStarted     uint64 // local snapshots whose body was written in the background
 	SnapshotsInstalled   uint64 // state machine restores
 	SnapshotsSent        uint64 // MsgSnap handed to the transport
 	Compactions          uint64
@@ -345,7 +346,7 @@ type metrics struct {
 	proposals, proposalsDropped, saves, syncs, entriesSaved, messagesSent  atomic.Uint64
 	readIndexRounds, reads, applyBatches, commandsApplied, snapshotsTaken  atomic.Uint64
 	snapshotsInstalled, snapshotsSent, compactions, smRestarts, stepErrors atomic.Uint64
-	throttled                                                              atomic.Uint64
+	throttled, snapshotsStarted                                            atomic.Uint64
 }
 
 // Metrics returns the node's counters.
@@ -359,6 +360,6 @@ func (n *Node) Metrics() Metrics {
 		SnapshotsTaken: m.snapshotsTaken.Load(), SnapshotsInstalled: m.snapshotsInstalled.Load(),
 		SnapshotsSent: m.snapshotsSent.Load(), Compactions: m.compactions.Load(),
 		StateMachineRestarts: m.smRestarts.Load(), StepErrors: m.stepErrors.Load(),
-		ThrottledRounds: m.throttled.Load(),
+		ThrottledRounds: m.throttled.Load(), SnapshotsStarted: m.snapshotsStarted.Load(),
 	}
 }

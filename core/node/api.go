@@ -150,6 +150,29 @@ type StateMachine interface {
 	Close() error
 }
 
+// SnapshotStarter is optionally implemented by a StateMachine that can fix
+// a point-in-time view of its state cheaply and write it out while Apply
+// continues (the plugin host can: the plugin captures its state under its
+// lock, answers with a header naming its applied index, then streams the
+// body outside the lock). The node type-asserts for it. Without it the node
+// calls Snapshot on the apply goroutine, and applying (with the callers
+// waiting on it) pauses until the whole body is written.
+//
+// StartSnapshot captures the state as of the last Apply that returned and
+// returns once that capture is fixed: Apply calls made after it returns must
+// not change what is written. The body (the bytes Snapshot would write) is
+// written to w in the background; wait blocks until it is complete and
+// returns nil only if all of it was written. The node calls wait exactly
+// once, from another goroutine than the apply goroutine. While a body is
+// being written the node calls Apply, Query, Info and Digest only; before
+// Restore or Restart, and when it stops, it cancels ctx and waits for wait
+// to return, so wait must return promptly once ctx is done. An error that
+// wraps ErrStateMachineCrashed (from StartSnapshot or wait) makes the node
+// restart the state machine; the snapshot is then abandoned.
+type SnapshotStarter interface {
+	StartSnapshot(ctx context.Context, w io.Writer) (wait func() error, err error)
+}
+
 // Restarter is optionally implemented by a StateMachine that can be
 // restarted after it crashed (a plugin process). After Restart returns nil
 // the node calls Info, restores the latest snapshot if the FSM is behind

@@ -48,7 +48,13 @@ type applier struct {
 	fsmApplied  uint64 // FSM commands at or below this index are in the FSM
 	lastSnap    raft.Snapshot
 	info        FSMInfo
-	metaDirty   bool // meta changed since publishStatus
+	metaDirty   bool   // meta changed since publishStatus
+	restarts    uint64 // state machine restarts so far
+
+	// Local snapshots (snapjob.go).
+	job          *snapJob         // the snapshot whose body is being written, or nil
+	pendingReqs  []chan snapReply // ExportSnapshot callers not yet served
+	snapFailedAt uint64           // no automatic retry before applied passes it
 
 	statusMu   sync.Mutex
 	statusMeta clusterMeta // copy of meta for Status
@@ -129,17 +135,24 @@ func (a *applier) requestSnapshot(ctx context.Context) (raft.Snapshot, error) {
 
 func (a *applier) run() {
 	defer close(a.donec)
+	// Whatever way it exits: no snapshot body is written after the node
+	// stopped, and nobody keeps waiting for one.
+	defer a.stopSnapshots()
 	for {
 		a.mu.Lock()
 		tasks, reqs := a.tasks, a.snapReqs
 		a.tasks, a.snapReqs = nil, nil
 		closed, aborted := a.closed, a.aborted
 		a.mu.Unlock()
+		a.pendingReqs = append(a.pendingReqs, reqs...)
 		if aborted {
-			a.failSnapReqs(reqs, ErrStopped)
 			return
 		}
-		if len(tasks) == 0 && len(reqs) == 0 {
+		if err := a.pollSnapshot(); err != nil {
+			a.fail(err)
+			return
+		}
+		if len(tasks) == 0 && !a.snapshotDue() {
 			if closed {
 				return
 			}
@@ -152,34 +165,27 @@ func (a *applier) run() {
 		}
 		err := a.process(tasks)
 		a.backlog.Add(-handed)
-		if err != nil {
-			a.failSnapReqs(reqs, err)
-			a.mu.Lock()
-			a.fatalE = err
-			a.mu.Unlock()
-			a.n.fatal(err)
-			return
+		if err == nil && a.snapshotDue() {
+			err = a.startSnapshot()
 		}
-		if len(reqs) > 0 {
-			s, err := a.snapshot(true)
-			for _, ch := range reqs {
-				ch <- snapReply{snap: s, err: err}
-			}
-		} else if a.n.cfg.SnapshotEntries > 0 && a.applied-a.lastSnap.Metadata.Index >= uint64(a.n.cfg.SnapshotEntries) {
-			if _, err := a.snapshot(false); err != nil {
-				a.mu.Lock()
-				a.fatalE = err
-				a.mu.Unlock()
-				a.n.fatal(err)
-				return
-			}
+		if err != nil {
+			a.fail(err)
+			return
 		}
 	}
 }
 
-func (a *applier) failSnapReqs(reqs []chan snapReply, err error) {
+// fail records a fatal error and makes the loop fail-stop.
+func (a *applier) fail(err error) {
+	a.mu.Lock()
+	a.fatalE = err
+	a.mu.Unlock()
+	a.n.fatal(err)
+}
+
+func replySnap(reqs []chan snapReply, s raft.Snapshot, err error) {
 	for _, ch := range reqs {
-		ch <- snapReply{err: err}
+		ch <- snapReply{snap: s, err: err}
 	}
 }
 
@@ -217,6 +223,7 @@ func (a *applier) install(snap raft.Snapshot) error {
 	if si <= a.applied {
 		return nil // raft never installs an older snapshot; be safe
 	}
+	a.cancelSnapshot() // no body streams while the state is replaced
 	var hdr SnapshotHeader
 	a.queryMu.Lock()
 	err := a.withRestarts(si, func() error {
@@ -453,6 +460,7 @@ func (a *applier) withRestarts(at uint64, f func() error) error {
 // restart restarts the state machine process if it can and refreshes Info.
 func (a *applier) restart() error {
 	a.n.m.smRestarts.Add(1)
+	a.restarts++
 	if r, ok := a.sm.(Restarter); ok {
 		if err := r.Restart(a.ctx); err != nil {
 			return fmt.Errorf("%w: %w", errRestartFailed, err)
@@ -478,6 +486,7 @@ func (a *applier) restart() error {
 // Queries wait meanwhile: the state goes back in time while it is rebuilt,
 // and a read must never see that.
 func (a *applier) recover(target, limit uint64) (uint64, error) {
+	a.cancelSnapshot() // before the restart; it may also advance lastSnap
 	a.queryMu.Lock()
 	defer a.queryMu.Unlock()
 	if err := a.restart(); err != nil {
@@ -569,54 +578,6 @@ func (a *applier) restoreOrHeader(snap raft.Snapshot, restore bool) (SnapshotHea
 	}
 	defer rc.Close()
 	return ReadSnapshotHeader(newBufReader(rc))
-}
-
-// snapshot takes a snapshot at the applied index and hands it to the loop,
-// which records it and compacts the log. Writes continue meanwhile: only
-// applying waits. A crash of the state machine while snapshotting is
-// recovered and the snapshot skipped (forced: reported to the caller).
-func (a *applier) snapshot(forced bool) (raft.Snapshot, error) {
-	if a.applied == a.lastSnap.Metadata.Index && !a.lastSnap.IsEmpty() {
-		return a.lastSnap, nil
-	}
-	if a.applied == 0 {
-		return raft.Snapshot{}, errors.New("node: nothing applied yet, no snapshot")
-	}
-	meta := raft.SnapshotMetadata{Index: a.applied, Term: a.appliedTerm, ConfState: a.meta.clone().conf}
-	sink, err := a.n.st.BeginSnapshot(meta)
-	if err != nil {
-		return raft.Snapshot{}, fmt.Errorf("node: storage: begin snapshot at index %d: %w", meta.Index, err)
-	}
-	err = writeSnapshotHeader(sink, headerFromMeta(meta.Index, meta.Term, a.meta, a.info.Name))
-	if err != nil {
-		_ = sink.Abort()
-		return raft.Snapshot{}, fmt.Errorf("node: storage: write snapshot at index %d: %w", meta.Index, err)
-	}
-	if err := a.sm.Snapshot(a.ctx, sink); err != nil {
-		_ = sink.Abort()
-		if errors.Is(err, ErrStateMachineCrashed) {
-			if rerr := a.withRecover(a.fsmApplied); rerr != nil {
-				return raft.Snapshot{}, rerr
-			}
-			if forced {
-				return raft.Snapshot{}, fmt.Errorf("node: snapshot at index %d: state machine crashed (restarted): %w", meta.Index, err)
-			}
-			return raft.Snapshot{}, nil
-		}
-		return raft.Snapshot{}, fmt.Errorf("node: state machine %q snapshot at index %d: %w", a.info.Name, meta.Index, err)
-	}
-	desc, err := sink.Commit()
-	if err != nil {
-		return raft.Snapshot{}, fmt.Errorf("node: storage: commit snapshot at index %d: %w", meta.Index, err)
-	}
-	s := raft.Snapshot{Metadata: meta, Data: desc}
-	a.lastSnap = s
-	a.n.m.snapshotsTaken.Add(1)
-	select {
-	case a.n.snapc <- s:
-	case <-a.n.quitc:
-	}
-	return s, nil
 }
 
 // withRecover restarts the state machine and replays up to target, with

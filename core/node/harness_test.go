@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +32,7 @@ type memStorage struct {
 	// synctest), so that concurrent work piles up as it does on a disk.
 	syncDelay time.Duration
 	compacts  atomic.Int64
+	aborts    atomic.Int64
 }
 
 func newMemStorage() *memStorage {
@@ -130,7 +132,7 @@ type memSink struct {
 }
 
 func (k *memSink) Write(p []byte) (int, error) { return k.buf.Write(p) }
-func (k *memSink) Abort() error                { return nil }
+func (k *memSink) Abort() error                { k.s.aborts.Add(1); return nil }
 func (k *memSink) Commit() ([]byte, error) {
 	k.s.mu.Lock()
 	defer k.s.mu.Unlock()
@@ -294,6 +296,13 @@ type testFSM struct {
 	crashOnSnapshot int
 	applyDelay      time.Duration
 	restores        int
+	// snapGate, when set, holds every snapshot body (both paths) until it
+	// is closed; the state is captured before.
+	snapGate chan struct{}
+	// crashMidSnapshot: this many more snapshot bodies write a few bytes
+	// and then crash the FSM (StartSnapshot path).
+	crashMidSnapshot int
+	snapStarts       int // captures by StartSnapshot
 }
 
 func newTestFSM() *testFSM {
@@ -403,7 +412,76 @@ func (f *testFSM) Snapshot(ctx context.Context, w io.Writer) error {
 		return fmt.Errorf("snapshot: plugin exited: %w", ErrStateMachineCrashed)
 	}
 	f.snapshots++
-	return json.NewEncoder(w).Encode(fsmState{f.applied, f.sum, f.kv})
+	st := fsmState{f.applied, f.sum, maps.Clone(f.kv)}
+	if gate := f.snapGate; gate != nil {
+		f.mu.Unlock()
+		<-gate
+		f.mu.Lock()
+	}
+	return json.NewEncoder(w).Encode(st)
+}
+
+// StartSnapshot implements SnapshotStarter: it copies the state now and
+// writes it later, on its own goroutine.
+func (f *testFSM) StartSnapshot(ctx context.Context, w io.Writer) (func() error, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.crashed {
+		return nil, fmt.Errorf("snapshot: %w", ErrStateMachineCrashed)
+	}
+	if f.crashOnSnapshot > 0 {
+		f.crashOnSnapshot--
+		f.crashed = true
+		f.applied, f.sum, f.kv = 0, 0, map[string]string{}
+		return nil, fmt.Errorf("snapshot: plugin exited: %w", ErrStateMachineCrashed)
+	}
+	f.snapStarts++
+	st := fsmState{f.applied, f.sum, maps.Clone(f.kv)}
+	gate := f.snapGate
+	crashMid := f.crashMidSnapshot > 0
+	if crashMid {
+		f.crashMidSnapshot--
+	}
+	done := make(chan error, 1)
+	go func() {
+		if gate != nil {
+			select {
+			case <-gate:
+			case <-ctx.Done():
+				done <- ctx.Err()
+				return
+			}
+		}
+		if crashMid {
+			_, _ = w.Write([]byte(`{"Applied":`))
+			f.mu.Lock()
+			f.crashed = true
+			if !f.persistent {
+				f.applied, f.sum, f.kv = 0, 0, map[string]string{}
+			}
+			f.mu.Unlock()
+			done <- fmt.Errorf("snapshot stream: plugin exited: %w", ErrStateMachineCrashed)
+			return
+		}
+		err := json.NewEncoder(w).Encode(st)
+		f.mu.Lock()
+		f.snapshots++
+		f.mu.Unlock()
+		done <- err
+	}()
+	return func() error { return <-done }, nil
+}
+
+// legacySM hides testFSM's SnapshotStarter: the node snapshots it on the
+// apply goroutine.
+type legacySM struct {
+	StateMachine
+	Restarter
+}
+
+func legacy(cfg *Config) {
+	f := cfg.StateMachine.(*testFSM)
+	cfg.StateMachine = legacySM{f, f}
 }
 
 func (f *testFSM) Restore(ctx context.Context, r io.Reader) error {

@@ -1,0 +1,223 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/raftd/raftd/core/raft"
+)
+
+// Local snapshots (apply goroutine).
+//
+// Every Config.SnapshotEntries applied entries, or when ExportSnapshot asks,
+// the apply goroutine starts a snapshot at its applied index: it opens a
+// Storage sink, writes the node header (membership, addresses, active FSM
+// version as of that index) and then, between two Apply calls, either
+//
+//   - asks a SnapshotStarter to capture its state, and hands the body to a
+//     separate goroutine that writes it into the sink while applying goes
+//     on (at most one such snapshot is in flight); or
+//   - for a plain StateMachine, calls Snapshot and waits for the whole body
+//     (applying waits too).
+//
+// Only a complete body is committed (SnapshotSink.Commit); any error aborts
+// the sink, so a partial body is never used. A completed snapshot becomes
+// the applier's latest snapshot (the one a state machine restart restores)
+// BEFORE the loop records it and compacts the log behind it, so replay after
+// a restart always finds the log it needs.
+//
+// NB: the body goroutine never touches applier state; it reports through
+// snapJob.done and a wake-up, and the apply goroutine finishes the job.
+
+// snapJob is a snapshot whose body is being written in the background.
+type snapJob struct {
+	meta   raft.SnapshotMetadata
+	cancel context.CancelFunc
+	reqs   []chan snapReply // ExportSnapshot callers waiting for it
+	epoch  uint64           // applier.restarts when it started
+	// cancelled is set (apply goroutine) when the node gave up on the job.
+	cancelled bool
+
+	done chan struct{} // closed by the body goroutine after setting:
+	desc []byte        // the committed body's descriptor, if err == nil
+	err  error
+	// storageErr reports that err came from SnapshotSink.Commit.
+	storageErr bool
+}
+
+// snapshotDue reports whether a snapshot should be started now.
+func (a *applier) snapshotDue() bool {
+	if a.job != nil {
+		return false // at most one in flight
+	}
+	if len(a.pendingReqs) > 0 {
+		return true
+	}
+	every := a.n.cfg.SnapshotEntries
+	return every > 0 && a.applied > a.snapFailedAt &&
+		a.applied-a.lastSnap.Metadata.Index >= uint64(every)
+}
+
+// startSnapshot starts a snapshot at the applied index for the pending
+// ExportSnapshot callers (if any). A non-nil error is fatal.
+func (a *applier) startSnapshot() error {
+	reqs := a.pendingReqs
+	a.pendingReqs = nil
+	if a.applied == a.lastSnap.Metadata.Index && !a.lastSnap.IsEmpty() {
+		replySnap(reqs, a.lastSnap, nil)
+		return nil
+	}
+	if a.applied == 0 {
+		replySnap(reqs, raft.Snapshot{}, errors.New("node: nothing applied yet, no snapshot"))
+		return nil
+	}
+	meta := raft.SnapshotMetadata{Index: a.applied, Term: a.appliedTerm, ConfState: a.meta.clone().conf}
+	sink, err := a.n.st.BeginSnapshot(meta)
+	if err != nil {
+		err = fmt.Errorf("node: storage: begin snapshot at index %d: %w", meta.Index, err)
+		replySnap(reqs, raft.Snapshot{}, err)
+		return err
+	}
+	if err := writeSnapshotHeader(sink, headerFromMeta(meta.Index, meta.Term, a.meta, a.info.Name)); err != nil {
+		_ = sink.Abort()
+		err = fmt.Errorf("node: storage: write snapshot at index %d: %w", meta.Index, err)
+		replySnap(reqs, raft.Snapshot{}, err)
+		return err
+	}
+
+	starter, ok := a.sm.(SnapshotStarter)
+	if !ok {
+		// Plain StateMachine: the whole body is written here.
+		if err := a.sm.Snapshot(a.ctx, sink); err != nil {
+			_ = sink.Abort()
+			return a.snapshotFailed(meta, reqs, err)
+		}
+		desc, err := sink.Commit()
+		if err != nil {
+			err = fmt.Errorf("node: storage: commit snapshot at index %d: %w", meta.Index, err)
+			replySnap(reqs, raft.Snapshot{}, err)
+			return err
+		}
+		a.snapshotTaken(raft.Snapshot{Metadata: meta, Data: desc}, reqs)
+		return nil
+	}
+
+	ctx, cancel := context.WithCancel(a.ctx)
+	wait, err := starter.StartSnapshot(ctx, sink)
+	if err != nil {
+		cancel()
+		_ = sink.Abort()
+		return a.snapshotFailed(meta, reqs, err)
+	}
+	j := &snapJob{meta: meta, cancel: cancel, reqs: reqs, epoch: a.restarts, done: make(chan struct{})}
+	a.job = j
+	a.n.m.snapshotsStarted.Add(1)
+	go func() {
+		err := wait()
+		if err == nil {
+			if j.desc, err = sink.Commit(); err != nil {
+				j.storageErr = true
+				err = fmt.Errorf("node: storage: commit snapshot at index %d: %w", meta.Index, err)
+			}
+		} else {
+			_ = sink.Abort()
+		}
+		j.err = err
+		cancel()
+		close(j.done)
+		a.wake()
+	}()
+	return nil
+}
+
+// pollSnapshot finishes the in-flight snapshot if its body is done.
+func (a *applier) pollSnapshot() error {
+	if a.job == nil {
+		return nil
+	}
+	select {
+	case <-a.job.done:
+		return a.finishSnapshot()
+	default:
+		return nil
+	}
+}
+
+// cancelSnapshot gives up on the in-flight snapshot (if any) and waits for
+// its body goroutine: the state machine is about to be restored or
+// restarted, or the node stops. A body that completed anyway is kept;
+// ExportSnapshot callers of an abandoned one wait for the next.
+func (a *applier) cancelSnapshot() {
+	j := a.job
+	if j == nil {
+		return
+	}
+	j.cancelled = true
+	j.cancel()
+	<-j.done
+	_ = a.finishSnapshot() // cancelled: never an error
+}
+
+// finishSnapshot handles the outcome of a.job, whose done is closed. A
+// non-nil error is fatal.
+func (a *applier) finishSnapshot() error {
+	j := a.job
+	a.job = nil
+	switch {
+	case j.err == nil:
+		a.snapshotTaken(raft.Snapshot{Metadata: j.meta, Data: j.desc}, j.reqs)
+		return nil
+	case j.cancelled:
+		a.pendingReqs = append(j.reqs, a.pendingReqs...)
+		return nil
+	case j.storageErr:
+		replySnap(j.reqs, raft.Snapshot{}, j.err)
+		return j.err
+	case errors.Is(j.err, ErrStateMachineCrashed) && a.restarts != j.epoch:
+		// Already restarted (an Apply saw the crash first).
+		a.snapFailedAt = j.meta.Index
+		replySnap(j.reqs, raft.Snapshot{}, fmt.Errorf("node: snapshot at index %d: state machine crashed (restarted): %w", j.meta.Index, j.err))
+		return nil
+	}
+	return a.snapshotFailed(j.meta, j.reqs, j.err)
+}
+
+// snapshotFailed handles a state machine error while snapshotting: a crash
+// is recovered (restart, restore, replay) and the snapshot skipped until
+// more entries are applied; any other error is fatal.
+func (a *applier) snapshotFailed(meta raft.SnapshotMetadata, reqs []chan snapReply, err error) error {
+	a.snapFailedAt = meta.Index
+	if errors.Is(err, ErrStateMachineCrashed) {
+		replySnap(reqs, raft.Snapshot{}, fmt.Errorf("node: snapshot at index %d: state machine crashed (restarted): %w", meta.Index, err))
+		return a.withRecover(a.fsmApplied)
+	}
+	err = fmt.Errorf("node: state machine %q snapshot at index %d: %w", a.info.Name, meta.Index, err)
+	replySnap(reqs, raft.Snapshot{}, err)
+	return err
+}
+
+// snapshotTaken makes a complete snapshot the latest one (what a restart
+// restores), then hands it to the loop, which records it and compacts the
+// log behind it.
+func (a *applier) snapshotTaken(s raft.Snapshot, reqs []chan snapReply) {
+	a.n.m.snapshotsTaken.Add(1)
+	if s.Metadata.Index > a.lastSnap.Metadata.Index {
+		a.lastSnap = s
+		select {
+		case a.n.snapc <- s:
+		case <-a.n.quitc:
+		}
+	}
+	replySnap(reqs, s, nil)
+}
+
+// stopSnapshots runs when the apply goroutine exits.
+func (a *applier) stopSnapshots() {
+	a.cancelSnapshot()
+	a.mu.Lock()
+	reqs := append(a.pendingReqs, a.snapReqs...)
+	a.pendingReqs, a.snapReqs = nil, nil
+	a.mu.Unlock()
+	replySnap(reqs, raft.Snapshot{}, ErrStopped)
+}

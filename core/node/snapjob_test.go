@@ -1,0 +1,209 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// TestSnapshotDoesNotStallApplies holds the leader's snapshot body until the
+// test has seen 200 more writes applied (issue 6: taking a snapshot does not
+// stop writes). With the snapshot written on the apply goroutine the writes
+// time out. It also checks that only one snapshot is in flight, that the
+// log is not compacted behind an incomplete snapshot, and that the held
+// snapshot is the state at its capture index.
+func TestSnapshotDoesNotStallApplies(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster(t, 3, func(cfg *Config) {
+			cfg.SnapshotEntries = 50
+			cfg.SnapshotTrailing = 10
+		})
+		lead := c.waitLeader()
+		n, f, st := c.nodes[lead], c.fsms[lead], c.stores[lead]
+		gate := make(chan struct{})
+		var once sync.Once
+		release := func() { once.Do(func() { close(gate) }) }
+		t.Cleanup(release) // runs before the cluster's shutdown
+		f.mu.Lock()
+		f.snapGate = gate
+		f.mu.Unlock()
+		captured := func() bool {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			return f.snapStarts+f.snapshots > 0
+		}
+		ctx := context.Background()
+		for i := 0; !captured(); i++ {
+			if i > 200 {
+				t.Fatal("no snapshot started")
+			}
+			if _, err := n.Propose(ctx, []byte("add:1")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		capturedAt := n.Applied()
+		firstBefore, _ := st.FirstIndex()
+		const further = 200
+		for i := range further {
+			pctx, cancel := context.WithTimeout(ctx, 50*testTick)
+			_, err := n.Propose(pctx, []byte("add:1"))
+			cancel()
+			if err != nil {
+				t.Fatalf("write %d after a snapshot was started at index %d: %v (applies stalled behind the snapshot)", i, capturedAt, err)
+			}
+		}
+		rctx, cancel := context.WithTimeout(ctx, 50*testTick)
+		if _, err := n.Read(rctx, []byte("sum")); err != nil {
+			t.Fatalf("linearizable read while the snapshot streams: %v", err)
+		}
+		cancel()
+		s, _ := n.Status(ctx)
+		first, _ := st.FirstIndex()
+		if s.SnapshotIndex >= capturedAt-1 || first != firstBefore || s.Metrics.SnapshotsStarted != 1 {
+			t.Fatalf("while held: snapshot index %d (capture near %d), first index %d -> %d, %d started; want the old snapshot, no compaction, one in flight",
+				s.SnapshotIndex, capturedAt, firstBefore, first, s.Metrics.SnapshotsStarted)
+		}
+		release()
+		// The held snapshot completes, is recorded and the log compacted
+		// behind it; the next one follows.
+		for i := 0; ; i++ {
+			s, _ = n.Status(ctx)
+			if s.Metrics.SnapshotsTaken >= 2 {
+				break
+			}
+			if i > 1000 {
+				t.Fatalf("snapshots did not resume: %+v", s.Metrics)
+			}
+			if _, err := n.Propose(ctx, []byte("add:1")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		first, _ = st.FirstIndex()
+		if first <= firstBefore || st.compacts.Load() == 0 {
+			t.Fatalf("log not compacted: first index %d -> %d", firstBefore, first)
+		}
+		// The first snapshot holds the state at its capture index.
+		snap, _ := st.Snapshot()
+		rc, err := st.OpenSnapshot(snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		br := newBufReader(rc)
+		hdr, err := ReadSnapshotHeader(br)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fs fsmState
+		if err := json.NewDecoder(br).Decode(&fs); err != nil {
+			t.Fatal(err)
+		}
+		if fs.Applied > hdr.Index || hdr.Index != snap.Metadata.Index {
+			t.Fatalf("snapshot at %d (header %d) holds FSM state at %d", snap.Metadata.Index, hdr.Index, fs.Applied)
+		}
+		c.waitApplied(n.Applied())
+		c.checkFSMs()
+	})
+}
+
+// TestSnapshotStreamCrashRecovers crashes the state machine in the middle
+// of a background snapshot body, while idle: the partial body is aborted
+// (never recorded), the state machine is restarted, restored from the
+// latest complete snapshot and replayed, and later snapshots succeed.
+func TestSnapshotStreamCrashRecovers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster(t, 3, func(cfg *Config) {
+			cfg.SnapshotEntries = 30
+			cfg.SnapshotTrailing = 5
+		})
+		lead := c.waitLeader()
+		n, f, st := c.nodes[lead], c.fsms[lead], c.stores[lead]
+		ctx := context.Background()
+		// A first complete snapshot.
+		for n.Metrics().SnapshotsTaken == 0 {
+			if _, err := n.Propose(ctx, []byte("add:1")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		good, _ := st.Snapshot()
+		gate := make(chan struct{})
+		f.mu.Lock()
+		f.snapGate, f.crashMidSnapshot = gate, 1
+		f.mu.Unlock()
+		for n.Metrics().SnapshotsStarted < 2 {
+			if _, err := n.Propose(ctx, []byte("add:1")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Idle now: the crash happens with no Apply to notice it.
+		close(gate)
+		for i := 0; n.Metrics().StateMachineRestarts == 0; i++ {
+			if i > 100 {
+				t.Fatal("crash during the snapshot body was not recovered")
+			}
+			time.Sleep(testTick)
+		}
+		if cur, _ := st.Snapshot(); cur.Metadata.Index != good.Metadata.Index || st.aborts.Load() == 0 {
+			t.Fatalf("after the crash: latest snapshot %d (want %d), %d aborted bodies", cur.Metadata.Index, good.Metadata.Index, st.aborts.Load())
+		}
+		f.mu.Lock()
+		restores := f.restores
+		f.mu.Unlock()
+		if restores == 0 {
+			t.Fatal("the restarted state machine was not restored from the snapshot")
+		}
+		want := fmt.Sprint(n.Applied() - 3 - 1) // 3 membership entries, 1 no-op
+		if got, err := n.Read(ctx, []byte("sum")); err != nil || string(got) != want {
+			t.Fatalf("sum after recovery %q, %v; want %s", got, err, want)
+		}
+		for range 40 {
+			if _, err := n.Propose(ctx, []byte("add:1")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if cur, _ := st.Snapshot(); cur.Metadata.Index <= good.Metadata.Index {
+			t.Fatalf("no snapshot after recovery (latest %d)", cur.Metadata.Index)
+		}
+		c.waitApplied(n.Applied())
+		c.checkFSMs()
+	})
+}
+
+// TestLegacySnapshotPath checks a StateMachine without SnapshotStarter:
+// snapshots, compaction, catch-up and an export still work.
+func TestLegacySnapshotPath(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster(t, 3, func(cfg *Config) {
+			legacy(cfg)
+			cfg.SnapshotEntries = 40
+			cfg.SnapshotTrailing = 10
+		})
+		c.waitLeader()
+		ctx := context.Background()
+		c.stop(3)
+		lead := c.waitLeader()
+		for i := range 200 {
+			if _, err := c.nodes[lead].Propose(ctx, []byte(fmt.Sprintf("put:k%d:%d", i%7, i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		m := c.nodes[lead].Metrics()
+		if m.SnapshotsTaken < 3 || m.SnapshotsStarted != 0 || c.stores[lead].compacts.Load() == 0 {
+			t.Fatalf("legacy snapshots: %+v", m)
+		}
+		if _, rc, err := c.nodes[lead].ExportSnapshot(ctx, true); err != nil {
+			t.Fatal(err)
+		} else {
+			rc.Close()
+		}
+		c.start(3)
+		c.waitApplied(c.nodes[lead].Applied())
+		if c.nodes[3].Metrics().SnapshotsInstalled != 1 {
+			t.Fatal("node 3 did not catch up by snapshot")
+		}
+		c.checkFSMs()
+	})
+}
