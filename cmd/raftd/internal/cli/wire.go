@@ -180,7 +180,9 @@ func startNode(ctx context.Context, cfg nodeConfig) (rn *runningNode, err error)
 			return "", false
 		},
 	})
-	raftSrv := grpc.NewServer(tr.ServerOptions()...)
+	// The peer port also answers forwarded client calls, whose answers
+	// (query results) are not size-limited.
+	raftSrv := grpc.NewServer(append(tr.ServerOptions(), grpc.MaxSendMsgSize(server.MaxResponseBytes))...)
 	tr.Register(raftSrv)
 	srv.Register(raftSrv)
 	apiSrv := grpc.NewServer(server.ServerOptions()...)
