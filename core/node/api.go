@@ -194,9 +194,10 @@ var (
 	// ErrTooLarge: the command exceeds Config.MaxEntryBytes.
 	ErrTooLarge = errors.New("node: command too large")
 	// ErrOutcomeUnknown: the command was handed to raft but its fate is
-	// not known (leadership changed before the entry was seen in the log,
-	// the entry was covered by an installed snapshot, the context ended,
-	// the node stopped). It may still be applied.
+	// not known (leadership changed and no definite outcome followed within
+	// Config.LeaderChangeWait, the entry was covered by an installed
+	// snapshot, the context ended, the node stopped). It may still be
+	// applied.
 	ErrOutcomeUnknown = errors.New("node: outcome unknown")
 	// ErrStateMachineCrashed is wrapped by a StateMachine error that means
 	// the state machine process died or hung and can be restarted.

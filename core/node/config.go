@@ -72,6 +72,14 @@ type Config struct {
 	// machine before the node stops taking new proposals (they wait in
 	// Propose). The default is DefaultMaxApplyBacklog.
 	MaxApplyBacklog int
+	// LeaderChangeWait is how long a caller whose command was handed to
+	// raft before a leadership change (a new term, or the leader lost)
+	// keeps waiting for a definite outcome — its entry applied, or another
+	// entry committed at its index (raft.ErrProposalDropped) — before it
+	// gets ErrOutcomeUnknown. The default is ElectionTimeout; negative
+	// waits until the caller's context ends. It is rounded up to whole
+	// ticks.
+	LeaderChangeWait time.Duration
 	// MaxRestarts is how many failed state machine restarts in a row
 	// fail-stop the node. The default is 3.
 	MaxRestarts int
@@ -109,6 +117,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.TickInterval < 0 || cfg.ElectionTimeout < 2*cfg.TickInterval {
 		return cfg, fmt.Errorf("node: config: election timeout %v must be at least two heartbeat intervals (%v)", cfg.ElectionTimeout, cfg.TickInterval)
+	}
+	if cfg.LeaderChangeWait == 0 {
+		cfg.LeaderChangeWait = cfg.ElectionTimeout
 	}
 	if cfg.SnapshotEntries == 0 {
 		cfg.SnapshotEntries = DefaultSnapshotEntries
@@ -153,6 +164,11 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("node: config: peers do not include this node (id %d)", cfg.ID)
 	}
 	return cfg, nil
+}
+
+// leaderChangeTicks is LeaderChangeWait in ticks (> 0 when it is).
+func (cfg Config) leaderChangeTicks() uint64 {
+	return uint64((cfg.LeaderChangeWait + cfg.TickInterval - 1) / cfg.TickInterval)
 }
 
 // electionTicks is the election timeout in ticks.

@@ -28,7 +28,7 @@
 //
 // The apply goroutine delivers entries to StateMachine.Apply in log order,
 // exactly once, in batches (many entries per call), so the loop never
-// waits on the state machine. Between batches it takes snapshots.
+// waits on the state machine. Between batches it starts snapshots.
 //
 // # Batching
 //
@@ -60,25 +60,35 @@
 //
 // # Snapshots
 //
-// Every Config.SnapshotEntries applied entries the apply goroutine streams
-// a snapshot body (node header with membership, addresses and active FSM
-// version, then StateMachine.Snapshot) into Storage.BeginSnapshot; the loop
-// records it (Storage.SaveSnapshot) and compacts the log, keeping
-// Config.SnapshotTrailing entries. Writes continue meanwhile; applying
-// waits. A leader's MsgSnap carries only the descriptor: the transport
-// streams the body from SnapshotSource and the receiver's ReceiveSnapshot
-// stores it before stepping the message.
+// Every Config.SnapshotEntries applied entries the apply goroutine starts a
+// snapshot at its applied index: a body (node header with membership,
+// addresses and active FSM version, then the state machine's state) goes
+// into Storage.BeginSnapshot. A StateMachine that implements
+// SnapshotStarter only captures its state on the apply goroutine (between
+// two Apply calls, which fixes the index); the body is written on a
+// separate goroutine while applying goes on, and at most one snapshot is in
+// flight. A plain StateMachine writes the body on the apply goroutine, and
+// applying waits. Only a complete body is committed; an error or a crash
+// aborts it. A completed snapshot becomes the one a state machine restart
+// restores from, then the loop records it (Storage.SaveSnapshot) and
+// compacts the log, keeping Config.SnapshotTrailing entries. A leader's
+// MsgSnap carries only the descriptor: the transport streams the body from
+// SnapshotSource and the receiver's ReceiveSnapshot stores it before
+// stepping the message. See snapjob.go.
 //
 // # Results
 //
 // A caller of Propose gets the FSM's result for its entry, or an error
 // that says whether the entry can have been applied (see the error
 // variables). A caller is never handed another entry's result: request ids
-// start at a random value per process, and an entry seen at an index that
-// is later overwritten is reported as dropped (an entry is created once,
-// by one leader). A leader that loses leadership keeps its callers waiting
-// for the definitive outcome (commit or overwrite) until their context
-// ends.
+// start at a random value per process. A caller is told "not applied"
+// (raft.ErrProposalDropped) only when another entry is committed at the
+// index where its entry was: an entry that was merely overwritten in this
+// node's log may still be on other nodes and commit under a later leader
+// (Raft §5.4.2, figure 8). After a leadership change (new term, or the
+// leader lost) a caller whose command was already handed to raft keeps
+// waiting for that definite outcome for Config.LeaderChangeWait (default
+// one election timeout), then gets ErrOutcomeUnknown.
 //
 // # Failures
 //

@@ -161,6 +161,21 @@ type network struct {
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
 	sent    atomic.Int64
+	// drop, when set, drops the messages it returns true for.
+	drop func(from, to uint64, m raft.Message) bool
+}
+
+func (nw *network) setDrop(f func(from, to uint64, m raft.Message) bool) {
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	nw.drop = f
+}
+
+func (nw *network) dropped(from, to uint64, m raft.Message) bool {
+	nw.mu.Lock()
+	f := nw.drop
+	nw.mu.Unlock()
+	return f != nil && f(from, to, m)
 }
 
 func newNetwork() *network {
@@ -224,7 +239,7 @@ func (nw *network) pump(from, to uint64, ch chan timedMsg) {
 			}
 			m := tm.m
 			src, dst := nw.node(from), nw.node(to)
-			if src == nil || dst == nil {
+			if src == nil || dst == nil || nw.dropped(from, to, m) {
 				continue
 			}
 			if m.Type == raft.MsgSnap {

@@ -325,6 +325,7 @@ func (n *Node) run() {
 			n.rn.Tick()
 			n.ticks++
 			n.retryReads()
+			n.waits.expire(n.ticks)
 		case m := <-n.recvc:
 			n.step(m)
 		drainRecv:
@@ -436,7 +437,10 @@ func (n *Node) proposeFailed(ps []*proposal, err error) {
 func (n *Node) handleReady() error {
 	for n.rn.HasReady() {
 		rd := n.rn.Ready()
+		oldTerm, oldLead := n.hs.Term, n.soft.Lead
+		leaderLost := false
 		if rd.SoftState != nil {
+			leaderLost = oldLead != raft.None && rd.SoftState.Lead != oldLead
 			n.onSoftState(*rd.SoftState)
 		}
 		termChanged, voteChanged := false, false
@@ -488,8 +492,13 @@ func (n *Node) handleReady() error {
 		if err := n.trackEntries(rd.Entries); err != nil {
 			return err
 		}
-		if termChanged {
-			n.waits.failUnindexed(n.hs.Term)
+		// Callers whose entry was replaced by a now committed one are
+		// answered at once; the others keep waiting for a definite outcome
+		// for a grace period after a leadership change.
+		n.waits.committed(n.hs.Commit)
+		if (termChanged || leaderLost) && n.cfg.LeaderChangeWait > 0 {
+			why := fmt.Sprintf("leadership changed (term %d leader %d -> term %d leader %d)", oldTerm, oldLead, n.hs.Term, n.soft.Lead)
+			n.waits.leadershipChanged(why, n.ticks+n.cfg.leaderChangeTicks())
 		}
 		// 3. Send.
 		if !sendFirst {

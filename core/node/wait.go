@@ -14,6 +14,14 @@ type proposal struct {
 	// Guarded by waitRegistry.mu.
 	term  uint64 // term when handed to raft; 0 before
 	index uint64 // log index once seen in this node's log; 0 before
+	// replaced: another entry was written at index after this one (its
+	// entry is not in this node's log now; it may come back).
+	replaced bool
+	// deadline is the tick at which the caller gets ErrOutcomeUnknown
+	// (set when leadership changed after the entry was handed to raft;
+	// 0 = none).
+	deadline uint64
+	why      string // the leadership change, for the error
 
 	done chan propResult // buffered(1); written once, by whoever removes p
 }
@@ -30,21 +38,30 @@ type propResult struct {
 // (random start), so an entry written by an earlier incarnation never
 // matches a caller of this one.
 //
-// A caller is resolved exactly once, by the first of: its entry applied
-// (result); a different entry applied or written at the index its entry was
-// seen at (ErrProposalDropped: a log entry is created once, by one leader,
-// so once overwritten it can never commit); a term change while its entry
-// was not yet seen (ErrOutcomeUnknown); a snapshot covering it
-// (ErrOutcomeUnknown); node shutdown (ErrOutcomeUnknown); the caller's
-// context (the caller removes itself).
+// A caller is resolved exactly once, by the first of:
+//   - its entry applied: the result;
+//   - a different entry committed at the index its entry was seen at:
+//     ErrProposalDropped. Only a committed entry is final: an uncommitted
+//     entry that was overwritten in this node's log may still be on other
+//     nodes and commit under a later leader (Raft §5.4.2, figure 8), so an
+//     overwrite alone decides nothing;
+//   - a leadership change (new term, or the leader lost) after it was
+//     handed to raft, followed by no definite outcome within the grace
+//     period (Config.LeaderChangeWait): ErrOutcomeUnknown;
+//   - a snapshot covering it: ErrOutcomeUnknown;
+//   - node shutdown: ErrOutcomeUnknown;
+//   - the caller's context (the caller removes itself).
 type waitRegistry struct {
-	mu      sync.Mutex
-	byReq   map[uint64]*proposal
-	byIndex map[uint64]*proposal
+	mu       sync.Mutex
+	byReq    map[uint64]*proposal
+	byIndex  map[uint64]*proposal // the proposal whose entry is at that index in this node's log
+	replaced map[uint64]*proposal // by req: proposals with replaced set
+	graced   map[uint64]*proposal // by req: proposals with a deadline
 }
 
 func newWaitRegistry() *waitRegistry {
-	return &waitRegistry{byReq: map[uint64]*proposal{}, byIndex: map[uint64]*proposal{}}
+	return &waitRegistry{byReq: map[uint64]*proposal{}, byIndex: map[uint64]*proposal{},
+		replaced: map[uint64]*proposal{}, graced: map[uint64]*proposal{}}
 }
 
 func (w *waitRegistry) add(p *proposal) {
@@ -55,11 +72,17 @@ func (w *waitRegistry) add(p *proposal) {
 
 // removeLocked drops p from both maps and delivers r.
 func (w *waitRegistry) removeLocked(p *proposal, r propResult) {
+	w.forgetLocked(p)
+	p.done <- r
+}
+
+func (w *waitRegistry) forgetLocked(p *proposal) {
 	delete(w.byReq, p.req)
+	delete(w.replaced, p.req)
+	delete(w.graced, p.req)
 	if p.index != 0 && w.byIndex[p.index] == p {
 		delete(w.byIndex, p.index)
 	}
-	p.done <- r
 }
 
 // cancel removes the caller req without delivering anything (its context
@@ -71,10 +94,7 @@ func (w *waitRegistry) cancel(req uint64) bool {
 	if !ok {
 		return false
 	}
-	delete(w.byReq, req)
-	if p.index != 0 && w.byIndex[p.index] == p {
-		delete(w.byIndex, p.index)
-	}
+	w.forgetLocked(p)
 	return true
 }
 
@@ -111,22 +131,42 @@ type observedEntry struct {
 }
 
 // written records entries appended to this node's log (Ready.Entries).
+// An entry of another proposer, or another entry of ours, written at the
+// index where a waiting caller's entry was seen only marks that caller
+// replaced (see waitRegistry); committed decides.
 func (w *waitRegistry) written(es []observedEntry) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, e := range es {
 		if old := w.byIndex[e.index]; old != nil && old.req != e.req {
-			w.removeLocked(old, propResult{err: fmt.Errorf("%w: entry at index %d was overwritten", errDropped, e.index)})
+			delete(w.byIndex, e.index)
+			old.replaced = true
+			w.replaced[old.req] = old
 		}
 		if e.req == 0 {
 			continue
 		}
 		if p := w.byReq[e.req]; p != nil {
-			if p.index != 0 && w.byIndex[p.index] == p {
+			if p.index != 0 && p.index != e.index && w.byIndex[p.index] == p {
 				delete(w.byIndex, p.index)
 			}
 			p.index = e.index
+			p.replaced = false
+			delete(w.replaced, p.req)
 			w.byIndex[e.index] = p
+		}
+	}
+}
+
+// committed resolves the callers whose entry was replaced in this node's
+// log by an entry that is now committed (index <= commit): a committed
+// entry never changes, so theirs can never be applied.
+func (w *waitRegistry) committed(commit uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, p := range w.replaced {
+		if p.index <= commit {
+			w.removeLocked(p, propResult{err: fmt.Errorf("%w: another entry was committed at index %d", errDropped, p.index)})
 		}
 	}
 }
@@ -151,15 +191,32 @@ func (w *waitRegistry) applied(es []observedEntry) {
 	}
 }
 
-// failUnindexed resolves callers handed to raft before term whose entry was
-// never seen in this node's log: a leader change may or may not have lost
-// them.
-func (w *waitRegistry) failUnindexed(term uint64) {
+// leadershipChanged starts the grace period of every caller already
+// handed to raft: its entry may still be committed by the new leader, or
+// replaced, so it keeps waiting for that definite outcome until tick
+// deadline, then gets ErrOutcomeUnknown (expire).
+func (w *waitRegistry) leadershipChanged(why string, deadline uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, p := range w.byReq {
-		if p.index == 0 && p.term != 0 && p.term < term {
-			w.removeLocked(p, propResult{err: fmt.Errorf("%w: leader changed (term %d -> %d) before the entry reached this node", ErrOutcomeUnknown, p.term, term)})
+		if p.term != 0 && p.deadline == 0 {
+			p.deadline, p.why = deadline, why
+			w.graced[p.req] = p
+		}
+	}
+}
+
+// expire resolves the callers whose grace period ended at or before tick.
+func (w *waitRegistry) expire(tick uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, p := range w.graced {
+		if p.deadline <= tick {
+			where := "before its entry reached this node"
+			if p.index != 0 {
+				where = fmt.Sprintf("with its entry at index %d not committed", p.index)
+			}
+			w.removeLocked(p, propResult{err: fmt.Errorf("%w: %s, %s", ErrOutcomeUnknown, p.why, where)})
 		}
 	}
 }
