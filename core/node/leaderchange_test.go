@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -152,5 +153,97 @@ func TestReplacedEntryIsDroppedOnceCommitted(t *testing.T) {
 		if k := echoCount(c.fsms[l2], "lost"); k != 0 {
 			t.Fatalf("dropped entry applied %d times", k)
 		}
+	})
+}
+
+// TestOverwrittenEntryCanStillCommit is Raft's figure 8 seen from a
+// proposer: in a 5-node cluster the entry of follower b's caller reaches
+// only leader a and b; a is cut off; c wins an election without it and
+// overwrites it in b's log with an uncommitted entry; c is cut off; a wins
+// again (with d and e) and commits the entry after all. An overwrite alone
+// must not tell the caller "not applied": the caller gets its result.
+func TestOverwrittenEntryCanStillCommit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c5 := newCluster(t, 5, func(cfg *Config) { cfg.LeaderChangeWait = time.Hour })
+		a := c5.waitLeader()
+		var others []uint64
+		for id := uint64(1); id <= 5; id++ {
+			if id != a {
+				others = append(others, id)
+			}
+		}
+		b, c := others[0], others[1] // d and e: the other two
+		var (
+			voter     atomic.Uint64 // only this node's (pre-)votes get through
+			appFrom   atomic.Uint64 // this node's appends reach only b
+			phaseDrop = func(from, to uint64, m raft.Message) bool {
+				switch m.Type {
+				case raft.MsgPreVote, raft.MsgVote:
+					return voter.Load() != 0 && from != voter.Load()
+				case raft.MsgApp, raft.MsgSnap:
+					return from == appFrom.Load() && to != b
+				}
+				return false
+			}
+		)
+		c5.nw.setDrop(phaseDrop)
+		nodeB := c5.nodes[b]
+
+		// 1. The entry reaches a and b only.
+		appFrom.Store(a)
+		before := nodeB.lastIdx.Load()
+		out := proposeAsync(nodeB, "echo:fig8")
+		eidx := waitLastIndex(t, nodeB, before)
+		termOf := func(id, i uint64) uint64 {
+			tm, _ := c5.stores[id].Term(i)
+			return tm
+		}
+		et := termOf(b, eidx)
+
+		// 2. a is cut off; c wins without the entry and overwrites it in
+		// b's log; its entry commits nowhere (d and e get no appends).
+		c5.nw.isolate(a, true)
+		voter.Store(c)
+		appFrom.Store(c)
+		for i := 0; termOf(b, eidx) == et; i++ {
+			if i > 2000 {
+				t.Fatalf("b's entry %d was not overwritten (leader of c: %d)", eidx, c5.nodes[c].Leader())
+			}
+			time.Sleep(time.Millisecond)
+		}
+		select {
+		case o := <-out:
+			if errors.Is(o.err, raft.ErrProposalDropped) {
+				t.Logf("caller told %v on an overwrite; the entry may still commit", o.err)
+			}
+			out = func() <-chan proposeOutcome { ch := make(chan proposeOutcome, 1); ch <- o; return ch }()
+		default:
+		}
+
+		// 3. c is cut off; a comes back and wins with d and e.
+		c5.nw.isolate(c, true)
+		appFrom.Store(0)
+		voter.Store(a)
+		c5.nw.isolate(a, false)
+		var o proposeOutcome
+		select {
+		case o = <-out:
+		case <-time.After(time.Minute):
+			t.Fatal("caller never released")
+		}
+		for i := 0; echoCount(c5.fsms[a], "fig8") == 0 && i < 2000; i++ {
+			time.Sleep(time.Millisecond)
+		}
+		applied := echoCount(c5.fsms[a], "fig8")
+		if o.err != nil || applied != 1 {
+			t.Fatalf("caller got %q, %v; entry applied %d times", o.res, o.err, applied)
+		}
+		if want := "fig8@" + strconv.FormatUint(eidx, 10); string(o.res) != want {
+			t.Fatalf("caller got %q, want %q", o.res, want)
+		}
+		c5.nw.setDrop(nil)
+		c5.nw.isolate(c, false)
+		c5.waitApplied(c5.nodes[a].Applied())
+		c5.checkFSMs()
 	})
 }
