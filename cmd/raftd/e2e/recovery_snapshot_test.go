@@ -29,14 +29,20 @@ type snapKiller struct {
 	wg     sync.WaitGroup
 }
 
-// watchKill arms a snapKiller that kills victim when watched writes a
-// snapshot.
+// watchKill arms a snapKiller that kills node victim's raftd process when
+// node watched writes a snapshot.
 func (r *rcluster) watchKill(watched, victim uint64) *snapKiller {
-	k := &snapKiller{stopc: make(chan struct{})}
 	pid := r.pid(victim)
 	if pid == 0 {
 		r.t.Fatalf("node %d is not running", victim)
 	}
+	return r.watchKillPID(watched, pid, func() bool { return r.pid(victim) == pid })
+}
+
+// watchKillPID arms a snapKiller that kills pid, if alive() still holds,
+// when node watched writes a snapshot.
+func (r *rcluster) watchKillPID(watched uint64, pid int, alive func() bool) *snapKiller {
+	k := &snapKiller{stopc: make(chan struct{})}
 	dir := r.nodes[watched].dataDir
 	k.wg.Add(1)
 	go func() {
@@ -48,7 +54,7 @@ func (r *rcluster) watchKill(watched, victim uint64) *snapKiller {
 			default:
 			}
 			if _, tmp := snapFiles(dir); len(tmp) > 0 {
-				if r.pid(victim) == pid && syscall.Kill(pid, syscall.SIGKILL) == nil {
+				if alive() && syscall.Kill(pid, syscall.SIGKILL) == nil {
 					k.file.Store(tmp[0])
 					k.killed.Store(true)
 				}
