@@ -30,7 +30,7 @@ Exit codes: 0 applied; 3 certainly not applied (no leader, too large,
 invalid); 1 outcome unknown (timeout or connection lost after sending).`,
 		Example: `  raftd apply --addr 127.0.0.1:8101 '{"op":"put","key":"a","value":"1"}'
   raftd apply - < command.json     # COMMAND "-" reads it from stdin`,
-		Args:    exactArgs(1, "one COMMAND"),
+		Args: exactArgs(1, "one COMMAND"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			v, err := argOrStdin(f, args[0])
 			if err != nil {
