@@ -44,6 +44,9 @@ func (r *rcluster) startCounterLoad(clients int, seed uint64) *counterLoad {
 				default:
 				}
 				id := r.ids[rng.IntN(len(r.ids))]
+				if r.pid(id) == 0 {
+					continue // down: another node takes it
+				}
 				delta := int64(1 + rng.IntN(9))
 				cmd := fmt.Sprintf(`{"op":"add","delta":%d}`, delta)
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -54,7 +57,8 @@ func (r *rcluster) startCounterLoad(clients int, seed uint64) *counterLoad {
 				case err == nil:
 					l.acked.Add(delta)
 					l.ackedOps.Add(1)
-				case server.IsNotApplied(tr):
+				case server.IsNotApplied(tr), strings.Contains(err.Error(), "connection refused"):
+					// Refused, or never sent (the node went down).
 					time.Sleep(10 * time.Millisecond)
 				default:
 					// Sent, outcome unknown: it may or may not count.
