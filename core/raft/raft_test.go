@@ -792,3 +792,48 @@ func TestStaleVoteRequestAnsweredWithTerm(t *testing.T) {
 		t.Fatalf("candidate after the reply: %v at term %d, want follower at 9", c.state, c.Term)
 	}
 }
+
+// After an election the followers are paused probes. When the first ack
+// commits the new leader's empty entry, the second follower is still
+// paused; its own ack must bring it the new commit index right away (an
+// empty MsgApp), not at the next heartbeat. Once told, it is not told
+// again.
+func TestLaggingFollowerLearnsCommitOnAck(t *testing.T) {
+	s := NewMemoryStorage()
+	s.SetConfState(ConfState{Voters: ids(3)})
+	r := newTestRaftWith(t, 1, s, 10, 1)
+	persist(r, s)
+	r.becomeCandidate()
+	r.becomeLeader()
+	r.bcastAppend()
+	persist(r, s)
+	sent := readMessages(r)
+	last := r.raftLog.lastIndex()
+	if len(filterMsgs(sent, MsgApp)) != 2 {
+		t.Fatalf("setup: the new leader sent %s", msgTypes(sent))
+	}
+	for _, m := range filterMsgs(sent, MsgApp) {
+		if m.Commit >= last {
+			t.Fatalf("setup: the first MsgApp already carries commit %d", m.Commit)
+		}
+	}
+	_ = r.Step(Message{From: 2, To: 1, Type: MsgAppResp, Term: r.Term, Index: last})
+	if r.raftLog.committed != last {
+		t.Fatalf("committed %d, want %d", r.raftLog.committed, last)
+	}
+	for _, m := range readMessages(r) {
+		if m.To == 3 {
+			t.Fatalf("setup: paused follower 3 was sent %+v", m)
+		}
+	}
+	_ = r.Step(Message{From: 3, To: 1, Type: MsgAppResp, Term: r.Term, Index: last})
+	msgs := filterMsgs(readMessages(r), MsgApp)
+	if len(msgs) != 1 || msgs[0].To != 3 || msgs[0].Commit != last || msgs[0].Index != last || len(msgs[0].Entries) != 0 {
+		t.Fatalf("after 3's ack got %+v, want one empty MsgApp to 3 at %d carrying commit %d", msgs, last, last)
+	}
+	// A duplicate ack must not repeat it: 3 was already told.
+	_ = r.Step(Message{From: 3, To: 1, Type: MsgAppResp, Term: r.Term, Index: last})
+	if msgs := readMessages(r); len(msgs) != 0 {
+		t.Fatalf("duplicate ack produced %s", msgTypes(msgs))
+	}
+}
