@@ -125,7 +125,9 @@ type Command struct {
 // Apply, Snapshot and Restore are called from one goroutine, never
 // concurrently with each other. Query and Info may be called concurrently
 // with Apply and Snapshot (never with Restore); Query must observe at least
-// the state left by the last Apply that returned.
+// the state left by the last Apply that returned. The body of a snapshot
+// started through the optional SnapshotStarter is written concurrently
+// with Apply, Query and Info, never with Restore or Restarter.Restart.
 //
 // Apply must be deterministic. A command the FSM rejects is a result (for
 // example {"error":"…"}), not an error; a non-nil error means "stop

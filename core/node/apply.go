@@ -21,7 +21,7 @@ type applyTask struct {
 
 // applier is the apply goroutine: it feeds committed entries to the state
 // machine in log order, in batches, routes results to waiting callers,
-// takes snapshots between batches and restarts a crashed state machine.
+// starts snapshots between batches (snapjob.go) and restarts a crashed state machine.
 type applier struct {
 	n   *Node
 	sm  StateMachine

@@ -24,8 +24,9 @@ const maxDrain = 4096
 // Node drives one raft.RawNode. All methods are safe for concurrent use.
 //
 // Goroutines: the loop goroutine owns the RawNode and is the only writer of
-// Storage; the apply goroutine feeds the StateMachine in log order and takes
-// snapshots. Callers of Propose/Read block in their own goroutines.
+// Storage; the apply goroutine feeds the StateMachine in log order and starts
+// snapshots, whose bodies a SnapshotStarter writes on one more goroutine.
+// Callers of Propose/Read block in their own goroutines.
 type Node struct {
 	cfg Config
 	id  uint64
