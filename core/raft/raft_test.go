@@ -174,12 +174,35 @@ func TestPitfallLeaderCountsItselfWhenDurable(t *testing.T) {
 // Pitfall: a follower's commit is min(leaderCommit, index of the last entry
 // this message made it match) — never its own last index.
 func TestPitfallFollowerCommitBoundedByVerifiedEntries(t *testing.T) {
-	// Entries 2 and 3 are from a deposed leader's term: unverified.
-	s := storageWithLog(ids(3), 3, entsWithTerms(1, 2, 2)...)
-	r := newTestRaftWith(t, 1, s, 10, 1)
-	_ = r.Step(Message{From: 2, To: 1, Type: MsgApp, Term: 3, Index: 1, LogTerm: 1, Commit: 5})
-	if r.raftLog.committed != 1 {
-		t.Fatalf("committed %d, want 1 (only index 1 was verified)", r.raftLog.committed)
+	// The follower's log is 1/1 1/2 2/3 2/4 2/5: entries 3-5 are from a
+	// deposed leader's term and unverified. The leader (term 3) holds
+	// 1/1 1/2 and then entries of its own; its commit index is 6.
+	for _, tc := range []struct {
+		name        string
+		prev        uint64 // prevIndex (its term is 1)
+		ents        []Entry
+		wantCommit  uint64
+		wantLastIdx uint64
+	}{
+		{"empty append", 1, nil, 1, 5},
+		{"append whose entries all match", 0, []Entry{{Index: 1, Term: 1}, {Index: 2, Term: 1}}, 2, 5},
+		{"append that conflicts", 2, []Entry{{Index: 3, Term: 3}}, 3, 3},
+	} {
+		s := storageWithLog(ids(3), 3, entsWithTerms(1, 1, 2, 2, 2)...)
+		r := newTestRaftWith(t, 1, s, 10, 1)
+		prevTerm := uint64(1)
+		if tc.prev == 0 {
+			prevTerm = 0
+		}
+		_ = r.Step(Message{From: 2, To: 1, Type: MsgApp, Term: 3, Index: tc.prev, LogTerm: prevTerm, Entries: tc.ents, Commit: 6})
+		if r.raftLog.committed != tc.wantCommit || r.raftLog.lastIndex() != tc.wantLastIdx {
+			t.Fatalf("%s: committed %d last %d, want committed %d (the last entry this message verified) last %d",
+				tc.name, r.raftLog.committed, r.raftLog.lastIndex(), tc.wantCommit, tc.wantLastIdx)
+		}
+		resp := filterMsgs(readMessages(r), MsgAppResp)
+		if len(resp) != 1 || resp[0].Reject || resp[0].Index != tc.wantCommit {
+			t.Fatalf("%s: response %+v, want an ack of index %d", tc.name, resp, tc.wantCommit)
+		}
 	}
 	// The leader's heartbeat carries min(match, commit), so it cannot
 	// push commit over unverified entries either.

@@ -46,7 +46,10 @@ type SimStats struct {
 	// AppRejects counts delivered MsgAppResp rejections (conflict hints);
 	// TimeoutNows counts delivered MsgTimeoutNow (transfers carried out).
 	Truncations, AppRejects, TimeoutNows int
-	SettleRounds                         int
+	// LeaderCrashes counts leaders crashed right after a partial
+	// replication (the figure8 profile).
+	LeaderCrashes int
+	SettleRounds  int
 }
 
 // Add accumulates o into s.
@@ -72,6 +75,7 @@ func (s *SimStats) Add(o SimStats) {
 	s.Truncations += o.Truncations
 	s.AppRejects += o.AppRejects
 	s.TimeoutNows += o.TimeoutNows
+	s.LeaderCrashes += o.LeaderCrashes
 	if o.SettleRounds > s.SettleRounds {
 		s.SettleRounds = o.SettleRounds
 	}
@@ -207,6 +211,7 @@ func NewSim(cfg SimConfig) (*Sim, error) {
 		if k := prof.scale[a]; k > 0 {
 			w *= k
 		}
+		w += prof.add[a]
 		s.weights[a] = w
 		s.weightSum += w
 	}
@@ -427,6 +432,7 @@ const (
 	actSnapshot
 	actTickAll
 	actLeaderBurst
+	actLeaderCrash
 	numActions
 )
 
@@ -436,6 +442,8 @@ var baseWeights = [numActions]int{
 	actDelay: 10, actReplay: 10, actPropose: 80, actRead: 40, actPartition: 5,
 	actCrash: 7, actConfChange: 10, actTransfer: 5, actSnapshot: 13, actTickAll: 60,
 	actLeaderBurst: 10,
+	// actLeaderCrash only runs in profiles that add a weight for it.
+	actLeaderCrash: 0,
 }
 
 // profiles scale some weights, one profile per seed, so that different
@@ -447,12 +455,21 @@ var profiles = []struct {
 	// follower can hold an old-term entry without the new leader's next
 	// one (the figure 8 situation).
 	oneEntryPerMsg bool
+	// add sets the weight of actions whose base weight is 0.
+	add map[int]int
 }{
-	{"calm", nil, false},
-	{"lossy", map[int]int{actDrop: 5, actDuplicate: 4, actDelay: 4, actReplay: 5}, false},
-	{"crashy", map[int]int{actCrash: 4, actPartition: 3, actLeaderBurst: 3, actRead: 3}, false},
-	{"churn", map[int]int{actConfChange: 4, actTransfer: 4, actSnapshot: 3, actRead: 2}, false},
-	{"elections", map[int]int{actCrash: 6, actPartition: 4, actLeaderBurst: 4, actTickAll: 2, actDrop: 3, actRead: 3}, true},
+	{"calm", nil, false, nil},
+	{"lossy", map[int]int{actDrop: 5, actDuplicate: 4, actDelay: 4, actReplay: 5}, false, nil},
+	{"crashy", map[int]int{actCrash: 4, actPartition: 3, actLeaderBurst: 3, actRead: 3}, false, nil},
+	{"churn", map[int]int{actConfChange: 4, actTransfer: 4, actSnapshot: 3, actRead: 2}, false, nil},
+	{"elections", map[int]int{actCrash: 6, actPartition: 4, actLeaderBurst: 4, actTickAll: 2, actDrop: 3, actRead: 3}, true, nil},
+	// figure8 (Raft §5.4.2): leaders write a few entries and die after
+	// replicating part of them, again and again, and crashed nodes come
+	// back quickly; a node that was leader in an old term is often
+	// re-elected and re-replicates its old-term entries to a majority.
+	// A leader that commits such an entry by counting replicas is caught
+	// when a later leader overwrites it.
+	{"figure8", map[int]int{actCrash: 2, actLeaderBurst: 5, actTickAll: 12}, true, map[int]int{actLeaderCrash: 60}},
 }
 
 func (s *Sim) randomStep() error {
@@ -536,6 +553,8 @@ func (s *Sim) randomStep() error {
 				}
 			}
 		}
+	case actLeaderCrash:
+		return s.crashLeader()
 	case actTickAll:
 		for _, id := range s.live() {
 			if err := s.tick(s.nodes[id]); err != nil {
@@ -1024,6 +1043,74 @@ func (s *Sim) crashOrRestart() error {
 		return s.handleReady(n, true)
 	}
 	s.crash(n, "between Ready cycles")
+	return nil
+}
+
+// crashLeader crashes a running leader after delivering a random part of
+// its outgoing messages: some followers get its latest entries, others do
+// not (the partial replication of Raft figure 8).
+func (s *Sim) crashLeader() error {
+	var leaders []uint64
+	for _, id := range s.live() {
+		if s.nodes[id].rn.Status().RaftState == raft.StateLeader {
+			leaders = append(leaders, id)
+		}
+	}
+	id, ok := s.pick(leaders)
+	if !ok {
+		return nil
+	}
+	n := s.nodes[id]
+	if s.rng.IntN(2) == 0 {
+		// A last write that may reach only some followers.
+		for range 1 + s.rng.IntN(3) {
+			if err := s.proposeAt(n); err != nil {
+				return err
+			}
+		}
+	}
+	if n.rn.HasReady() {
+		if err := s.handleReady(n, false); err != nil {
+			return err
+		}
+	}
+	// Each message of the leader on the wire arrives or is lost with it.
+	var keep, out []raft.Message
+	for _, m := range s.net {
+		if m.From == id {
+			out = append(out, m)
+		} else {
+			keep = append(keep, m)
+		}
+	}
+	s.net = keep
+	for _, m := range out {
+		if s.rng.IntN(2) == 0 {
+			s.stats.MsgsDropped++
+			s.tracef("lost with its sender %s", FormatMessage(m))
+			continue
+		}
+		if err := s.deliver(m, true); err != nil {
+			return err
+		}
+	}
+	if n.rn == nil {
+		return nil
+	}
+	// Bring back a node that crashed earlier (often an earlier leader,
+	// with entries of its old term), so the cluster keeps a quorum.
+	var down []uint64
+	for _, d := range s.ids {
+		if s.nodes[d].rn == nil {
+			down = append(down, d)
+		}
+	}
+	s.crash(n, "leader, after partial replication")
+	s.stats.LeaderCrashes++
+	if d, ok := s.pick(down); ok && s.rng.IntN(4) != 0 {
+		s.stats.Restarts++
+		return s.start(s.nodes[d], s.rng.IntN(2) == 0)
+	}
 	return nil
 }
 

@@ -154,6 +154,7 @@ func TestSim(t *testing.T) {
 		{"truncated conflicting suffixes", total.Truncations},
 		{"rejected appends (conflict hints)", total.AppRejects},
 		{"transfers carried out (MsgTimeoutNow)", total.TimeoutNows},
+		{"leader crashes after partial replication", total.LeaderCrashes},
 	} {
 		if c.got < *simSeeds/10 {
 			t.Errorf("coverage: only %d %s over %d seeds; the random history is too tame", c.got, c.name, *simSeeds)
