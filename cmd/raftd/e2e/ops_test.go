@@ -95,9 +95,21 @@ func TestSnapshotSaveRestore(t *testing.T) {
 // `raftd fsm test` passes the bundled counter plugin; `fsm activate` of a
 // version some member lacks is refused with exit 3; a supported one works.
 func TestFSMCommands(t *testing.T) {
-	code, out, stderr := raftd(t, nil, "fsm", "test", bin("raftd-fsm-counter"), "--entries", "500")
+	code, out, stderr := raftd(t, nil, "fsm", "test", "--fsm", bin("raftd-fsm-counter"), "--entries", "500")
 	if code != 0 || !strings.Contains(out, "conformance: PASS") {
 		t.Fatalf("fsm test: %d %q %q", code, out, stderr)
+	}
+	// A deliberately nondeterministic plugin fails with exit 1, naming the
+	// index at which the two instances diverged.
+	nondet := filepath.Join(t.TempDir(), "nondet")
+	build := exec.Command("go", "build", "-o", nondet, "./plugin/testdata/nondet")
+	build.Dir = repoRoot
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the nondeterministic plugin: %v\n%s", err, b)
+	}
+	code, out, stderr = raftd(t, nil, "fsm", "test", "--fsm", nondet, "--entries", "2000", "--checkpoint-every", "200")
+	if code != 1 || !strings.Contains(stderr, "differs at index") || strings.Contains(out, "PASS") {
+		t.Fatalf("fsm test of a nondeterministic plugin: %d %q %q", code, out, stderr)
 	}
 	c := newCluster(t, 3, bin("raftd-fsm-kv"))
 	code, _, stderr = raftd(t, nil, "fsm", "activate", "--addr", c.nodes[1].apiAddr, "99")

@@ -77,28 +77,37 @@ member's plugin does not support VERSION.`,
 
 	to := conformance.Options{}
 	testCmd := &cobra.Command{
-		Use:   "test PLUGIN",
+		Use:   "test --fsm PLUGIN",
 		Short: "Run the plugin conformance suite (determinism, snapshot/restore, digest) against a plugin binary",
 		Long: `Test starts two instances of PLUGIN (or PLUGIN and --fsm2), feeds both the
 same generated command stream, compares every result and the state digests
 at checkpoints, and checks snapshot -> restore and restart behaviour. Exit 0
 on PASS, 1 with the first divergence otherwise.`,
-		Example: `  raftd fsm test ./bin/raftd-fsm-kv
-  raftd fsm test ./bin/raftd-fsm-kv --fsm2 ./fsms/node-kv/raftd-fsm-node-kv --entries 2000`,
-		Args: exactArgs(1, "PLUGIN path"),
+		Example: `  raftd fsm test --fsm ./bin/raftd-fsm-kv
+  raftd fsm test --fsm ./bin/raftd-fsm-kv --fsm2 ./fsms/node-kv/raftd-fsm-node-kv --entries 2000
+  raftd fsm test ./bin/raftd-fsm-kv          # the plugin may also be given as the only argument`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			to.FSM = args[0]
+			switch {
+			case len(args) == 1 && to.FSM != "" && to.FSM != args[0]:
+				return usageErrorf("fsm test: give the plugin once, with --fsm or as the argument")
+			case len(args) == 1:
+				to.FSM = args[0]
+			case to.FSM == "":
+				return usageErrorf("fsm test: --fsm PLUGIN is required")
+			}
 			if isTerminal(f.ErrOut) {
 				to.Progress = f.ErrOut
 			}
 			rep, err := conformance.Run(cmd.Context(), to)
 			if err != nil {
-				return withCode(ExitFailure, fmt.Errorf("fsm test %s: %s", args[0], firstLine(err.Error())))
+				return withCode(ExitFailure, fmt.Errorf("fsm test %s: %s", to.FSM, firstLine(err.Error())))
 			}
 			fmt.Fprint(f.Out, rep.String())
 			return nil
 		},
 	}
+	testCmd.Flags().StringVar(&to.FSM, "fsm", "", "path to the plugin binary to test")
 	testCmd.Flags().StringVar(&to.FSM2, "fsm2", "", "a second implementation to compare against (default: a second instance of PLUGIN)")
 	testCmd.Flags().Int64Var(&to.Seed, "seed", 1, "seed of the command generator")
 	testCmd.Flags().IntVar(&to.Entries, "entries", 10000, "number of generated entries")
