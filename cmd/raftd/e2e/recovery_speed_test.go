@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -72,10 +73,40 @@ func TestRecoveryCatchUpSpeed(t *testing.T) {
 	}
 	snapBytes := fi.Size()
 
+	// While f catches up, the leader's status shows it receiving a
+	// snapshot (issue 6: "the leader shows which followers are receiving
+	// a snapshot").
+	var sawSnapState atomic.Bool
+	pollStop := make(chan struct{})
+	pollDone := make(chan struct{})
+	go func() {
+		defer close(pollDone)
+		for {
+			select {
+			case <-pollStop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			st, err := r.localStatus(lead, 500*time.Millisecond)
+			if err != nil {
+				continue
+			}
+			for _, fp := range st.GetFollowers() {
+				if fp.GetId() == f && fp.GetState() == "snapshot" {
+					sawSnapState.Store(true)
+				}
+			}
+		}
+	}()
 	caught := time.Now()
 	r.start(f)
 	r.waitConverged(r.ids, idx, 30*time.Minute)
 	cu := time.Since(caught)
+	close(pollStop)
+	<-pollDone
+	if !sawSnapState.Load() {
+		t.Errorf("leader %d's status never showed node %d in state snapshot during its catch-up", lead, f)
+	}
 	at := r.restoredSnapshotAt(f)
 	if at == 0 {
 		t.Fatalf("node %d caught up without a snapshot", f)
