@@ -207,3 +207,54 @@ func TestLegacySnapshotPath(t *testing.T) {
 		c.checkFSMs()
 	})
 }
+
+// TestInFlightSnapshotCancelled: a follower whose snapshot body is held
+// receives a newer snapshot from the leader; installing it cancels the
+// held one (aborted, never recorded). Stopping a node with a held body
+// returns too.
+func TestInFlightSnapshotCancelled(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCluster(t, 3, func(cfg *Config) {
+			cfg.SnapshotEntries = 30
+			cfg.SnapshotTrailing = 5
+		})
+		lead := c.waitLeader()
+		fid := lead%3 + 1
+		f, st := c.fsms[fid], c.stores[fid]
+		gate := make(chan struct{})
+		t.Cleanup(func() { close(gate) })
+		f.mu.Lock()
+		f.snapGate = gate
+		f.mu.Unlock()
+		ctx := context.Background()
+		for c.nodes[fid].Metrics().SnapshotsStarted == 0 {
+			if _, err := c.nodes[lead].Propose(ctx, []byte("add:1")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.nw.isolate(fid, true)
+		for range 200 {
+			if _, err := c.nodes[lead].Propose(ctx, []byte("add:1")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.nw.isolate(fid, false)
+		c.waitApplied(c.nodes[lead].Applied())
+		m := c.nodes[fid].Metrics()
+		if m.SnapshotsInstalled != 1 || m.SnapshotsTaken != 0 || st.aborts.Load() != 1 {
+			t.Fatalf("follower: %d installed, %d taken, %d aborted; want 1, 0, 1", m.SnapshotsInstalled, m.SnapshotsTaken, st.aborts.Load())
+		}
+		c.checkFSMs()
+		// Held again, then stopped.
+		started := m.SnapshotsStarted
+		for c.nodes[fid].Metrics().SnapshotsStarted == started {
+			if _, err := c.nodes[lead].Propose(ctx, []byte("add:1")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.stop(fid)
+		if st.aborts.Load() != 2 {
+			t.Fatalf("%d aborted bodies after stop, want 2", st.aborts.Load())
+		}
+	})
+}
