@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/raftd/raftd/core/node"
@@ -24,8 +25,9 @@ type pluginSM struct {
 }
 
 var (
-	_ node.StateMachine = pluginSM{}
-	_ node.Restarter    = pluginSM{}
+	_ node.StateMachine    = pluginSM{}
+	_ node.Restarter       = pluginSM{}
+	_ node.SnapshotStarter = pluginSM{}
 )
 
 func crashed(err error) error {
@@ -59,6 +61,40 @@ func (p pluginSM) Query(ctx context.Context, q []byte) ([]byte, error) {
 
 func (p pluginSM) Snapshot(ctx context.Context, w io.Writer) error {
 	return crashed(p.c.Snapshot(ctx, w))
+}
+
+// StartSnapshot implements node.SnapshotStarter. The plugin captures its
+// state when it answers the Snapshot call with its header (under its lock,
+// at its applied index), and the host writes the envelope header to w only
+// after receiving that header; so the first write to w marks the capture.
+// StartSnapshot returns then, and the body streams into w in the background
+// while the node keeps applying. wait returns the outcome of the whole
+// stream; cancelling ctx ends it promptly.
+func (p pluginSM) StartSnapshot(ctx context.Context, w io.Writer) (func() error, error) {
+	cw := &captureWriter{w: w, captured: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() { done <- crashed(p.c.Snapshot(ctx, cw)) }()
+	select {
+	case <-cw.captured:
+		return func() error { return <-done }, nil
+	case err := <-done:
+		if err != nil {
+			return nil, err
+		}
+		return func() error { return nil }, nil
+	}
+}
+
+// captureWriter closes captured at the first write.
+type captureWriter struct {
+	w        io.Writer
+	once     sync.Once
+	captured chan struct{}
+}
+
+func (c *captureWriter) Write(b []byte) (int, error) {
+	c.once.Do(func() { close(c.captured) })
+	return c.w.Write(b)
 }
 
 func (p pluginSM) Restore(ctx context.Context, r io.Reader) error {
