@@ -38,6 +38,12 @@ type stepFunc func(r *raft, m Message) error
 type raft struct {
 	id uint64
 
+	// commitUnsent is set on the leader when some follower may not have
+	// been told the current commit index; flushCommit, run when the next
+	// Ready is built, sends it (Raft §5.3: followers learn the commit
+	// index from later AppendEntries).
+	commitUnsent bool
+
 	// Term and Vote are persistent (HardState), Raft figure 2.
 	Term uint64
 	Vote uint64
@@ -486,6 +492,53 @@ func (r *raft) bcastAppend() {
 	}
 }
 
+// commitAdvanced is called on the leader when its commit index advanced.
+// Followers with entries to receive get them now, carrying the new commit
+// index. Commit-only updates (empty MsgApps) wait for flushCommit, so
+// that however many times the commit index advances between two Readys,
+// a follower gets at most one of them, and none if it receives entries
+// (which carry the commit index) in the meantime.
+func (r *raft) commitAdvanced() {
+	for _, pr := range r.prs {
+		if pr.id != r.id {
+			r.sendAppendAll(pr, false)
+		}
+	}
+	r.commitUnsent = true
+}
+
+// hasUnsentCommit reports whether flushCommit would send a message.
+func (r *raft) hasUnsentCommit() bool {
+	if !r.commitUnsent || r.state != StateLeader {
+		return false
+	}
+	for _, pr := range r.prs {
+		if pr.id != r.id && pr.canBumpCommit(r.raftLog.committed) && !pr.isPaused() {
+			return true
+		}
+	}
+	return false
+}
+
+// flushCommit sends an (empty) MsgApp carrying the commit index to every
+// follower that has not been sent it and could raise its own commit
+// index with it. A follower that is paused now learns it from the reply
+// to its next ack, or from a heartbeat.
+func (r *raft) flushCommit() {
+	if !r.commitUnsent {
+		return
+	}
+	r.commitUnsent = false
+	if r.state != StateLeader {
+		return
+	}
+	for _, pr := range r.prs {
+		if pr.id != r.id && pr.canBumpCommit(r.raftLog.committed) {
+			r.maybeSendAppend(pr, true)
+		}
+	}
+}
+
 func (r *raft) sendHeartbeat(pr *progress, ctx []byte) {
 	// Never tell a follower to commit past what it is known to hold: its
 	// log after match may still disagree with ours.
@@ -537,6 +590,7 @@ func (r *raft) reset(term uint64) {
 		}
 	}
 	r.pendingConfIndex = 0
+	r.commitUnsent = false
 	r.leaderTicks = 0
 	r.uncommittedSize = 0
 	r.readOnly.reset()
@@ -843,7 +897,7 @@ func (r *raft) leaderSelfDurable() {
 		return
 	}
 	if pr.maybeUpdate(min(r.raftLog.lastStableIndex(), r.raftLog.lastIndex())) && r.maybeCommit() {
-		r.bcastAppend()
+		r.commitAdvanced()
 	}
 }
 
@@ -1111,16 +1165,16 @@ func (r *raft) handleAppendResponse(pr *progress, m Message) {
 		}
 		if r.maybeCommit() {
 			// Followers learn the new commit index promptly.
-			r.bcastAppend()
+			r.commitAdvanced()
 		}
 		// Fill the window with whatever the follower still lacks.
 		r.sendAppendAll(pr, false)
 		if pr.canBumpCommit(r.raftLog.committed) {
 			// Nothing new to send, but the follower has not been told the
 			// commit index up to what it now holds (e.g. it was a paused
-			// probe when the commit advanced): tell it now rather than at
-			// the next heartbeat.
-			r.maybeSendAppend(pr, true)
+			// probe when the commit advanced): tell it in the next Ready
+			// rather than at the next heartbeat.
+			r.commitUnsent = true
 		}
 		if m.From == r.leadTransferee && pr.match == r.raftLog.lastIndex() {
 			r.logger.Infof("raft: %x sending MsgTimeoutNow to %x: its log is up to date", r.id, m.From)
@@ -1571,7 +1625,7 @@ func (r *raft) applyConfChange(cc ConfChange) ConfState {
 	}
 	// A smaller quorum may commit more now; a new member needs the log.
 	if r.maybeCommit() {
-		r.bcastAppend()
+		r.commitAdvanced()
 	} else {
 		for _, p := range r.prs {
 			if p.id != r.id {

@@ -844,19 +844,96 @@ func TestLaggingFollowerLearnsCommitOnAck(t *testing.T) {
 	if r.raftLog.committed != last {
 		t.Fatalf("committed %d, want %d", r.raftLog.committed, last)
 	}
+	r.flushCommit() // as Ready does
 	for _, m := range readMessages(r) {
 		if m.To == 3 {
 			t.Fatalf("setup: paused follower 3 was sent %+v", m)
 		}
 	}
 	_ = r.Step(Message{From: 3, To: 1, Type: MsgAppResp, Term: r.Term, Index: last})
+	r.flushCommit()
 	msgs := filterMsgs(readMessages(r), MsgApp)
 	if len(msgs) != 1 || msgs[0].To != 3 || msgs[0].Commit != last || msgs[0].Index != last || len(msgs[0].Entries) != 0 {
 		t.Fatalf("after 3's ack got %+v, want one empty MsgApp to 3 at %d carrying commit %d", msgs, last, last)
 	}
 	// A duplicate ack must not repeat it: 3 was already told.
 	_ = r.Step(Message{From: 3, To: 1, Type: MsgAppResp, Term: r.Term, Index: last})
+	r.flushCommit()
 	if msgs := readMessages(r); len(msgs) != 0 {
 		t.Fatalf("duplicate ack produced %s", msgTypes(msgs))
+	}
+}
+
+// Commit-only updates are coalesced until the next Ready: several commit
+// advances between two Readys cost each follower at most one empty
+// MsgApp, carrying the latest commit index, and none for a follower that
+// is sent entries (which carry the commit index) in the meantime.
+func TestCommitOnlyUpdatesCoalesced(t *testing.T) {
+	s := NewMemoryStorage()
+	s.SetConfState(ConfState{Voters: ids(3)})
+	rn, err := NewRawNode(newTestConfig(1, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rn.r
+	persist(r, s)
+	makeLeader(t, r, s)
+	drain := func() []Message {
+		var out []Message
+		for rn.HasReady() {
+			rd := rn.Ready()
+			if err := s.Save(rd.HardState, rd.Entries, rd.MustSync); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, rd.Messages...)
+			rn.Advance(rd)
+		}
+		return out
+	}
+	drain()
+	for i := 0; i < 3; i++ {
+		if err := rn.Propose([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(filterMsgs(drain(), MsgApp)); n == 0 {
+		t.Fatalf("setup: no appends sent")
+	}
+	last := r.raftLog.lastIndex()
+	// Follower 2 acknowledges entry by entry: three commit advances.
+	for i := last - 2; i <= last; i++ {
+		_ = rn.Step(Message{From: 2, To: 1, Type: MsgAppResp, Term: r.Term, Index: i})
+	}
+	if r.raftLog.committed != last {
+		t.Fatalf("committed %d, want %d", r.raftLog.committed, last)
+	}
+	got := filterMsgs(drain(), MsgApp)
+	per := map[uint64]int{}
+	for _, m := range got {
+		per[m.To]++
+		if m.Commit != last || len(m.Entries) != 0 {
+			t.Fatalf("got %+v, want only empty MsgApps carrying commit %d", m, last)
+		}
+	}
+	if per[2] != 1 || per[3] != 1 {
+		t.Fatalf("commit-only MsgApps per follower %v, want one each", per)
+	}
+	// A proposal made before the next Ready carries the commit index
+	// itself: no separate commit-only message.
+	if err := rn.Propose([]byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	drain()
+	_ = rn.Step(Message{From: 2, To: 1, Type: MsgAppResp, Term: r.Term, Index: last + 1})
+	if err := rn.Propose([]byte("z")); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range filterMsgs(drain(), MsgApp) {
+		if len(m.Entries) == 0 {
+			t.Fatalf("sent a commit-only MsgApp %+v although entries carrying the commit went out", m)
+		}
+		if m.Commit != last+1 {
+			t.Fatalf("append %+v carries commit %d, want %d", m, m.Commit, last+1)
+		}
 	}
 }

@@ -307,7 +307,7 @@ func (rn *RawNode) HasReady() bool {
 	if r.raftLog.unstable.nextSnapshot() != nil {
 		return true
 	}
-	return len(r.msgs) > 0 || len(r.readStates) > 0 ||
+	return len(r.msgs) > 0 || r.hasUnsentCommit() || len(r.readStates) > 0 ||
 		len(r.raftLog.unstable.nextEntries()) > 0 || r.raftLog.hasNextCommittedEnts()
 }
 
@@ -315,6 +315,7 @@ func (rn *RawNode) HasReady() bool {
 // Advance with it once it has been handled.
 func (rn *RawNode) Ready() Ready {
 	r := rn.r
+	r.flushCommit()
 	rl := r.raftLog
 	rd := Ready{
 		Entries:          rl.unstable.nextEntries(),
