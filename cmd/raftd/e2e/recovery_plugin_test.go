@@ -193,11 +193,17 @@ func misbehaveBin(t *testing.T) string {
 	return out
 }
 
+// hangWatchdog is the plugin Apply watchdog (--plugin-apply-timeout) of the
+// hang tests: short so that they take seconds, not the default 30 s, yet
+// far above the longest legitimate Apply batch of the kv FSM on a loaded
+// machine.
+const hangWatchdog = 3 * time.Second
+
 // hangCluster starts three nodes running the misbehave plugin (the kv FSM
-// plus {"op":"hang"}), each with its own MISBEHAVE_ONCE_FILE, and returns
-// a follower; only that follower's plugin will hang (the others' files
-// are created up front). With once false the follower has no once file:
-// its plugin hangs on every attempt.
+// plus {"op":"hang"}) with an Apply watchdog of hangWatchdog, each with its
+// own MISBEHAVE_ONCE_FILE, and returns a follower; only that follower's
+// plugin will hang (the others' files are created up front). With once
+// false the follower has no once file: its plugin hangs on every attempt.
 func hangCluster(t *testing.T, once bool) (*rcluster, uint64, map[uint64]string) {
 	plug := misbehaveBin(t)
 	dir := t.TempDir()
@@ -208,7 +214,8 @@ func hangCluster(t *testing.T, once bool) (*rcluster, uint64, map[uint64]string)
 		env[id] = []string{"MISBEHAVE_ONCE_FILE=" + files[id]}
 	}
 	r := newRCluster(t, rclusterOpts{n: 3, fsm: plug, env: env,
-		extra: []string{"--snapshot-entries", "200", "--snapshot-trailing", "50"}})
+		extra: []string{"--snapshot-entries", "200", "--snapshot-trailing", "50",
+			"--plugin-apply-timeout", hangWatchdog.String()}})
 	lead := r.leader()
 	f := lead%3 + 1
 	for id, p := range files {
@@ -229,10 +236,11 @@ func hangCluster(t *testing.T, once bool) (*rcluster, uint64, map[uint64]string)
 }
 
 // Issue 6, test 5: a plugin that hangs in Apply is detected by the host's
-// Apply watchdog (30 s by default; raftd has no flag for it) and
+// Apply watchdog (--plugin-apply-timeout, hangWatchdog here) and
 // restarted; the node restores, replays (the hang is not repeated: the
-// plugin's once file exists), catches up and agrees with the others. The
-// cluster keeps acknowledging writes meanwhile.
+// plugin's once file exists), catches up and agrees with the others. While
+// the plugin hangs, the follower applies nothing past the hang and the
+// cluster keeps acknowledging writes.
 func TestRecoveryPluginHang(t *testing.T) {
 	r, f, files := hangCluster(t, true)
 	for i := 0; i < 300; i++ {
@@ -250,17 +258,41 @@ func TestRecoveryPluginHang(t *testing.T) {
 		_, err := os.Stat(files[f])
 		return err == nil, fmt.Sprintf("node %d's plugin has not reached the hang: %v", f, err)
 	})
+	// From here until the watchdog replaces the old plugin, the follower
+	// must be stuck before the hang (applying past it would be a skipped
+	// entry). The plugin pid is read after the status: if the old plugin
+	// still runs then, the status was taken while it hung.
+	stuckChecks, ackedWhileHung := 0, 0
+	checkStuck := func() {
+		st := r.mustStatus(f)
+		if r.pluginPID(f) != old {
+			return // replaced meanwhile: the status proves nothing
+		}
+		stuckChecks++
+		if st.GetAppliedIndex() >= hangAt {
+			t.Fatalf("node %d applied %d, past the hang at <= %d, while its plugin hangs", f, st.GetAppliedIndex(), hangAt)
+		}
+	}
+	checkStuck()
 	// Writes go on while the follower's plugin hangs.
 	for i := 0; i < 300; i++ {
 		r.mustApply(lead, string(kvPut(fmt.Sprintf("k1%05d", i), "during")), 10*time.Second)
+		if r.pluginPID(f) == old {
+			ackedWhileHung++
+		}
+		if i%20 == 0 {
+			checkStuck()
+		}
 	}
-	// Well inside the 30 s watchdog the follower must still be stuck
-	// before the hang (applying past it would be a skipped entry).
-	if st := r.mustStatus(f); time.Since(sent) < 25*time.Second && r.pluginPID(f) == old && st.GetAppliedIndex() >= hangAt {
-		t.Fatalf("node %d applied %d, past the hang at <= %d, while its plugin hangs", f, st.GetAppliedIndex(), hangAt)
+	if stuckChecks == 0 || ackedWhileHung == 0 {
+		t.Fatalf("the %s watchdog replaced node %d's plugin before the test saw it hang (%d status checks, %d writes acknowledged while it hung): machine stalled for seconds?",
+			hangWatchdog, f, stuckChecks, ackedWhileHung)
 	}
-	nu := r.waitPluginPID(f, old, 90*time.Second)
-	t.Logf("node %d: plugin %d hung at an index in (%d,%d]; replaced by %d after %s", f, old, before, hangAt, nu, time.Since(sent).Round(time.Millisecond))
+	// Well before the host's default watchdog (30 s): --plugin-apply-timeout
+	// must reach the plugin host.
+	nu := r.waitPluginPID(f, old, hangWatchdog+15*time.Second)
+	t.Logf("node %d: plugin %d hung at an index in (%d,%d]; %d writes acknowledged and %d stuck checks while it hung; replaced by %d after %s (watchdog %s)",
+		f, old, before, hangAt, ackedWhileHung, stuckChecks, nu, time.Since(sent).Round(time.Millisecond), hangWatchdog)
 	if log := r.logSince(f); !strings.Contains(log, "plugin broken") || !strings.Contains(log, "hung") {
 		t.Errorf("node %d's log does not report the hung plugin", f)
 	}
@@ -277,13 +309,13 @@ func TestRecoveryPluginHang(t *testing.T) {
 	}
 }
 
-// The fail-stop side of test 5 (RAFTD_SOAK=1, about two minutes): a plugin
-// that hangs on every attempt is restarted three times, then the node
-// stops with an error naming the state machine and the index; the rest of
-// the cluster keeps serving.
+// The fail-stop side of test 5 (RAFTD_SOAK=1): a plugin that hangs on
+// every attempt is restarted three times, then the node stops with an
+// error naming the state machine and the index; the rest of the cluster
+// keeps serving. It waits out four hangWatchdog rounds.
 func TestRecoveryPluginHangFailStop(t *testing.T) {
 	if !soak() {
-		t.Skip("four 30 s Apply watchdog rounds; RAFTD_SOAK=1")
+		t.Skip("four Apply watchdog rounds; RAFTD_SOAK=1")
 	}
 	r, f, _ := hangCluster(t, false)
 	lead := r.leader()
@@ -295,7 +327,7 @@ func TestRecoveryPluginHangFailStop(t *testing.T) {
 	sent := time.Now()
 	select {
 	case <-r.exitedCh(f):
-	case <-time.After(4 * time.Minute):
+	case <-time.After(4*hangWatchdog + 90*time.Second):
 		t.Fatalf("node %d still runs %s after its plugin started hanging for good", f, time.Since(sent))
 	}
 	err := r.exitErr(f)

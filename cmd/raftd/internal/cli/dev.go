@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -22,6 +23,10 @@ type DevOptions struct {
 	// API port at BasePort+2i-2; otherwise free ports are picked.
 	BasePort int
 	NoSync   bool
+	// PluginApplyTimeout and PluginCallTimeout are passed to every node
+	// (see RunOptions).
+	PluginApplyTimeout time.Duration
+	PluginCallTimeout  time.Duration
 }
 
 // NewCmdDev returns `raftd dev`: a local cluster in one process.
@@ -43,6 +48,9 @@ and runs until Ctrl-C.`,
 			if opts.Nodes < 1 || opts.Nodes > 9 {
 				return usageErrorf("dev: --nodes must be between 1 and 9")
 			}
+			if err := validatePluginTimeouts("dev", opts.PluginApplyTimeout, opts.PluginCallTimeout); err != nil {
+				return err
+			}
 			if runF != nil {
 				return runF(opts)
 			}
@@ -54,6 +62,7 @@ and runs until Ctrl-C.`,
 	cmd.Flags().StringVar(&opts.DataDir, "data-dir", "", "parent directory for the nodes' data dirs (default: a temporary directory, removed on exit)")
 	cmd.Flags().IntVar(&opts.BasePort, "base-port", 0, "use fixed ports from here instead of free ones")
 	cmd.Flags().BoolVar(&opts.NoSync, "unsafe-no-fsync", false, "skip fsync (faster, loses acknowledged writes on power loss)")
+	addPluginTimeoutFlags(cmd, &opts.PluginApplyTimeout, &opts.PluginCallTimeout)
 	return cmd
 }
 
@@ -130,6 +139,7 @@ func runDev(ctx context.Context, f *Factory, opts *DevOptions) error {
 			HeartbeatInterval: DefaultHeartbeatInterval, ElectionTimeout: DefaultElectionTimeout,
 			MaxEntryBytes: 1 << 20, SnapshotEntries: DefaultSnapshotEntries, SnapshotTrailing: DefaultSnapshotTrailing,
 			NoSync: opts.NoSync, LogLevel: "warn",
+			PluginApplyTimeout: opts.PluginApplyTimeout, PluginCallTimeout: opts.PluginCallTimeout,
 		}
 		if err := ro.validate(true); err != nil {
 			closeAll()

@@ -24,6 +24,13 @@ const (
 	DefaultElectionTimeout   = time.Second
 	DefaultSnapshotEntries   = 10000
 	DefaultSnapshotTrailing  = 5000
+	// DefaultPluginApplyTimeout is the plugin host's Apply watchdog: a
+	// plugin that completes no Apply request for this long is declared
+	// hung, killed and restarted (plugin/host Config.ApplyTimeout).
+	DefaultPluginApplyTimeout = 30 * time.Second
+	// DefaultPluginCallTimeout bounds the plugin's Info, Query and Digest
+	// calls (plugin/host Config.CallTimeout).
+	DefaultPluginCallTimeout = 10 * time.Second
 )
 
 // RunOptions configures `raftd run` (and each node of `raftd dev`).
@@ -44,6 +51,10 @@ type RunOptions struct {
 	ClusterID         string
 	NoSync            bool
 	LogLevel          string
+	// PluginApplyTimeout is the plugin's Apply watchdog (> 0).
+	PluginApplyTimeout time.Duration
+	// PluginCallTimeout bounds the plugin's Info, Query and Digest (> 0).
+	PluginCallTimeout time.Duration
 
 	// Resolved by validate.
 	peers map[uint64]string
@@ -99,7 +110,29 @@ close storage, exit 0.`,
 	fl.StringVar(&opts.ClusterID, "cluster-id", "", "cluster identity (default: derived from --peers)")
 	fl.BoolVar(&opts.NoSync, "unsafe-no-fsync", false, "skip fsync (testing only: loses acknowledged writes on power loss)")
 	fl.StringVar(&opts.LogLevel, "log-level", "info", "debug, info, warn or error")
+	addPluginTimeoutFlags(cmd, &opts.PluginApplyTimeout, &opts.PluginCallTimeout)
 	return cmd
+}
+
+// addPluginTimeoutFlags registers --plugin-apply-timeout and
+// --plugin-call-timeout (shared by `raftd run` and `raftd dev`).
+func addPluginTimeoutFlags(cmd *cobra.Command, apply, call *time.Duration) {
+	fl := cmd.Flags()
+	fl.DurationVar(apply, "plugin-apply-timeout", DefaultPluginApplyTimeout,
+		"declare the FSM plugin hung (kill and restart it) when an Apply makes no progress for this long")
+	fl.DurationVar(call, "plugin-call-timeout", DefaultPluginCallTimeout,
+		"deadline of the FSM plugin's Info, Query and Digest calls")
+}
+
+// validatePluginTimeouts checks the plugin timeouts of cmd ("run", "dev").
+func validatePluginTimeouts(cmd string, apply, call time.Duration) error {
+	if apply <= 0 {
+		return usageErrorf("%s: --plugin-apply-timeout must be positive, got %s", cmd, apply)
+	}
+	if call <= 0 {
+		return usageErrorf("%s: --plugin-call-timeout must be positive, got %s", cmd, call)
+	}
+	return nil
 }
 
 // parsePeers parses "1=host:port,2=host:port".
@@ -145,6 +178,9 @@ func (o *RunOptions) validate(raftAddrSet bool) error {
 		if b, err := hex.DecodeString(o.FSMSHA256); err != nil || len(b) != sha256.Size {
 			return usageErrorf("run: --fsm-sha256 %q is not a hex SHA-256", o.FSMSHA256)
 		}
+	}
+	if err := validatePluginTimeouts("run", o.PluginApplyTimeout, o.PluginCallTimeout); err != nil {
+		return err
 	}
 	if o.HeartbeatInterval <= 0 {
 		return usageErrorf("run: --heartbeat-interval must be positive")

@@ -116,7 +116,8 @@ func startNode(ctx context.Context, cfg nodeConfig) (rn *runningNode, err error)
 
 	hlevel := map[string]hclog.Level{"debug": hclog.Debug, "info": hclog.Info, "warn": hclog.Warn, "error": hclog.Error}[cfg.LogLevel]
 	hlog := hclog.New(&hclog.LoggerOptions{Name: strings.TrimSpace(cfg.LogPrefix + "plugin"), Output: cfg.LogOut, Level: hlevel})
-	plug, err := host.Start(ctx, host.Config{Path: cfg.FSMPath, SHA256: cfg.FSMSHA256, Logger: hlog})
+	plug, err := host.Start(ctx, host.Config{Path: cfg.FSMPath, SHA256: cfg.FSMSHA256, Logger: hlog,
+		ApplyTimeout: cfg.PluginApplyTimeout, CallTimeout: cfg.PluginCallTimeout})
 	if err != nil {
 		return nil, withCode(ExitFailure, fmt.Errorf("fsm plugin %s: %s", cfg.FSMPath, firstLine(err.Error())))
 	}
