@@ -264,7 +264,9 @@ func (n *Node) ExportSnapshot(ctx context.Context, takeNew bool) (raft.SnapshotM
 	if snap.IsEmpty() {
 		return raft.SnapshotMetadata{}, nil, errors.New("node: no snapshot yet")
 	}
-	rc, err := n.st.OpenSnapshot(snap)
+	rc, err := n.openWatched(snap.Metadata.Index, func() (io.ReadCloser, error) {
+		return n.st.OpenSnapshot(snap)
+	}, "read for export")
 	return snap.Metadata, rc, err
 }
 

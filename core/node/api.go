@@ -15,7 +15,12 @@ import (
 // after a state machine restart; the transport opens and receives snapshot
 // bodies) concurrently with those writes.
 //
-// A Storage error is fatal: the node fail-stops (STYLE §5).
+// A Storage error is fatal: the node fail-stops (STYLE §5). An error that
+// reports damaged stored data (a failed checksum, in the log or in a
+// snapshot body, whether found by OpenSnapshot or by a Read of the body it
+// returned) must match ErrCorrupt (errors.Is) and should name the file and
+// index: the node then fail-stops with it wherever it reads, including
+// while the transport streams a snapshot body to a follower.
 type Storage interface {
 	raft.LogReader
 
@@ -211,6 +216,11 @@ var (
 	// ErrNotReady: the node has not yet caught its state machine up to the
 	// commit index it found at start (stale reads refuse until then).
 	ErrNotReady = errors.New("node: not ready")
+	// ErrCorrupt is matched by Storage errors that report damaged stored
+	// data (see Storage). When the node meets one it fail-stops with it
+	// (Done, Err) instead of serving or sending that data (DESIGN
+	// "Durability and bad input").
+	ErrCorrupt = errors.New("node: stored data is corrupt")
 )
 
 // Compile-time interface checks.

@@ -255,17 +255,21 @@ func (a *applier) restoreFrom(snap raft.Snapshot) (SnapshotHeader, error) {
 		return SnapshotHeader{}, fmt.Errorf("node: open snapshot at index %d: %w", snap.Metadata.Index, err)
 	}
 	defer rc.Close()
-	br := newBufReader(rc)
+	w := &corruptWatch{rc: rc}
+	br := newBufReader(w)
 	hdr, err := ReadSnapshotHeader(br)
 	if err != nil {
-		return hdr, fmt.Errorf("node: snapshot at index %d: %w", snap.Metadata.Index, err)
+		return hdr, fmt.Errorf("node: snapshot at index %d: %w", snap.Metadata.Index, w.or(err))
 	}
 	if hdr.Index != snap.Metadata.Index {
 		return hdr, fmt.Errorf("node: snapshot body is for index %d, metadata says %d", hdr.Index, snap.Metadata.Index)
 	}
 	err = restoreFSM(a.ctx, a.sm, br)
 	if err != nil {
-		return hdr, fmt.Errorf("node: restore state machine from snapshot at index %d: %w", snap.Metadata.Index, err)
+		// NB: damaged data wins over what the state machine made of it (a
+		// plugin may report the broken stream as a crash, which would
+		// restart it and read the same bytes again).
+		return hdr, fmt.Errorf("node: restore state machine from snapshot at index %d: %w", snap.Metadata.Index, w.or(err))
 	}
 	a.n.m.snapshotsInstalled.Add(1)
 	return hdr, nil
@@ -577,7 +581,12 @@ func (a *applier) restoreOrHeader(snap raft.Snapshot, restore bool) (SnapshotHea
 		return SnapshotHeader{}, fmt.Errorf("node: open snapshot at index %d: %w", snap.Metadata.Index, err)
 	}
 	defer rc.Close()
-	return ReadSnapshotHeader(newBufReader(rc))
+	w := &corruptWatch{rc: rc}
+	hdr, err := ReadSnapshotHeader(newBufReader(w))
+	if err != nil {
+		return hdr, fmt.Errorf("node: snapshot at index %d: %w", snap.Metadata.Index, w.or(err))
+	}
+	return hdr, nil
 }
 
 // withRecover restarts the state machine and replays up to target, with

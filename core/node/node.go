@@ -278,17 +278,18 @@ func (n *Node) loadSnapshot(ctx context.Context, snap raft.Snapshot, restore boo
 		return SnapshotHeader{}, fmt.Errorf("node: open snapshot at index %d: %w", snap.Metadata.Index, err)
 	}
 	defer rc.Close()
-	br := newBufReader(rc)
+	w := &corruptWatch{rc: rc}
+	br := newBufReader(w)
 	hdr, err := ReadSnapshotHeader(br)
 	if err != nil {
-		return hdr, fmt.Errorf("node: snapshot at index %d: %w", snap.Metadata.Index, err)
+		return hdr, fmt.Errorf("node: snapshot at index %d: %w", snap.Metadata.Index, w.or(err))
 	}
 	if hdr.Index != snap.Metadata.Index || hdr.Term != snap.Metadata.Term {
 		return hdr, fmt.Errorf("node: snapshot body is for index %d term %d, metadata says index %d term %d", hdr.Index, hdr.Term, snap.Metadata.Index, snap.Metadata.Term)
 	}
 	if restore {
 		if err := restoreFSM(ctx, n.sm, br); err != nil {
-			return hdr, fmt.Errorf("node: restore state machine from snapshot at index %d: %w", snap.Metadata.Index, err)
+			return hdr, fmt.Errorf("node: restore state machine from snapshot at index %d: %w", snap.Metadata.Index, w.or(err))
 		}
 		n.m.snapshotsInstalled.Add(1)
 	}
@@ -1068,9 +1069,14 @@ func (n *Node) ReceiveSnapshot(ctx context.Context, m raft.Message, body io.Read
 	return n.process(ctx, m)
 }
 
-// OpenSnapshot implements SnapshotSource.
+// OpenSnapshot implements SnapshotSource. If the body turns out to be
+// damaged (a Storage error matching ErrCorrupt, from the open or from any
+// Read of the returned reader) the node fail-stops with that error rather
+// than let the transport offer the same body again (corrupt.go).
 func (n *Node) OpenSnapshot(meta raft.SnapshotMetadata, data []byte) (io.ReadCloser, error) {
-	return n.st.OpenSnapshot(raft.Snapshot{Metadata: meta, Data: data})
+	return n.openWatched(meta.Index, func() (io.ReadCloser, error) {
+		return n.st.OpenSnapshot(raft.Snapshot{Metadata: meta, Data: data})
+	}, "read to send to a follower")
 }
 
 // broadcast is a resettable "something changed" signal.

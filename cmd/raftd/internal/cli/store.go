@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"io"
 
@@ -11,7 +12,10 @@ import (
 
 // nodeStore adapts *storage.Store to node.Storage. Snapshot bodies are
 // storage snapshot files; the descriptor the node keeps in
-// raft.Snapshot.Data is the file's storage.SnapshotMeta.
+// raft.Snapshot.Data is the file's storage.SnapshotMeta. Read errors that
+// report damaged data (storage.ErrCorrupt) also match node.ErrCorrupt, with
+// storage's message (it names the file and index) unchanged, so the node
+// fail-stops on them wherever it reads.
 //
 // NB: storage makes a committed snapshot file its newest snapshot at once,
 // so SaveSnapshot has nothing left to do.
@@ -46,7 +50,56 @@ func (s nodeStore) OpenSnapshot(snap raft.Snapshot) (io.ReadCloser, error) {
 		idx = m.Index
 	}
 	_, rc, err := s.Store.OpenSnapshot(idx)
-	return rc, err
+	if err != nil {
+		return nil, corruptErr(err)
+	}
+	return corruptMapReader{rc}, nil
+}
+
+func (s nodeStore) InitialState() (raft.HardState, raft.ConfState, error) {
+	hs, cs, err := s.Store.InitialState()
+	return hs, cs, corruptErr(err)
+}
+
+func (s nodeStore) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
+	ents, err := s.Store.Entries(lo, hi, maxBytes)
+	return ents, corruptErr(err)
+}
+
+func (s nodeStore) Term(i uint64) (uint64, error) {
+	t, err := s.Store.Term(i)
+	return t, corruptErr(err)
+}
+
+func (s nodeStore) Snapshot() (raft.Snapshot, error) {
+	snap, err := s.Store.Snapshot()
+	return snap, corruptErr(err)
+}
+
+// corruptError is a storage error reporting damaged data, made to match
+// node.ErrCorrupt as well. Its message is storage's.
+type corruptError struct{ err error }
+
+func (e corruptError) Error() string        { return e.err.Error() }
+func (e corruptError) Unwrap() error        { return e.err }
+func (e corruptError) Is(target error) bool { return target == node.ErrCorrupt }
+
+// corruptErr maps an error matching storage.ErrCorrupt to one that also
+// matches node.ErrCorrupt; any other error (and nil) is returned as is.
+func corruptErr(err error) error {
+	if err == nil || !errors.Is(err, storage.ErrCorrupt) {
+		return err
+	}
+	return corruptError{err}
+}
+
+// corruptMapReader is a snapshot body whose read errors go through
+// corruptErr (a checksum mismatch shows up at the end of the body).
+type corruptMapReader struct{ io.ReadCloser }
+
+func (r corruptMapReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	return n, corruptErr(err)
 }
 
 type snapSink struct {
