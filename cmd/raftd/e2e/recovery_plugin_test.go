@@ -309,14 +309,11 @@ func TestRecoveryPluginHang(t *testing.T) {
 	}
 }
 
-// The fail-stop side of test 5 (RAFTD_SOAK=1): a plugin that hangs on
+// The fail-stop side of test 5: a plugin that hangs on
 // every attempt is restarted three times, then the node stops with an
 // error naming the state machine and the index; the rest of the cluster
 // keeps serving. It waits out four hangWatchdog rounds.
 func TestRecoveryPluginHangFailStop(t *testing.T) {
-	if !soak() {
-		t.Skip("four Apply watchdog rounds; RAFTD_SOAK=1")
-	}
 	r, f, _ := hangCluster(t, false)
 	lead := r.leader()
 	before := r.mustStatus(f).GetAppliedIndex()
