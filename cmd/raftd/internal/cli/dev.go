@@ -146,7 +146,7 @@ func runDev(ctx context.Context, f *Factory, opts *DevOptions) error {
 			_ = stopAll()
 			return err
 		}
-		n, err := startNode(ctx, nodeConfig{RunOptions: ro, RaftListener: ls[i].raft, APIListener: ls[i].api, LogOut: gate, LogPrefix: fmt.Sprintf("node%d ", i+1)})
+		n, err := startNode(ctx, nodeConfig{RunOptions: ro, RaftListener: ls[i].raft, APIListener: ls[i].api, LogOut: gate, LogPrefix: fmt.Sprintf("node%d ", i+1), NoHandOver: true})
 		if err != nil {
 			gate.Discard()
 			for _, l := range ls[i:] {

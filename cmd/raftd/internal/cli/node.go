@@ -22,6 +22,9 @@ type nodeConfig struct {
 	APIListener  net.Listener
 	LogOut       io.Writer
 	LogPrefix    string
+	// NoHandOver skips the leadership transfer at shutdown. raftd dev sets
+	// it: it stops every node at once, so there is no one to hand over to.
+	NoHandOver bool
 }
 
 // storedClusterID returns the cluster id recorded in dir, or "".

@@ -210,7 +210,9 @@ func startNode(ctx context.Context, cfg nodeConfig) (rn *runningNode, err error)
 		// 0. A leader hands over first (thesis §3.10), so that the cluster
 		// need not wait an election timeout and other nodes stop
 		// forwarding to this one.
-		handOver(n, log)
+		if !cfg.NoHandOver {
+			handOver(n, log)
+		}
 		// 1. Refuse new client calls on both ports (not applied, so clients
 		// retry elsewhere) and let the ones in flight finish, including
 		// those forwarded by other nodes.
