@@ -28,6 +28,8 @@ type memStorage struct {
 
 	saves   atomic.Int64
 	saveErr atomic.Pointer[error]
+	// entriesErr, when set, fails Entries (as a corrupt entry would).
+	entriesErr atomic.Pointer[error]
 	// syncDelay is how long an fsync'ed Save takes (fake time under
 	// synctest), so that concurrent work piles up as it does on a disk.
 	syncDelay time.Duration
@@ -46,6 +48,9 @@ func (s *memStorage) InitialState() (raft.HardState, raft.ConfState, error) {
 }
 
 func (s *memStorage) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
+	if p := s.entriesErr.Load(); p != nil {
+		return nil, *p
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.ms.Entries(lo, hi, maxBytes)

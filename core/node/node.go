@@ -46,9 +46,11 @@ type Node struct {
 	stopOnce sync.Once
 	stopc    chan struct{} // closed by Stop
 	quitc    chan struct{} // closed when the loop starts shutting down
-	donec    chan struct{} // closed when everything stopped
-	errMu    sync.Mutex
-	err      error
+	// shuttingDown is set by the loop when it starts shutting down.
+	shuttingDown bool
+	donec        chan struct{} // closed when everything stopped
+	errMu        sync.Mutex
+	err          error
 
 	waits  *waitRegistry
 	reqSeq atomic.Uint64
@@ -313,6 +315,22 @@ func restoreFSM(ctx context.Context, sm StateMachine, r io.Reader) error {
 func (n *Node) run() {
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
+	// core/raft panics with an error when storage fails under it (for
+	// example a checksum mismatch while reading entries to apply or send).
+	// The RawNode is unusable then: fail-stop with that error, naming what
+	// failed, instead of crashing the process.
+	defer func() {
+		if r := recover(); r != nil {
+			if n.shuttingDown {
+				panic(r) // a failure while stopping: nothing left to save
+			}
+			err, ok := r.(error)
+			if !ok {
+				err = fmt.Errorf("%v", r)
+			}
+			n.shutdown(fmt.Errorf("node %d: raft: %w", n.id, err))
+		}
+	}()
 	var err error
 	for err == nil {
 		// Backpressure: while the state machine is far behind, take no
@@ -742,6 +760,7 @@ func (n *Node) onSnapshotTaken(s raft.Snapshot) error {
 
 // shutdown stops the node; err == nil is a graceful Stop.
 func (n *Node) shutdown(err error) {
+	n.shuttingDown = true
 	close(n.quitc)
 	if err == nil {
 		n.app.close() // finish what was committed and handed over

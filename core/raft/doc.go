@@ -45,4 +45,10 @@
 //
 // Pre-vote (thesis §9.6) and check-quorum are on by default. Reads use
 // ReadIndex (thesis §6.4); lease-based reads are opt-in.
+//
+// Errors: NewRawNode returns storage errors. Once running, a LogReader error
+// other than ErrCompacted or ErrUnavailable inside Tick, Step, Ready or
+// Advance leaves the instance unusable, and the call panics with an error
+// value that wraps the storage error (errors.Is/As work on it). A driver
+// recovers it and fail-stops; it must not keep using the RawNode.
 package raft

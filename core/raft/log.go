@@ -64,7 +64,7 @@ func (l *raftLog) firstIndex() uint64 {
 	}
 	i, err := l.storage.FirstIndex()
 	if err != nil {
-		panic(fmt.Sprintf("raft: storage FirstIndex failed: %v", err))
+		panic(fmt.Errorf("raft: storage FirstIndex failed: %w", err))
 	}
 	return i
 }
@@ -75,7 +75,7 @@ func (l *raftLog) lastIndex() uint64 {
 	}
 	i, err := l.storage.LastIndex()
 	if err != nil {
-		panic(fmt.Sprintf("raft: storage LastIndex failed: %v", err))
+		panic(fmt.Errorf("raft: storage LastIndex failed: %w", err))
 	}
 	return i
 }
@@ -108,13 +108,13 @@ func (l *raftLog) term(i uint64) (uint64, error) {
 	if errors.Is(err, ErrCompacted) || errors.Is(err, ErrUnavailable) {
 		return 0, err
 	}
-	panic(fmt.Sprintf("raft: storage Term(%d) failed: %v", i, err))
+	panic(fmt.Errorf("raft: storage Term(%d) failed: %w", i, err))
 }
 
 func (l *raftLog) lastTerm() uint64 {
 	t, err := l.term(l.lastIndex())
 	if err != nil {
-		panic(fmt.Sprintf("raft: term of the last index %d: %v", l.lastIndex(), err))
+		panic(fmt.Errorf("raft: term of the last index %d: %w", l.lastIndex(), err))
 	}
 	return t
 }
@@ -223,7 +223,7 @@ func (l *raftLog) slice(lo, hi, maxBytes uint64) ([]Entry, error) {
 		if errors.Is(err, ErrUnavailable) {
 			return nil, err
 		}
-		panic(fmt.Sprintf("raft: storage Entries(%d, %d) failed: %v", lo, min(hi, uoff), err))
+		panic(fmt.Errorf("raft: storage Entries(%d, %d) failed: %w", lo, min(hi, uoff), err))
 	}
 	if hi <= uoff || uint64(len(stored)) < uoff-lo {
 		return stored, nil
@@ -267,7 +267,7 @@ func (l *raftLog) nextCommittedEnts() []Entry {
 	}
 	ents, err := l.slice(lo, hi, l.maxApplyingBytes)
 	if err != nil {
-		panic(fmt.Sprintf("raft: committed entries [%d, %d) unavailable: %v (%s)", lo, hi, err, l))
+		panic(fmt.Errorf("raft: committed entries [%d, %d) unavailable (%s): %w", lo, hi, l, err))
 	}
 	return ents
 }
