@@ -55,6 +55,9 @@ type RunOptions struct {
 	PluginApplyTimeout time.Duration
 	// PluginCallTimeout bounds the plugin's Info, Query and Digest (> 0).
 	PluginCallTimeout time.Duration
+	// MetricsAddr, if set, is where /metrics, /healthz and /debug/pprof/
+	// are served over HTTP (see metrics.go). Empty: off.
+	MetricsAddr string
 
 	// Resolved by validate.
 	peers map[uint64]string
@@ -110,6 +113,7 @@ close storage, exit 0.`,
 	fl.StringVar(&opts.ClusterID, "cluster-id", "", "cluster identity (default: derived from --peers)")
 	fl.BoolVar(&opts.NoSync, "unsafe-no-fsync", false, "skip fsync (testing only: loses acknowledged writes on power loss)")
 	fl.StringVar(&opts.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fl.StringVar(&opts.MetricsAddr, "metrics-addr", "", "serve /metrics (Prometheus), /healthz and /debug/pprof/ over HTTP on this address (default: off)")
 	addPluginTimeoutFlags(cmd, &opts.PluginApplyTimeout, &opts.PluginCallTimeout)
 	return cmd
 }
@@ -228,6 +232,9 @@ func (o *RunOptions) validate(raftAddrSet bool) error {
 		}
 		o.peers = p
 	}
+	if err := o.validateMetricsAddr(); err != nil {
+		return err
+	}
 	if o.ClusterID == "" {
 		o.ClusterID = deriveClusterID(o.peers)
 		o.clusterIDDefault = o.Peers == ""
@@ -265,6 +272,9 @@ func runRun(ctx context.Context, f *Factory, opts *RunOptions) error {
 	gate.Open()
 	fmt.Fprintf(f.ErrOut, "raftd: node %d serving: api %s, raft %s, data %s, fsm %s (cluster %s)\n",
 		opts.ID, n.APIAddr(), n.RaftAddr(), opts.DataDir, opts.FSMPath, n.clusterID)
+	if opts.MetricsAddr != "" {
+		fmt.Fprintf(f.ErrOut, "raftd: node %d metrics on %s: /metrics, /healthz, /debug/pprof/\n", opts.ID, opts.MetricsAddr)
+	}
 	select {
 	case <-ctx.Done():
 		fmt.Fprintf(f.ErrOut, "raftd: node %d stopping\n", opts.ID)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"syscall"
@@ -104,6 +105,13 @@ func startNode(ctx context.Context, cfg nodeConfig) (rn *runningNode, err error)
 		}
 	}
 	undo.add(func() { apiLis.Close() })
+	var metricsLis net.Listener
+	if cfg.MetricsAddr != "" {
+		if metricsLis, err = listen("metrics address (--metrics-addr)", cfg.MetricsAddr); err != nil {
+			return nil, err
+		}
+		undo.add(func() { metricsLis.Close() })
+	}
 
 	st, err := storage.Open(cfg.DataDir, &storage.Options{ClusterID: cfg.ClusterID, NodeID: cfg.ID, DisableSync: cfg.NoSync, Logger: log})
 	if err != nil {
@@ -163,6 +171,17 @@ func startNode(ctx context.Context, cfg nodeConfig) (rn *runningNode, err error)
 		defer cancel()
 		_ = n.Stop(sctx)
 	})
+	// The operator endpoint serves from here on, so that /healthz and
+	// pprof answer during a long restart replay too.
+	var ms *metricsServer
+	if metricsLis != nil {
+		if ms, err = newMetricsServer(metricsLis, n, stdLogger(log), tr.Collector()); err != nil {
+			return nil, withCode(ExitFailure, err)
+		}
+		ms.Start()
+		undo.add(func() { _ = ms.Close() })
+		log.Infof("metrics: serving /metrics, /healthz and /debug/pprof/ on http://%s", ms.Addr())
+	}
 
 	an := &apiNode{n: n, raftAddr: raftLis.Addr().String(), apiAddr: apiLis.Addr().String(), clusterID: cfg.ClusterID, fsmSHA256: sum}
 	srv := server.New(server.Config{
@@ -207,6 +226,9 @@ func startNode(ctx context.Context, cfg nodeConfig) (rn *runningNode, err error)
 
 	rn = &runningNode{id: cfg.ID, clusterID: cfg.ClusterID, apiAddr: an.apiAddr, raftAddr: an.raftAddr, done: make(chan struct{})}
 	rn.stop = func() error {
+		if ms != nil {
+			ms.SetStopping()
+		}
 		// 0. A leader hands over first (thesis §3.10), so that the cluster
 		// need not wait an election timeout and other nodes stop
 		// forwarding to this one.
@@ -224,6 +246,9 @@ func startNode(ctx context.Context, cfg nodeConfig) (rn *runningNode, err error)
 		sctx, cancel := context.WithTimeout(context.Background(), nodeStopTimeout)
 		nerr := n.Stop(sctx)
 		cancel()
+		if ms != nil {
+			_ = ms.Close()
+		}
 		// 3. Peers and forwarded calls.
 		raftSrv.Stop()
 		_ = tr.Close()

@@ -1,0 +1,330 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/raftd/raftd/core/node"
+)
+
+// Budgets of the observability endpoint (--metrics-addr).
+const (
+	// metricsStatusTimeout bounds how long a scrape waits for the node's
+	// loop to answer Status. A busy or wedged loop costs a scrape at most
+	// this long; the counters, which need no loop, are served regardless.
+	metricsStatusTimeout = time.Second
+	// metricsShutdownTimeout bounds in-flight requests (a running CPU
+	// profile, say) when the node stops; they are then cut off.
+	metricsShutdownTimeout = time.Second
+)
+
+// metricsNode is what the endpoint reads from the node. *node.Node
+// implements it; tests use fakes.
+type metricsNode interface {
+	Status(ctx context.Context) (node.Status, error)
+	Metrics() node.Metrics
+	// Ready is closed when the restart replay is over.
+	Ready() <-chan struct{}
+	// Done is closed when the node has stopped; Err then tells why (nil
+	// for a requested stop).
+	Done() <-chan struct{}
+	Err() error
+}
+
+// metricsServer is the operator endpoint of one node: /metrics
+// (Prometheus text format, on a private registry), /healthz and
+// /debug/pprof/ (on a private mux, not http.DefaultServeMux). Close is
+// idempotent.
+type metricsServer struct {
+	n        metricsNode
+	srv      *http.Server
+	lis      net.Listener
+	stopping atomic.Bool
+	served   chan struct{} // closed when Serve returns
+	started  atomic.Bool
+}
+
+// newMetricsServer prepares the endpoint for n on lis. extra collectors
+// (the transport's) are registered next to the Go, process and node
+// collectors. errLog (nil: none) receives HTTP and scrape errors. It does
+// not serve until Start.
+func newMetricsServer(lis net.Listener, n metricsNode, errLog *log.Logger, extra ...prometheus.Collector) (*metricsServer, error) {
+	reg := prometheus.NewRegistry()
+	cs := []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		nodeCollector{n: n, timeout: metricsStatusTimeout},
+	}
+	for _, c := range append(cs, extra...) {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("metrics: register collector: %w", err)
+		}
+	}
+	m := &metricsServer{n: n, lis: lis, served: make(chan struct{})}
+	mux := http.NewServeMux()
+	hopts := promhttp.HandlerOpts{
+		// A failed collector (say, Status timed out) costs its own
+		// metrics, not the whole scrape.
+		ErrorHandling: promhttp.ContinueOnError,
+	}
+	if errLog != nil {
+		hopts.ErrorLog = errLog // NB: a nil *log.Logger in the interface would be called
+	}
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, hopts))
+	mux.HandleFunc("/healthz", m.healthz)
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	// NB: no WriteTimeout: /debug/pprof/profile and /trace stream for as
+	// long as the caller asks (?seconds=N).
+	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
+	return m, nil
+}
+
+// Start serves in the background until Close.
+func (m *metricsServer) Start() {
+	if !m.started.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer close(m.served)
+		_ = m.srv.Serve(m.lis)
+	}()
+}
+
+// Addr returns the bound address.
+func (m *metricsServer) Addr() string { return m.lis.Addr().String() }
+
+// SetStopping makes /healthz answer 503 "stopping" from now on.
+func (m *metricsServer) SetStopping() { m.stopping.Store(true) }
+
+// Close stops serving: in-flight requests get metricsShutdownTimeout, then
+// their connections are closed. The listener is closed even if Start was
+// never called.
+func (m *metricsServer) Close() error {
+	m.stopping.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), metricsShutdownTimeout)
+	defer cancel()
+	if err := m.srv.Shutdown(ctx); err != nil {
+		_ = m.srv.Close()
+	}
+	_ = m.lis.Close()
+	if m.started.Load() {
+		<-m.served
+	}
+	return nil
+}
+
+// health reports whether the node serves clients: 200 "ok", or 503 with a
+// one-line reason (stopping, stopped, failed, still replaying its log).
+func (m *metricsServer) health() (int, string) {
+	select {
+	case <-m.n.Done():
+		if err := m.n.Err(); err != nil {
+			return http.StatusServiceUnavailable, "failed: " + firstLine(err.Error())
+		}
+		return http.StatusServiceUnavailable, "stopped"
+	default:
+	}
+	if m.stopping.Load() {
+		return http.StatusServiceUnavailable, "stopping"
+	}
+	select {
+	case <-m.n.Ready():
+	default:
+		return http.StatusServiceUnavailable, "starting: replaying the log"
+	}
+	return http.StatusOK, "ok"
+}
+
+func (m *metricsServer) healthz(w http.ResponseWriter, _ *http.Request) {
+	code, msg := m.health()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	fmt.Fprintln(w, msg)
+}
+
+// nodeCollector exposes the node's status (gauges) and counters as
+// raftd_* metrics, read at every scrape. The counters are atomics and
+// always served; the status needs the node's loop and is skipped (the
+// scrape reports an error for it) when the loop does not answer within
+// timeout. A stopped node reports its last known status.
+type nodeCollector struct {
+	n       metricsNode
+	timeout time.Duration
+}
+
+func gaugeDesc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("raftd_"+name, help, labels, nil)
+}
+
+var (
+	descTerm          = gaugeDesc("term", "Current Raft term.")
+	descCommitIndex   = gaugeDesc("commit_index", "Highest log index known to be committed.")
+	descAppliedIndex  = gaugeDesc("applied_index", "Highest log index applied to the state machine.")
+	descLastIndex     = gaugeDesc("last_index", "Index of the last entry in the local log.")
+	descSnapshotIndex = gaugeDesc("snapshot_index", "Index of the latest local snapshot (0: none).")
+	descIsLeader      = gaugeDesc("is_leader", "1 if this node is the leader.")
+	descLeaderID      = gaugeDesc("leader_id", "Id of the leader this node knows (0: none).")
+	descRole          = gaugeDesc("role", "1 for the node's current role (leader, follower, candidate, learner, stopped).", "role")
+	descReady         = gaugeDesc("ready", "1 once the restart replay is over and the node serves clients.")
+	descFSMVersion    = gaugeDesc("fsm_version", "Active FSM version.")
+	descMembers       = gaugeDesc("members", "Members of the configuration in effect, by kind.", "kind")
+	descMatchIndex    = gaugeDesc("follower_match_index", "Leader only: highest index known to be replicated on each member.", "peer")
+	descSendingSnap   = gaugeDesc("sending_snapshots", "Leader only: followers being sent a snapshot.")
+	descNodeInfo      = gaugeDesc("node_info", "Always 1; labels name the node and its state machine.", "node_id", "fsm")
+)
+
+// counterDef maps one node.Metrics field to a raftd_*_total counter.
+type counterDef struct {
+	desc *prometheus.Desc
+	get  func(node.Metrics) uint64
+}
+
+func counter(name, help string, get func(node.Metrics) uint64) counterDef {
+	return counterDef{prometheus.NewDesc("raftd_"+name+"_total", help, nil, nil), get}
+}
+
+var nodeCounters = []counterDef{
+	counter("proposals", "Commands and membership changes handed to the Raft loop.", func(m node.Metrics) uint64 { return m.Proposals }),
+	counter("proposals_dropped", "Proposals refused by Raft (no leader, throttled, ...).", func(m node.Metrics) uint64 { return m.ProposalsDropped }),
+	counter("storage_saves", "Log store Save calls.", func(m node.Metrics) uint64 { return m.Saves }),
+	counter("storage_syncs", "Log store Save calls that fsync'ed.", func(m node.Metrics) uint64 { return m.Syncs }),
+	counter("entries_saved", "Log entries written to the log store.", func(m node.Metrics) uint64 { return m.EntriesSaved }),
+	counter("messages_sent", "Raft messages handed to the transport.", func(m node.Metrics) uint64 { return m.MessagesSent }),
+	counter("read_index_rounds", "ReadIndex rounds started for linearizable reads.", func(m node.Metrics) uint64 { return m.ReadIndexRounds }),
+	counter("reads", "Linearizable reads served a read index.", func(m node.Metrics) uint64 { return m.Reads }),
+	counter("apply_batches", "State machine Apply calls.", func(m node.Metrics) uint64 { return m.ApplyBatches }),
+	counter("commands_applied", "Commands applied to the state machine.", func(m node.Metrics) uint64 { return m.CommandsApplied }),
+	counter("snapshots_taken", "Local snapshots completed.", func(m node.Metrics) uint64 { return m.SnapshotsTaken }),
+	counter("snapshots_started", "Local snapshots whose body was written in the background.", func(m node.Metrics) uint64 { return m.SnapshotsStarted }),
+	counter("snapshots_installed", "Snapshots restored into the state machine.", func(m node.Metrics) uint64 { return m.SnapshotsInstalled }),
+	counter("snapshots_sent", "Snapshot messages handed to the transport (leader).", func(m node.Metrics) uint64 { return m.SnapshotsSent }),
+	counter("compactions", "Log compactions.", func(m node.Metrics) uint64 { return m.Compactions }),
+	counter("fsm_restarts", "State machine (plugin) restarts.", func(m node.Metrics) uint64 { return m.StateMachineRestarts }),
+	counter("step_errors", "Inbound Raft messages that Raft refused.", func(m node.Metrics) uint64 { return m.StepErrors }),
+	counter("throttled_rounds", "Loop rounds that refused proposals because applies lagged.", func(m node.Metrics) uint64 { return m.ThrottledRounds }),
+}
+
+var nodeGauges = []*prometheus.Desc{descTerm, descCommitIndex, descAppliedIndex, descLastIndex, descSnapshotIndex,
+	descIsLeader, descLeaderID, descRole, descReady, descFSMVersion, descMembers, descMatchIndex, descSendingSnap, descNodeInfo}
+
+// roles are the values of raftd_role's label, all reported so that a
+// change of role shows as 1 -> 0 rather than a vanished series.
+var roles = []string{"leader", "follower", "candidate", "learner", "stopped"}
+
+func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range nodeGauges {
+		ch <- d
+	}
+	for _, d := range nodeCounters {
+		ch <- d.desc
+	}
+}
+
+func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
+	m := c.n.Metrics()
+	for _, d := range nodeCounters {
+		ch <- prometheus.MustNewConstMetric(d.desc, prometheus.CounterValue, float64(d.get(m)))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	st, err := c.n.Status(ctx)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("node status: no answer within %s", c.timeout)
+		}
+		ch <- prometheus.NewInvalidMetric(descTerm, err)
+		return
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	b := func(ok bool) float64 {
+		if ok {
+			return 1
+		}
+		return 0
+	}
+	gauge(descTerm, float64(st.Term))
+	gauge(descCommitIndex, float64(st.Commit))
+	gauge(descAppliedIndex, float64(st.Applied))
+	gauge(descLastIndex, float64(st.LastIndex))
+	gauge(descSnapshotIndex, float64(st.SnapshotIndex))
+	gauge(descIsLeader, b(st.Role == "leader"))
+	gauge(descLeaderID, float64(st.Lead))
+	for _, r := range roles {
+		gauge(descRole, b(st.Role == r), r)
+	}
+	gauge(descReady, b(st.Ready))
+	gauge(descFSMVersion, float64(st.FSMVersion))
+	gauge(descNodeInfo, 1, strconv.FormatUint(st.ID, 10), st.FSM.Name)
+	if st.Role == "stopped" {
+		return // membership and progress are unknown
+	}
+	var voters, learners int
+	for _, mb := range st.Members {
+		if mb.Learner {
+			learners++
+		} else {
+			voters++
+		}
+	}
+	gauge(descMembers, float64(voters), "voter")
+	gauge(descMembers, float64(learners), "learner")
+	if st.Role == "leader" {
+		for id, p := range st.Progress {
+			gauge(descMatchIndex, float64(p.Match), strconv.FormatUint(id, 10))
+		}
+		gauge(descSendingSnap, float64(len(st.SendingSnapshot)))
+	}
+}
+
+// validateMetricsAddr checks --metrics-addr (empty: off); errors are
+// usage errors. Whether the address can be bound is found out at start,
+// with the other listeners.
+func (o *RunOptions) validateMetricsAddr() error {
+	if o.MetricsAddr == "" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(o.MetricsAddr)
+	if err != nil {
+		return usageErrorf("run: --metrics-addr %q is not host:port", o.MetricsAddr)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return usageErrorf("run: --metrics-addr %q: port %q is not a number in [0, 65535]", o.MetricsAddr, port)
+	}
+	for _, a := range []struct{ name, v string }{{"--raft-addr", o.RaftAddr}, {"--api-addr", o.APIAddr}} {
+		if o.MetricsAddr == a.v {
+			return usageErrorf("run: --metrics-addr and %s must differ (both %s)", a.name, a.v)
+		}
+	}
+	return nil
+}
+
+// stdLogger adapts l for net/http and promhttp, which log through a
+// *log.Logger: their lines become warnings.
+func stdLogger(l *logger) *log.Logger {
+	return log.New(warnWriter{l}, "metrics: ", 0)
+}
+
+type warnWriter struct{ l *logger }
+
+func (w warnWriter) Write(p []byte) (int, error) {
+	w.l.Warningf("%s", p)
+	return len(p), nil
+}

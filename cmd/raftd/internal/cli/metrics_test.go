@@ -1,0 +1,300 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/raftd/raftd/core/node"
+)
+
+// fakeMetricsNode is a metricsNode with a settable status. With block set,
+// Status waits for its context, like a node whose loop does not answer.
+type fakeMetricsNode struct {
+	mu      sync.Mutex
+	st      node.Status
+	m       node.Metrics
+	block   bool
+	calls   int
+	ready   chan struct{}
+	done    chan struct{}
+	doneErr error
+}
+
+func newFakeMetricsNode() *fakeMetricsNode {
+	return &fakeMetricsNode{ready: make(chan struct{}), done: make(chan struct{})}
+}
+
+func (f *fakeMetricsNode) Status(ctx context.Context) (node.Status, error) {
+	f.mu.Lock()
+	st, block := f.st, f.block
+	f.calls++
+	f.mu.Unlock()
+	if block {
+		<-ctx.Done()
+		return node.Status{}, ctx.Err()
+	}
+	return st, nil
+}
+
+func (f *fakeMetricsNode) Metrics() node.Metrics {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.m
+}
+func (f *fakeMetricsNode) Ready() <-chan struct{} { return f.ready }
+func (f *fakeMetricsNode) Done() <-chan struct{}  { return f.done }
+func (f *fakeMetricsNode) Err() error             { return f.doneErr }
+
+// startMetrics serves a metricsServer for n on a free loopback port and
+// returns its base URL.
+func startMetrics(t *testing.T, n metricsNode, extra ...prometheus.Collector) (*metricsServer, string) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := newMetricsServer(l, n, nil, extra...)
+	if err != nil {
+		l.Close()
+		t.Fatal(err)
+	}
+	ms.Start()
+	t.Cleanup(func() { ms.Close() })
+	return ms, "http://" + ms.Addr()
+}
+
+// httpGet fetches url with a deadline; a hung endpoint fails the test.
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: reading body: %v", url, err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// parseMetrics reads Prometheus text format into "name{labels}" -> value.
+func parseMetrics(t *testing.T, text string) map[string]float64 {
+	t.Helper()
+	out := map[string]float64{}
+	for _, line := range strings.Split(text, "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			t.Fatalf("bad metrics line %q", line)
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("bad metrics line %q: %v", line, err)
+		}
+		out[line[:i]] = v
+	}
+	return out
+}
+
+func leaderStatus() node.Status {
+	return node.Status{
+		ID: 1, Role: "leader", Term: 4, Lead: 1, Commit: 9, Applied: 8, LastIndex: 10, SnapshotIndex: 5,
+		FSM: node.FSMInfo{Name: "kv"}, FSMVersion: 2, Ready: true,
+		Members:         []node.Member{{Peer: node.Peer{ID: 1}}, {Peer: node.Peer{ID: 2}}, {Peer: node.Peer{ID: 3}, Learner: true}},
+		Progress:        map[uint64]node.Progress{1: {Match: 10}, 2: {Match: 7}, 3: {Match: 3}},
+		SendingSnapshot: []uint64{3},
+	}
+}
+
+// TestMetricsScrape checks that /metrics carries the node's status and
+// counters under their raftd_* names, the Go and process collectors, and
+// extra collectors passed in (the transport's, in raftd run).
+func TestMetricsScrape(t *testing.T) {
+	f := newFakeMetricsNode()
+	f.st = leaderStatus()
+	f.m = node.Metrics{Proposals: 11, CommandsApplied: 6, ApplyBatches: 3, Syncs: 2, StateMachineRestarts: 1}
+	extra := prometheus.NewCounter(prometheus.CounterOpts{Name: "raftd_test_extra_total", Help: "extra"})
+	extra.Add(3)
+	_, base := startMetrics(t, f, extra)
+
+	code, body := httpGet(t, base+"/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: status %d: %s", code, body)
+	}
+	got := parseMetrics(t, body)
+	want := map[string]float64{
+		"raftd_term": 4, "raftd_commit_index": 9, "raftd_applied_index": 8, "raftd_last_index": 10,
+		"raftd_snapshot_index": 5, "raftd_is_leader": 1, "raftd_leader_id": 1, "raftd_ready": 1, "raftd_fsm_version": 2,
+		`raftd_role{role="leader"}`: 1, `raftd_role{role="follower"}`: 0, `raftd_role{role="stopped"}`: 0,
+		`raftd_members{kind="voter"}`: 2, `raftd_members{kind="learner"}`: 1,
+		`raftd_follower_match_index{peer="2"}`: 7, `raftd_follower_match_index{peer="3"}`: 3,
+		"raftd_sending_snapshots": 1, `raftd_node_info{fsm="kv",node_id="1"}`: 1,
+		"raftd_proposals_total": 11, "raftd_commands_applied_total": 6, "raftd_apply_batches_total": 3,
+		"raftd_storage_syncs_total": 2, "raftd_fsm_restarts_total": 1, "raftd_reads_total": 0,
+		"raftd_test_extra_total": 3,
+	}
+	for k, v := range want {
+		if g, ok := got[k]; !ok || g != v {
+			t.Errorf("%s = %v (present %v), want %v", k, g, ok, v)
+		}
+	}
+	for _, k := range []string{"go_goroutines", "process_cpu_seconds_total", "process_resident_memory_bytes"} {
+		if _, ok := got[k]; !ok {
+			t.Errorf("%s missing from /metrics", k)
+		}
+	}
+
+	// A follower: not leader, no leader-only series, role follows.
+	f.mu.Lock()
+	f.st.Role, f.st.Lead, f.st.Progress, f.st.SendingSnapshot = "follower", 2, nil, nil
+	f.mu.Unlock()
+	_, body = httpGet(t, base+"/metrics")
+	got = parseMetrics(t, body)
+	if got["raftd_is_leader"] != 0 || got["raftd_leader_id"] != 2 || got[`raftd_role{role="follower"}`] != 1 || got[`raftd_role{role="leader"}`] != 0 {
+		t.Errorf("follower: is_leader %v, leader_id %v, role follower %v, role leader %v",
+			got["raftd_is_leader"], got["raftd_leader_id"], got[`raftd_role{role="follower"}`], got[`raftd_role{role="leader"}`])
+	}
+	if _, ok := got[`raftd_follower_match_index{peer="2"}`]; ok {
+		t.Errorf("follower exposes leader-only raftd_follower_match_index")
+	}
+}
+
+// TestMetricsScrapeStatusTimeout checks that a node whose loop does not
+// answer delays a scrape by at most metricsStatusTimeout (plus slack), and
+// that the counters, which need no loop, are still served.
+func TestMetricsScrapeStatusTimeout(t *testing.T) {
+	f := newFakeMetricsNode()
+	f.block = true
+	f.m = node.Metrics{CommandsApplied: 42}
+	_, base := startMetrics(t, f)
+	t0 := time.Now()
+	_, body := httpGet(t, base+"/metrics")
+	if d := time.Since(t0); d > metricsStatusTimeout+3*time.Second {
+		t.Fatalf("scrape took %s with a blocked status (budget %s)", d, metricsStatusTimeout)
+	}
+	got := parseMetrics(t, body)
+	if got["raftd_commands_applied_total"] != 42 {
+		t.Errorf("raftd_commands_applied_total = %v, want 42 (counters must not depend on the loop)", got["raftd_commands_applied_total"])
+	}
+	if _, ok := got["go_goroutines"]; !ok {
+		t.Errorf("go_goroutines missing: a blocked status must not cost the other collectors")
+	}
+	if _, ok := got["raftd_applied_index"]; ok {
+		t.Errorf("raftd_applied_index served without a status")
+	}
+	f.mu.Lock()
+	calls := f.calls
+	f.mu.Unlock()
+	if calls == 0 {
+		t.Fatalf("Status was never asked")
+	}
+}
+
+// TestHealthz walks /healthz through a node's life: starting (replay),
+// serving, stopping, and stopped with and without a failure. Every answer
+// is one line.
+func TestHealthz(t *testing.T) {
+	check := func(base string, wantCode int, wantPrefix string) {
+		t.Helper()
+		code, body := httpGet(t, base+"/healthz")
+		if code != wantCode || !strings.HasPrefix(body, wantPrefix) || strings.Count(body, "\n") != 1 || !strings.HasSuffix(body, "\n") {
+			t.Errorf("/healthz: %d %q, want %d and one line starting %q", code, body, wantCode, wantPrefix)
+		}
+	}
+	f := newFakeMetricsNode()
+	ms, base := startMetrics(t, f)
+	check(base, http.StatusServiceUnavailable, "starting")
+	close(f.ready)
+	check(base, http.StatusOK, "ok")
+	ms.SetStopping()
+	check(base, http.StatusServiceUnavailable, "stopping")
+
+	f2 := newFakeMetricsNode()
+	close(f2.ready)
+	f2.doneErr = errors.New("node 1: storage: save [5,6]: disk on fire\nsecond line")
+	close(f2.done)
+	_, base2 := startMetrics(t, f2)
+	check(base2, http.StatusServiceUnavailable, "failed: node 1: storage: save [5,6]: disk on fire")
+
+	f3 := newFakeMetricsNode()
+	close(f3.ready)
+	close(f3.done)
+	_, base3 := startMetrics(t, f3)
+	check(base3, http.StatusServiceUnavailable, "stopped")
+}
+
+// TestPprofAndClose checks the pprof index and a profile on the private
+// mux, and that Close stops serving and may be called again.
+func TestPprofAndClose(t *testing.T) {
+	f := newFakeMetricsNode()
+	ms, base := startMetrics(t, f)
+	code, body := httpGet(t, base+"/debug/pprof/")
+	if code != http.StatusOK || !strings.Contains(body, "goroutine") {
+		t.Fatalf("/debug/pprof/: %d %.200q", code, body)
+	}
+	code, body = httpGet(t, base+"/debug/pprof/goroutine?debug=1")
+	if code != http.StatusOK || !strings.Contains(body, "goroutine profile") {
+		t.Fatalf("/debug/pprof/goroutine: %d %.200q", code, body)
+	}
+	if code, _ := httpGet(t, base+"/nope"); code != http.StatusNotFound {
+		t.Fatalf("/nope: %d, want 404", code)
+	}
+	if err := ms.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ms.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{Timeout: 5 * time.Second}
+	if resp, err := c.Get(base + "/healthz"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("/healthz answered %d after Close", resp.StatusCode)
+	}
+}
+
+// TestMetricsAddrFlag checks --metrics-addr: off by default, and a
+// malformed address is a one-line usage error (exit 2) before anything
+// starts.
+func TestMetricsAddrFlag(t *testing.T) {
+	var got *RunOptions
+	cmd := NewCmdRun(&Factory{}, func(o *RunOptions) error { got = o; return nil })
+	cmd.SetArgs([]string{"--fsm", "x"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if got.MetricsAddr != "" {
+		t.Fatalf("--metrics-addr defaults to %q, want off", got.MetricsAddr)
+	}
+	for _, tc := range []struct {
+		addr, msg string
+	}{
+		{"nope", `--metrics-addr "nope" is not host:port`},
+		{"127.0.0.1:http", `port "http" is not a number`},
+		{"127.0.0.1:99999", `port "99999" is not a number`},
+		{"127.0.0.1:", `port "" is not a number`},
+		{"127.0.0.1:7000", "--metrics-addr and --api-addr must differ"},
+		{"127.0.0.1:7001", "--metrics-addr and --raft-addr must differ"},
+	} {
+		code, stdout, stderr := run(t, nil, "run", "--fsm", "x", "--metrics-addr", tc.addr)
+		if code != ExitUsage || stdout != "" {
+			t.Errorf("--metrics-addr %s: exit %d, stdout %q; want %d (stderr %q)", tc.addr, code, stdout, ExitUsage, stderr)
+		}
+		first, _, _ := strings.Cut(stderr, "\n")
+		if !strings.HasPrefix(first, "raftd: run: ") || !strings.Contains(first, tc.msg) {
+			t.Errorf("--metrics-addr %s: first line %q lacks %q", tc.addr, first, tc.msg)
+		}
+	}
+}
