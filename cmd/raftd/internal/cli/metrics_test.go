@@ -6,6 +6,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -297,4 +300,132 @@ func TestMetricsAddrFlag(t *testing.T) {
 			t.Errorf("--metrics-addr %s: first line %q lacks %q", tc.addr, first, tc.msg)
 		}
 	}
+}
+
+// kvPlugin returns the kv plugin binary: $RAFTD_BIN/raftd-fsm-kv (make
+// test), else one built into a temporary directory.
+func kvPlugin(t *testing.T) string {
+	t.Helper()
+	if d := os.Getenv("RAFTD_BIN"); d != "" {
+		if p := filepath.Join(d, "raftd-fsm-kv"); fileExists(p) {
+			return p
+		}
+	}
+	dir := t.TempDir()
+	out, err := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "github.com/raftd/raftd/cmd/raftd-fsm-kv").CombinedOutput()
+	if err != nil {
+		t.Fatalf("building raftd-fsm-kv: %v\n%s", err, out)
+	}
+	return filepath.Join(dir, "raftd-fsm-kv")
+}
+
+// loopbackListener listens on a free loopback port.
+func loopbackListener(t *testing.T) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// singleNodeOptions are validated options of a fast single node in dir.
+func singleNodeOptions(t *testing.T, plugin, dir, raftAddr, apiAddr, metricsAddr string) RunOptions {
+	t.Helper()
+	ro := RunOptions{FSMPath: plugin, ID: 1, DataDir: dir, RaftAddr: raftAddr, APIAddr: apiAddr,
+		HeartbeatInterval: 50 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond, MaxEntryBytes: 1 << 20,
+		SnapshotEntries: DefaultSnapshotEntries, SnapshotTrailing: DefaultSnapshotTrailing, NoSync: true, LogLevel: "warn",
+		PluginApplyTimeout: DefaultPluginApplyTimeout, PluginCallTimeout: DefaultPluginCallTimeout, MetricsAddr: metricsAddr}
+	if err := ro.validate(true); err != nil {
+		t.Fatal(err)
+	}
+	return ro
+}
+
+// TestStartNodeMetrics runs a real single node in process with the
+// endpoint on: the gauges follow an apply, and stopping the node closes
+// the endpoint (the process is still alive, so only Stop can have closed
+// it).
+func TestStartNodeMetrics(t *testing.T) {
+	plugin := kvPlugin(t)
+	ml := loopbackListener(t)
+	maddr := ml.Addr().String()
+	ml.Close()
+	raftLis, apiLis := loopbackListener(t), loopbackListener(t)
+	ro := singleNodeOptions(t, plugin, t.TempDir(), raftLis.Addr().String(), apiLis.Addr().String(), maddr)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rn, err := startNode(ctx, nodeConfig{RunOptions: ro, RaftListener: raftLis, APIListener: apiLis})
+	if err != nil {
+		t.Fatalf("startNode: %v", err)
+	}
+	t.Cleanup(func() { _ = rn.Stop() })
+	base := "http://" + maddr
+
+	// waitMetrics polls /metrics until cond holds or 10 s pass.
+	waitMetrics := func(what string, cond func(map[string]float64) bool) map[string]float64 {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, body := httpGet(t, base+"/metrics")
+			m := parseMetrics(t, body)
+			if cond(m) {
+				return m
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 10s; is_leader %v applied %v commands %v", what,
+					m["raftd_is_leader"], m["raftd_applied_index"], m["raftd_commands_applied_total"])
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	m := waitMetrics("single node leads", func(m map[string]float64) bool { return m["raftd_is_leader"] == 1 })
+	before := m["raftd_applied_index"]
+	if _, ok := m["raftd_transport_messages_sent_total"]; !ok {
+		t.Errorf("raftd_transport_messages_sent_total missing: transport collector not registered")
+	}
+	if code, out, stderr := run(t, nil, "apply", "--addr", rn.APIAddr(), `{"op":"put","key":"a","value":"1"}`); code != 0 {
+		t.Fatalf("apply: exit %d %q %q", code, out, stderr)
+	}
+	m = waitMetrics("apply shows", func(m map[string]float64) bool { return m["raftd_commands_applied_total"] == 1 })
+	if m["raftd_applied_index"] < before+1 || m["raftd_commit_index"] < m["raftd_applied_index"] {
+		t.Errorf("after one apply: applied %v (before %v), commit %v", m["raftd_applied_index"], before, m["raftd_commit_index"])
+	}
+	if code, body := httpGet(t, base+"/healthz"); code != http.StatusOK || body != "ok\n" {
+		t.Errorf("/healthz: %d %q", code, body)
+	}
+
+	if err := rn.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	c := &http.Client{Timeout: 5 * time.Second}
+	if resp, err := c.Get(base + "/healthz"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("/healthz answered %d after Stop", resp.StatusCode)
+	}
+}
+
+// TestStartNodeMetricsAddrInUse: a taken --metrics-addr fails the start
+// with the listeners' one-line error and exit code, and leaves nothing
+// bound.
+func TestStartNodeMetricsAddrInUse(t *testing.T) {
+	busy := loopbackListener(t)
+	defer busy.Close()
+	raftLis, apiLis := loopbackListener(t), loopbackListener(t)
+	raftAddr := raftLis.Addr().String()
+	ro := singleNodeOptions(t, kvPlugin(t), t.TempDir(), raftAddr, apiLis.Addr().String(), busy.Addr().String())
+	_, err := startNode(context.Background(), nodeConfig{RunOptions: ro, RaftListener: raftLis, APIListener: apiLis})
+	var ee *exitError
+	if err == nil || !errors.As(err, &ee) || ee.code != ExitFailure {
+		t.Fatalf("startNode with a taken --metrics-addr: %v, want exit %d", err, ExitFailure)
+	}
+	want := "metrics address (--metrics-addr) " + busy.Addr().String() + " is already in use"
+	if !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("error %q, want one line with %q", err, want)
+	}
+	l, err := net.Listen("tcp", raftAddr)
+	if err != nil {
+		t.Fatalf("raft listener left open after a failed start: %v", err)
+	}
+	l.Close()
 }
