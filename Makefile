@@ -29,14 +29,17 @@ build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 # The Node.js kv plugin needs its dependencies installed from the lock file.
+# Without npm the Node plugin (and its tests) are skipped, not failed.
 node:
 	@if [ -f $(NODE_KV)/package-lock.json ]; then \
-		if [ ! -d $(NODE_KV)/node_modules ] || [ $(NODE_KV)/package-lock.json -nt $(NODE_KV)/node_modules ]; then \
+		if ! command -v npm >/dev/null 2>&1; then \
+			echo "npm not found: skipping the Node.js plugin's dependencies"; \
+		elif [ ! -d $(NODE_KV)/node_modules ] || [ $(NODE_KV)/package-lock.json -nt $(NODE_KV)/node_modules ]; then \
 			cd $(NODE_KV) && npm ci --no-audit --no-fund --loglevel=error; \
 		fi; \
 	fi
 
-run: build node
+run: build
 	$(BIN)/raftd dev --fsm $(BIN)/raftd-fsm-kv --nodes 3
 
 test: build node vet proto-check test-node test-go
@@ -65,8 +68,13 @@ proto: $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
 		$(PROTOS)
 
 # Fails when the committed generated code differs from what `make proto` makes.
+# Without protoc it is skipped with a warning on a developer machine; in CI
+# (CI=true, where .ci/run installs protoc) a missing protoc is an error.
 proto-check: $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
-	@command -v protoc >/dev/null || { echo "protoc not found: apt-get install protobuf-compiler" >&2; exit 1; }
+	@if ! command -v protoc >/dev/null; then \
+		if [ -n "$$CI" ]; then echo "proto-check: protoc not found: apt-get install protobuf-compiler" >&2; exit 1; fi; \
+		echo "proto-check: SKIPPED, protoc not found (apt-get install protobuf-compiler)"; exit 0; \
+	fi
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
 	if [ -n "$(PROTOS)" ]; then \
 		PATH=$(TOOLS):$$PATH protoc -I proto \
