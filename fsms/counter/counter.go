@@ -56,13 +56,9 @@ func (f *FSM) Apply(_ context.Context, e fsm.Entry) ([]byte, error) {
 }
 
 func (f *FSM) apply(data []byte) []byte {
-	c, ok := jsoncmd.Parse(data)
-	if !ok {
-		return jsoncmd.Error("malformed command")
-	}
-	op, ok := c.String("op")
-	if !ok {
-		return jsoncmd.Error("missing op")
+	c, op, errRes := jsoncmd.ParseOp(data, "command")
+	if errRes != nil {
+		return errRes
 	}
 	if op != "add" {
 		return jsoncmd.Error("unknown op: " + op)
@@ -87,13 +83,9 @@ func valueResult(v int64) []byte {
 
 // Query implements fsm.FSM.
 func (f *FSM) Query(_ context.Context, q []byte) ([]byte, error) {
-	c, ok := jsoncmd.Parse(q)
-	if !ok {
-		return jsoncmd.Error("malformed query"), nil
-	}
-	op, ok := c.String("op")
-	if !ok {
-		return jsoncmd.Error("missing op"), nil
+	_, op, errRes := jsoncmd.ParseOp(q, "query")
+	if errRes != nil {
+		return errRes, nil
 	}
 	if op != "get" {
 		return jsoncmd.Error("unknown op: " + op), nil

@@ -88,13 +88,9 @@ var (
 )
 
 func (f *FSM) apply(data []byte, version uint32) []byte {
-	c, ok := jsoncmd.Parse(data)
-	if !ok {
-		return jsoncmd.Error("malformed command")
-	}
-	op, ok := c.String("op")
-	if !ok {
-		return jsoncmd.Error("missing op")
+	c, op, errRes := jsoncmd.ParseOp(data, "command")
+	if errRes != nil {
+		return errRes
 	}
 	switch op {
 	case "put":
@@ -194,13 +190,9 @@ func parseCanonicalInt(s string) (int64, bool) {
 
 // Query implements fsm.FSM.
 func (f *FSM) Query(_ context.Context, q []byte) ([]byte, error) {
-	c, ok := jsoncmd.Parse(q)
-	if !ok {
-		return jsoncmd.Error("malformed query"), nil
-	}
-	op, ok := c.String("op")
-	if !ok {
-		return jsoncmd.Error("missing op"), nil
+	c, op, errRes := jsoncmd.ParseOp(q, "query")
+	if errRes != nil {
+		return errRes, nil
 	}
 	switch op {
 	case "get":
@@ -215,6 +207,7 @@ func (f *FSM) Query(_ context.Context, q []byte) ([]byte, error) {
 		b = jsoncmd.AppendString(b, v)
 		return append(b, '}'), nil
 	case "list":
+		var ok bool
 		prefix := ""
 		if c.Has("prefix") {
 			if prefix, ok = c.String("prefix"); !ok {

@@ -59,13 +59,9 @@ func (f *FSM) Apply(_ context.Context, e fsm.Entry) ([]byte, error) {
 }
 
 func (f *FSM) apply(data []byte) []byte {
-	c, ok := jsoncmd.Parse(data)
-	if !ok {
-		return jsoncmd.Error("malformed command")
-	}
-	op, ok := c.String("op")
-	if !ok {
-		return jsoncmd.Error("missing op")
+	c, op, errRes := jsoncmd.ParseOp(data, "command")
+	if errRes != nil {
+		return errRes
 	}
 	switch op {
 	case "push":
@@ -111,13 +107,9 @@ func itemResult(ok bool, item string) []byte {
 
 // Query implements fsm.FSM.
 func (f *FSM) Query(_ context.Context, q []byte) ([]byte, error) {
-	c, ok := jsoncmd.Parse(q)
-	if !ok {
-		return jsoncmd.Error("malformed query"), nil
-	}
-	op, ok := c.String("op")
-	if !ok {
-		return jsoncmd.Error("missing op"), nil
+	_, op, errRes := jsoncmd.ParseOp(q, "query")
+	if errRes != nil {
+		return errRes, nil
 	}
 	switch op {
 	case "peek":

@@ -27,6 +27,23 @@ func Parse(data []byte) (Cmd, bool) {
 	return c, true
 }
 
+// ParseOp decodes data as a command or query object (kind is "command" or
+// "query") and returns it with its "op" field. When data is not such an
+// object, or has no string op, it returns the error result to answer with
+// instead (the same text in every bundled FSM, as docs/plugin-protocol.md
+// specifies).
+func ParseOp(data []byte, kind string) (c Cmd, op string, errResult []byte) {
+	c, ok := Parse(data)
+	if !ok {
+		return nil, "", Error("malformed " + kind)
+	}
+	op, ok = c.String("op")
+	if !ok {
+		return nil, "", Error("missing op")
+	}
+	return c, op, nil
+}
+
 // Has reports whether the field is present (with any value, even null).
 func (c Cmd) Has(field string) bool {
 	_, ok := c[field]
