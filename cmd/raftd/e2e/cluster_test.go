@@ -52,6 +52,7 @@ type proc struct {
 	dataDir  string
 	logPath  string
 	args     []string
+	env      []string // added to the process environment
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -107,6 +108,9 @@ func (c *cluster) start(id uint64) {
 	}
 	fmt.Fprintf(logf, "=== start %s\n", strings.Join(p.args, " "))
 	cmd := exec.Command(bin("raftd"), p.args...)
+	if p.env != nil {
+		cmd.Env = append(os.Environ(), p.env...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()

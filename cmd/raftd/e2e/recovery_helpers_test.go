@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -29,7 +28,6 @@ import (
 // unstarted at first (a member listed in --peers that boots late).
 type rcluster struct {
 	*cluster
-	env map[uint64][]string
 }
 
 // rclusterOpts configures newRCluster.
@@ -50,15 +48,13 @@ type rclusterOpts struct {
 func newRCluster(t *testing.T, o rclusterOpts) *rcluster {
 	t.Helper()
 	c := &cluster{t: t, fsm: o.fsm, nodes: map[uint64]*proc{}, conns: map[string]*grpc.ClientConn{}}
-	r := &rcluster{cluster: c, env: o.env}
-	if r.env == nil {
-		r.env = map[uint64][]string{}
-	}
+	r := &rcluster{cluster: c}
 	var peers []string
 	dir := t.TempDir()
 	for i := 1; i <= o.n; i++ {
 		p := &proc{id: uint64(i), apiAddr: freeAddr(t), raftAddr: freeAddr(t),
 			dataDir: filepath.Join(dir, fmt.Sprintf("n%d", i)), logPath: filepath.Join(dir, fmt.Sprintf("n%d.log", i))}
+		p.env = o.env[p.id]
 		c.nodes[p.id] = p
 		c.ids = append(c.ids, p.id)
 		peers = append(peers, fmt.Sprintf("%d=%s", i, p.raftAddr))
@@ -80,36 +76,6 @@ func newRCluster(t *testing.T, o rclusterOpts) *rcluster {
 	}
 	c.waitLeader(30*time.Second, 0, o.later...)
 	return r
-}
-
-// start (re)starts node id with its environment.
-func (r *rcluster) start(id uint64) {
-	r.t.Helper()
-	p := r.nodes[id]
-	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	fmt.Fprintf(logf, "=== start %s\n", strings.Join(p.args, " "))
-	cmd := exec.Command(bin("raftd"), p.args...)
-	cmd.Env = append(os.Environ(), r.env[id]...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		r.t.Fatalf("start node %d: %v", id, err)
-	}
-	p.mu.Lock()
-	p.cmd, p.exited, p.err = cmd, make(chan struct{}), nil
-	exited := p.exited
-	p.mu.Unlock()
-	go func() {
-		err := cmd.Wait()
-		logf.Close()
-		p.mu.Lock()
-		p.err = err
-		p.mu.Unlock()
-		close(exited)
-	}()
 }
 
 // pid returns node id's raftd process id (0 if not running).

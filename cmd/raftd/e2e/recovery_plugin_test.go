@@ -228,7 +228,7 @@ func hangCluster(t *testing.T, once bool) (*rcluster, uint64, map[uint64]string)
 	if !once {
 		// Restart the follower without a once file.
 		r.kill(f)
-		r.env[f] = nil
+		r.nodes[f].env = nil
 		r.start(f)
 		r.waitConverged(r.ids, 0, 30*time.Second)
 	}
