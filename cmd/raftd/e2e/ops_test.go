@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"os/exec"
 	"path/filepath"
@@ -68,9 +69,15 @@ func TestSnapshotSaveRestore(t *testing.T) {
 	want := c.staleList(1)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "backup.snap")
-	code, out, stderr := raftd(t, nil, "snapshot", "save", "--new", "--addr", c.nodes[2].apiAddr, file)
-	if code != 0 || !strings.Contains(out, "saved snapshot at index") {
-		t.Fatalf("snapshot save: %d %q %q", code, out, stderr)
+	// Addressed to a follower, save downloads the leader's snapshot.
+	lead, _ := c.waitLeader(10*time.Second, 0)
+	follower := c.ids[0]
+	if follower == lead {
+		follower = c.ids[1]
+	}
+	code, out, stderr := raftd(t, nil, "snapshot", "save", "--new", "--addr", c.nodes[follower].apiAddr, file)
+	if code != 0 || !strings.Contains(out, "saved snapshot at index") || !strings.Contains(out, fmt.Sprintf("from leader %d ", lead)) {
+		t.Fatalf("snapshot save via follower %d (leader %d): %d %q %q", follower, lead, code, out, stderr)
 	}
 	r := &cluster{t: t, nodes: map[uint64]*proc{}, conns: c.conns}
 	p := &proc{id: 1, apiAddr: freeAddr(t), raftAddr: freeAddr(t), dataDir: filepath.Join(dir, "r1"), logPath: filepath.Join(dir, "r1.log")}

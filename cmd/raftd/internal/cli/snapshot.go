@@ -27,13 +27,13 @@ type SnapshotSaveOptions struct {
 func NewCmdSnapshot(f *Factory) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "snapshot",
-		Short: "Download a node's snapshot, or seed a data dir from one",
+		Short: "Download the leader's snapshot, or seed a data dir from one",
 		Args:  noArgs,
 	}
 	save := &SnapshotSaveOptions{}
 	saveCmd := &cobra.Command{
 		Use:   "save FILE",
-		Short: "Download the answering node's latest snapshot to FILE",
+		Short: "Download the leader's latest snapshot to FILE (any node may be addressed)",
 		Args:  exactArgs(1, "FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			save.File = args[0]
@@ -109,9 +109,20 @@ func runSnapshotSave(ctx context.Context, f *Factory, o *SnapshotSaveOptions) er
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
+	// The leader's snapshot is the one to keep: ask the cluster which node
+	// leads and download from its client address. If that cannot be
+	// learned, the addressed node's own latest snapshot is taken instead.
+	from := o.ClientOptions
+	source := "the addressed node"
+	if id, a, err := leaderAPIAddr(ctx, f, &o.ClientOptions); err == nil {
+		from.Addrs = a
+		source = fmt.Sprintf("leader %d", id)
+	} else {
+		fmt.Fprintf(f.ErrOut, "snapshot save: leader unknown (%v); downloading from the addressed node\n", err)
+	}
 	var hdr *apiv1.SnapshotHeader
 	pw := &progressWriter{w: tmp, out: f.ErrOut, tty: isTerminal(f.ErrOut)}
-	err = o.call(ctx, f, "snapshot save", func(ctx context.Context, c apiv1.RaftdClient, tr *metadata.MD) error {
+	err = from.call(ctx, f, "snapshot save", func(ctx context.Context, c apiv1.RaftdClient, tr *metadata.MD) error {
 		stream, err := c.DownloadSnapshot(ctx, &apiv1.DownloadSnapshotRequest{TakeNew: o.TakeNew}, grpc.Trailer(tr))
 		if err != nil {
 			return err
@@ -151,8 +162,31 @@ func runSnapshotSave(ctx context.Context, f *Factory, o *SnapshotSaveOptions) er
 	if pw.tty {
 		fmt.Fprintln(f.ErrOut)
 	}
-	fmt.Fprintf(f.Out, "saved snapshot at index %d term %d (%d bytes) to %s\n", hdr.GetIndex(), hdr.GetTerm(), pw.n, o.File)
+	fmt.Fprintf(f.Out, "saved snapshot at index %d term %d (%d bytes) from %s to %s\n", hdr.GetIndex(), hdr.GetTerm(), pw.n, source, o.File)
 	return nil
+}
+
+// leaderAPIAddr asks the nodes in o for the cluster status and returns the
+// leader's client API address.
+func leaderAPIAddr(ctx context.Context, f *Factory, o *ClientOptions) (id uint64, addr string, err error) {
+	var st *apiv1.StatusResponse
+	err = o.call(ctx, f, "status", func(ctx context.Context, c apiv1.RaftdClient, tr *metadata.MD) error {
+		var err error
+		st, err = c.Status(ctx, &apiv1.StatusRequest{}, grpc.Trailer(tr))
+		return err
+	})
+	if err != nil {
+		return 0, "", err
+	}
+	if st.GetLeader() == 0 {
+		return 0, "", errors.New("no leader")
+	}
+	for _, n := range st.GetNodes() {
+		if n.GetId() == st.GetLeader() && n.GetApiAddr() != "" && n.GetError() == "" {
+			return n.GetId(), n.GetApiAddr(), nil
+		}
+	}
+	return 0, "", fmt.Errorf("leader %d has no reachable client address", st.GetLeader())
 }
 
 // SnapshotRestoreOptions configures `raftd snapshot restore`.
