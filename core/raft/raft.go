@@ -947,7 +947,7 @@ func (r *raft) Step(m Message) error {
 			// fell behind catches up. Without it a stale candidate that no
 			// one else talks to (e.g. outside the others' configuration) can
 			// trail the other candidates' terms forever.
-			r.send(Message{To: m.From, Term: r.Term, Type: voteRespType(m.Type), Reject: true})
+			r.send(r.voteRejection(m))
 		} else {
 			r.logger.Debugf("raft: %x [term %d] ignoring %s from %x with lower term %d", r.id, r.Term, m.Type, m.From, m.Term)
 		}
@@ -964,6 +964,9 @@ func (r *raft) Step(m Message) error {
 	case MsgVote, MsgPreVote:
 		r.handleVoteRequest(m)
 	default:
+		if (m.Type == MsgVoteResp || m.Type == MsgPreVoteResp) && m.Reject && r.state != StateLeader {
+			r.maybeCommitFromHint(m)
+		}
 		return r.step(r, m)
 	}
 	return nil
@@ -994,7 +997,44 @@ func (r *raft) handleVoteRequest(m Message) {
 	}
 	r.logger.Infof("raft: %x [logterm %d, index %d, vote %x] rejected %s from %x [logterm %d, index %d] at term %d",
 		r.id, r.raftLog.lastTerm(), r.raftLog.lastIndex(), r.Vote, m.Type, m.From, m.LogTerm, m.Index, r.Term)
-	r.send(Message{To: m.From, Term: r.Term, Type: voteRespType(m.Type), Reject: true})
+	r.send(r.voteRejection(m))
+}
+
+// voteRejection answers the (pre-)vote request m with a rejection that
+// carries our term and a commit hint: the newest entry we know committed
+// that the candidate may also hold — index min(our commit, its last index)
+// in Commit and our term of it in LogTerm (0 when we cannot tell).
+func (r *raft) voteRejection(m Message) Message {
+	resp := Message{To: m.From, Term: r.Term, Type: voteRespType(m.Type), Reject: true}
+	if idx := min(r.raftLog.committed, m.Index); idx > 0 {
+		if t, err := r.raftLog.term(idx); err == nil {
+			resp.Commit, resp.LogTerm = idx, t
+		}
+	}
+	return resp
+}
+
+// maybeCommitFromHint takes the commit hint of a (pre-)vote rejection.
+// Commitment is a fact about the cluster, not about a leader: the hinted
+// entry (m.Commit, m.LogTerm) is committed, and if our entry at that index
+// has the same term, Log Matching (Raft §5.3) makes our log up to it
+// identical to that committed prefix, so we may commit it too.
+//
+// NB: without this a cluster can stall for good. When a leader applies its
+// own removal and steps down, the remaining voters may not have learned
+// that the removal committed; under their older configuration they need
+// the removed node's vote, which it refuses (its log is ahead of theirs),
+// and the removed node never campaigns. The hint lets them commit and apply
+// the removal, after which they elect among themselves.
+func (r *raft) maybeCommitFromHint(m Message) {
+	if m.LogTerm == 0 || m.Commit <= r.raftLog.committed || m.Commit > r.raftLog.lastIndex() {
+		return
+	}
+	if !r.raftLog.matchTerm(m.Commit, m.LogTerm) {
+		return
+	}
+	r.logger.Infof("raft: %x commits %d on a hint from %x (term %d entry is committed there)", r.id, m.Commit, m.From, m.LogTerm)
+	r.raftLog.commitTo(m.Commit)
 }
 
 func stepLeader(r *raft, m Message) error {

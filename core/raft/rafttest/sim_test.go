@@ -377,3 +377,18 @@ func TestCheckerAcceptsValidHistory(t *testing.T) {
 		}
 	}
 }
+
+// TestSimRegressionSeeds replays seeds that once failed, so that the bug
+// they found stays fixed without a long sweep.
+//   - 70573: a leader applied its own removal from a two-voter
+//     configuration and stepped down before the other voter learned that the
+//     removal committed; that voter needed the removed node's vote, which it
+//     refused (its log was ahead), and the removed node never campaigns.
+//     Fixed by the commit hint in (pre-)vote rejections.
+func TestSimRegressionSeeds(t *testing.T) {
+	for _, seed := range []uint64{70573} {
+		if failures, _ := runSeeds(seed, 1, 2000, nil); len(failures) > 0 {
+			t.Error(failures[0].Error())
+		}
+	}
+}
