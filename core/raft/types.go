@@ -198,6 +198,10 @@ func (t MessageType) String() string {
 //     RejectHint is then its last index.
 //   - MsgVote/MsgPreVote: Index/LogTerm are the candidate's last index/term.
 //     Context is "transfer" for a vote caused by leadership transfer.
+//   - MsgVoteResp/MsgPreVoteResp with Reject: Commit/LogTerm may name an
+//     entry the responder knows committed (index min(its commit, the
+//     candidate's last index) and its term); a candidate holding the same
+//     entry commits up to it (Log Matching, Raft §5.3).
 //   - MsgHeartbeat/MsgHeartbeatResp: Context carries the read-index context;
 //     Index is the leader's heartbeat stamp (ticks as leader + 1), echoed in
 //     the response (it dates the follower's lease for lease-based reads).
