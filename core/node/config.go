@@ -46,8 +46,9 @@ type Config struct {
 	Transport    Transport
 	StateMachine StateMachine
 
-	// TickInterval is the raft tick, which is also the heartbeat interval.
-	// The default is DefaultTickInterval (100 ms).
+	// TickInterval is the heartbeat interval; the raft core ticks
+	// ticksPerHeartbeat times per interval. The default is
+	// DefaultTickInterval (100 ms).
 	TickInterval time.Duration
 	// ElectionTimeout is the minimum election timeout; raft randomizes it
 	// in [T, 2T). It is rounded down to whole ticks and must be at least
@@ -166,12 +167,24 @@ func (cfg Config) withDefaults() (Config, error) {
 	return cfg, nil
 }
 
+// ticksPerHeartbeat is how many raft ticks make one heartbeat interval.
+// The core draws its randomized election timeout in whole ticks, from
+// [T, 2T): with one tick per heartbeat (10 values for the default 1 s / 100 ms)
+// two followers pick the same timeout one time in ten and split the vote
+// after a leader dies far more often than with finer ticks.
+const ticksPerHeartbeat = 10
+
+// tick is the duration of one raft tick.
+func (cfg Config) tick() time.Duration {
+	return max(cfg.TickInterval/ticksPerHeartbeat, time.Nanosecond)
+}
+
 // leaderChangeTicks is LeaderChangeWait in ticks (> 0 when it is).
 func (cfg Config) leaderChangeTicks() uint64 {
-	return uint64((cfg.LeaderChangeWait + cfg.TickInterval - 1) / cfg.TickInterval)
+	return uint64((cfg.LeaderChangeWait + cfg.tick() - 1) / cfg.tick())
 }
 
 // electionTicks is the election timeout in ticks.
 func (cfg Config) electionTicks() int {
-	return int(cfg.ElectionTimeout / cfg.TickInterval)
+	return int(cfg.ElectionTimeout / cfg.tick())
 }

@@ -206,7 +206,7 @@ func New(cfg Config) (*Node, error) {
 	rn, err := raft.NewRawNode(&raft.Config{
 		ID:                        cfg.ID,
 		ElectionTick:              cfg.electionTicks(),
-		HeartbeatTick:             1,
+		HeartbeatTick:             ticksPerHeartbeat,
 		Storage:                   n.st,
 		Applied:                   si,
 		Seed:                      cfg.Seed,
@@ -313,7 +313,7 @@ func restoreFSM(ctx context.Context, sm StateMachine, r io.Reader) error {
 
 // run is the loop goroutine.
 func (n *Node) run() {
-	ticker := time.NewTicker(n.cfg.TickInterval)
+	ticker := time.NewTicker(n.cfg.tick())
 	defer ticker.Stop()
 	// core/raft panics with an error when storage fails under it (for
 	// example a checksum mismatch while reading entries to apply or send).

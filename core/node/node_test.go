@@ -192,6 +192,9 @@ func TestRestartReplaysWithoutDoubleApply(t *testing.T) {
 				t.Fatalf("node %d did not become ready", id)
 			}
 		}
+		// Node 1 may have stepped down (check-quorum) while both followers
+		// were away; propose once the cluster agrees on a leader again.
+		c.waitLeader()
 		if _, err := c.nodes[2].Propose(ctx, []byte("add:1")); err != nil {
 			t.Fatal(err)
 		}
