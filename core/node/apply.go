@@ -250,29 +250,7 @@ func (a *applier) install(snap raft.Snapshot) error {
 // restoreFrom restores the FSM from snap and returns its header. The
 // caller holds queryMu exclusively.
 func (a *applier) restoreFrom(snap raft.Snapshot) (SnapshotHeader, error) {
-	rc, err := a.n.st.OpenSnapshot(snap)
-	if err != nil {
-		return SnapshotHeader{}, fmt.Errorf("node: open snapshot at index %d: %w", snap.Metadata.Index, err)
-	}
-	defer rc.Close()
-	w := &corruptWatch{rc: rc}
-	br := newBufReader(w)
-	hdr, err := ReadSnapshotHeader(br)
-	if err != nil {
-		return hdr, fmt.Errorf("node: snapshot at index %d: %w", snap.Metadata.Index, w.or(err))
-	}
-	if hdr.Index != snap.Metadata.Index {
-		return hdr, fmt.Errorf("node: snapshot body is for index %d, metadata says %d", hdr.Index, snap.Metadata.Index)
-	}
-	err = restoreFSM(a.ctx, a.sm, br)
-	if err != nil {
-		// NB: damaged data wins over what the state machine made of it (a
-		// plugin may report the broken stream as a crash, which would
-		// restart it and read the same bytes again).
-		return hdr, fmt.Errorf("node: restore state machine from snapshot at index %d: %w", snap.Metadata.Index, w.or(err))
-	}
-	a.n.m.snapshotsInstalled.Add(1)
-	return hdr, nil
+	return a.n.readSnapshot(a.ctx, a.sm, snap, true)
 }
 
 func (a *applier) checkVersion(v uint32, at uint64) error {
@@ -573,20 +551,7 @@ func (a *applier) recover(target, limit uint64) (uint64, error) {
 // restoreOrHeader restores the FSM from snap (restore) or only reads its
 // header.
 func (a *applier) restoreOrHeader(snap raft.Snapshot, restore bool) (SnapshotHeader, error) {
-	if restore {
-		return a.restoreFrom(snap)
-	}
-	rc, err := a.n.st.OpenSnapshot(snap)
-	if err != nil {
-		return SnapshotHeader{}, fmt.Errorf("node: open snapshot at index %d: %w", snap.Metadata.Index, err)
-	}
-	defer rc.Close()
-	w := &corruptWatch{rc: rc}
-	hdr, err := ReadSnapshotHeader(newBufReader(w))
-	if err != nil {
-		return hdr, fmt.Errorf("node: snapshot at index %d: %w", snap.Metadata.Index, w.or(err))
-	}
-	return hdr, nil
+	return a.n.readSnapshot(a.ctx, a.sm, snap, restore)
 }
 
 // withRecover restarts the state machine and replays up to target, with

@@ -187,7 +187,7 @@ func New(cfg Config) (*Node, error) {
 	meta := newClusterMeta()
 	meta.conf = cs
 	if !snap.IsEmpty() {
-		hdr, err := n.loadSnapshot(ctx, snap, info.Applied < si)
+		hdr, err := n.readSnapshot(ctx, n.sm, snap, info.Applied < si)
 		if err != nil {
 			return nil, err
 		}
@@ -272,9 +272,13 @@ func (n *Node) bootstrap() (raft.HardState, uint64, error) {
 	return hs, uint64(len(ents)), nil
 }
 
-// loadSnapshot reads the header of snap and, if restore, restores the FSM
-// from it.
-func (n *Node) loadSnapshot(ctx context.Context, snap raft.Snapshot, restore bool) (SnapshotHeader, error) {
+// readSnapshot reads the header of snap's body, checks it against the
+// metadata and, if restore, restores sm from the rest of the body.
+//
+// NB: damaged data wins over what the state machine made of it (a plugin
+// may report a broken stream as a crash, which would restart it and read the
+// same bytes again), so a corruption found while reading is the error.
+func (n *Node) readSnapshot(ctx context.Context, sm StateMachine, snap raft.Snapshot, restore bool) (SnapshotHeader, error) {
 	rc, err := n.st.OpenSnapshot(snap)
 	if err != nil {
 		return SnapshotHeader{}, fmt.Errorf("node: open snapshot at index %d: %w", snap.Metadata.Index, err)
@@ -290,7 +294,7 @@ func (n *Node) loadSnapshot(ctx context.Context, snap raft.Snapshot, restore boo
 		return hdr, fmt.Errorf("node: snapshot body is for index %d term %d, metadata says index %d term %d", hdr.Index, hdr.Term, snap.Metadata.Index, snap.Metadata.Term)
 	}
 	if restore {
-		if err := restoreFSM(ctx, n.sm, br); err != nil {
+		if err := restoreFSM(ctx, sm, br); err != nil {
 			return hdr, fmt.Errorf("node: restore state machine from snapshot at index %d: %w", snap.Metadata.Index, w.or(err))
 		}
 		n.m.snapshotsInstalled.Add(1)
