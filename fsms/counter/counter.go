@@ -8,6 +8,7 @@ import (
 	"io"
 
 	"github.com/raftd/raftd/fsms/internal/jsoncmd"
+	"github.com/raftd/raftd/fsms/internal/version"
 	"github.com/raftd/raftd/plugin/fsm"
 )
 
@@ -43,12 +44,9 @@ func (f *FSM) Info(context.Context) (fsm.Info, error) {
 
 // Apply implements fsm.FSM.
 func (f *FSM) Apply(_ context.Context, e fsm.Entry) ([]byte, error) {
-	v := e.Version
-	if v == 0 {
-		v = MinVersion
-	}
-	if v > MaxVersion {
-		return nil, fmt.Errorf("counter: entry %d: %w %d", e.Index, fsm.ErrVersion, v)
+	v, err := version.Of(Name, e, MinVersion, MaxVersion)
+	if err != nil {
+		return nil, err
 	}
 	res := f.apply(e.Data)
 	f.index, f.term, f.version = e.Index, e.Term, v

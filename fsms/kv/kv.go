@@ -13,6 +13,7 @@ import (
 
 	"github.com/raftd/raftd/fsms/internal/jsoncmd"
 	"github.com/raftd/raftd/fsms/internal/records"
+	"github.com/raftd/raftd/fsms/internal/version"
 	"github.com/raftd/raftd/plugin/fsm"
 )
 
@@ -57,12 +58,9 @@ func (f *FSM) Len() int { return f.tree.Len() }
 
 // Apply implements fsm.FSM.
 func (f *FSM) Apply(_ context.Context, e fsm.Entry) ([]byte, error) {
-	v := e.Version
-	if v == 0 {
-		v = MinVersion
-	}
-	if v > MaxVersion {
-		return nil, fmt.Errorf("kv: entry %d: %w %d (supported %d..%d)", e.Index, fsm.ErrVersion, v, MinVersion, MaxVersion)
+	v, err := version.Of(Name, e, MinVersion, MaxVersion)
+	if err != nil {
+		return nil, err
 	}
 	res := f.apply(e.Data, v)
 	f.index, f.term, f.version = e.Index, e.Term, v
