@@ -1,0 +1,153 @@
+package node
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/raftd/raftd/core/raft"
+)
+
+type readReq struct {
+	resc chan readResult // buffered(1)
+}
+
+type readResult struct {
+	index uint64
+	err   error
+}
+
+type readBatch struct {
+	rctx string
+	reqs []*readReq
+	tick uint64
+}
+
+// issueReads starts one ReadIndex round for all queued reads (thesis §6.4),
+// unless one is in flight: reads arriving meanwhile share the next round.
+func (n *Node) issueReads() {
+	if n.inflightRead != nil || len(n.pendingReads) == 0 {
+		return
+	}
+	if n.soft.Lead == raft.None {
+		for _, r := range n.pendingReads {
+			r.resc <- readResult{err: fmt.Errorf("node %d: %w", n.id, raft.ErrNoLeader)}
+		}
+		n.pendingReads = nil
+		return
+	}
+	n.readSeq++
+	var rctx [16]byte
+	binary.BigEndian.PutUint64(rctx[:8], n.id)
+	binary.BigEndian.PutUint64(rctx[8:], n.readSeq)
+	n.inflightRead = &readBatch{rctx: string(rctx[:]), reqs: n.pendingReads, tick: n.ticks}
+	n.pendingReads = nil
+	n.m.readIndexRounds.Add(1)
+	n.rn.ReadIndex(rctx[:])
+}
+
+// retryReads re-issues a round that got no answer within an election
+// timeout (the request or its answer was dropped).
+func (n *Node) retryReads() {
+	if b := n.inflightRead; b != nil && n.ticks-b.tick > uint64(n.cfg.electionTicks()) {
+		n.pendingReads = append(b.reqs, n.pendingReads...)
+		n.inflightRead = nil
+	}
+}
+
+func (n *Node) onReadState(rs raft.ReadState) {
+	b := n.inflightRead
+	if b == nil || string(rs.RequestCtx) != b.rctx {
+		return
+	}
+	n.inflightRead = nil
+	for _, r := range b.reqs {
+		r.resc <- readResult{index: rs.Index}
+	}
+}
+
+// Read runs q against the state machine linearizably: it obtains a read
+// index from the leader (ReadIndex, thesis §6.4; no log entry), waits until
+// this node applied it, then queries. Concurrent reads share one ReadIndex
+// round. Followers serve reads too (the leader only confirms the index).
+func (n *Node) Read(ctx context.Context, q []byte) ([]byte, error) {
+	if _, err := n.ReadIndex(ctx); err != nil {
+		return nil, err
+	}
+	return n.query(ctx, q)
+}
+
+// ReadIndex returns an index at which a linearizable read may be served,
+// after waiting until this node has applied it.
+func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
+	r := &readReq{resc: make(chan readResult, 1)}
+	select {
+	case <-n.quitc:
+		return 0, ErrStopped
+	default:
+	}
+	select {
+	case n.readc <- r:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-n.quitc:
+		return 0, ErrStopped
+	}
+	var res readResult
+	select {
+	case res = <-r.resc:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-n.donec:
+		select {
+		case res = <-r.resc:
+		default:
+			return 0, ErrStopped
+		}
+	}
+	if res.err != nil {
+		return 0, res.err
+	}
+	n.m.reads.Add(1)
+	return res.index, n.waitApplied(ctx, res.index)
+}
+
+// StaleRead runs q against the local state machine without contacting the
+// leader. The answer may be stale. It refuses with ErrNotReady until the
+// restart replay is over.
+func (n *Node) StaleRead(ctx context.Context, q []byte) ([]byte, error) {
+	select {
+	case <-n.readyc:
+	default:
+		return nil, fmt.Errorf("%w: applied %d of %d", ErrNotReady, n.applied.Load(), n.readyIdx)
+	}
+	select {
+	case <-n.quitc:
+		return nil, ErrStopped
+	default:
+	}
+	return n.query(ctx, q)
+}
+
+func (n *Node) query(ctx context.Context, q []byte) ([]byte, error) {
+	n.app.queryMu.RLock()
+	defer n.app.queryMu.RUnlock()
+	return n.sm.Query(ctx, q)
+}
+
+// waitApplied blocks until the applied index reaches idx.
+func (n *Node) waitApplied(ctx context.Context, idx uint64) error {
+	for {
+		ch := n.appliedCh.wait()
+		if n.applied.Load() >= idx {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.donec:
+			return ErrStopped
+		}
+	}
+}
