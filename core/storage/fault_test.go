@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/raftd/raftd/core/raft"
@@ -57,7 +58,7 @@ func TestBitFlipDetected(t *testing.T) {
 	corruptEntry(t, s, 5)
 	_, err := s.Entries(1, 11, ^uint64(0))
 	wantCorruption(t, err, 5)
-	if !strings.Contains(err.Error(), "checksum mismatch: stored 0x") || !strings.Contains(err.Error(), ", computed 0x") {
+	if !strings.Contains(err.Error(), "checksum mismatch: expected 0x") || !strings.Contains(err.Error(), ", found 0x") {
 		t.Fatalf("error %q does not give expected vs found checksums", err)
 	}
 	_, err = s.Term(5)
@@ -74,32 +75,95 @@ func TestBitFlipDetected(t *testing.T) {
 	wantCorruption(t, err, 5)
 }
 
-// TestCorruptTailTruncated: damage beyond the commit index is cut off at
-// the last good entry on open, with a warning.
-func TestCorruptTailTruncated(t *testing.T) {
+// TestCorruptTailFailStops: damage to an entry beyond the commit index is
+// corruption, not a torn write (a Pebble batch is applied entirely or not
+// at all, and Pebble itself drops a torn final WAL record), so Open fails
+// naming the dir, the index and the expected and found checksums, and
+// changes nothing: the entries after the damaged one may have been fsynced
+// and acknowledged to a leader, and cutting them off would silently undo
+// that promise. (It replaces TestCorruptTailTruncated, which asserted that
+// the tail was cut off.)
+func TestCorruptTailFailStops(t *testing.T) {
 	s, opts := openMem(t)
 	if err := s.Save(raft.HardState{Term: 1, Commit: 6}, entriesN(1, 10, 1, 32), true); err != nil {
 		t.Fatal(err)
 	}
 	corruptEntry(t, s, 8)
-	s = reopen(t, s, opts)
-	if last, _ := s.LastIndex(); last != 7 {
-		t.Fatalf("LastIndex after recovery = %d; want 7", last)
-	}
-	es, err := s.Entries(1, 8, ^uint64(0))
-	if err != nil || len(es) != 7 {
-		t.Fatalf("Entries(1, 8) = %d, %v", len(es), err)
-	}
-	if w := opts.Logger.(*testLogger).warnings(); !strings.Contains(w, "truncated the log tail from index 8") {
-		t.Fatalf("no truncation warning logged; got %q", w)
-	}
-	// The log continues normally.
-	if err := s.Save(raft.HardState{Term: 2, Commit: 7}, entriesN(8, 9, 2, 32), true); err != nil {
+	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s = reopen(t, s, opts)
-	if last, _ := s.LastIndex(); last != 9 {
-		t.Fatalf("LastIndex = %d; want 9", last)
+	for i := 0; i < 2; i++ { // a second open sees the same data: nothing was cut
+		s2, err := Open("/data", opts)
+		if err == nil {
+			last, _ := s2.LastIndex()
+			s2.Close()
+			t.Fatalf("open %d: Open succeeded (last index %d) over a damaged entry 8 beyond commit 6", i, last)
+		}
+		wantCorruption(t, err, 8)
+		if msg := err.Error(); !strings.Contains(msg, "expected 0x") || !strings.Contains(msg, "found 0x") {
+			t.Fatalf("open %d: error %q does not give the expected and found checksums", i, msg)
+		}
+	}
+	if w := opts.Logger.(*testLogger).warnings(); strings.Contains(w, "truncated") {
+		t.Fatalf("a failed Open logged a truncation: %q", w)
+	}
+	// Entries 9 and 10, written by the same synced Save, are still stored.
+	raw, err := pebble.Open("/data/log", &pebble.Options{FS: opts.FS, FormatMajorVersion: pebble.FormatValueSeparation})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	for _, i := range []uint64{8, 9, 10} {
+		v, closer, err := raw.Get(logKey(i))
+		if err != nil {
+			t.Fatalf("entry %d is gone after the failed opens: %v", i, err)
+		}
+		if _, cerr := openRecord(logKey(i), v); (cerr != nil) != (i == 8) {
+			t.Fatalf("entry %d: checksum error %v", i, cerr)
+		}
+		closer.Close()
+	}
+}
+
+// TestStructuralTailDamageFailStops: a gap or a term going down beyond the
+// commit index cannot come from an interrupted write either; Open fails and
+// names the index.
+func TestStructuralTailDamageFailStops(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, s *Store)
+		index  uint64
+		detail string
+	}{
+		{"gap", func(t *testing.T, s *Store) {
+			if err := s.db.Delete(logKey(8), nil); err != nil {
+				t.Fatal(err)
+			}
+		}, 8, "entry 8 is missing"},
+		{"term goes down", func(t *testing.T, s *Store) {
+			e := entriesN(9, 9, 1, 32)[0]
+			v := make([]byte, entryValueLen(&e))
+			putEntryValue(v, logKey(9), &e)
+			if err := s.db.Set(logKey(9), v, nil); err != nil {
+				t.Fatal(err)
+			}
+		}, 9, "term 1 is below the previous entry's term 2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, opts := openMem(t)
+			if err := s.Save(raft.HardState{Term: 2, Commit: 6}, append(entriesN(1, 7, 1, 32), entriesN(8, 10, 2, 32)...), true); err != nil {
+				t.Fatal(err)
+			}
+			tc.damage(t, s)
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Open("/data", opts)
+			wantCorruption(t, err, tc.index)
+			if !strings.Contains(err.Error(), tc.detail) {
+				t.Fatalf("error %q does not say %q", err, tc.detail)
+			}
+		})
 	}
 }
 

@@ -28,7 +28,8 @@ type CorruptionError struct {
 	// What names the damaged item: "entry", "hard state", "snapshot file
 	// <path>", ...
 	What string
-	// Stored and Computed are the checksums when the failure is a checksum
+	// Stored (the checksum expected, as written) and Computed (the one
+	// found over the bytes read) are set when the failure is a checksum
 	// mismatch (Detail is empty); otherwise Detail explains.
 	Stored, Computed uint32
 	Detail           string
@@ -42,7 +43,7 @@ func (e *CorruptionError) Error() string {
 	if e.Detail != "" {
 		return fmt.Sprintf("storage: corrupt %s%s in data dir %s: %s", e.What, idx, e.Dir, e.Detail)
 	}
-	return fmt.Sprintf("storage: corrupt %s%s in data dir %s: checksum mismatch: stored %#08x, computed %#08x",
+	return fmt.Sprintf("storage: corrupt %s%s in data dir %s: checksum mismatch: expected %#08x (stored), found %#08x (computed)",
 		e.What, idx, e.Dir, e.Stored, e.Computed)
 }
 
@@ -90,9 +91,12 @@ type Store struct {
 var _ raft.LogReader = (*Store)(nil)
 
 // Open opens (creating it if needed, unless opts.MustExist) the data dir and
-// recovers the log: a torn or corrupt tail beyond the commit index is
-// truncated and logged, and any other damage is an error naming the dir and
-// the index. The dir is stamped with opts.ClusterID/NodeID on first use and
+// verifies the log. Damaged data anywhere (a checksum mismatch, a gap, a
+// term going down), beyond the commit index included, is a
+// *CorruptionError naming the dir and the index, and the data dir is left
+// as it was: a crash cannot produce such damage (each write is one atomic
+// Pebble batch), and entries beyond the commit index may already have been
+// acknowledged to a leader. The dir is stamped with opts.ClusterID/NodeID on first use and
 // refused if it carries other ids. Only one Store (one process) may have a
 // dir open at a time.
 func Open(dir string, opts *Options) (*Store, error) {
@@ -203,8 +207,8 @@ func (s *Store) getRecord(key []byte, what string) (payload []byte, found bool, 
 	return append([]byte(nil), p...), true, nil
 }
 
-// recover loads the metadata records, checks the stamp, verifies the whole
-// log and truncates a damaged tail beyond the commit index.
+// recover loads the metadata records, checks the stamp and verifies the
+// whole log; any damage is a *CorruptionError and nothing is changed.
 func (s *Store) recover() error {
 	if err := s.checkStamp(); err != nil {
 		return err
@@ -235,7 +239,7 @@ func (s *Store) recover() error {
 	}
 
 	// Walk the log from the first index. The first problem found (bad
-	// checksum, gap, term going down) ends the good prefix.
+	// checksum, gap, term going down) is returned below.
 	next, prevTerm := s.trunc.Index+1, s.trunc.Term
 	var bad error
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: logKey(next), UpperBound: logKeyEnd})
@@ -281,19 +285,15 @@ func (s *Store) recover() error {
 	s.last, s.lastTerm = next-1, prevTerm
 
 	if bad != nil {
-		// Entries beyond the commit index were never known to be committed
-		// by this node; the leader can send them again. Damage at or below
-		// the commit index would lose committed data: fail-stop.
-		if next <= s.hs.Commit {
-			return bad
-		}
-		b := s.db.NewBatch()
-		_ = b.DeleteRange(logKey(next), logKeyEnd, nil)
-		if err := s.commitBatch(b, true); err != nil {
-			return fmt.Errorf("storage: open %s: truncate damaged tail at index %d: %w", s.dir, next, err)
-		}
-		s.log.Warningf("storage: %s: truncated the log tail from index %d (beyond commit index %d): %v",
-			s.dir, next, s.hs.Commit, bad)
+		// NB: damage anywhere in the log, beyond the commit index too, is
+		// corruption and never a torn write: every write is one Pebble batch,
+		// which a crash leaves entirely present or entirely absent (Pebble
+		// drops a torn final WAL record itself). Entries beyond the commit
+		// index may have been fsynced and acknowledged to a leader, which
+		// counted them towards a commit: cutting them off could lose a
+		// committed entry if other members fail too. Fail-stop instead; the
+		// member is removed, wiped and re-added (docs/operations.md).
+		return bad
 	}
 
 	// Structural checks: snapshot <= truncation <= commit <= last.
