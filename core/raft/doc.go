@@ -46,6 +46,20 @@
 // Pre-vote (thesis §9.6) and check-quorum are on by default. Reads use
 // ReadIndex (thesis §6.4); lease-based reads are opt-in.
 //
+// Where each part of the protocol lives:
+//
+//	raft.go         the node's state, Config checks, role transitions, Step
+//	                dispatch and the per-role step functions
+//	election.go     election timeouts, campaigns and pre-vote, voting,
+//	                check-quorum (Raft §5.2, §5.4.1; thesis §6.2, §9.6)
+//	replication.go  AppendEntries, heartbeats, the consistency check and
+//	                conflict hint, flow control, commit (Raft §5.3, §5.4)
+//	snapshot.go     sending and installing snapshots (Raft §7)
+//	reads.go        ReadIndex and leases (thesis §6.4, §6.4.1)
+//	membership.go   configuration, bootstrap, conf changes (Raft §6)
+//	transfer.go     leadership transfer (thesis §3.10)
+//	log.go, log_unstable.go, progress.go, storage.go, rawnode.go
+//
 // Errors: NewRawNode returns storage errors. Once running, a LogReader error
 // other than ErrCompacted or ErrUnavailable inside Tick, Step, Ready or
 // Advance leaves the instance unusable, and the call panics with an error

@@ -34,7 +34,7 @@ func (s ProgressState) String() string {
 // progress is the leader's view of one member (including itself).
 //
 // NB: like in most Raft implementations, the transitions of this state
-// machine are driven from raft.go; this type only keeps the bookkeeping.
+// machine are driven from replication.go; this type only keeps the bookkeeping.
 type progress struct {
 	id uint64
 	// match is the highest index known replicated; next is the next index to
