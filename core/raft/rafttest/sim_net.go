@@ -1,0 +1,121 @@
+package rafttest
+
+// The simulated network: in-flight messages, partitions, loss,
+// duplication and delivery.
+
+import (
+	"slices"
+
+	"github.com/raftd/raftd/core/raft"
+)
+
+func (s *Sim) send(m raft.Message) {
+	// A real network serializes at send time: copy what the engine might
+	// reuse.
+	if len(m.Entries) > 0 {
+		m.Entries = slices.Clone(m.Entries)
+	}
+	if m.Snapshot != nil {
+		sn := *m.Snapshot
+		sn.Metadata.ConfState = cloneConf(sn.Metadata.ConfState)
+		m.Snapshot = &sn
+	}
+	s.net = append(s.net, m)
+	if len(s.net) > maxInFlightMsgs {
+		s.dropAt(0, "network full")
+	}
+}
+
+func (s *Sim) partitioned(a, b uint64) bool {
+	return (s.group != nil && s.group[a] != s.group[b]) || s.oneWay[[2]uint64{a, b}]
+}
+
+func (s *Sim) dropAt(i int, why string) {
+	m := s.net[i]
+	s.net = slices.Delete(s.net, i, i+1)
+	s.stats.MsgsDropped++
+	s.tracef("drop (%s) %s", why, FormatMessage(m))
+	s.reportDropped(m)
+}
+
+// reportDropped plays the transport: a lost snapshot is reported as failed
+// and, sometimes, the peer as unreachable.
+func (s *Sim) reportDropped(m raft.Message) {
+	from := s.nodes[m.From]
+	if from == nil || from.rn == nil {
+		return
+	}
+	if m.Type == raft.MsgSnap {
+		from.rn.ReportSnapshot(m.To, raft.SnapshotFailure)
+	} else if s.rng.IntN(4) == 0 {
+		from.rn.ReportUnreachable(m.To)
+	}
+}
+
+func (s *Sim) dropRandom() {
+	if len(s.net) > 0 {
+		s.dropAt(s.rng.IntN(len(s.net)), "random")
+	}
+}
+
+func (s *Sim) deliverRandom() error {
+	if len(s.net) == 0 {
+		return nil
+	}
+	// Mostly FIFO, sometimes any message (reordering).
+	i := 0
+	if s.rng.IntN(3) == 0 {
+		i = s.rng.IntN(len(s.net))
+	}
+	m := s.net[i]
+	s.net = slices.Delete(s.net, i, i+1)
+	return s.deliver(m, true)
+}
+
+func (s *Sim) duplicateRandom() error {
+	if len(s.net) == 0 {
+		return nil
+	}
+	m := s.net[s.rng.IntN(len(s.net))]
+	m.Entries = slices.Clone(m.Entries)
+	s.stats.MsgsDuped++
+	s.tracef("duplicate:")
+	return s.deliver(m, false)
+}
+
+// deliver steps m into its recipient. report says whether the sender's
+// driver learns the outcome of a snapshot (a duplicate is not reported).
+func (s *Sim) deliver(m raft.Message, report bool) error {
+	to := s.nodes[m.To]
+	if to == nil || to.rn == nil || s.partitioned(m.From, m.To) {
+		s.stats.MsgsDropped++
+		s.tracef("lost %s", FormatMessage(m))
+		if report {
+			s.reportDropped(m)
+		}
+		return nil
+	}
+	s.stats.MsgsDelivered++
+	s.tracef("deliver %s", FormatMessage(m))
+	switch {
+	case m.Type == raft.MsgAppResp && m.Reject:
+		s.stats.AppRejects++
+	case m.Type == raft.MsgTimeoutNow:
+		s.stats.TimeoutNows++
+	}
+	if len(s.history) < 64 {
+		s.history = append(s.history, m)
+	} else {
+		s.history[s.rng.IntN(64)] = m
+	}
+	if err := to.rn.Step(m); err != nil {
+		s.tracef("  step error: %v", err)
+	}
+	if m.Type == raft.MsgSnap {
+		s.stats.SnapsSent++
+		if from := s.nodes[m.From]; report && from != nil && from.rn != nil {
+			from.rn.ReportSnapshot(m.To, raft.SnapshotFinish)
+		}
+	}
+	return s.maybeReady(to)
+}
