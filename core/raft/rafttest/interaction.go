@@ -1,9 +1,7 @@
 package rafttest
 
 import (
-	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -192,202 +190,47 @@ func need(args []string, n int, usage string) error {
 	return nil
 }
 
+// command runs one directive with its positional arguments.
+type command func(env *InteractionEnv, t *testing.T, d *datadriven.TestData, args []string) error
+
+// commands maps each directive to its handler; the handlers live in the
+// cmd_*.go files, grouped by what they act on.
+var commands = map[string]command{
+	// cmd_cluster.go
+	"add-nodes": (*InteractionEnv).cmdAddNodes,
+	"crash":     (*InteractionEnv).cmdCrash,
+	"restart":   (*InteractionEnv).cmdRestart,
+	"compact":   (*InteractionEnv).cmdCompact,
+	// cmd_tick.go
+	"campaign":       (*InteractionEnv).cmdCampaign,
+	"tick":           (*InteractionEnv).cmdTick,
+	"tick-election":  (*InteractionEnv).cmdTick,
+	"tick-heartbeat": (*InteractionEnv).cmdTick,
+	// cmd_propose.go
+	"propose":             (*InteractionEnv).cmdPropose,
+	"propose-conf-change": (*InteractionEnv).cmdProposeConfChange,
+	"transfer-leadership": (*InteractionEnv).cmdTransferLeadership,
+	"read-index":          (*InteractionEnv).cmdReadIndex,
+	// cmd_ready.go
+	"process-ready": (*InteractionEnv).cmdProcessReady,
+	"stabilize":     (*InteractionEnv).cmdStabilize,
+	// cmd_network.go
+	"deliver-msgs": (*InteractionEnv).cmdDeliverMsgs,
+	"drop-msgs":    (*InteractionEnv).cmdDeliverMsgs,
+	"partition":    (*InteractionEnv).cmdPartition,
+	"heal":         (*InteractionEnv).cmdHeal,
+	// cmd_inspect.go
+	"status":     (*InteractionEnv).cmdStatus,
+	"raft-state": (*InteractionEnv).cmdRaftState,
+	"raft-log":   (*InteractionEnv).cmdRaftLog,
+}
+
 func (env *InteractionEnv) handle(t *testing.T, d *datadriven.TestData) error {
-	args := positional(d)
-	switch d.Cmd {
-	case "add-nodes":
-		return env.addNodes(t, d, args)
-	case "campaign":
-		if err := need(args, 1, "campaign ID"); err != nil {
-			return err
-		}
-		n, err := env.liveArg(args[0])
-		if err != nil {
-			return err
-		}
-		return n.rn.Campaign()
-	case "tick", "tick-election", "tick-heartbeat":
-		if err := need(args, 1, d.Cmd+" ID"); err != nil {
-			return err
-		}
-		n, err := env.liveArg(args[0])
-		if err != nil {
-			return err
-		}
-		count := 1
-		switch d.Cmd {
-		case "tick-election":
-			count = 2 * env.cfg.ElectionTick
-		case "tick-heartbeat":
-			count = env.cfg.HeartbeatTick
-		default:
-			if len(args) > 1 {
-				if count, err = strconv.Atoi(args[1]); err != nil || count < 1 {
-					return fmt.Errorf("bad tick count %q", args[1])
-				}
-			}
-		}
-		for range count {
-			n.rn.Tick()
-		}
-		return nil
-	case "propose":
-		if err := need(args, 2, "propose ID data"); err != nil {
-			return err
-		}
-		n, err := env.liveArg(args[0])
-		if err != nil {
-			return err
-		}
-		return n.rn.Propose([]byte(args[1]))
-	case "propose-conf-change":
-		return env.proposeConfChange(args)
-	case "transfer-leadership":
-		var from, to uint64
-		d.ScanArgs(t, "from", &from)
-		d.ScanArgs(t, "to", &to)
-		n, err := env.liveArg(strconv.FormatUint(from, 10))
-		if err != nil {
-			return err
-		}
-		n.rn.TransferLeader(to)
-		return nil
-	case "read-index":
-		if err := need(args, 2, "read-index ID ctx"); err != nil {
-			return err
-		}
-		n, err := env.liveArg(args[0])
-		if err != nil {
-			return err
-		}
-		env.chk.RequestRead(args[1])
-		n.rn.ReadIndex([]byte(args[1]))
-		return nil
-	case "process-ready":
-		ns, err := env.nodesArg(args)
-		if err != nil {
-			return err
-		}
-		for _, n := range ns {
-			if err := env.processReady(n); err != nil {
-				return err
-			}
-		}
-		return nil
-	case "deliver-msgs", "drop-msgs":
-		if drop, ok := d.Arg("drop"); ok && d.Cmd == "deliver-msgs" {
-			dropped, err := env.nodesArg(drop.Vals)
-			if err != nil {
-				return err
-			}
-			for _, n := range dropped {
-				if _, err := env.deliverTo(n, true); err != nil {
-					return err
-				}
-			}
-			if len(args) == 0 {
-				return nil
-			}
-		}
-		ns, err := env.nodesArg(args)
-		if err != nil {
-			return err
-		}
-		for _, n := range ns {
-			if _, err := env.deliverTo(n, d.Cmd == "drop-msgs"); err != nil {
-				return err
-			}
-		}
-		return nil
-	case "partition":
-		if err := need(args, 1, "partition ID..."); err != nil {
-			return err
-		}
-		env.group = map[uint64]bool{}
-		for _, a := range args {
-			n, err := env.nodeArg(a)
-			if err != nil {
-				return err
-			}
-			env.group[n.id] = true
-		}
-		return nil
-	case "heal":
-		env.group = nil
-		return nil
-	case "stabilize":
-		ns, err := env.nodesArg(args)
-		if err != nil {
-			return err
-		}
-		return env.stabilize(ns)
-	case "status":
-		if err := need(args, 1, "status ID"); err != nil {
-			return err
-		}
-		n, err := env.liveArg(args[0])
-		if err != nil {
-			return err
-		}
-		env.printStatus(n)
-		return nil
-	case "raft-state":
-		for _, id := range env.ids {
-			n := env.nodes[id]
-			if n.rn == nil {
-				env.printf("%d: down\n", id)
-				continue
-			}
-			st := n.rn.Status()
-			env.printf("%d: %s term=%d lead=%d commit=%d applied=%d\n", id, st.RaftState, st.Term, st.Lead, st.Commit, n.applied)
-		}
-		return nil
-	case "raft-log":
-		if err := need(args, 1, "raft-log ID"); err != nil {
-			return err
-		}
-		n, err := env.nodeArg(args[0])
-		if err != nil {
-			return err
-		}
-		return env.printLog(n)
-	case "compact":
-		if err := need(args, 2, "compact ID INDEX"); err != nil {
-			return err
-		}
-		n, err := env.liveArg(args[0])
-		if err != nil {
-			return err
-		}
-		idx, err := strconv.ParseUint(args[1], 10, 64)
-		if err != nil {
-			return fmt.Errorf("bad index %q", args[1])
-		}
-		return env.compact(n, idx)
-	case "crash":
-		if err := need(args, 1, "crash ID"); err != nil {
-			return err
-		}
-		n, err := env.liveArg(args[0])
-		if err != nil {
-			return err
-		}
-		n.rn = nil
-		return nil
-	case "restart":
-		if err := need(args, 1, "restart ID"); err != nil {
-			return err
-		}
-		n, err := env.nodeArg(args[0])
-		if err != nil {
-			return err
-		}
-		if n.rn != nil {
-			return fmt.Errorf("node %d is running", n.id)
-		}
-		return env.start(n)
+	cmd, ok := commands[d.Cmd]
+	if !ok {
+		return fmt.Errorf("unknown command %q", d.Cmd)
 	}
-	return fmt.Errorf("unknown command %q", d.Cmd)
+	return cmd(env, t, d, positional(d))
 }
 
 func scanIDs(t *testing.T, d *datadriven.TestData, key string) ([]uint64, bool) {
@@ -404,344 +247,4 @@ func scanIDs(t *testing.T, d *datadriven.TestData, key string) ([]uint64, bool) 
 		ids = append(ids, id)
 	}
 	return ids, true
-}
-
-func (env *InteractionEnv) addNodes(t *testing.T, d *datadriven.TestData, args []string) error {
-	if err := need(args, 1, "add-nodes N [voters=(..)] [learners=(..)]"); err != nil {
-		return err
-	}
-	count, err := strconv.Atoi(args[0])
-	if err != nil || count < 1 {
-		return fmt.Errorf("bad node count %q", args[0])
-	}
-	cfg := raft.Config{ElectionTick: 10, HeartbeatTick: 1, MaxSizePerMsg: 1 << 20, MaxInflightMsgs: 256}
-	d.MaybeScanArgs(t, "election", &cfg.ElectionTick)
-	d.MaybeScanArgs(t, "heartbeat", &cfg.HeartbeatTick)
-	d.MaybeScanArgs(t, "max-inflight", &cfg.MaxInflightMsgs)
-	d.MaybeScanArgs(t, "max-size", &cfg.MaxSizePerMsg)
-	prevote, checkQuorum, forwarding := true, true, true
-	d.MaybeScanArgs(t, "prevote", &prevote)
-	d.MaybeScanArgs(t, "checkquorum", &checkQuorum)
-	d.MaybeScanArgs(t, "forwarding", &forwarding)
-	cfg.DisablePreVote, cfg.DisableCheckQuorum, cfg.DisableProposalForwarding = !prevote, !checkQuorum, !forwarding
-	env.cfg = cfg
-
-	var cs raft.ConfState
-	voters, hasVoters := scanIDs(t, d, "voters")
-	if !hasVoters {
-		return errors.New("add-nodes needs voters=(..)")
-	}
-	learners, _ := scanIDs(t, d, "learners")
-	cs.Voters, cs.Learners = voters, learners
-	first := uint64(len(env.ids) + 1)
-	for i := range count {
-		id := first + uint64(i)
-		// Founding members start with the configuration in their
-		// storage (the engine writes it into the log at start); others,
-		// added later by a conf change, start empty.
-		st := raft.NewMemoryStorage()
-		if slices.Contains(voters, id) || slices.Contains(learners, id) {
-			st.SetConfState(cs)
-		}
-		n := &envNode{id: id, store: st}
-		env.nodes[id] = n
-		env.ids = append(env.ids, id)
-		if err := env.start(n); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// start creates n's engine from its storage; the state machine restarts
-// from the storage snapshot.
-func (env *InteractionEnv) start(n *envNode) error {
-	snap, err := n.store.Snapshot()
-	if err != nil {
-		return err
-	}
-	cfg := env.cfg
-	cfg.ID = n.id
-	cfg.Storage = n.store
-	cfg.Applied = snap.Metadata.Index
-	cfg.Seed = int64(n.id)
-	rn, err := raft.NewRawNode(&cfg)
-	if err != nil {
-		return err
-	}
-	n.rn = rn
-	n.applied = snap.Metadata.Index
-	n.confs = []confAt{{snap.Metadata.Index, cloneConf(snap.Metadata.ConfState)}}
-	var state uint64
-	if !snap.IsEmpty() {
-		if _, state, err = decodeSnapData(snap.Data); err != nil {
-			return err
-		}
-	}
-	n.states = map[uint64]uint64{n.applied: state}
-	st := rn.Status()
-	env.violation(env.chk.ObserveRestart(n.id, st.Commit, n.applied, state))
-	env.printf("%d: started term=%d commit=%d applied=%d %s\n", n.id, st.Term, st.Commit, n.applied, FormatConfState(snap.Metadata.ConfState))
-	return nil
-}
-
-func (env *InteractionEnv) proposeConfChange(args []string) error {
-	if err := need(args, 3, "propose-conf-change ID add|remove|learner TARGET"); err != nil {
-		return err
-	}
-	n, err := env.liveArg(args[0])
-	if err != nil {
-		return err
-	}
-	target, err := parseID(args[2])
-	if err != nil {
-		return err
-	}
-	cc := raft.ConfChange{NodeID: target}
-	switch args[1] {
-	case "add":
-		cc.Type = raft.ConfChangeAddNode
-	case "remove":
-		cc.Type = raft.ConfChangeRemoveNode
-	case "learner":
-		cc.Type = raft.ConfChangeAddLearner
-	default:
-		return fmt.Errorf("bad conf change type %q (add|remove|learner)", args[1])
-	}
-	return n.rn.ProposeConfChange(cc)
-}
-
-func (env *InteractionEnv) cut(a, b uint64) bool {
-	return env.group != nil && env.group[a] != env.group[b]
-}
-
-// deliverTo steps the pending messages addressed to n (or drops them) in
-// send order, printing each. It reports whether there were any.
-func (env *InteractionEnv) deliverTo(n *envNode, drop bool) (bool, error) {
-	var mine, rest []raft.Message
-	for _, m := range env.net {
-		if m.To == n.id {
-			mine = append(mine, m)
-		} else {
-			rest = append(rest, m)
-		}
-	}
-	env.net = rest
-	if len(mine) == 0 {
-		return false, nil
-	}
-	if drop {
-		env.printf("> %d dropping messages\n", n.id)
-	} else {
-		env.printf("> %d receiving messages\n", n.id)
-	}
-	for _, m := range mine {
-		switch {
-		case drop:
-			env.printf("  dropped: %s\n", FormatMessage(m))
-		case env.cut(m.From, m.To):
-			env.printf("  dropped (partition): %s\n", FormatMessage(m))
-		case n.rn == nil:
-			env.printf("  dropped (down): %s\n", FormatMessage(m))
-		default:
-			env.printf("  %s\n", FormatMessage(m))
-			if err := n.rn.Step(m); err != nil {
-				env.printf("  step error: %v\n", err)
-			}
-		}
-		if m.Type == raft.MsgSnap {
-			// The transport reports the snapshot stream's outcome.
-			if from := env.nodes[m.From]; from != nil && from.rn != nil {
-				status := raft.SnapshotFinish
-				if drop || env.cut(m.From, m.To) || n.rn == nil {
-					status = raft.SnapshotFailure
-				}
-				from.rn.ReportSnapshot(m.To, status)
-			}
-		}
-	}
-	return true, nil
-}
-
-// processReady runs one driver cycle on n, printing the Ready.
-func (env *InteractionEnv) processReady(n *envNode) error {
-	if n.rn == nil || !n.rn.HasReady() {
-		return nil
-	}
-	rd := n.rn.Ready()
-	env.printf("> %d handling Ready\n", n.id)
-	if rd.SoftState != nil {
-		env.printf("  State:%s Lead:%d\n", rd.SoftState.RaftState, rd.SoftState.Lead)
-	}
-	if !rd.HardState.IsEmpty() {
-		env.printf("  HardState Term:%d Vote:%d Commit:%d\n", rd.HardState.Term, rd.HardState.Vote, rd.HardState.Commit)
-	}
-	if !rd.Snapshot.IsEmpty() {
-		md := rd.Snapshot.Metadata
-		env.printf("  Snapshot %d/%d %s\n", md.Term, md.Index, FormatConfState(md.ConfState))
-		if err := n.store.ApplySnapshot(rd.Snapshot); err != nil {
-			return fmt.Errorf("node %d: apply snapshot: %w", n.id, err)
-		}
-	}
-	if len(rd.Entries) > 0 {
-		env.printf("  Entries:\n")
-		for _, e := range rd.Entries {
-			env.printf("  %s\n", FormatEntry(e))
-		}
-		if err := n.store.Append(rd.Entries); err != nil {
-			return fmt.Errorf("node %d: append: %w", n.id, err)
-		}
-		prevTerm, _ := n.store.Term(rd.Entries[0].Index - 1)
-		env.violation(env.chk.ObserveAppend(n.id, prevTerm, rd.Entries))
-	}
-	if !rd.HardState.IsEmpty() {
-		if err := n.store.SetHardState(rd.HardState); err != nil {
-			return err
-		}
-		env.violation(env.chk.ObservePersist(n.id, rd.HardState.Commit))
-		env.violation(env.chk.ObserveCommit(n.id, rd.HardState.Commit))
-	}
-	if len(rd.Messages) > 0 {
-		env.printf("  Messages:\n")
-		for _, m := range rd.Messages {
-			env.printf("  %s\n", FormatMessage(m))
-			if len(m.Entries) > 0 {
-				m.Entries = slices.Clone(m.Entries)
-			}
-			env.net = append(env.net, m)
-		}
-	}
-	if !rd.Snapshot.IsEmpty() {
-		idx, state, err := decodeSnapData(rd.Snapshot.Data)
-		if err != nil {
-			return fmt.Errorf("node %d: install snapshot: %w", n.id, err)
-		}
-		env.violation(env.chk.ObserveRestore(n.id, idx, state))
-		n.states[idx] = state
-		n.applied = rd.Snapshot.Metadata.Index
-		n.confs = append(n.confs, confAt{n.applied, cloneConf(rd.Snapshot.Metadata.ConfState)})
-	}
-	for _, rs := range rd.ReadStates {
-		env.printf("  ReadState ctx=%q index=%d\n", rs.RequestCtx, rs.Index)
-		env.violation(env.chk.ObserveReadState(n.id, string(rs.RequestCtx), rs.Index))
-	}
-	if len(rd.CommittedEntries) > 0 {
-		env.printf("  CommittedEntries:\n")
-	}
-	for _, e := range rd.CommittedEntries {
-		env.printf("  %s\n", FormatEntry(e))
-		if e.Index != n.applied+1 {
-			return fmt.Errorf("node %d: committed entry %d handed out after applied %d", n.id, e.Index, n.applied)
-		}
-		env.violation(env.chk.ObserveApply(n.id, e))
-		n.states[e.Index] = NextState(n.states[n.applied], e)
-		n.applied = e.Index
-		if e.Type == raft.EntryConfChange {
-			var cc raft.ConfChange
-			if err := cc.Unmarshal(e.Data); err != nil {
-				return err
-			}
-			cs := n.rn.ApplyConfChange(cc)
-			if cs == nil {
-				return fmt.Errorf("node %d: ApplyConfChange returned nil", n.id)
-			}
-			n.confs = append(n.confs, confAt{e.Index, cloneConf(*cs)})
-			env.printf("  INFO %d applied %s %d: %s\n", n.id, cc.Type, cc.NodeID, FormatConfState(*cs))
-		}
-	}
-	n.rn.Advance(rd)
-	return nil
-}
-
-// stabilize alternates Ready cycles and delivery on ns until no node has
-// a Ready and no message is pending for any of them.
-func (env *InteractionEnv) stabilize(ns []*envNode) error {
-	for range 1000 {
-		busy := false
-		for _, n := range ns {
-			if n.rn != nil && n.rn.HasReady() {
-				busy = true
-				if err := env.processReady(n); err != nil {
-					return err
-				}
-			}
-		}
-		for _, n := range ns {
-			got, err := env.deliverTo(n, false)
-			if err != nil {
-				return err
-			}
-			busy = busy || got
-		}
-		if !busy {
-			return nil
-		}
-	}
-	return errors.New("stabilize: not quiescent after 1000 rounds")
-}
-
-func (env *InteractionEnv) printStatus(n *envNode) {
-	st := n.rn.Status()
-	env.printf("%d: %s term=%d vote=%d lead=%d commit=%d applied=%d %s\n",
-		n.id, st.RaftState, st.Term, st.Vote, st.Lead, st.Commit, n.applied, FormatConfState(st.ConfState))
-	if st.RaftState != raft.StateLeader {
-		return
-	}
-	if st.LeadTransferee != raft.None {
-		env.printf("  transferring leadership to %d\n", st.LeadTransferee)
-	}
-	var ids []uint64
-	for id := range st.Progress {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		pr := st.Progress[id]
-		env.printf("  %d: match=%d next=%d\n", id, pr.Match, pr.Next)
-	}
-}
-
-func (env *InteractionEnv) printLog(n *envNode) error {
-	snap, _ := n.store.Snapshot()
-	if !snap.IsEmpty() {
-		env.printf("snapshot %d/%d %s\n", snap.Metadata.Term, snap.Metadata.Index, FormatConfState(snap.Metadata.ConfState))
-	}
-	first, _ := n.store.FirstIndex()
-	last, _ := n.store.LastIndex()
-	if last < first {
-		env.printf("log is empty\n")
-		return nil
-	}
-	ents, err := n.store.Entries(first, last+1, 1<<62)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		env.printf("%s\n", FormatEntry(e))
-	}
-	return nil
-}
-
-func (env *InteractionEnv) compact(n *envNode, idx uint64) error {
-	if idx > n.applied {
-		return fmt.Errorf("cannot snapshot at %d above applied index %d", idx, n.applied)
-	}
-	var cs raft.ConfState
-	for _, c := range n.confs {
-		if c.index <= idx {
-			cs = c.cs
-		}
-	}
-	state, ok := n.states[idx]
-	if !ok {
-		return fmt.Errorf("no state machine state recorded at %d", idx)
-	}
-	if _, err := n.store.CreateSnapshot(idx, &cs, encodeSnapData(idx, state)); err != nil {
-		return err
-	}
-	if err := n.store.Compact(idx); err != nil {
-		return err
-	}
-	env.printf("%d: snapshot and compact at %d %s\n", n.id, idx, FormatConfState(cs))
-	return nil
 }
