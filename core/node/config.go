@@ -10,15 +10,15 @@ import (
 
 // Defaults for Config fields left zero.
 const (
-	DefaultTickInterval     = 100 * time.Millisecond
-	DefaultElectionTimeout  = time.Second
-	DefaultSnapshotEntries  = 10000
-	DefaultSnapshotTrailing = 5000
-	DefaultMaxEntryBytes    = 1 << 20
-	DefaultMaxSizePerMsg    = 1 << 20
-	DefaultMaxInflightMsgs  = 256
-	DefaultMaxApplyBatch    = 1024
-	DefaultMaxApplyBacklog  = 64 << 10
+	DefaultHeartbeatInterval = 100 * time.Millisecond
+	DefaultElectionTimeout   = time.Second
+	DefaultSnapshotEntries   = 10000
+	DefaultSnapshotTrailing  = 5000
+	DefaultMaxEntryBytes     = 1 << 20
+	DefaultMaxSizePerMsg     = 1 << 20
+	DefaultMaxInflightMsgs   = 256
+	DefaultMaxApplyBatch     = 1024
+	DefaultMaxApplyBacklog   = 64 << 10
 )
 
 // Peer is a member's id and addresses.
@@ -46,10 +46,12 @@ type Config struct {
 	Transport    Transport
 	StateMachine StateMachine
 
-	// TickInterval is the heartbeat interval; the raft core ticks
-	// ticksPerHeartbeat times per interval. The default is
-	// DefaultTickInterval (100 ms).
-	TickInterval time.Duration
+	// HeartbeatInterval is how often a leader sends heartbeats (a
+	// duration: 100 ms means ten heartbeats a second). The raft core ticks
+	// ticksPerHeartbeat times per interval, so one raft tick lasts
+	// HeartbeatInterval/ticksPerHeartbeat. The default is
+	// DefaultHeartbeatInterval (100 ms).
+	HeartbeatInterval time.Duration
 	// ElectionTimeout is the minimum election timeout; raft randomizes it
 	// in [T, 2T). It is rounded down to whole ticks and must be at least
 	// two ticks. The default is DefaultElectionTimeout (1 s).
@@ -110,14 +112,14 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Storage == nil || cfg.Transport == nil || cfg.StateMachine == nil {
 		return cfg, errors.New("node: config: Storage, Transport and StateMachine are required")
 	}
-	if cfg.TickInterval == 0 {
-		cfg.TickInterval = DefaultTickInterval
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
 	}
 	if cfg.ElectionTimeout == 0 {
 		cfg.ElectionTimeout = DefaultElectionTimeout
 	}
-	if cfg.TickInterval < 0 || cfg.ElectionTimeout < 2*cfg.TickInterval {
-		return cfg, fmt.Errorf("node: config: election timeout %v must be at least two heartbeat intervals (%v)", cfg.ElectionTimeout, cfg.TickInterval)
+	if cfg.HeartbeatInterval < 0 || cfg.ElectionTimeout < 2*cfg.HeartbeatInterval {
+		return cfg, fmt.Errorf("node: config: election timeout %v must be at least two heartbeat intervals (%v)", cfg.ElectionTimeout, cfg.HeartbeatInterval)
 	}
 	if cfg.LeaderChangeWait == 0 {
 		cfg.LeaderChangeWait = cfg.ElectionTimeout
@@ -174,17 +176,17 @@ func (cfg Config) withDefaults() (Config, error) {
 // after a leader dies far more often than with finer ticks.
 const ticksPerHeartbeat = 10
 
-// tick is the duration of one raft tick.
-func (cfg Config) tick() time.Duration {
-	return max(cfg.TickInterval/ticksPerHeartbeat, time.Nanosecond)
+// tickDuration is the duration of one raft tick.
+func (cfg Config) tickDuration() time.Duration {
+	return max(cfg.HeartbeatInterval/ticksPerHeartbeat, time.Nanosecond)
 }
 
 // leaderChangeTicks is LeaderChangeWait in ticks (> 0 when it is).
 func (cfg Config) leaderChangeTicks() uint64 {
-	return uint64((cfg.LeaderChangeWait + cfg.tick() - 1) / cfg.tick())
+	return uint64((cfg.LeaderChangeWait + cfg.tickDuration() - 1) / cfg.tickDuration())
 }
 
 // electionTicks is the election timeout in ticks.
 func (cfg Config) electionTicks() int {
-	return int(cfg.ElectionTimeout / cfg.tick())
+	return int(cfg.ElectionTimeout / cfg.tickDuration())
 }

@@ -578,7 +578,7 @@ func newCluster(t testing.TB, size int, tune func(*Config)) *cluster {
 func (c *cluster) config(id uint64) Config {
 	cfg := Config{
 		ID: id, Peers: c.peers, Storage: c.stores[id], Transport: &transport{nw: c.nw, id: id},
-		StateMachine: c.fsms[id], TickInterval: testTick, ElectionTimeout: 10 * testTick, Seed: int64(id),
+		StateMachine: c.fsms[id], HeartbeatInterval: testTick, ElectionTimeout: 10 * testTick, Seed: int64(id),
 	}
 	if c.tune != nil {
 		c.tune(&cfg)

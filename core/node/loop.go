@@ -11,7 +11,7 @@ import (
 
 // run is the loop goroutine.
 func (n *Node) run() {
-	ticker := time.NewTicker(n.cfg.tick())
+	ticker := time.NewTicker(n.cfg.tickDuration())
 	defer ticker.Stop()
 	// core/raft panics with an error when storage fails under it (for
 	// example a checksum mismatch while reading entries to apply or send).

@@ -558,7 +558,7 @@ func TestBadConfig(t *testing.T) {
 	cases := []Config{
 		{},
 		{ID: 1},
-		{ID: 1, Storage: s, Transport: &transport{}, StateMachine: newTestFSM(), TickInterval: time.Second},
+		{ID: 1, Storage: s, Transport: &transport{}, StateMachine: newTestFSM(), HeartbeatInterval: time.Second},
 		{ID: 1, Storage: s, Transport: &transport{}, StateMachine: newTestFSM(), Peers: []Peer{{ID: 2}}},
 	}
 	for i, cfg := range cases {
@@ -843,7 +843,7 @@ func TestExportSnapshotAndSeed(t *testing.T) {
 		}
 		nw := newNetwork()
 		defer nw.close()
-		n, err := New(Config{ID: 9, Storage: st, Transport: &transport{nw: nw, id: 9}, StateMachine: newTestFSM(), TickInterval: testTick, ElectionTimeout: 10 * testTick})
+		n, err := New(Config{ID: 9, Storage: st, Transport: &transport{nw: nw, id: 9}, StateMachine: newTestFSM(), HeartbeatInterval: testTick, ElectionTimeout: 10 * testTick})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -158,7 +158,7 @@ func startNode(ctx context.Context, cfg nodeConfig) (rn *runningNode, err error)
 	}
 	n, err := node.New(node.Config{
 		ID: cfg.ID, Peers: peers, Storage: nodeStore{st}, Transport: tr, StateMachine: pluginSM{plug},
-		TickInterval: cfg.HeartbeatInterval, ElectionTimeout: cfg.ElectionTimeout,
+		HeartbeatInterval: cfg.HeartbeatInterval, ElectionTimeout: cfg.ElectionTimeout,
 		SnapshotEntries: snapEntries, SnapshotTrailing: snapTrailing, MaxEntryBytes: cfg.MaxEntryBytes,
 		Logger: log,
 	})
