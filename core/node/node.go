@@ -80,7 +80,8 @@ type Node struct {
 	ticks         uint64
 	pendingReads  []*readReq
 	inflightRead  *readBatch
-	readSeq       uint64
+	readSeq       uint64 // ReadIndex rounds issued by this process
+	readNonce     uint64 // random per process; see readContext
 	sendingSnap   map[uint64]bool
 	propBuf       []*proposal
 	cmdBuf        []*proposal
@@ -121,9 +122,10 @@ func New(cfg Config) (*Node, error) {
 		leadCh:      newBroadcast(),
 		appliedCh:   newBroadcast(),
 	}
-	var seed [8]byte
+	var seed [16]byte
 	_, _ = rand.Read(seed[:])
-	n.reqSeq.Store(binary.LittleEndian.Uint64(seed[:]) >> 2)
+	n.reqSeq.Store(binary.LittleEndian.Uint64(seed[:8]) >> 2)
+	n.readNonce = binary.LittleEndian.Uint64(seed[8:])
 
 	ctx := context.Background()
 	hs, cs, err := n.st.InitialState()

@@ -37,13 +37,25 @@ func (n *Node) issueReads() {
 		return
 	}
 	n.readSeq++
-	var rctx [16]byte
-	binary.BigEndian.PutUint64(rctx[:8], n.id)
-	binary.BigEndian.PutUint64(rctx[8:], n.readSeq)
-	n.inflightRead = &readBatch{rctx: string(rctx[:]), reqs: n.pendingReads, tick: n.ticks}
+	rctx := n.readContext(n.readSeq)
+	n.inflightRead = &readBatch{rctx: string(rctx), reqs: n.pendingReads, tick: n.ticks}
 	n.pendingReads = nil
 	n.m.readIndexRounds.Add(1)
-	n.rn.ReadIndex(rctx[:])
+	n.rn.ReadIndex(rctx)
+}
+
+// readContext is the ReadIndex request context of this process's seq-th
+// round: node id | boot nonce | seq (8 bytes each, big-endian). The leader
+// matches confirmations to requests by context, so contexts must not repeat
+// across restarts of this node either: a heartbeat answer delayed from an
+// earlier incarnation's round must never match a new one. The boot nonce
+// is random per process (New), the counter per round.
+func (n *Node) readContext(seq uint64) []byte {
+	rctx := make([]byte, 24)
+	binary.BigEndian.PutUint64(rctx[:8], n.id)
+	binary.BigEndian.PutUint64(rctx[8:16], n.readNonce)
+	binary.BigEndian.PutUint64(rctx[16:], seq)
+	return rctx
 }
 
 // retryReads re-issues a round that got no answer within an election
