@@ -102,6 +102,11 @@ type Config struct {
 	Seed int64
 	// Logger receives raft's logs. Nil discards.
 	Logger raft.Logger
+
+	// unsafeSendBeforeSave sends every Ready's messages before persisting
+	// it, a deliberately wrong order. Only tests set it, to show that the
+	// persist-before-send tests catch the mistake.
+	unsafeSendBeforeSave bool
 }
 
 // withDefaults validates cfg and returns a copy with defaults filled in.

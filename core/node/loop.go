@@ -125,7 +125,8 @@ func (n *Node) handleReady() error {
 		// entries while it writes them (thesis §10.2.1): raft counts the
 		// leader's own copy only after Advance, i.e. once it is durable.
 		// Everything else waits for the write.
-		sendFirst := n.soft.RaftState == raft.StateLeader && !voteChanged && rd.Snapshot.IsEmpty()
+		sendFirst := n.soft.RaftState == raft.StateLeader && !voteChanged && rd.Snapshot.IsEmpty() ||
+			n.cfg.unsafeSendBeforeSave
 		if sendFirst {
 			n.send(rd.Messages)
 		}
