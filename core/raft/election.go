@@ -34,6 +34,11 @@ func (r *raft) hup(t campaignType) {
 		r.logger.Warningf("raft: %x cannot campaign at term %d: committed conf changes are not applied yet", r.id, r.Term)
 		return
 	}
+	if t != campaignTransfer && r.leaseForbidsCampaign() {
+		r.logger.Infof("raft: %x not campaigning at term %d: it heard from leader %x %d ticks ago, whose read lease relies on it",
+			r.id, r.Term, r.lead, r.leaseTicks)
+		return
+	}
 	r.logger.Infof("raft: %x starting a new election at term %d", r.id, r.Term)
 	r.campaign(t)
 }

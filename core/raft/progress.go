@@ -54,6 +54,9 @@ type progress struct {
 	// heardTick is the highest heartbeat stamp (leader tick + 1) the member
 	// acknowledged in this term; it dates the member's lease (0: none).
 	heardTick uint64
+	// readRound is the highest read round (reads.go) the member answered
+	// in this term.
+	readRound uint64
 	// sentCommit is the highest commit index the leader has sent to the
 	// member in this term (in a MsgApp, or the capped commit of a
 	// heartbeat). The member's commit index cannot exceed it unless a later

@@ -49,6 +49,11 @@ type raft struct {
 	lead  uint64
 	// leadTransferee is the target of an ongoing leadership transfer.
 	leadTransferee uint64
+	// sentTimeoutNow is set once the leader sent MsgTimeoutNow in its
+	// term: the target may win an election from then on, whatever the
+	// leases say, so the leader answers no read from its lease until the
+	// term ends (reset clears it).
+	sentTimeoutNow bool
 	// pendingConfIndex: the leader refuses a new conf change while an
 	// earlier one at or below this index is not yet applied.
 	pendingConfIndex uint64
@@ -75,11 +80,14 @@ type raft struct {
 	leaderTicks uint64
 
 	checkQuorum bool
-	// startupLease: with lease-based reads, a node that just started
-	// refuses votes for one election timeout as if it had heard from a
-	// leader — it may have, before a restart, and that leader may be
-	// serving reads from its lease.
-	startupLease              bool
+	// leaseActive and leaseTicks are the follower side of the lease
+	// (reads.go): leaseTicks counts the ticks since this node last heard
+	// from a leader (or, with lease-based reads, started: it may have heard
+	// from one before a restart). They are kept apart from lead and from the
+	// election timer, which campaigns and term changes reset: the lease is
+	// a promise made to a leader, and only time ends it.
+	leaseActive               bool
+	leaseTicks                int
 	preVote                   bool
 	disableProposalForwarding bool
 
@@ -208,7 +216,7 @@ func (r *raft) reset(term uint64) {
 		r.Vote = None
 	}
 	r.lead = None
-	r.startupLease = false
+	r.sentTimeoutNow = false
 	r.electionElapsed = 0
 	r.heartbeatElapsed = 0
 	r.resetRandomizedElectionTimeout()
@@ -241,6 +249,9 @@ func (r *raft) becomeFollower(term, lead uint64) {
 	r.reset(term)
 	r.tick = r.tickElection
 	r.lead = lead
+	if lead != None {
+		r.renewLease()
+	}
 	r.state = StateFollower
 	r.logger.Debugf("raft: %x became follower at term %d (leader %x)", r.id, r.Term, lead)
 }
@@ -280,6 +291,10 @@ func (r *raft) becomeLeader() {
 	r.tick = r.tickHeartbeat
 	r.lead = r.id
 	r.state = StateLeader
+	// A leader's own promise to an earlier leader is moot: that leader
+	// either sent it MsgTimeoutNow (and stops lease reads) or was already
+	// past its lease when this node could campaign.
+	r.leaseActive = false
 	if pr := r.progress(r.id); pr != nil {
 		pr.becomeReplicate()
 		pr.recentActive = true
@@ -443,16 +458,13 @@ func stepFollower(r *raft, m Message) error {
 		m.Entries = append([]Entry(nil), m.Entries...)
 		r.send(m)
 	case MsgApp:
-		r.electionElapsed = 0
-		r.lead = m.From
+		r.heardFromLeader(m.From)
 		r.handleAppendEntries(m)
 	case MsgHeartbeat:
-		r.electionElapsed = 0
-		r.lead = m.From
+		r.heardFromLeader(m.From)
 		r.handleHeartbeat(m)
 	case MsgSnap:
-		r.electionElapsed = 0
-		r.lead = m.From
+		r.heardFromLeader(m.From)
 		r.handleSnapshot(m)
 	case MsgTransferLeader:
 		if r.lead == None {

@@ -91,6 +91,7 @@ func TestPitfallElectionTimerReset(t *testing.T) {
 	}
 	// Granting a vote resets it (beyond the lease, so the vote is heard).
 	r.electionElapsed = r.electionTimeout
+	r.leaseTicks = r.electionTimeout
 	_ = r.Step(Message{From: 3, To: 1, Type: MsgVote, Term: 3, Index: 100, LogTerm: 3})
 	if r.Vote != 3 || r.electionElapsed != 0 {
 		t.Fatalf("vote=%d elapsed=%d after granting", r.Vote, r.electionElapsed)

@@ -1,6 +1,9 @@
 package raft
 
-import "bytes"
+import (
+	"bytes"
+	"encoding/binary"
+)
 
 // Linearizable reads (thesis §6.4): ReadIndex confirmed by a heartbeat
 // round, and leases (thesis §6.4.1): the follower side that refuses votes
@@ -23,91 +26,87 @@ const (
 	ReadOnlyLeaseBased
 )
 
-// readIndexStatus is one pending read: the commit index when it arrived
-// and the members that confirmed a heartbeat round sent after it.
+// readIndexStatus is one pending read: the request, the commit index when
+// it arrived, and the first heartbeat round started after it arrived.
 type readIndexStatus struct {
 	req   Message
 	index uint64
-	acks  []uint64
+	round uint64
 }
 
 // readOnly queues ReadIndex requests until a quorum confirms them.
+//
+// Confirmation is tied to heartbeat rounds, never to request contexts
+// (thesis §6.4 step 3): the leader numbers the heartbeat rounds it starts
+// in its term, a follower echoes the round it answers, and a read is
+// confirmed once a quorum answered a round numbered at least the read's.
+// Request contexts are the caller's business and may repeat (a requester
+// that restarted); a late answer to an earlier round confirms nothing
+// newer.
 type readOnly struct {
-	option  ReadOnlyOption
-	pending map[string]*readIndexStatus
-	queue   []string
+	option ReadOnlyOption
+	// queue holds the pending reads in arrival order (so their rounds do
+	// not decrease).
+	queue []*readIndexStatus
+	// round is the last heartbeat round started in this term.
+	round uint64
 }
 
 func newReadOnly(option ReadOnlyOption) *readOnly {
 	return &readOnly{option: option}
 }
 
-// addRequest queues read m at commit index. A duplicate context is ignored
-// (the first request with it keeps its place).
+// addRequest queues read m at commit index; the next heartbeat round
+// started confirms it.
 func (ro *readOnly) addRequest(index uint64, m Message) {
-	ctx := string(m.Context)
-	if _, ok := ro.pending[ctx]; ok {
-		return
-	}
-	if ro.pending == nil {
-		ro.pending = make(map[string]*readIndexStatus)
-	}
-	ro.pending[ctx] = &readIndexStatus{req: m, index: index}
-	ro.queue = append(ro.queue, ctx)
+	ro.queue = append(ro.queue, &readIndexStatus{req: m, index: index, round: ro.round + 1})
 }
 
-// recvAck records that id answered the heartbeat carrying ctx and returns
-// the status, or nil if ctx is not pending.
-func (ro *readOnly) recvAck(id uint64, ctx []byte) *readIndexStatus {
-	rs, ok := ro.pending[string(ctx)]
-	if !ok {
-		return nil
-	}
-	for _, a := range rs.acks {
-		if a == id {
-			return rs
-		}
-	}
-	rs.acks = append(rs.acks, id)
-	return rs
-}
-
-// advance removes and returns every request up to and including the one
-// with context ctx: a heartbeat round confirming a later read also
-// confirms the earlier ones.
-func (ro *readOnly) advance(ctx []byte) []*readIndexStatus {
-	key := string(ctx)
-	i := -1
-	for j, c := range ro.queue {
-		if c == key {
-			i = j
-			break
-		}
-	}
-	if i < 0 {
-		return nil
-	}
-	out := make([]*readIndexStatus, 0, i+1)
-	for _, c := range ro.queue[:i+1] {
-		out = append(out, ro.pending[c])
-		delete(ro.pending, c)
-	}
-	ro.queue = ro.queue[i+1:]
-	return out
-}
-
-// lastPendingRequestCtx is attached to periodic heartbeats so a read whose
-// heartbeat round was lost is retried.
-func (ro *readOnly) lastPendingRequestCtx() []byte {
+// nextRound starts a heartbeat round if reads are pending and returns the
+// context the round's heartbeats carry (nil when none is pending: a
+// heartbeat without a round confirms nothing).
+func (ro *readOnly) nextRound() []byte {
 	if len(ro.queue) == 0 {
 		return nil
 	}
-	return []byte(ro.queue[len(ro.queue)-1])
+	ro.round++
+	return encodeReadRound(ro.round)
+}
+
+// confirmed removes and returns the pending reads whose round is at most
+// round, in arrival order.
+func (ro *readOnly) confirmed(round uint64) []*readIndexStatus {
+	i := 0
+	for i < len(ro.queue) && ro.queue[i].round <= round {
+		i++
+	}
+	out := ro.queue[:i:i]
+	ro.queue = ro.queue[i:]
+	return out
 }
 
 func (ro *readOnly) reset() {
-	ro.pending = nil
 	ro.queue = nil
+	ro.round = 0
+}
+
+// readRoundBytes is the size of a heartbeat round's context.
+const readRoundBytes = 8
+
+// encodeReadRound is the Context of a heartbeat (and of its response)
+// that belongs to read round n: n as 8 bytes, big-endian.
+func encodeReadRound(n uint64) []byte {
+	return binary.BigEndian.AppendUint64(make([]byte, 0, readRoundBytes), n)
+}
+
+// decodeReadRound returns the read round of a heartbeat response's
+// Context, and false if it carries none.
+func decodeReadRound(ctx []byte) (uint64, bool) {
+	if len(ctx) != readRoundBytes {
+		return 0, false
+	}
+	n := binary.BigEndian.Uint64(ctx)
+	return n, n > 0
 }
 
 func (r *raft) leaderReadIndex(m Message) error {
@@ -144,8 +143,7 @@ func (r *raft) sendReadIndex(m Message) {
 		fallthrough
 	default:
 		r.readOnly.addRequest(r.raftLog.committed, m)
-		r.readOnly.recvAck(r.id, m.Context)
-		r.bcastHeartbeatWithCtx(m.Context)
+		r.bcastHeartbeat()
 	}
 }
 
@@ -164,21 +162,38 @@ func (r *raft) releasePendingReadIndexMessages() {
 	}
 }
 
-func (r *raft) handleReadAck(m Message) {
-	rs := r.readOnly.recvAck(m.From, m.Context)
-	if rs == nil {
-		return // stale or unknown context: it confirms nothing
+// handleReadAck records that pr answered heartbeat round round, and
+// answers the reads that a quorum has now confirmed.
+func (r *raft) handleReadAck(pr *progress, round uint64) {
+	if round > r.readOnly.round {
+		return // never started: a corrupt or foreign echo
 	}
-	n := 0
-	for _, id := range rs.acks {
-		if r.isVoter(id) {
-			n++
-		}
-	}
-	if n < r.quorum() {
+	if round <= pr.readRound {
 		return
 	}
-	for _, s := range r.readOnly.advance(m.Context) {
+	pr.readRound = round
+	// The highest round a quorum of voters answered (the leader answers
+	// every round it starts).
+	buf := r.matchBuf[:0]
+	for _, p := range r.prs {
+		switch {
+		case p.isLearner:
+		case p.id == r.id:
+			buf = append(buf, r.readOnly.round)
+		default:
+			buf = append(buf, p.readRound)
+		}
+	}
+	r.matchBuf = buf
+	for i := 1; i < len(buf); i++ {
+		for j := i; j > 0 && buf[j] > buf[j-1]; j-- {
+			buf[j], buf[j-1] = buf[j-1], buf[j]
+		}
+	}
+	if len(buf) < r.quorum() {
+		return
+	}
+	for _, s := range r.readOnly.confirmed(buf[r.quorum()-1]) {
 		r.respondReadIndex(s.req, s.index)
 	}
 }
@@ -196,22 +211,51 @@ func (r *raft) respondReadIndex(req Message, index uint64) {
 // it had heard from a leader — it may have, before a restart, and that
 // leader may be serving reads from its lease.
 func (r *raft) startLease(c *Config) {
-	r.startupLease = r.checkQuorum && c.ReadOnlyOption == ReadOnlyLeaseBased
+	r.leaseActive = r.checkQuorum && c.ReadOnlyOption == ReadOnlyLeaseBased
+	r.leaseTicks = 0
 }
 
-// tickLease ends the startup lease once an election timeout has passed.
+// heardFromLeader is run when a follower accepts a message from the
+// leader of its term: the election timer and the lease start over.
+func (r *raft) heardFromLeader(lead uint64) {
+	r.electionElapsed = 0
+	r.lead = lead
+	r.renewLease()
+}
+
+// renewLease starts the follower's lease over: it heard from a leader.
+func (r *raft) renewLease() {
+	r.leaseActive = true
+	r.leaseTicks = 0
+}
+
+// tickLease counts a tick of the follower's lease.
 func (r *raft) tickLease() {
-	if r.electionElapsed >= r.electionTimeout {
-		r.startupLease = false
+	if r.leaseActive && r.leaseTicks < r.electionTimeout {
+		r.leaseTicks++
 	}
 }
 
-// inVoteLease reports whether this node heard from a live leader (or, at
-// startup with lease-based reads, may have) within the minimum election
-// timeout; with check-quorum it then ignores (non-transfer) vote requests
-// (thesis §9.6), which is what a leader's read lease relies on.
+// inVoteLease reports whether this node is a leader or heard from a live
+// leader (or, at startup with lease-based reads, may have) within the
+// minimum election timeout; with check-quorum it then ignores
+// (non-transfer) vote requests (thesis §9.6), which is what a leader's
+// read lease relies on. Campaigning and changing term do not end it.
 func (r *raft) inVoteLease() bool {
-	return r.checkQuorum && (r.lead != None || r.startupLease) && r.electionElapsed < r.electionTimeout
+	if !r.checkQuorum {
+		return false
+	}
+	return r.state == StateLeader || (r.leaseActive && r.leaseTicks < r.electionTimeout)
+}
+
+// leaseForbidsCampaign reports whether, with lease-based reads, this node
+// must not vote for itself now: it heard from a leader within the election
+// timeout, and that leader's lease counts on this node voting for no one
+// (thesis §6.4.1). A single voter has no one relying on it. Timer-driven
+// campaigns never hit this (the election timer restarts with the lease
+// and runs for at least as long); Campaign() within the lease does.
+func (r *raft) leaseForbidsCampaign() bool {
+	return r.readOnly.option == ReadOnlyLeaseBased && r.voters > 1 && r.state != StateLeader && r.inVoteLease()
 }
 
 // leaseRefusesVote reports whether the (pre-)vote request m, for a term
@@ -247,9 +291,11 @@ func (r *raft) recordLeaseAck(pr *progress, stamp uint64) {
 // drift). The lease holds while a quorum of voters (the leader counting
 // as now) acknowledged a heartbeat sent after now-T+1, keeping one tick of
 // margin. It never holds during a leadership transfer, whose vote
-// requests bypass the followers' leases.
+// requests bypass the followers' leases, nor for the rest of a term in
+// which the leader sent MsgTimeoutNow: the target may still win after the
+// transfer was aborted.
 func (r *raft) leaseValid() bool {
-	if r.leadTransferee != None || !r.checkQuorum || r.voters == 0 {
+	if r.leadTransferee != None || r.sentTimeoutNow || !r.checkQuorum || r.voters == 0 {
 		return false
 	}
 	buf := r.matchBuf[:0]

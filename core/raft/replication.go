@@ -151,11 +151,11 @@ func (r *raft) sendHeartbeat(pr *progress, ctx []byte) {
 	pr.sentCommitIndex(commit)
 }
 
+// bcastHeartbeat sends a heartbeat to every other member. While reads
+// are pending it starts a new read round (reads.go), so that a round lost
+// on the way is retried by the next one.
 func (r *raft) bcastHeartbeat() {
-	r.bcastHeartbeatWithCtx(r.readOnly.lastPendingRequestCtx())
-}
-
-func (r *raft) bcastHeartbeatWithCtx(ctx []byte) {
+	ctx := r.readOnly.nextRound()
 	for _, pr := range r.prs {
 		if pr.id != r.id {
 			r.sendHeartbeat(pr, ctx)
@@ -448,7 +448,7 @@ func (r *raft) handleHeartbeatResponse(pr *progress, m Message) {
 		r.maybeSendAppend(pr, true)
 	}
 	r.recordLeaseAck(pr, m.Index)
-	if len(m.Context) > 0 {
-		r.handleReadAck(m)
+	if round, ok := decodeReadRound(m.Context); ok {
+		r.handleReadAck(pr, round)
 	}
 }

@@ -58,6 +58,9 @@ func (r *raft) maybeFinishTransfer(pr *progress) {
 // the other members' leases (thesis §3.10).
 func (r *raft) sendTimeoutNow(to uint64) {
 	r.send(Message{To: to, Type: MsgTimeoutNow})
+	// The target may win from now on, even if this transfer is aborted:
+	// no more lease reads in this term (leaseValid).
+	r.sentTimeoutNow = true
 }
 
 // handleTimeoutNow is the transferee side of a leadership transfer.

@@ -202,9 +202,12 @@ func (t MessageType) String() string {
 //     entry the responder knows committed (index min(its commit, the
 //     candidate's last index) and its term); a candidate holding the same
 //     entry commits up to it (Log Matching, Raft §5.3).
-//   - MsgHeartbeat/MsgHeartbeatResp: Context carries the read-index context;
-//     Index is the leader's heartbeat stamp (ticks as leader + 1), echoed in
-//     the response (it dates the follower's lease for lease-based reads).
+//   - MsgHeartbeat/MsgHeartbeatResp: Context carries the leader's read
+//     round while reads are pending (8 bytes, big-endian; empty otherwise),
+//     echoed in the response: a read is confirmed by answers to a round
+//     started after it arrived, whatever its request context. Index is the
+//     leader's heartbeat stamp (ticks as leader + 1), echoed in the
+//     response (it dates the follower's lease for lease-based reads).
 //   - MsgSnap: Snapshot carries the metadata (and driver descriptor).
 //   - MsgSnapStatus/MsgUnreachable: From is the peer; Reject means failure.
 //   - MsgReadIndex: Context is the caller's request context (non-empty,

@@ -1,6 +1,7 @@
 package rafttest
 
 import (
+	"encoding/binary"
 	"fmt"
 	"strconv"
 	"strings"
@@ -70,13 +71,9 @@ func FormatMessage(m raft.Message) string {
 		}
 	case raft.MsgHeartbeat:
 		fmt.Fprintf(&b, " Commit:%d", m.Commit)
-		if len(m.Context) > 0 {
-			fmt.Fprintf(&b, " Context:%q", m.Context)
-		}
+		formatReadRound(&b, m.Context)
 	case raft.MsgHeartbeatResp:
-		if len(m.Context) > 0 {
-			fmt.Fprintf(&b, " Context:%q", m.Context)
-		}
+		formatReadRound(&b, m.Context)
 	case raft.MsgSnap:
 		if m.Snapshot != nil {
 			md := m.Snapshot.Metadata
@@ -122,4 +119,15 @@ func joinIDs(ids []uint64) string {
 		parts[i] = strconv.FormatUint(id, 10)
 	}
 	return strings.Join(parts, " ")
+}
+
+// formatReadRound renders a heartbeat's Context: the leader's read round
+// (8 bytes, big-endian), or anything else quoted.
+func formatReadRound(b *strings.Builder, ctx []byte) {
+	switch {
+	case len(ctx) == 8:
+		fmt.Fprintf(b, " ReadRound:%d", binary.BigEndian.Uint64(ctx))
+	case len(ctx) > 0:
+		fmt.Fprintf(b, " Context:%q", ctx)
+	}
 }
