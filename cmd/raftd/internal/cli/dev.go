@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/raftd/raftd/core/daemon"
 	"github.com/spf13/cobra"
 )
 
@@ -71,8 +72,8 @@ func listenLoopback(port int) (net.Listener, error) {
 }
 
 func runDev(ctx context.Context, f *Factory, opts *DevOptions) error {
-	if _, err := checkPlugin(opts.FSMPath, ""); err != nil {
-		return err
+	if _, err := daemon.CheckPlugin(opts.FSMPath, ""); err != nil {
+		return withCode(ExitFailure, err)
 	}
 	dir := opts.DataDir
 	if dir == "" {
@@ -118,7 +119,7 @@ func runDev(ctx context.Context, f *Factory, opts *DevOptions) error {
 		peers = append(peers, fmt.Sprintf("%d=%s", i+1, ls[i].raft.Addr()))
 	}
 	peerList := strings.Join(peers, ",")
-	nodes := make([]*runningNode, 0, opts.Nodes)
+	nodes := make([]*daemon.Daemon, 0, opts.Nodes)
 	stopAll := func() error {
 		errs := make([]error, len(nodes))
 		var wg sync.WaitGroup
@@ -146,7 +147,9 @@ func runDev(ctx context.Context, f *Factory, opts *DevOptions) error {
 			_ = stopAll()
 			return err
 		}
-		n, err := startNode(ctx, nodeConfig{RunOptions: ro, RaftListener: ls[i].raft, APIListener: ls[i].api, LogOut: gate, LogPrefix: fmt.Sprintf("node%d ", i+1), NoHandOver: true})
+		cfg := ro.daemonConfig(newLogger(gate, ro.LogLevel))
+		cfg.RaftListener, cfg.APIListener, cfg.NoHandOver = ls[i].raft, ls[i].api, true
+		n, err := daemon.Start(ctx, cfg)
 		if err != nil {
 			gate.Discard()
 			for _, l := range ls[i:] {
@@ -176,9 +179,9 @@ Try (in another terminal):
 
 Ctrl-C stops the cluster.
 `, all, addrs[len(addrs)-1])
-	failed := make(chan *runningNode, len(nodes))
+	failed := make(chan *daemon.Daemon, len(nodes))
 	for _, n := range nodes {
-		go func(n *runningNode) {
+		go func(n *daemon.Daemon) {
 			<-n.Done()
 			failed <- n
 		}(n)

@@ -187,3 +187,9 @@ func argOrStdin(f *Factory, arg string) (string, error) {
 	}
 	return strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"), nil
 }
+
+// firstLine returns s up to its first line break.
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(s)
+}

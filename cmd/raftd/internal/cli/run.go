@@ -5,12 +5,15 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"os"
-	"sort"
+	"io"
+	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/raftd/raftd/core/daemon"
+	"github.com/raftd/raftd/core/node"
 	"github.com/raftd/raftd/core/server"
 	"github.com/spf13/cobra"
 )
@@ -24,13 +27,10 @@ const (
 	DefaultElectionTimeout   = time.Second
 	DefaultSnapshotEntries   = 10000
 	DefaultSnapshotTrailing  = 5000
-	// DefaultPluginApplyTimeout is the plugin host's Apply watchdog: a
-	// plugin that completes no Apply request for this long is declared
-	// hung, killed and restarted (plugin/host Config.ApplyTimeout).
-	DefaultPluginApplyTimeout = 30 * time.Second
-	// DefaultPluginCallTimeout bounds the plugin's Info, Query and Digest
-	// calls (plugin/host Config.CallTimeout).
-	DefaultPluginCallTimeout = 10 * time.Second
+	// DefaultPluginApplyTimeout and DefaultPluginCallTimeout are the
+	// plugin host's watchdogs (core/daemon Config).
+	DefaultPluginApplyTimeout = daemon.DefaultPluginApplyTimeout
+	DefaultPluginCallTimeout  = daemon.DefaultPluginCallTimeout
 )
 
 // RunOptions configures `raftd run` (and each node of `raftd dev`).
@@ -60,11 +60,7 @@ type RunOptions struct {
 	MetricsAddr string
 
 	// Resolved by validate.
-	peers map[uint64]string
-	// clusterIDDefault is set when neither --cluster-id nor --peers was
-	// given: a data dir that already exists then keeps its own cluster id
-	// (later boots read membership from the log).
-	clusterIDDefault bool
+	peers []node.Peer
 }
 
 // NewCmdRun returns `raftd run`.
@@ -213,9 +209,8 @@ func (o *RunOptions) validate(raftAddrSet bool) error {
 	default:
 		return usageErrorf("run: --log-level %q is not debug, info, warn or error", o.LogLevel)
 	}
-	if o.Peers == "" {
-		o.peers = map[uint64]string{o.ID: o.RaftAddr}
-	} else {
+	o.peers = nil
+	if o.Peers != "" {
 		p, err := parsePeers(o.Peers)
 		if err != nil {
 			return usageErrorf("run: %v", err)
@@ -230,37 +225,53 @@ func (o *RunOptions) validate(raftAddrSet bool) error {
 			}
 			o.RaftAddr = addr
 		}
-		o.peers = p
+		for id, a := range p {
+			o.peers = append(o.peers, node.Peer{ID: id, RaftAddr: a})
+		}
+		if o.ClusterID == "" {
+			o.ClusterID = daemon.ClusterIDFor(o.peers)
+		}
 	}
 	if err := o.validateMetricsAddr(); err != nil {
 		return err
 	}
-	if o.ClusterID == "" {
-		o.ClusterID = deriveClusterID(o.peers)
-		o.clusterIDDefault = o.Peers == ""
-	}
+	// Without --cluster-id and --peers, the node keeps the cluster id its
+	// data dir records, or names a new one after itself (core/daemon).
 	return nil
 }
 
-// deriveClusterID names a cluster after its initial membership.
-func deriveClusterID(peers map[uint64]string) string {
-	ids := make([]uint64, 0, len(peers))
-	for id := range peers {
-		ids = append(ids, id)
+// daemonConfig is the core/daemon configuration of validated options.
+func (o *RunOptions) daemonConfig(log *slog.Logger) daemon.Config {
+	snapEntries, snapTrailing := int(o.SnapshotEntries), int(o.SnapshotTrailing)
+	if snapEntries == 0 {
+		snapEntries = -1 // --snapshot-entries 0: never
 	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	h := sha256.New()
-	for _, id := range ids {
-		fmt.Fprintf(h, "%d=%s,", id, peers[id])
+	if snapTrailing == 0 {
+		snapTrailing = -1
 	}
-	return hex.EncodeToString(h.Sum(nil))[:16]
+	return daemon.Config{
+		ID: o.ID, DataDir: o.DataDir, ClusterID: o.ClusterID, Peers: o.peers, Join: o.Join,
+		RaftAddr: o.RaftAddr, APIAddr: o.APIAddr, MetricsAddr: o.MetricsAddr,
+		FSMPath: o.FSMPath, FSMSHA256: o.FSMSHA256,
+		PluginApplyTimeout: o.PluginApplyTimeout, PluginCallTimeout: o.PluginCallTimeout,
+		HeartbeatInterval: o.HeartbeatInterval, ElectionTimeout: o.ElectionTimeout,
+		MaxEntryBytes: o.MaxEntryBytes, SnapshotEntries: snapEntries, SnapshotTrailing: snapTrailing,
+		NoSync: o.NoSync, Logger: log,
+	}
+}
+
+// newLogger returns the logger of a node: text lines on w at level
+// ("debug", "info", "warn" or "error").
+func newLogger(w io.Writer, level string) *slog.Logger {
+	lv := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}[level]
+	return slog.New(daemon.NewTextHandler(w, lv))
 }
 
 func runRun(ctx context.Context, f *Factory, opts *RunOptions) error {
 	// Logs are held back until the node serves, so that a failed start
 	// prints one line (all of it with --log-level debug).
 	gate := newGate(f.ErrOut)
-	n, err := startNode(ctx, nodeConfig{RunOptions: *opts, LogOut: gate})
+	n, err := daemon.Start(ctx, opts.daemonConfig(newLogger(gate, opts.LogLevel)))
 	if err != nil {
 		if opts.LogLevel == "debug" {
 			gate.Open()
@@ -271,7 +282,7 @@ func runRun(ctx context.Context, f *Factory, opts *RunOptions) error {
 	}
 	gate.Open()
 	fmt.Fprintf(f.ErrOut, "raftd: node %d serving: api %s, raft %s, data %s, fsm %s (cluster %s)\n",
-		opts.ID, n.APIAddr(), n.RaftAddr(), opts.DataDir, opts.FSMPath, n.clusterID)
+		opts.ID, n.APIAddr(), n.RaftAddr(), opts.DataDir, opts.FSMPath, n.ClusterID())
 	if opts.MetricsAddr != "" {
 		fmt.Fprintf(f.ErrOut, "raftd: node %d metrics on %s: /metrics, /healthz, /debug/pprof/\n", opts.ID, opts.MetricsAddr)
 	}
@@ -288,8 +299,24 @@ func runRun(ctx context.Context, f *Factory, opts *RunOptions) error {
 	}
 }
 
-// fileExists reports whether path exists.
-func fileExists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
+// validateMetricsAddr checks --metrics-addr (empty: off); errors are
+// usage errors. Whether the address can be bound is found out at start,
+// with the other listeners.
+func (o *RunOptions) validateMetricsAddr() error {
+	if o.MetricsAddr == "" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(o.MetricsAddr)
+	if err != nil {
+		return usageErrorf("run: --metrics-addr %q is not host:port", o.MetricsAddr)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return usageErrorf("run: --metrics-addr %q: port %q is not a number in [0, 65535]", o.MetricsAddr, port)
+	}
+	for _, a := range []struct{ name, v string }{{"--raft-addr", o.RaftAddr}, {"--api-addr", o.APIAddr}} {
+		if o.MetricsAddr == a.v {
+			return usageErrorf("run: --metrics-addr and %s must differ (both %s)", a.name, a.v)
+		}
+	}
+	return nil
 }

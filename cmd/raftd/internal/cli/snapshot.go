@@ -8,8 +8,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/raftd/raftd/core/daemon"
 	"github.com/raftd/raftd/core/node"
-	"github.com/raftd/raftd/core/storage"
 	apiv1 "github.com/raftd/raftd/proto/api/v1"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -205,32 +205,19 @@ func runSnapshotRestore(f *Factory, o *SnapshotRestoreOptions, clusterIDSet bool
 	if o.DataDir == "" {
 		return usageErrorf("snapshot restore: --data-dir must not be empty")
 	}
-	if !clusterIDSet || o.ClusterID == "" {
-		o.ClusterID = deriveClusterID(map[uint64]string{o.ID: o.RaftAddr})
+	if !clusterIDSet {
+		o.ClusterID = ""
 	}
 	in, err := os.Open(o.File)
 	if err != nil {
 		return withCode(ExitFailure, fmt.Errorf("snapshot restore: %w", err))
 	}
 	defer in.Close()
-	if ents, err := os.ReadDir(o.DataDir); err == nil && len(ents) > 0 {
-		return withCode(ExitFailure, fmt.Errorf("snapshot restore: data dir %s is not empty", o.DataDir))
-	}
-	if _, err := checkDataDir(o.DataDir, o.ID, o.ClusterID); err != nil {
-		return err
-	}
-	st, err := storage.Open(o.DataDir, &storage.Options{ClusterID: o.ClusterID, NodeID: o.ID})
-	if err != nil {
-		return withCode(ExitFailure, fmt.Errorf("snapshot restore: data dir %s: %w", o.DataDir, err))
-	}
-	hdr, err := node.SeedFromSnapshot(nodeStore{st}, node.Peer{ID: o.ID, RaftAddr: o.RaftAddr}, in)
-	cerr := st.Close()
+	hdr, clusterID, err := daemon.RestoreSnapshot(o.DataDir, node.Peer{ID: o.ID, RaftAddr: o.RaftAddr}, o.ClusterID, in)
 	if err != nil {
 		return withCode(ExitFailure, fmt.Errorf("snapshot restore %s: %s", o.File, firstLine(err.Error())))
 	}
-	if cerr != nil {
-		return withCode(ExitFailure, fmt.Errorf("snapshot restore: close %s: %w", o.DataDir, cerr))
-	}
+	o.ClusterID = clusterID
 	fmt.Fprintf(f.Out, "restored %s (fsm %s, index %d, term %d) into %s as node %d at %s (cluster %s)\n",
 		o.File, hdr.FSMName, hdr.Index, hdr.Term, o.DataDir, o.ID, o.RaftAddr, o.ClusterID)
 	return nil

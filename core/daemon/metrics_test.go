@@ -1,4 +1,4 @@
-package cli
+package daemon
 
 import (
 	"context"
@@ -17,6 +17,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/raftd/raftd/core/node"
+	apiv1 "github.com/raftd/raftd/proto/api/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 // fakeMetricsNode is a metricsNode with a settable status. With block set,
@@ -268,40 +271,6 @@ func TestPprofAndClose(t *testing.T) {
 	}
 }
 
-// TestMetricsAddrFlag checks --metrics-addr: off by default, and a
-// malformed address is a one-line usage error (exit 2) before anything
-// starts.
-func TestMetricsAddrFlag(t *testing.T) {
-	var got *RunOptions
-	cmd := NewCmdRun(&Factory{}, func(o *RunOptions) error { got = o; return nil })
-	cmd.SetArgs([]string{"--fsm", "x"})
-	if err := cmd.Execute(); err != nil {
-		t.Fatal(err)
-	}
-	if got.MetricsAddr != "" {
-		t.Fatalf("--metrics-addr defaults to %q, want off", got.MetricsAddr)
-	}
-	for _, tc := range []struct {
-		addr, msg string
-	}{
-		{"nope", `--metrics-addr "nope" is not host:port`},
-		{"127.0.0.1:http", `port "http" is not a number`},
-		{"127.0.0.1:99999", `port "99999" is not a number`},
-		{"127.0.0.1:", `port "" is not a number`},
-		{"127.0.0.1:7000", "--metrics-addr and --api-addr must differ"},
-		{"127.0.0.1:7001", "--metrics-addr and --raft-addr must differ"},
-	} {
-		code, stdout, stderr := run(t, nil, "run", "--fsm", "x", "--metrics-addr", tc.addr)
-		if code != ExitUsage || stdout != "" {
-			t.Errorf("--metrics-addr %s: exit %d, stdout %q; want %d (stderr %q)", tc.addr, code, stdout, ExitUsage, stderr)
-		}
-		first, _, _ := strings.Cut(stderr, "\n")
-		if !strings.HasPrefix(first, "raftd: run: ") || !strings.Contains(first, tc.msg) {
-			t.Errorf("--metrics-addr %s: first line %q lacks %q", tc.addr, first, tc.msg)
-		}
-	}
-}
-
 // kvPlugin returns the kv plugin binary: $RAFTD_BIN/raftd-fsm-kv (make
 // test), else one built into a temporary directory.
 func kvPlugin(t *testing.T) string {
@@ -329,39 +298,48 @@ func loopbackListener(t *testing.T) net.Listener {
 	return l
 }
 
-// singleNodeOptions are validated options of a fast single node in dir.
-func singleNodeOptions(t *testing.T, plugin, dir, raftAddr, apiAddr, metricsAddr string) RunOptions {
-	t.Helper()
-	ro := RunOptions{FSMPath: plugin, ID: 1, DataDir: dir, RaftAddr: raftAddr, APIAddr: apiAddr,
-		HeartbeatInterval: 50 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond, MaxEntryBytes: 1 << 20,
-		SnapshotEntries: DefaultSnapshotEntries, SnapshotTrailing: DefaultSnapshotTrailing, NoSync: true, LogLevel: "warn",
-		PluginApplyTimeout: DefaultPluginApplyTimeout, PluginCallTimeout: DefaultPluginCallTimeout, MetricsAddr: metricsAddr}
-	if err := ro.validate(true); err != nil {
-		t.Fatal(err)
-	}
-	return ro
+// singleNodeConfig is the configuration of a fast single node in dir.
+func singleNodeConfig(plugin, dir string, raftLis, apiLis net.Listener, metricsAddr string) Config {
+	return Config{FSMPath: plugin, ID: 1, DataDir: dir, RaftListener: raftLis, APIListener: apiLis,
+		HeartbeatInterval: 50 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond, NoSync: true,
+		MetricsAddr: metricsAddr}
 }
 
-// TestStartNodeMetrics runs a real single node in process with the
+// apply applies cmd through the client API at addr.
+func apply(t *testing.T, addr, cmd string) *apiv1.ApplyResponse {
+	t.Helper()
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := apiv1.NewRaftdClient(cc).Apply(ctx, &apiv1.ApplyRequest{Command: []byte(cmd)})
+	if err != nil {
+		t.Fatalf("apply %s: %v", cmd, err)
+	}
+	return resp
+}
+
+// TestStartMetrics runs a real single node in process with the
 // endpoint on: the gauges follow an apply, and stopping the node closes
 // the endpoint (the process is still alive, so only Stop can have closed
 // it).
-func TestStartNodeMetrics(t *testing.T) {
+func TestStartMetrics(t *testing.T) {
 	plugin := kvPlugin(t)
 	ml := loopbackListener(t)
 	maddr := ml.Addr().String()
 	ml.Close()
-	raftLis, apiLis := loopbackListener(t), loopbackListener(t)
-	ro := singleNodeOptions(t, plugin, t.TempDir(), raftLis.Addr().String(), apiLis.Addr().String(), maddr)
+	cfg := singleNodeConfig(plugin, t.TempDir(), loopbackListener(t), loopbackListener(t), maddr)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	rn, err := startNode(ctx, nodeConfig{RunOptions: ro, RaftListener: raftLis, APIListener: apiLis})
+	d, err := Start(ctx, cfg)
 	if err != nil {
-		t.Fatalf("startNode: %v", err)
+		t.Fatalf("Start: %v", err)
 	}
-	t.Cleanup(func() { _ = rn.Stop() })
+	t.Cleanup(func() { _ = d.Stop() })
 	base := "http://" + maddr
-
 	// waitMetrics polls /metrics until cond holds or 10 s pass.
 	waitMetrics := func(what string, cond func(map[string]float64) bool) map[string]float64 {
 		t.Helper()
@@ -384,8 +362,8 @@ func TestStartNodeMetrics(t *testing.T) {
 	if _, ok := m["raftd_transport_messages_sent_total"]; !ok {
 		t.Errorf("raftd_transport_messages_sent_total missing: transport collector not registered")
 	}
-	if code, out, stderr := run(t, nil, "apply", "--addr", rn.APIAddr(), `{"op":"put","key":"a","value":"1"}`); code != 0 {
-		t.Fatalf("apply: exit %d %q %q", code, out, stderr)
+	if r := apply(t, d.APIAddr(), `{"op":"put","key":"a","value":"1"}`); string(r.Result) != `{"ok":true}` {
+		t.Fatalf("apply: result %q", r.Result)
 	}
 	m = waitMetrics("apply shows", func(m map[string]float64) bool { return m["raftd_commands_applied_total"] == 1 })
 	if m["raftd_applied_index"] < before+1 || m["raftd_commit_index"] < m["raftd_applied_index"] {
@@ -395,7 +373,7 @@ func TestStartNodeMetrics(t *testing.T) {
 		t.Errorf("/healthz: %d %q", code, body)
 	}
 
-	if err := rn.Stop(); err != nil {
+	if err := d.Stop(); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
 	c := &http.Client{Timeout: 5 * time.Second}
@@ -405,27 +383,27 @@ func TestStartNodeMetrics(t *testing.T) {
 	}
 }
 
-// TestStartNodeMetricsAddrInUse: a taken --metrics-addr fails the start
-// with the listeners' one-line error and exit code, and leaves nothing
-// bound.
-func TestStartNodeMetricsAddrInUse(t *testing.T) {
+// TestStartMetricsAddrInUse: a taken metrics address fails the start
+// with the listeners' one-line error, and leaves nothing bound.
+func TestStartMetricsAddrInUse(t *testing.T) {
 	busy := loopbackListener(t)
 	defer busy.Close()
-	raftLis, apiLis := loopbackListener(t), loopbackListener(t)
+	raftLis := loopbackListener(t)
 	raftAddr := raftLis.Addr().String()
-	ro := singleNodeOptions(t, kvPlugin(t), t.TempDir(), raftAddr, apiLis.Addr().String(), busy.Addr().String())
-	_, err := startNode(context.Background(), nodeConfig{RunOptions: ro, RaftListener: raftLis, APIListener: apiLis})
-	var ee *exitError
-	if err == nil || !errors.As(err, &ee) || ee.code != ExitFailure {
-		t.Fatalf("startNode with a taken --metrics-addr: %v, want exit %d", err, ExitFailure)
-	}
+	_, err := Start(context.Background(), singleNodeConfig(kvPlugin(t), t.TempDir(), raftLis, loopbackListener(t), busy.Addr().String()))
 	want := "metrics address (--metrics-addr) " + busy.Addr().String() + " is already in use"
-	if !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {
-		t.Fatalf("error %q, want one line with %q", err, want)
+	if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("Start with a taken metrics address: %v, want one line with %q", err, want)
 	}
 	l, err := net.Listen("tcp", raftAddr)
 	if err != nil {
 		t.Fatalf("raft listener left open after a failed start: %v", err)
 	}
 	l.Close()
+}
+
+// fileExists reports whether path exists.
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

@@ -1,4 +1,4 @@
-package cli
+package daemon
 
 import (
 	"context"
@@ -292,39 +292,4 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(descSendingSnap, float64(len(st.SendingSnapshot)))
 	}
-}
-
-// validateMetricsAddr checks --metrics-addr (empty: off); errors are
-// usage errors. Whether the address can be bound is found out at start,
-// with the other listeners.
-func (o *RunOptions) validateMetricsAddr() error {
-	if o.MetricsAddr == "" {
-		return nil
-	}
-	_, port, err := net.SplitHostPort(o.MetricsAddr)
-	if err != nil {
-		return usageErrorf("run: --metrics-addr %q is not host:port", o.MetricsAddr)
-	}
-	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-		return usageErrorf("run: --metrics-addr %q: port %q is not a number in [0, 65535]", o.MetricsAddr, port)
-	}
-	for _, a := range []struct{ name, v string }{{"--raft-addr", o.RaftAddr}, {"--api-addr", o.APIAddr}} {
-		if o.MetricsAddr == a.v {
-			return usageErrorf("run: --metrics-addr and %s must differ (both %s)", a.name, a.v)
-		}
-	}
-	return nil
-}
-
-// stdLogger adapts l for net/http and promhttp, which log through a
-// *log.Logger: their lines become warnings.
-func stdLogger(l *logger) *log.Logger {
-	return log.New(warnWriter{l}, "metrics: ", 0)
-}
-
-type warnWriter struct{ l *logger }
-
-func (w warnWriter) Write(p []byte) (int, error) {
-	w.l.Warningf("%s", p)
-	return len(p), nil
 }

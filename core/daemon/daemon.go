@@ -1,0 +1,383 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/raftd/raftd/core/node"
+	"github.com/raftd/raftd/core/server"
+	"github.com/raftd/raftd/core/storage"
+	"github.com/raftd/raftd/core/transport"
+	"github.com/raftd/raftd/plugin/host"
+	"google.golang.org/grpc"
+)
+
+// Daemon is one running node: storage, state machine (plugin process or in
+// process), transport, Raft node, client API and, if configured, the
+// metrics endpoint. Its methods are safe for concurrent use; Stop is
+// idempotent.
+type Daemon struct {
+	cfg      Config
+	n        *node.Node
+	apiAddr  string
+	raftAddr string
+
+	done     chan struct{}
+	errOnce  sync.Once
+	err      error
+	stopOnce sync.Once
+	stopErr  error
+	stop     func() error
+}
+
+// ID returns the node id.
+func (d *Daemon) ID() uint64 { return d.cfg.ID }
+
+// ClusterID returns the cluster id in use.
+func (d *Daemon) ClusterID() string { return d.cfg.ClusterID }
+
+// APIAddr returns the bound client API address.
+func (d *Daemon) APIAddr() string { return d.apiAddr }
+
+// RaftAddr returns the bound peer address.
+func (d *Daemon) RaftAddr() string { return d.raftAddr }
+
+// Node returns the Raft node, for embedding programs that propose and read
+// without going through the client API.
+func (d *Daemon) Node() *node.Node { return d.n }
+
+// Done is closed when the node stops on its own (fail-stop); Err then tells
+// why. A Stop does not close it.
+func (d *Daemon) Done() <-chan struct{} { return d.done }
+
+// Err is the reason the node stopped on its own, once Done is closed.
+func (d *Daemon) Err() error {
+	select {
+	case <-d.done:
+		return d.err
+	default:
+		return nil
+	}
+}
+
+func (d *Daemon) fail(err error) {
+	d.errOnce.Do(func() {
+		d.err = err
+		close(d.done)
+	})
+}
+
+// Stop stops the node and releases everything Start acquired, in order: a
+// leader hands leadership over (thesis §3.10; unless Config.NoHandOver);
+// the client API refuses new requests as not applied and lets those in
+// flight finish (up to 5 s); the node finishes applying what it committed
+// (up to 10 s); then the transport, the state machine and the storage are
+// closed. It returns the first errors of those steps; a node that had
+// already failed reports that through Err, not here.
+func (d *Daemon) Stop() error {
+	d.stopOnce.Do(func() { d.stopErr = d.stop() })
+	return d.stopErr
+}
+
+// cleanup runs deferred close functions in reverse order on a failed start.
+type cleanup []func()
+
+func (c *cleanup) add(f func()) { *c = append(*c, f) }
+func (c cleanup) run() {
+	for i := len(c) - 1; i >= 0; i-- {
+		c[i]()
+	}
+}
+
+// Start builds and starts a node from cfg and returns once it serves
+// clients: after the restart replay (the state machine has applied what
+// was committed when it started) and, for a cluster of one voter, after
+// it leads. On error nothing is left running or bound. The error is one
+// line naming what failed (a listen address in use, a data dir of another
+// node or cluster, a missing plugin, corrupt storage...).
+func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
+	cfg, err = cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	var undo cleanup
+	defer func() {
+		if err != nil {
+			undo.run()
+		}
+	}()
+	var sum string
+	if cfg.FSMPath != "" {
+		if sum, err = CheckPlugin(cfg.FSMPath, cfg.FSMSHA256); err != nil {
+			return nil, err
+		}
+	}
+	log := cfg.Logger.With("node", cfg.ID)
+	rlog := raftLogger{log}
+
+	// Listeners first: an address in use fails fast, before any process starts.
+	raftLis, apiLis := cfg.RaftListener, cfg.APIListener
+	if raftLis == nil {
+		if raftLis, err = listen("raft address (--raft-addr)", cfg.RaftAddr); err != nil {
+			return nil, err
+		}
+	}
+	undo.add(func() { raftLis.Close() })
+	if apiLis == nil {
+		if apiLis, err = listen("api address (--api-addr)", cfg.APIAddr); err != nil {
+			return nil, err
+		}
+	}
+	undo.add(func() { apiLis.Close() })
+	var metricsLis net.Listener
+	if cfg.MetricsAddr != "" {
+		if metricsLis, err = listen("metrics address (--metrics-addr)", cfg.MetricsAddr); err != nil {
+			return nil, err
+		}
+		undo.add(func() { metricsLis.Close() })
+	}
+	if len(cfg.Peers) == 0 && !cfg.Join {
+		cfg.Peers = []node.Peer{{ID: cfg.ID, RaftAddr: advertised(cfg.RaftAddr, raftLis)}}
+	}
+	if cfg.ClusterID == "" {
+		if cfg.ClusterID = storedClusterID(cfg.DataDir); cfg.ClusterID == "" {
+			cfg.ClusterID = ClusterIDFor(cfg.Peers)
+		}
+	}
+	if _, err := checkDataDir(cfg.DataDir, cfg.ID, cfg.ClusterID); err != nil {
+		return nil, err
+	}
+
+	st, err := openStorage(cfg.DataDir, &storage.Options{ClusterID: cfg.ClusterID, NodeID: cfg.ID, DisableSync: cfg.NoSync, Logger: rlog})
+	if err != nil {
+		return nil, err
+	}
+	undo.add(func() { st.Close() })
+
+	var sm node.StateMachine
+	if cfg.FSM != nil {
+		sm = &localSM{f: cfg.FSM}
+	} else {
+		plug, err := host.Start(ctx, host.Config{Path: cfg.FSMPath, SHA256: cfg.FSMSHA256, Logger: hclogFor(log),
+			ApplyTimeout: cfg.PluginApplyTimeout, CallTimeout: cfg.PluginCallTimeout})
+		if err != nil {
+			return nil, fmt.Errorf("fsm plugin %s: %s", cfg.FSMPath, firstLine(err.Error()))
+		}
+		sm = pluginSM{plug}
+	}
+	undo.add(func() { sm.Close() })
+
+	h := &lateHandler{}
+	tr := transport.New(transport.Options{ID: cfg.ID, ClusterID: cfg.ClusterID, Handler: h, Snapshots: h, Logger: rlog})
+	undo.add(func() { tr.Close() })
+
+	peers := cfg.Peers
+	if cfg.Join {
+		// A joining node learns the membership from the log once added;
+		// until then it answers the leader through the Peers addresses.
+		for _, p := range cfg.Peers {
+			if p.ID != cfg.ID {
+				tr.AddPeer(p.ID, p.RaftAddr)
+			}
+		}
+		peers = nil
+	}
+	n, err := node.New(node.Config{
+		ID: cfg.ID, Peers: peers, Storage: nodeStore{st}, Transport: tr, StateMachine: sm,
+		HeartbeatInterval: cfg.HeartbeatInterval, ElectionTimeout: cfg.ElectionTimeout,
+		SnapshotEntries: cfg.SnapshotEntries, SnapshotTrailing: cfg.SnapshotTrailing, MaxEntryBytes: cfg.MaxEntryBytes,
+		Logger: rlog,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
+	}
+	h.n.Store(n)
+	undo.add(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), nodeStopTimeout)
+		defer cancel()
+		_ = n.Stop(sctx)
+	})
+	// The operator endpoint serves from here on, so that /healthz and
+	// pprof answer during a long restart replay too.
+	var ms *metricsServer
+	if metricsLis != nil {
+		if ms, err = newMetricsServer(metricsLis, n, slog.NewLogLogger(log.Handler(), slog.LevelWarn), tr.Collector()); err != nil {
+			return nil, err
+		}
+		ms.Start()
+		undo.add(func() { _ = ms.Close() })
+		log.Info("metrics: serving /metrics, /healthz and /debug/pprof/", "url", "http://"+ms.Addr())
+	}
+
+	an := &apiNode{n: n, raftAddr: raftLis.Addr().String(), apiAddr: apiLis.Addr().String(), clusterID: cfg.ClusterID, fsmSHA256: sum}
+	srv := server.New(server.Config{
+		Node: an, APIAddr: an.apiAddr, ClusterID: cfg.ClusterID, MaxEntryBytes: cfg.MaxEntryBytes,
+		ForwardAddr: func(id uint64) (string, bool) {
+			// Members serve the client API on their peer address too.
+			ms, err := n.Members(context.Background())
+			if err != nil {
+				return "", false
+			}
+			for _, m := range ms {
+				if m.ID == id && m.RaftAddr != "" {
+					return m.RaftAddr, true
+				}
+			}
+			return "", false
+		},
+	})
+	// The peer port also answers forwarded client calls, whose answers
+	// (query results) are not size-limited.
+	raftSrv := grpc.NewServer(append(tr.ServerOptions(), grpc.MaxSendMsgSize(server.MaxResponseBytes))...)
+	tr.Register(raftSrv)
+	srv.Register(raftSrv)
+	apiSrv := grpc.NewServer(server.ServerOptions()...)
+	srv.Register(apiSrv)
+	go raftSrv.Serve(raftLis)
+	undo.add(raftSrv.Stop)
+
+	// Serve clients only once the restart replay is over.
+	select {
+	case <-n.Ready():
+	case <-n.Done():
+		return nil, fmt.Errorf("node %d stopped during start: %w", cfg.ID, n.Err())
+	case <-ctx.Done():
+		return nil, errors.New("interrupted during start")
+	}
+	go apiSrv.Serve(apiLis)
+	campaignAlone(ctx, n)
+
+	d = &Daemon{cfg: cfg, n: n, apiAddr: an.apiAddr, raftAddr: an.raftAddr, done: make(chan struct{})}
+	d.stop = func() error {
+		if ms != nil {
+			ms.SetStopping()
+		}
+		// 0. A leader hands over first, so that the cluster need not wait
+		// an election timeout and other nodes stop forwarding to this one.
+		if !cfg.NoHandOver {
+			handOver(n, log)
+		}
+		// 1. Refuse new client calls on both ports (not applied, so clients
+		// retry elsewhere) and let the ones in flight finish, including
+		// those forwarded by other nodes.
+		dctx, dcancel := context.WithTimeout(context.Background(), drainTimeout)
+		_ = srv.Drain(dctx)
+		dcancel()
+		gracefulStop(apiSrv, time.Second)
+		// 2. Stop the node: it finishes applying what it committed.
+		sctx, cancel := context.WithTimeout(context.Background(), nodeStopTimeout)
+		nerr := n.Stop(sctx)
+		cancel()
+		if ms != nil {
+			_ = ms.Close()
+		}
+		// 3. Peers and forwarded calls.
+		raftSrv.Stop()
+		_ = tr.Close()
+		_ = srv.Close()
+		// 4. State machine, then storage.
+		perr := sm.Close()
+		serr := st.Close()
+		if nerr != nil && errors.Is(nerr, context.DeadlineExceeded) {
+			nerr = fmt.Errorf("node %d did not stop within %s", cfg.ID, nodeStopTimeout)
+		} else if nerr != nil && n.Err() != nil {
+			nerr = nil // reported through Err
+		}
+		return errors.Join(nerr, perr, serr)
+	}
+	go func() {
+		<-n.Done()
+		if err := n.Err(); err != nil {
+			d.fail(fmt.Errorf("node %d stopped: %w", cfg.ID, err))
+		}
+	}()
+	return d, nil
+}
+
+// campaignAlone makes a lone voter lead at once rather than after an
+// election timeout, and returns once it does (or ctx ends).
+func campaignAlone(ctx context.Context, n *node.Node) {
+	ms, err := n.Members(ctx)
+	if err != nil || len(ms) != 1 || ms[0].ID != n.ID() || ms[0].Learner || n.Leader() != 0 {
+		return
+	}
+	if n.Campaign(ctx) != nil {
+		return
+	}
+	// NB: a lone voter wins inside Campaign; the loop publishes the new
+	// leader when it handles the resulting Ready, before it runs the next
+	// call, so one more round trip through the loop makes Leader current.
+	_, _ = n.Status(ctx)
+}
+
+// handOver transfers leadership to the most up-to-date active voter if n
+// leads a cluster of more than one voter. Failure is not an error: the
+// others elect a leader after an election timeout.
+func handOver(n *node.Node, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), handOverTimeout)
+	defer cancel()
+	st, err := n.Status(ctx)
+	if err != nil || st.Role != "leader" {
+		return
+	}
+	var best, bestMatch uint64
+	for id, p := range st.Progress {
+		if id == st.ID || p.Learner || !p.RecentActive {
+			continue
+		}
+		if best == 0 || p.Match > bestMatch {
+			best, bestMatch = id, p.Match
+		}
+	}
+	if best == 0 {
+		return
+	}
+	if err := n.TransferLeader(ctx, best); err != nil {
+		log.Warn("shutdown: leadership transfer failed", "to", best, "err", err)
+		return
+	}
+	log.Info("shutdown: handed leadership over", "to", best)
+}
+
+// gracefulStop stops s, waiting up to d for in-flight calls.
+func gracefulStop(s *grpc.Server, d time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		s.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(d):
+		s.Stop()
+		<-done
+	}
+}
+
+// listen opens addr with a clear error when it is taken.
+func listen(what, addr string) (net.Listener, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("%s %s is already in use (another raftd running?)", what, addr)
+		}
+		return nil, fmt.Errorf("%s %s: %v", what, addr, err)
+	}
+	return l, nil
+}
+
+// advertised is the peer address to record for this node: addr as
+// configured, or the bound address when addr is empty or asks for any free
+// port.
+func advertised(addr string, l net.Listener) string {
+	if _, port, err := net.SplitHostPort(addr); err == nil && port != "0" {
+		return addr
+	}
+	return l.Addr().String()
+}
