@@ -2,10 +2,16 @@
 
 GO        ?= go
 BIN       := $(CURDIR)/bin
-TOOLS     := $(BIN)/tools
-PROTOC_GEN_GO_VERSION      := v1.36.12
-PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
-PROTOS    := $(shell find proto -name '*.proto' 2>/dev/null | sort)
+# buf (lint, breaking check, code generation) runs as a Go tool from its own
+# module, tools/go.mod: its dependencies would otherwise raise versions in
+# raftd's go.mod (protobuf, x/net, klauspost/compress, ...) and so change
+# what raftd is built with. protoc-gen-go and protoc-gen-go-grpc are tool
+# directives in the root go.mod, at the versions of google.golang.org/protobuf
+# and grpc the project uses (proto/buf.gen.yaml runs them with `go tool`).
+# No protoc and no network access to buf.build are needed.
+BUF       := $(GO) tool -modfile=$(CURDIR)/tools/go.mod buf
+# The descriptors of the last release, for `buf breaking` (see proto-release).
+PROTO_BASELINE := release/raftd-protos.binpb
 NODE_KV   := fsms/node-kv
 
 # Test knobs: `make test` stays well under 15 minutes on 2 cores.
@@ -13,7 +19,7 @@ SIM_SEEDS ?= 100000
 SIM_STEPS ?= 2000
 FUZZTIME  ?= 60s
 
-.PHONY: help build node run test test-node test-go vet proto proto-check sim fuzz soak bench clean
+.PHONY: help build node run test test-node test-go vet proto proto-check proto-lint proto-breaking proto-release sim fuzz soak bench clean
 
 help:
 	@echo "make run    build everything and start a local 3-node kv cluster"
@@ -22,7 +28,8 @@ help:
 	@echo "make fuzz   fuzz targets, $(FUZZTIME) each"
 	@echo "make soak   long end-to-end and crash runs"
 	@echo "make bench  benchmarks"
-	@echo "make proto  regenerate the protobuf code"
+	@echo "make proto  regenerate the protobuf code (buf as a Go tool; no protoc)"
+	@echo "make proto-release  record the protos of a release for the breaking check"
 
 build:
 	@mkdir -p $(BIN)
@@ -54,37 +61,41 @@ vet:
 test-go:
 	RAFTD_BIN=$(BIN) $(GO) test -count=1 -timeout 14m ./...
 
-$(TOOLS)/protoc-gen-go:
-	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+# Regenerates the Go code from proto/**/*.proto (configuration:
+# proto/buf.yaml, proto/buf.gen.yaml).
+proto:
+	cd proto && $(BUF) generate
 
-$(TOOLS)/protoc-gen-go-grpc:
-	GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+proto-lint:
+	cd proto && $(BUF) lint
 
-proto: $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
-	@command -v protoc >/dev/null || { echo "protoc not found: apt-get install protobuf-compiler" >&2; exit 1; }
-	@[ -z "$(PROTOS)" ] || PATH=$(TOOLS):$$PATH protoc -I proto \
-		--go_out=proto --go_opt=paths=source_relative \
-		--go-grpc_out=proto --go-grpc_opt=paths=source_relative \
-		$(PROTOS)
+# The plugin protocol (proto/fsm/v1) and the client API (proto/api/v1) must
+# stay compatible with the last release's descriptors, committed as
+# proto/$(PROTO_BASELINE). To change them incompatibly, make a new version
+# (fsm/v2) instead.
+proto-breaking:
+	cd proto && $(BUF) breaking --against $(PROTO_BASELINE)
 
-# Fails when the committed generated code differs from what `make proto` makes.
-# Without protoc it is skipped with a warning on a developer machine; in CI
-# (CI=true, where .ci/run installs protoc) a missing protoc is an error.
-proto-check: $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
-	@if ! command -v protoc >/dev/null; then \
-		if [ -n "$$CI" ]; then echo "proto-check: protoc not found: apt-get install protobuf-compiler" >&2; exit 1; fi; \
-		echo "proto-check: SKIPPED, protoc not found (apt-get install protobuf-compiler)"; exit 0; \
-	fi
+# Run at a release (after the release's protos are final): records the
+# descriptors that later changes must stay compatible with. Commit the file
+# with the release.
+proto-release:
+	cd proto && $(BUF) build --exclude-source-info -o $(PROTO_BASELINE)
+
+# Lint, breaking check, and: fails when the committed generated code
+# differs from what `make proto` makes (or a generated file is missing or
+# left over from a removed .proto).
+proto-check: proto-lint proto-breaking
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
-	if [ -n "$(PROTOS)" ]; then \
-		PATH=$(TOOLS):$$PATH protoc -I proto \
-			--go_out=$$tmp --go_opt=paths=source_relative \
-			--go-grpc_out=$$tmp --go-grpc_opt=paths=source_relative \
-			$(PROTOS) || exit 1; \
-		for f in $$(cd $$tmp && find . -name '*.go'); do \
-			cmp -s $$tmp/$$f proto/$$f || { echo "proto-check: proto/$$f is stale; run make proto" >&2; exit 1; }; \
-		done; \
-	fi; echo "proto-check: generated code is up to date"
+	(cd proto && $(BUF) generate -o $$tmp) || exit 1; \
+	stale=0; \
+	for f in $$(cd $$tmp && find . -name '*.go' | sort); do \
+		cmp -s $$tmp/$$f proto/$$f || { echo "proto-check: proto/$${f#./} is stale; run make proto" >&2; stale=1; }; \
+	done; \
+	for f in $$(cd proto && find . -name '*.pb.go' | sort); do \
+		[ -f $$tmp/$$f ] || { echo "proto-check: proto/$${f#./} is not generated from any .proto; remove it" >&2; stale=1; }; \
+	done; \
+	[ $$stale = 0 ] && echo "proto-check: generated code is up to date"
 
 sim:
 	$(GO) test -count=1 -timeout 0 ./core/raft/rafttest -run 'TestSim$$' -sim.seeds=$(SIM_SEEDS) -sim.steps=$(SIM_STEPS)
