@@ -236,14 +236,16 @@ func (c *Checker) ObservePersist(id, commit uint64) error {
 
 // ObserveRestart records that node id restarted with commit index commit
 // and a state machine at applied with hash state. Volatile state is gone,
-// but the commit index never falls below the one it persisted.
+// but the commit index never falls below the one it persisted. A durable
+// state machine may be ahead of the node's commit index (commit-only hard
+// states need no sync), never ahead of what the cluster committed.
 func (c *Checker) ObserveRestart(id, commit, applied, state uint64) error {
 	n := c.node(id)
 	if commit < n.durable {
 		return fmt.Errorf("commit: node %d restarted with commit %d below its persisted commit %d", id, commit, n.durable)
 	}
-	if applied > commit {
-		return fmt.Errorf("restart: node %d state machine applied %d is above its commit %d", id, applied, commit)
+	if applied > commit && applied > c.maxCommit {
+		return fmt.Errorf("restart: node %d state machine applied %d is above every commit index seen (%d)", id, applied, c.maxCommit)
 	}
 	if old, ok := c.states[applied]; ok && applied > 0 && old != state {
 		return fmt.Errorf("state machine safety: node %d restarted with state %016x at %d, nodes applied %016x there", id, state, applied, old)
@@ -287,7 +289,7 @@ func (c *Checker) CheckLeaderLog(id, term, firstIndex, lastIndex uint64, termAt 
 }
 
 // RequestRead records that a linearizable read with context ctx was issued
-// now. Contexts must be unique.
+// now. A context may be reused once the read that carried it was answered.
 func (c *Checker) RequestRead(ctx string) {
 	c.reads[ctx] = c.maxCommit
 }
@@ -301,6 +303,29 @@ func (c *Checker) ObserveReadState(id uint64, ctx string, index uint64) error {
 	}
 	if index < floor {
 		return fmt.Errorf("read index: node %d answered read %q with index %d, but %d was committed before it was issued", id, ctx, index, floor)
+	}
+	return nil
+}
+
+// ObserveReadServed checks the result of a read served on node id (thesis
+// §6.4): the state at applied, with hash state, the read returned. Every
+// write is ordered by its log index and a read returns the state at one
+// index, so the read is linearizable if that index is at least every
+// write's that completed before the read began (checked against the
+// commit index known when it began, which every completed write is
+// below), is one the writes really produced (state), and holds no write
+// begun after the read ended (the driver applies only proposed entries,
+// and proposing precedes applying).
+func (c *Checker) ObserveReadServed(id uint64, key string, applied, state uint64) error {
+	floor, ok := c.reads[key]
+	if !ok {
+		return fmt.Errorf("linearizability: node %d served unknown read %q", id, key)
+	}
+	if applied < floor {
+		return fmt.Errorf("linearizability: node %d served read %q from state at index %d, but %d was committed before the read began", id, key, applied, floor)
+	}
+	if old, ok := c.states[applied]; ok && old != state {
+		return fmt.Errorf("linearizability: node %d served read %q from state %016x at index %d, which no write sequence produced (%016x)", id, key, state, applied, old)
 	}
 	return nil
 }

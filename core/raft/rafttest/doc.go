@@ -12,10 +12,19 @@
 //     scheduler driven by one seed: ticks, message delivery with drops,
 //     duplicates, reordering, delays and replays of stale messages,
 //     symmetric and one-way partitions, crash-restarts that keep only what
-//     was persisted, membership changes, leadership transfers, ReadIndex,
-//     snapshots and compaction. The simulated driver follows the Ready
-//     contract exactly (persist, then send, then apply, then Advance). The
-//     Checker runs after every step; after the final heal the cluster must
+//     was durable, membership changes, leadership transfers, forced
+//     campaigns, ReadIndex (and lease) reads served and checked against
+//     the linearizable order, snapshots and compaction. The simulated
+//     driver follows the Ready contract (persist, then send, then apply,
+//     then Advance), except that a leader whose term and vote do not change
+//     sends its new entries before writing them, as core/node does; a crash
+//     may come between the two. Writes made without MustSync (commit-only
+//     hard states) may be lost at a crash, up to the last synced write.
+//     Each seed runs one fault profile (ProfileNames); lease-reads runs
+//     lease-based reads on clocks whose rates differ within the drift the
+//     lease tolerates, with transfers and aborts, forced campaigns and read
+//     contexts reused across restarts. The Checker runs after every step
+//     and at every role change; after the final heal the cluster must
 //     elect a leader and converge within a bounded number of ticks.
 //
 //   - InteractionEnv runs scripted scenarios (core/raft/testdata/*.txt)
@@ -29,7 +38,8 @@
 //	go test ./core/raft/rafttest -run 'TestSim$' -sim.start=N -sim.seeds=1 -sim.trace=500
 //
 // Flags: -sim.seeds (default 500), -sim.start (default 1), -sim.steps
-// (default 2000), -sim.trace (lines printed on failure), -sim.dump (print
+// (default 2000), -sim.profile (run only this profile; by default each
+// seed draws one), -sim.trace (lines printed on failure), -sim.dump (print
 // every seed's trace). Odd seeds run three nodes, even seeds five.
 //
 // Regenerating the scenario golden files after an intended behaviour

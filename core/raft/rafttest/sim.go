@@ -30,6 +30,9 @@ type SimConfig struct {
 	// TraceLines is how many trace lines a failure reports. The default
 	// is 60.
 	TraceLines int
+	// Profile names the fault profile (see ProfileNames); "" draws one
+	// from the seed.
+	Profile string
 }
 
 // SimStats counts what a run exercised, so that a test can prove the
@@ -41,7 +44,16 @@ type SimStats struct {
 	SnapsCreated, SnapsSent, SnapsApplied  int
 	ConfChangesApplied, TransfersRequested int
 	ReadsRequested, ReadsAnswered          int
-	MsgsDelivered, MsgsDropped, MsgsDuped  int
+	// ReadsServed counts reads served from the state machine and checked
+	// against the linearizable order.
+	ReadsServed int
+	// SendFirstCrashes counts leaders that crashed after sending their new
+	// entries and before writing them; UnsyncedLost counts crashes that
+	// lost hard state writes made without sync.
+	SendFirstCrashes, UnsyncedLost int
+	// Campaigns counts forced campaigns (RawNode.Campaign).
+	Campaigns                             int
+	MsgsDelivered, MsgsDropped, MsgsDuped int
 	// Truncations counts appends that replaced a conflicting suffix;
 	// AppRejects counts delivered MsgAppResp rejections (conflict hints);
 	// TimeoutNows counts delivered MsgTimeoutNow (transfers carried out).
@@ -69,6 +81,10 @@ func (s *SimStats) Add(o SimStats) {
 	s.TransfersRequested += o.TransfersRequested
 	s.ReadsRequested += o.ReadsRequested
 	s.ReadsAnswered += o.ReadsAnswered
+	s.ReadsServed += o.ReadsServed
+	s.SendFirstCrashes += o.SendFirstCrashes
+	s.UnsyncedLost += o.UnsyncedLost
+	s.Campaigns += o.Campaigns
 	s.MsgsDelivered += o.MsgsDelivered
 	s.MsgsDropped += o.MsgsDropped
 	s.MsgsDuped += o.MsgsDuped
@@ -117,6 +133,15 @@ type Sim struct {
 	// faultDeafSettle breaks the network after the final heal: nothing is
 	// delivered. Tests use it to prove the liveness check fires.
 	faultDeafSettle bool
+	// frng draws the decisions of the durability model (which unsynced
+	// writes survive a crash, where a leader's send-first write crashes),
+	// apart from rng so that the action schedule of a seed does not depend
+	// on them.
+	frng *rand.Rand
+	// prof is this run's fault profile; clock is non-nil when it bounds
+	// clock drift.
+	prof  simProfile
+	clock *simClock
 	// weights are the action weights of this run's profile.
 	weights   [numActions]int
 	weightSum int
@@ -149,20 +174,40 @@ type simNode struct {
 	// installed snapshot, in index order; it survives crashes (what a
 	// durable state machine knows).
 	confs []confAt
+	// synced is the hard state as of the last synced write; unsynced
+	// lists the hard states written since without MustSync, in order. A
+	// crash keeps synced plus a prefix of unsynced (a synced write makes
+	// every earlier write durable, as a write-ahead log does).
+	synced   raft.HardState
+	unsynced []raft.HardState
+	// readSeq numbers this incarnation's read contexts (reuseReadCtx);
+	// unanswered holds the contexts issued, in any incarnation, that got
+	// no answer yet. serving holds answered reads that wait for the state
+	// machine to reach their index.
+	readSeq    int
+	unanswered map[string]bool
+	serving    []servingRead
 }
 
 // SimFailure is the error returned by a failing run: the violation, the
 // seed to replay it and the last steps of the trace.
 type SimFailure struct {
-	Seed  uint64
-	Step  int
-	Err   error
-	Trace []string
+	Seed uint64
+	// Profile is the profile the run was pinned to ("" if drawn from the
+	// seed).
+	Profile string
+	Step    int
+	Err     error
+	Trace   []string
 }
 
 func (f *SimFailure) Error() string {
-	return fmt.Sprintf("seed %d step %d: %v\n  replay: go test ./core/raft/rafttest -run 'TestSim$' -sim.start=%d -sim.seeds=1 -sim.trace=500\n  last %d trace lines:\n    %s",
-		f.Seed, f.Step, f.Err, f.Seed, len(f.Trace), strings.Join(f.Trace, "\n    "))
+	prof := ""
+	if f.Profile != "" {
+		prof = " -sim.profile=" + f.Profile
+	}
+	return fmt.Sprintf("seed %d step %d: %v\n  replay: go test ./core/raft/rafttest -run 'TestSim$' -sim.start=%d -sim.seeds=1%s -sim.trace=500\n  last %d trace lines:\n    %s",
+		f.Seed, f.Step, f.Err, f.Seed, prof, len(f.Trace), strings.Join(f.Trace, "\n    "))
 }
 
 // NewSim builds the cluster described by cfg. Every initial node starts
@@ -181,6 +226,7 @@ func NewSim(cfg SimConfig) (*Sim, error) {
 	s := &Sim{
 		cfg:      cfg,
 		rng:      rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
+		frng:     rand.New(rand.NewPCG(cfg.Seed^0x5851f42d4c957f2d, cfg.Seed)),
 		chk:      NewChecker(),
 		nodes:    map[uint64]*simNode{},
 		trace:    make([]string, cfg.TraceLines),
@@ -206,8 +252,26 @@ func NewSim(cfg SimConfig) (*Sim, error) {
 	s.raftCfg.DisablePreVote = s.rng.IntN(8) == 0
 	s.raftCfg.DisableCheckQuorum = s.rng.IntN(8) == 0
 	s.raftCfg.DisableProposalForwarding = s.rng.IntN(10) == 0
-	prof := profiles[s.rng.IntN(len(profiles))]
+	pi := s.rng.IntN(len(profiles))
+	if cfg.Profile != "" {
+		var err error
+		if pi, err = profileIndex(cfg.Profile); err != nil {
+			return nil, err
+		}
+	}
+	prof := profiles[pi]
+	s.prof = prof
+	if prof.leaseReads {
+		s.raftCfg.ReadOnlyOption = raft.ReadOnlyLeaseBased
+		s.raftCfg.DisableCheckQuorum = false
+	}
+	if prof.driftPercent > 0 {
+		s.clock = &simClock{period: map[uint64]int64{}, next: map[uint64]int64{}}
+	}
 	for a, w := range baseWeights {
+		if v, ok := prof.set[a]; ok {
+			w = v
+		}
 		if k := prof.scale[a]; k > 0 {
 			w *= k
 		}
@@ -218,10 +282,10 @@ func NewSim(cfg SimConfig) (*Sim, error) {
 	if prof.oneEntryPerMsg {
 		s.raftCfg.MaxSizePerMsg = 1
 	}
-	s.tracef("config: profile %s, %d nodes MaxSizePerMsg=%d MaxCommittedSizePerReady=%d MaxInflightMsgs=%d MaxInflightBytes=%d MaxUncommitted=%d DisablePreVote=%v DisableCheckQuorum=%v DisableForwarding=%v",
+	s.tracef("config: profile %s, %d nodes MaxSizePerMsg=%d MaxCommittedSizePerReady=%d MaxInflightMsgs=%d MaxInflightBytes=%d MaxUncommitted=%d DisablePreVote=%v DisableCheckQuorum=%v DisableForwarding=%v LeaseReads=%v",
 		prof.name, cfg.Nodes, s.raftCfg.MaxSizePerMsg, s.raftCfg.MaxCommittedSizePerReady, s.raftCfg.MaxInflightMsgs,
 		s.raftCfg.MaxInflightBytes, s.raftCfg.MaxUncommittedEntriesSize, s.raftCfg.DisablePreVote,
-		s.raftCfg.DisableCheckQuorum, s.raftCfg.DisableProposalForwarding)
+		s.raftCfg.DisableCheckQuorum, s.raftCfg.DisableProposalForwarding, prof.leaseReads)
 
 	voters := make([]uint64, cfg.Nodes)
 	for i := range voters {
@@ -252,7 +316,7 @@ func (s *Sim) traceLines() []string {
 }
 
 func (s *Sim) fail(err error) *SimFailure {
-	return &SimFailure{Seed: s.cfg.Seed, Step: s.step, Err: err, Trace: s.traceLines()}
+	return &SimFailure{Seed: s.cfg.Seed, Profile: s.cfg.Profile, Step: s.step, Err: err, Trace: s.traceLines()}
 }
 
 // Run executes cfg.Steps random steps, then heals everything and waits for
@@ -294,6 +358,18 @@ func (s *Sim) pick(ids []uint64) (uint64, bool) {
 		return 0, false
 	}
 	return ids[s.rng.IntN(len(ids))], true
+}
+
+// leaders returns the running nodes that believe they lead (a deposed
+// leader may not know yet), sorted.
+func (s *Sim) leaders() []uint64 {
+	var out []uint64
+	for _, id := range s.live() {
+		if s.nodes[id].rn.Status().RaftState == raft.StateLeader {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // leader returns a running node that believes it leads, preferring the

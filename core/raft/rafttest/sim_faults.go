@@ -13,64 +13,6 @@ import (
 	"github.com/raftd/raftd/core/raft"
 )
 
-// Actions the scheduler chooses from at every step.
-const (
-	actTick = iota
-	actDeliver
-	actReady
-	actDrop
-	actDuplicate
-	actDelay
-	actReplay
-	actPropose
-	actRead
-	actPartition
-	actCrash
-	actConfChange
-	actTransfer
-	actSnapshot
-	actTickAll
-	actLeaderBurst
-	actLeaderCrash
-	numActions
-)
-
-// baseWeights are the relative frequencies of the actions (per mille).
-var baseWeights = [numActions]int{
-	actTick: 250, actDeliver: 310, actReady: 200, actDrop: 20, actDuplicate: 10,
-	actDelay: 10, actReplay: 10, actPropose: 80, actRead: 40, actPartition: 5,
-	actCrash: 7, actConfChange: 10, actTransfer: 5, actSnapshot: 13, actTickAll: 60,
-	actLeaderBurst: 10,
-	// actLeaderCrash only runs in profiles that add a weight for it.
-	actLeaderCrash: 0,
-}
-
-// profiles scale some weights, one profile per seed, so that different
-// seeds stress different parts of the protocol.
-var profiles = []struct {
-	name  string
-	scale map[int]int
-	// oneEntryPerMsg forces MsgApp to carry a single entry, so that a
-	// follower can hold an old-term entry without the new leader's next
-	// one (the figure 8 situation).
-	oneEntryPerMsg bool
-	// add sets the weight of actions whose base weight is 0.
-	add map[int]int
-}{
-	{"calm", nil, false, nil},
-	{"lossy", map[int]int{actDrop: 5, actDuplicate: 4, actDelay: 4, actReplay: 5}, false, nil},
-	{"crashy", map[int]int{actCrash: 4, actPartition: 3, actLeaderBurst: 3, actRead: 3}, false, nil},
-	{"churn", map[int]int{actConfChange: 4, actTransfer: 4, actSnapshot: 3, actRead: 2}, false, nil},
-	{"elections", map[int]int{actCrash: 6, actPartition: 4, actLeaderBurst: 4, actTickAll: 2, actDrop: 3, actRead: 3}, true, nil},
-	// figure8 (Raft §5.4.2): leaders write a few entries and die after
-	// replicating part of them, again and again, and crashed nodes come
-	// back quickly; a node that was leader in an old term is often
-	// re-elected and re-replicates its old-term entries to a majority.
-	// A leader that commits such an entry by counting replicas is caught
-	// when a later leader overwrites it.
-	{"figure8", map[int]int{actCrash: 2, actLeaderBurst: 5, actTickAll: 12}, true, map[int]int{actLeaderCrash: 60}},
-}
-
 func (s *Sim) randomStep() error {
 	x := s.rng.IntN(s.weightSum)
 	act := 0
@@ -80,6 +22,9 @@ func (s *Sim) randomStep() error {
 	}
 	switch act {
 	case actTick:
+		if s.clock != nil {
+			return s.clockTickNext()
+		}
 		if id, ok := s.pick(s.live()); ok {
 			return s.tick(s.nodes[id])
 		}
@@ -116,6 +61,9 @@ func (s *Sim) randomStep() error {
 		// response or vote from an earlier term or position.
 		if len(s.history) > 0 {
 			m := s.history[s.rng.IntN(len(s.history))]
+			if !s.mayRedeliver(m) {
+				return nil
+			}
 			m.Entries = slices.Clone(m.Entries)
 			s.stats.MsgsDuped++
 			s.tracef("replay:")
@@ -132,20 +80,14 @@ func (s *Sim) randomStep() error {
 	case actConfChange:
 		return s.confChange()
 	case actTransfer:
-		s.transfer()
+		return s.transfer()
 	case actSnapshot:
 		return s.snapshot()
 	case actLeaderBurst:
 		// Several proposals straight at a node that believes it leads,
 		// possibly a deposed one behind a partition: this is what grows
 		// conflicting suffixes that later leaders must overwrite.
-		var leaders []uint64
-		for _, id := range s.live() {
-			if s.nodes[id].rn.Status().RaftState == raft.StateLeader {
-				leaders = append(leaders, id)
-			}
-		}
-		if id, ok := s.pick(leaders); ok {
+		if id, ok := s.pick(s.leaders()); ok {
 			for range 1 + s.rng.IntN(6) {
 				if err := s.proposeAt(s.nodes[id]); err != nil {
 					return err
@@ -154,7 +96,12 @@ func (s *Sim) randomStep() error {
 		}
 	case actLeaderCrash:
 		return s.crashLeader()
+	case actCampaign:
+		return s.campaign()
 	case actTickAll:
+		if s.clock != nil {
+			return s.clockAdvance(1000)
+		}
 		for _, id := range s.live() {
 			if err := s.tick(s.nodes[id]); err != nil {
 				return err
@@ -210,19 +157,6 @@ func (s *Sim) proposeAt(n *simNode) error {
 	return s.maybeReady(n)
 }
 
-func (s *Sim) readIndex() {
-	id, ok := s.pick(s.live())
-	if !ok {
-		return
-	}
-	s.seq++
-	ctx := fmt.Sprintf("r%d", s.seq)
-	s.chk.RequestRead(ctx)
-	s.stats.ReadsRequested++
-	s.tracef("read-index at %d %q (commit floor %d)", id, ctx, s.chk.MaxCommit())
-	s.nodes[id].rn.ReadIndex([]byte(ctx))
-}
-
 func (s *Sim) partitionOrHeal() {
 	if s.group != nil || s.oneWay != nil {
 		s.group, s.oneWay = nil, nil
@@ -232,8 +166,12 @@ func (s *Sim) partitionOrHeal() {
 	s.stats.Partitions++
 	switch s.rng.IntN(3) {
 	case 0:
-		// Isolate one node.
+		// Isolate one node (with lease reads, often a leader: it keeps
+		// answering from its lease while the others elect a new one).
 		lone := s.ids[s.rng.IntN(len(s.ids))]
+		if ld := s.leader(); ld != nil && s.prof.leaseReads && s.rng.IntN(2) == 0 {
+			lone = ld.id
+		}
 		s.group = map[uint64]int{lone: 1}
 	case 1:
 		s.group = map[uint64]int{}
@@ -264,6 +202,8 @@ func (s *Sim) partitionOrHeal() {
 func (s *Sim) crash(n *simNode, why string) {
 	n.rn = nil
 	n.leader = false
+	n.serving = nil
+	s.loseUnsynced(n)
 	s.stats.Crashes++
 	s.tracef("crash %d (%s)", n.id, why)
 }
@@ -285,6 +225,16 @@ func (s *Sim) crashOrRestart() error {
 		return nil
 	}
 	n := s.nodes[id]
+	if ld := s.leader(); ld != nil && s.frng.IntN(3) == 0 {
+		// A leader dies while writing its new entries, which it has
+		// already sent (see handleReady).
+		if err := s.proposeAt(ld); err != nil || ld.rn == nil {
+			return err
+		}
+		if ld.rn.HasReady() {
+			return s.handleReady(ld, true)
+		}
+	}
 	if n.rn.HasReady() && s.rng.IntN(3) == 0 {
 		return s.handleReady(n, true)
 	}
@@ -296,13 +246,7 @@ func (s *Sim) crashOrRestart() error {
 // its outgoing messages: some followers get its latest entries, others do
 // not (the partial replication of Raft figure 8).
 func (s *Sim) crashLeader() error {
-	var leaders []uint64
-	for _, id := range s.live() {
-		if s.nodes[id].rn.Status().RaftState == raft.StateLeader {
-			leaders = append(leaders, id)
-		}
-	}
-	id, ok := s.pick(leaders)
+	id, ok := s.pick(s.leaders())
 	if !ok {
 		return nil
 	}
@@ -406,18 +350,28 @@ func (s *Sim) confChange() error {
 	return s.maybeReady(n)
 }
 
-func (s *Sim) transfer() {
+func (s *Sim) transfer() error {
 	n := s.leader()
 	if n == nil {
-		return
+		return nil
 	}
 	target, ok := s.pick(n.conf.Voters)
 	if !ok || target == n.id {
-		return
+		return nil
 	}
 	s.stats.TransfersRequested++
 	s.tracef("transfer leadership %d -> %d", n.id, target)
 	n.rn.TransferLeader(target)
+	if s.prof.leaseReads && s.rng.IntN(2) == 0 {
+		// Abort at once, after the MsgTimeoutNow (if the target was up to
+		// date) has left: the target may still win.
+		if err := s.maybeReady(n); err != nil || n.rn == nil {
+			return err
+		}
+		s.tracef("abort transfer at %d", n.id)
+		n.rn.TransferLeader(n.id)
+	}
+	return nil
 }
 
 // snapshot takes a snapshot of a node's state machine at its applied index
@@ -453,5 +407,10 @@ func (s *Sim) snapshot() error {
 		}
 	}
 	s.tracef("%d snapshot %d/%d %s, compact to %d", id, snap.Metadata.Term, snap.Metadata.Index, FormatConfState(cs), compact)
+	// Storing a snapshot and compacting are synced writes: everything
+	// written before them is durable too.
+	if err := s.synced(n); err != nil {
+		return err
+	}
 	return nil
 }

@@ -77,6 +77,9 @@ func (s *Sim) duplicateRandom() error {
 		return nil
 	}
 	m := s.net[s.rng.IntN(len(s.net))]
+	if !s.mayRedeliver(m) {
+		return nil
+	}
 	m.Entries = slices.Clone(m.Entries)
 	s.stats.MsgsDuped++
 	s.tracef("duplicate:")
@@ -102,6 +105,14 @@ func (s *Sim) deliver(m raft.Message, report bool) error {
 		s.stats.AppRejects++
 	case m.Type == raft.MsgTimeoutNow:
 		s.stats.TimeoutNows++
+		if s.prof.leaseReads && s.group == nil && s.oneWay == nil && s.rng.IntN(2) == 0 {
+			// The old leader is cut off just as its transfer target takes
+			// over: it hears nothing of the new term, and its lease may
+			// look valid.
+			s.group = map[uint64]int{m.From: 1}
+			s.stats.Partitions++
+			s.tracef("partition: isolate %d as %d takes over", m.From, m.To)
+		}
 	}
 	if len(s.history) < 64 {
 		s.history = append(s.history, m)
@@ -118,4 +129,13 @@ func (s *Sim) deliver(m raft.Message, report bool) error {
 		}
 	}
 	return s.maybeReady(to)
+}
+
+// mayRedeliver reports whether the network may deliver m a second time.
+// With reused read contexts, a read request or answer delivered twice
+// would answer a later read that reuses its context: a driver that reuses
+// contexts cannot tell them apart, whatever the core does, so those two
+// are delivered at most once (as a transport over one connection does).
+func (s *Sim) mayRedeliver(m raft.Message) bool {
+	return !s.prof.reuseReadCtx || (m.Type != raft.MsgReadIndex && m.Type != raft.MsgReadIndexResp)
 }

@@ -62,6 +62,8 @@ func (s *Sim) start(n *simNode, durableFSM bool) error {
 			return err
 		}
 	}
+	hs, _, _ := n.store.InitialState()
+	n.synced, n.unsynced = hs, nil
 	n.handed = snap.Metadata.Index
 	n.conf = cloneConf(snap.Metadata.ConfState)
 	if !snap.IsEmpty() {
@@ -70,13 +72,19 @@ func (s *Sim) start(n *simNode, durableFSM bool) error {
 		n.confs = append(n.confs, confAt{snap.Metadata.Index, cloneConf(n.conf)})
 	}
 	// A durable state machine may resume at its own applied index; the
-	// engine must then rebuild the configuration as of that index.
+	// engine must then rebuild the configuration as of that index. The
+	// state machine may be ahead of the durable commit index (commit-only
+	// hard states are not synced): then the engine resumes at the commit
+	// index and hands the entries up to the state machine's index out
+	// again, which the driver skips (ObserveReplay checks them).
 	if durableFSM && n.fsmApplied > n.handed && s.rng.IntN(2) == 0 {
-		n.handed = n.fsmApplied
+		n.handed = max(n.handed, min(n.fsmApplied, hs.Commit))
 		n.conf = n.confAt(n.handed, n.conf)
 	}
 	n.incarnation++
 	n.leader = false
+	n.readSeq = 0
+	n.serving = nil
 	cfg := s.raftCfg
 	cfg.ID = n.id
 	cfg.Storage = n.store
@@ -87,6 +95,7 @@ func (s *Sim) start(n *simNode, durableFSM bool) error {
 		return fmt.Errorf("node %d: restart: %w", n.id, err)
 	}
 	n.rn = rn
+	s.clockStart(n)
 	st := rn.Status()
 	s.tracef("start %d (incarnation %d, durable fsm %v): term %d commit %d applied %d fsm %d snap %d %s",
 		n.id, n.incarnation, durableFSM, st.Term, st.Commit, cfg.Applied, n.fsmApplied, snap.Metadata.Index, FormatConfState(n.conf))
@@ -132,10 +141,34 @@ func (s *Sim) maybeReady(n *simNode) error {
 // handleReady runs one driver cycle on n: persist snapshot, hard state and
 // entries; then (unless crashBeforeSend) send messages, install the
 // snapshot into the state machine, apply committed entries and Advance.
-func (s *Sim) handleReady(n *simNode, crashBeforeSend bool) error {
+func (s *Sim) handleReady(n *simNode, crashMidway bool) error {
 	rd := n.rn.Ready()
 	if rd.SoftState != nil {
 		s.tracef("%d soft state: %s lead=%d", n.id, rd.SoftState.RaftState, rd.SoftState.Lead)
+		// Election Safety is checked at every role change, not only at
+		// the end of a step: a node may lead and lose it within one.
+		if rd.SoftState.RaftState == raft.StateLeader {
+			if err := s.chk.ObserveLeader(n.id, n.rn.Status().Term); err != nil {
+				return err
+			}
+		}
+	}
+	// A leader whose term and vote do not change sends its new entries
+	// before writing them, as core/node does (thesis §10.2.1): the leader
+	// counts its own copy only once Advance says it is durable. A crash
+	// may then come between the send and the write.
+	prev, _, _ := n.store.InitialState()
+	sendFirst := n.rn.Status().RaftState == raft.StateLeader && rd.Snapshot.IsEmpty() &&
+		(rd.HardState.IsEmpty() || (rd.HardState.Term == prev.Term && rd.HardState.Vote == prev.Vote))
+	if sendFirst {
+		for _, m := range rd.Messages {
+			s.send(m)
+		}
+		if crashMidway {
+			s.stats.SendFirstCrashes++
+			s.crash(n, "leader, after sending its new entries, before writing them")
+			return nil
+		}
 	}
 	if !rd.Snapshot.IsEmpty() {
 		if err := n.store.ApplySnapshot(rd.Snapshot); err != nil {
@@ -163,23 +196,29 @@ func (s *Sim) handleReady(n *simNode, crashBeforeSend bool) error {
 		if err := n.store.SetHardState(rd.HardState); err != nil {
 			return fmt.Errorf("node %d: persist hard state: %w", n.id, err)
 		}
-		s.tracef("%d persist hard state term=%d vote=%d commit=%d", n.id, rd.HardState.Term, rd.HardState.Vote, rd.HardState.Commit)
-		if err := s.chk.ObservePersist(n.id, rd.HardState.Commit); err != nil {
-			return err
-		}
+		s.tracef("%d persist hard state term=%d vote=%d commit=%d (sync %v)", n.id, rd.HardState.Term, rd.HardState.Vote, rd.HardState.Commit, rd.MustSync)
 		if err := s.chk.ObserveCommit(n.id, rd.HardState.Commit); err != nil {
 			return err
 		}
 	}
+	if rd.MustSync {
+		if err := s.synced(n); err != nil {
+			return err
+		}
+	} else if !rd.HardState.IsEmpty() {
+		n.unsynced = append(n.unsynced, rd.HardState)
+	}
 	if err := s.checkRestartInvariant(n); err != nil {
 		return err
 	}
-	if crashBeforeSend {
-		s.crash(n, "after persisting, before sending")
-		return nil
-	}
-	for _, m := range rd.Messages {
-		s.send(m)
+	if !sendFirst {
+		if crashMidway {
+			s.crash(n, "after persisting, before sending")
+			return nil
+		}
+		for _, m := range rd.Messages {
+			s.send(m)
+		}
 	}
 	if !rd.Snapshot.IsEmpty() {
 		idx, state, err := decodeSnapData(rd.Snapshot.Data)
@@ -200,12 +239,8 @@ func (s *Sim) handleReady(n *simNode, crashBeforeSend bool) error {
 		n.confs = append(n.confs, confAt{idx, cloneConf(n.conf)})
 		s.stats.SnapsApplied++
 	}
-	for _, rs := range rd.ReadStates {
-		s.tracef("%d read state %q index %d", n.id, rs.RequestCtx, rs.Index)
-		if err := s.chk.ObserveReadState(n.id, string(rs.RequestCtx), rs.Index); err != nil {
-			return err
-		}
-		s.stats.ReadsAnswered++
+	if err := s.observeReadStates(n, rd.ReadStates); err != nil {
+		return err
 	}
 	for _, e := range rd.CommittedEntries {
 		if e.Index != n.handed+1 {
@@ -252,6 +287,9 @@ func (s *Sim) handleReady(n *simNode, crashBeforeSend bool) error {
 	}
 	if len(rd.CommittedEntries) > 0 {
 		s.tracef("%d applied [%s]", n.id, FormatEntries(rd.CommittedEntries))
+	}
+	if err := s.serveReads(n); err != nil {
+		return err
 	}
 	n.rn.Advance(rd)
 	if st := n.rn.Status(); !st.ConfState.Equal(n.conf) {
@@ -300,4 +338,36 @@ func (s *Sim) checkLeader(n *simNode) error {
 		}
 		return t
 	})
+}
+
+// synced records a synced write on n: it and every write before it are
+// durable (what a write-ahead log's fsync guarantees).
+func (s *Sim) synced(n *simNode) error {
+	hs, _, err := n.store.InitialState()
+	if err != nil {
+		return fmt.Errorf("node %d: initial state: %w", n.id, err)
+	}
+	n.synced, n.unsynced = hs, nil
+	return s.chk.ObservePersist(n.id, hs.Commit)
+}
+
+// loseUnsynced plays a crash on n's storage: of the hard states written
+// without sync since the last synced write, a random prefix survives.
+// Entries, snapshots and term or vote changes are always synced.
+func (s *Sim) loseUnsynced(n *simNode) {
+	if len(n.unsynced) == 0 {
+		return
+	}
+	k := s.frng.IntN(len(n.unsynced) + 1)
+	hs := n.synced
+	if k > 0 {
+		hs = n.unsynced[k-1]
+	}
+	if k < len(n.unsynced) {
+		s.stats.UnsyncedLost++
+		s.tracef("crash %d loses %d unsynced hard state writes: commit %d -> %d",
+			n.id, len(n.unsynced)-k, n.unsynced[len(n.unsynced)-1].Commit, hs.Commit)
+	}
+	_ = n.store.SetHardState(hs)
+	n.synced, n.unsynced = hs, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ var (
 	simSteps = flag.Int("sim.steps", 2000, "random steps per simulator seed")
 	simTrace = flag.Int("sim.trace", 60, "trace lines printed for a failing seed")
 	simDump  = flag.Bool("sim.dump", false, "log the trace of every seed, passing or not (use with -sim.seeds=1)")
+	simProf  = flag.String("sim.profile", "", "run only this fault profile ("+strings.Join(ProfileNames(), ", ")+"); default: each seed draws one")
 )
 
 // simConfigFor derives a run's cluster size from its seed: odd seeds run
@@ -30,7 +32,7 @@ func simConfigFor(seed uint64, steps int) SimConfig {
 	if seed%2 == 0 {
 		nodes = 5
 	}
-	return SimConfig{Seed: seed, Nodes: nodes, Steps: steps, TraceLines: *simTrace}
+	return SimConfig{Seed: seed, Nodes: nodes, Steps: steps, TraceLines: *simTrace, Profile: *simProf}
 }
 
 // runSeeds runs seeds [start, start+count) on all CPUs and returns the
@@ -137,26 +139,36 @@ func TestSim(t *testing.T) {
 	}
 	// The histories must actually exercise what the checks are about;
 	// otherwise passing proves nothing.
+	// Some actions only run in some profiles: with -sim.profile, only
+	// those of that profile must have happened.
+	in := func(names ...string) bool {
+		return *simProf == "" || slices.Contains(names, *simProf)
+	}
 	for _, c := range []struct {
 		name string
 		got  int
+		want bool
 	}{
-		{"elected terms", total.Terms},
-		{"committed entries", total.Commit},
-		{"crashes", total.Crashes},
-		{"partitions", total.Partitions},
-		{"snapshots sent", total.SnapsSent},
-		{"snapshots installed", total.SnapsApplied},
-		{"conf changes applied", total.ConfChangesApplied},
-		{"reads answered", total.ReadsAnswered},
-		{"transfers requested", total.TransfersRequested},
-		{"duplicated messages", total.MsgsDuped},
-		{"truncated conflicting suffixes", total.Truncations},
-		{"rejected appends (conflict hints)", total.AppRejects},
-		{"transfers carried out (MsgTimeoutNow)", total.TimeoutNows},
-		{"leader crashes after partial replication", total.LeaderCrashes},
+		{"elected terms", total.Terms, true},
+		{"committed entries", total.Commit, true},
+		{"crashes", total.Crashes, true},
+		{"partitions", total.Partitions, true},
+		{"snapshots sent", total.SnapsSent, true},
+		{"snapshots installed", total.SnapsApplied, true},
+		{"conf changes applied", total.ConfChangesApplied, true},
+		{"reads answered", total.ReadsAnswered, true},
+		{"reads served and checked", total.ReadsServed, true},
+		{"transfers requested", total.TransfersRequested, true},
+		{"duplicated messages", total.MsgsDuped, true},
+		{"truncated conflicting suffixes", total.Truncations, true},
+		{"rejected appends (conflict hints)", total.AppRejects, true},
+		{"transfers carried out (MsgTimeoutNow)", total.TimeoutNows, true},
+		{"crashes that lost unsynced writes", total.UnsyncedLost, true},
+		{"leader crashes between sending and writing", total.SendFirstCrashes, true},
+		{"leader crashes after partial replication", total.LeaderCrashes, in("figure8")},
+		{"forced campaigns", total.Campaigns, in("lease-reads")},
 	} {
-		if c.got < *simSeeds/10 {
+		if c.want && c.got < *simSeeds/10 {
 			t.Errorf("coverage: only %d %s over %d seeds; the random history is too tame", c.got, c.name, *simSeeds)
 		}
 	}
@@ -386,9 +398,18 @@ func TestCheckerAcceptsValidHistory(t *testing.T) {
 //     refused (its log was ahead), and the removed node never campaigns.
 //     Fixed by the commit hint in (pre-)vote rejections.
 func TestSimRegressionSeeds(t *testing.T) {
-	for _, seed := range []uint64{70573} {
-		if failures, _ := runSeeds(seed, 1, 2000, nil); len(failures) > 0 {
-			t.Error(failures[0].Error())
+	for _, c := range []struct {
+		seed    uint64
+		profile string
+	}{{70573, "churn"}} {
+		cfg := simConfigFor(c.seed, 2000)
+		cfg.Profile = c.profile
+		sim, err := NewSim(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sim.Run(); err != nil {
+			t.Error(err)
 		}
 	}
 }
