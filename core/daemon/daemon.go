@@ -215,23 +215,9 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		log.Info("metrics: serving /metrics, /healthz and /debug/pprof/", "url", "http://"+ms.Addr())
 	}
 
-	an := &apiNode{n: n, raftAddr: raftLis.Addr().String(), apiAddr: apiLis.Addr().String(), clusterID: cfg.ClusterID, fsmSHA256: sum}
-	srv := server.New(server.Config{
-		Node: an, APIAddr: an.apiAddr, ClusterID: cfg.ClusterID, MaxEntryBytes: cfg.MaxEntryBytes,
-		ForwardAddr: func(id uint64) (string, bool) {
-			// Members serve the client API on their peer address too.
-			ms, err := n.Members(context.Background())
-			if err != nil {
-				return "", false
-			}
-			for _, m := range ms {
-				if m.ID == id && m.RaftAddr != "" {
-					return m.RaftAddr, true
-				}
-			}
-			return "", false
-		},
-	})
+	raftAddr, apiAddr := raftLis.Addr().String(), apiLis.Addr().String()
+	srv := server.New(server.Config{Node: n, RaftAddr: raftAddr, APIAddr: apiAddr, ClusterID: cfg.ClusterID,
+		FSMSHA256: sum, MaxEntryBytes: cfg.MaxEntryBytes})
 	// The peer port also answers forwarded client calls, whose answers
 	// (query results) are not size-limited.
 	raftSrv := grpc.NewServer(append(tr.ServerOptions(), grpc.MaxSendMsgSize(server.MaxResponseBytes))...)
@@ -253,7 +239,7 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	go apiSrv.Serve(apiLis)
 	campaignAlone(ctx, n)
 
-	d = &Daemon{cfg: cfg, n: n, apiAddr: an.apiAddr, raftAddr: an.raftAddr, done: make(chan struct{})}
+	d = &Daemon{cfg: cfg, n: n, apiAddr: apiAddr, raftAddr: raftAddr, done: make(chan struct{})}
 	d.stop = func() error {
 		if ms != nil {
 			ms.SetStopping()

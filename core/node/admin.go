@@ -182,7 +182,7 @@ func (n *Node) RemoveMember(ctx context.Context, id uint64) error {
 
 func (n *Node) confChange(ctx context.Context, t raft.ConfChangeType, p Peer) error {
 	if p.ID == 0 {
-		return errors.New("node: member id must be > 0")
+		return NotApplied(fmt.Errorf("%w: member id must be > 0", ErrBadRequest))
 	}
 	req := n.reqSeq.Add(1)
 	c, err := jsonMarshal(ccContext{RaftAddr: p.RaftAddr, APIAddr: p.APIAddr, Proposer: n.id, Req: req})
@@ -204,7 +204,7 @@ func (n *Node) ActivateFSMVersion(ctx context.Context, v uint32) (uint64, error)
 	info := n.app.statusInfo
 	n.app.statusMu.Unlock()
 	if v < info.MinVersion || v > info.MaxVersion {
-		return 0, fmt.Errorf("%w: %q supports [%d,%d], asked for %d", ErrUnsupportedVersion, info.Name, info.MinVersion, info.MaxVersion, v)
+		return 0, NotApplied(fmt.Errorf("%w: %q supports [%d,%d], asked for %d", ErrUnsupportedVersion, info.Name, info.MinVersion, info.MaxVersion, v))
 	}
 	req := n.reqSeq.Add(1)
 	r, err := n.wait(ctx, &proposal{req: req, data: encodeVersion(n.id, req, v)})
@@ -227,7 +227,7 @@ func (n *Node) TransferLeader(ctx context.Context, id uint64) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-n.donec:
-			return ErrStopped
+			return fmt.Errorf("%w: %w", ErrOutcomeUnknown, ErrStopped)
 		}
 	}
 }
@@ -262,7 +262,7 @@ func (n *Node) ExportSnapshot(ctx context.Context, takeNew bool) (raft.SnapshotM
 		}
 	}
 	if snap.IsEmpty() {
-		return raft.SnapshotMetadata{}, nil, errors.New("node: no snapshot yet")
+		return raft.SnapshotMetadata{}, nil, NotApplied(fmt.Errorf("%w (node %d)", ErrNoSnapshot, n.id))
 	}
 	rc, err := n.openWatched(snap.Metadata.Index, func() (io.ReadCloser, error) {
 		return n.st.OpenSnapshot(snap)

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
 	"io"
 
 	"github.com/raftd/raftd/core/raft"
@@ -125,7 +124,7 @@ type Command struct {
 }
 
 // StateMachine is what the apply goroutine feeds. The plugin host (through
-// an adapter in cmd/raftd) and in-process Go FSMs implement it.
+// an adapter in core/daemon) and in-process Go FSMs implement it.
 //
 // Apply, Snapshot and Restore are called from one goroutine, never
 // concurrently with each other. Query and Info may be called concurrently
@@ -188,40 +187,6 @@ type SnapshotStarter interface {
 type Restarter interface {
 	Restart(ctx context.Context) error
 }
-
-// Errors returned by the node. Proposal errors tell the caller whether the
-// command can have been applied:
-//   - ErrTooLarge, raft.ErrNoLeader and raft.ErrProposalDropped (and
-//     ErrConfChangeInProgress): certainly not applied; safe to retry.
-//   - ErrOutcomeUnknown (also wrapping ErrStopped or a context error): it
-//     may or may not be applied.
-var (
-	// ErrStopped: the node has stopped or is stopping.
-	ErrStopped = errors.New("node: stopped")
-	// ErrTooLarge: the command exceeds Config.MaxEntryBytes.
-	ErrTooLarge = errors.New("node: command too large")
-	// ErrOutcomeUnknown: the command was handed to raft but its fate is
-	// not known (leadership changed and no definite outcome followed within
-	// Config.LeaderChangeWait, the entry was covered by an installed
-	// snapshot, the context ended, the node stopped). It may still be
-	// applied.
-	ErrOutcomeUnknown = errors.New("node: outcome unknown")
-	// ErrStateMachineCrashed is wrapped by a StateMachine error that means
-	// the state machine process died or hung and can be restarted.
-	ErrStateMachineCrashed = errors.New("node: state machine crashed")
-	// ErrConfChangeInProgress: a membership change is already pending.
-	ErrConfChangeInProgress = errors.New("node: membership change already in progress")
-	// ErrUnsupportedVersion: the local FSM cannot run the requested version.
-	ErrUnsupportedVersion = errors.New("node: fsm version not supported")
-	// ErrNotReady: the node has not yet caught its state machine up to the
-	// commit index it found at start (stale reads refuse until then).
-	ErrNotReady = errors.New("node: not ready")
-	// ErrCorrupt is matched by Storage errors that report damaged stored
-	// data (see Storage). When the node meets one it fail-stops with it
-	// (Done, Err) instead of serving or sending that data (DESIGN
-	// "Durability and bad input").
-	ErrCorrupt = errors.New("node: stored data is corrupt")
-)
 
 // Compile-time interface checks.
 var (

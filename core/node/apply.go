@@ -118,7 +118,7 @@ func (a *applier) requestSnapshot(ctx context.Context) (raft.Snapshot, error) {
 	a.mu.Lock()
 	if a.closed || a.aborted {
 		a.mu.Unlock()
-		return raft.Snapshot{}, ErrStopped
+		return raft.Snapshot{}, NotApplied(ErrStopped)
 	}
 	a.snapReqs = append(a.snapReqs, ch)
 	a.mu.Unlock()
@@ -129,7 +129,7 @@ func (a *applier) requestSnapshot(ctx context.Context) (raft.Snapshot, error) {
 	case <-ctx.Done():
 		return raft.Snapshot{}, ctx.Err()
 	case <-a.donec:
-		return raft.Snapshot{}, ErrStopped
+		return raft.Snapshot{}, NotApplied(ErrStopped)
 	}
 }
 

@@ -6,7 +6,7 @@
 //
 // It imports core/raft only. Storage, Transport and StateMachine are
 // interfaces declared here and implemented elsewhere (core/storage,
-// core/transport, plugin/host); cmd/raftd wires them together.
+// core/transport, plugin/host); core/daemon wires them together.
 //
 // # Goroutines
 //

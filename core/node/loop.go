@@ -376,7 +376,7 @@ func (n *Node) do(ctx context.Context, f func()) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-n.quitc:
-		return ErrStopped
+		return NotApplied(ErrStopped)
 	}
 	select {
 	case <-done:
@@ -384,6 +384,6 @@ func (n *Node) do(ctx context.Context, f func()) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-n.donec:
-		return ErrStopped
+		return NotApplied(ErrStopped)
 	}
 }

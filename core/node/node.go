@@ -319,15 +319,16 @@ func (n *Node) shutdown(err error) {
 	}
 	stopped := ErrStopped
 	if err != nil {
+		err = fatalError{err}
 		stopped = fmt.Errorf("%w: %w", ErrStopped, err)
 	}
 	n.waits.failAll(fmt.Errorf("%w: %w", ErrOutcomeUnknown, stopped))
 	for _, r := range n.pendingReads {
-		r.resc <- readResult{err: stopped}
+		r.resc <- readResult{err: NotApplied(stopped)}
 	}
 	if b := n.inflightRead; b != nil {
 		for _, r := range b.reqs {
-			r.resc <- readResult{err: stopped}
+			r.resc <- readResult{err: NotApplied(stopped)}
 		}
 	}
 	n.pendingReads, n.inflightRead = nil, nil

@@ -643,12 +643,14 @@ func TestLeaderChangesNeverGiveWrongResults(t *testing.T) {
 				if got, _, _ := strings.Cut(string(o.res), "@"); got != o.payload || n != 1 {
 					t.Errorf("%s: result %q, applied %d times", o.payload, o.res, n)
 				}
-			case errors.Is(o.err, ErrOutcomeUnknown) || errors.Is(o.err, context.DeadlineExceeded) && !strings.Contains(o.err.Error(), "not proposed"):
+			case errors.Is(o.err, ErrOutcomeUnknown) && errors.Is(o.err, ErrNotApplied):
+				t.Errorf("%s: %v is both unknown and not applied", o.payload, o.err)
+			case errors.Is(o.err, ErrOutcomeUnknown):
 				unknown++
 				if n > 1 {
 					t.Errorf("%s: applied %d times", o.payload, n)
 				}
-			case errors.Is(o.err, raft.ErrProposalDropped), errors.Is(o.err, raft.ErrNoLeader), strings.Contains(o.err.Error(), "not proposed"):
+			case errors.Is(o.err, ErrNotApplied):
 				notApplied++
 				if n != 0 {
 					t.Errorf("%s: %v, but applied %d times", o.payload, o.err, n)

@@ -18,7 +18,7 @@ func (n *Node) propose(batch []*proposal) {
 	n.m.proposals.Add(uint64(len(batch)))
 	if n.soft.Lead == raft.None {
 		for _, p := range batch {
-			n.waits.fail(p.req, fmt.Errorf("node %d: %w", n.id, raft.ErrNoLeader))
+			n.waits.fail(p.req, NotApplied(fmt.Errorf("node %d: %w", n.id, raft.ErrNoLeader)))
 		}
 		return
 	}
@@ -32,7 +32,7 @@ func (n *Node) propose(batch []*proposal) {
 			continue
 		}
 		if n.soft.RaftState == raft.StateLeader && n.lastConfIndex > n.applied.Load() {
-			n.waits.fail(p.req, fmt.Errorf("%w (entry %d not applied yet): %w", ErrConfChangeInProgress, n.lastConfIndex, errDropped))
+			n.waits.fail(p.req, NotApplied(fmt.Errorf("%w (entry %d not applied yet): %w", ErrConfChangeInProgress, n.lastConfIndex, errDropped)))
 			continue
 		}
 		n.proposeFailed([]*proposal{p}, n.rn.ProposeConfChange(p.cc.cc))
@@ -53,6 +53,7 @@ func (n *Node) proposeFailed(ps []*proposal, err error) {
 	if !errors.Is(err, errDropped) && !errors.Is(err, raft.ErrNoLeader) {
 		err = fmt.Errorf("%w: %w", errDropped, err)
 	}
+	err = NotApplied(err)
 	for _, p := range ps {
 		n.waits.fail(p.req, err)
 	}
@@ -67,8 +68,8 @@ type Result struct {
 
 // Propose appends data to the log as an FSM command, waits until it is
 // committed and applied on this node, and returns the FSM's result for it.
-// Any member may propose; a follower forwards to the leader. See the error
-// variables for which errors mean "certainly not applied".
+// Any member may propose; a follower forwards to the leader. An error
+// matches ErrNotApplied or ErrOutcomeUnknown (errors.go).
 func (n *Node) Propose(ctx context.Context, data []byte) ([]byte, error) {
 	r, err := n.ProposeEntry(ctx, data)
 	return r.Value, err
@@ -77,7 +78,7 @@ func (n *Node) Propose(ctx context.Context, data []byte) ([]byte, error) {
 // ProposeEntry is Propose that also returns the entry's index and term.
 func (n *Node) ProposeEntry(ctx context.Context, data []byte) (Result, error) {
 	if len(data) > n.cfg.MaxEntryBytes {
-		return Result{}, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), n.cfg.MaxEntryBytes)
+		return Result{}, NotApplied(fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), n.cfg.MaxEntryBytes))
 	}
 	req := n.reqSeq.Add(1)
 	return n.wait(ctx, &proposal{req: req, data: encodeCommand(n.id, req, data)})
@@ -88,7 +89,7 @@ func (n *Node) wait(ctx context.Context, p *proposal) (Result, error) {
 	p.done = make(chan propResult, 1)
 	select {
 	case <-n.quitc:
-		return Result{}, ErrStopped
+		return Result{}, NotApplied(ErrStopped)
 	default:
 	}
 	n.waits.add(p)
@@ -96,10 +97,10 @@ func (n *Node) wait(ctx context.Context, p *proposal) (Result, error) {
 	case n.propc <- p:
 	case <-ctx.Done():
 		n.waits.cancel(p.req)
-		return Result{}, fmt.Errorf("node: not proposed: %w", ctx.Err())
+		return Result{}, NotApplied(fmt.Errorf("node: not proposed: %w", ctx.Err()))
 	case <-n.quitc:
 		n.waits.cancel(p.req)
-		return Result{}, ErrStopped
+		return Result{}, NotApplied(ErrStopped)
 	}
 	select {
 	case r := <-p.done:

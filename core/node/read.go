@@ -31,7 +31,7 @@ func (n *Node) issueReads() {
 	}
 	if n.soft.Lead == raft.None {
 		for _, r := range n.pendingReads {
-			r.resc <- readResult{err: fmt.Errorf("node %d: %w", n.id, raft.ErrNoLeader)}
+			r.resc <- readResult{err: NotApplied(fmt.Errorf("node %d: %w", n.id, raft.ErrNoLeader))}
 		}
 		n.pendingReads = nil
 		return
@@ -95,7 +95,7 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 	r := &readReq{resc: make(chan readResult, 1)}
 	select {
 	case <-n.quitc:
-		return 0, ErrStopped
+		return 0, NotApplied(ErrStopped)
 	default:
 	}
 	select {
@@ -103,7 +103,7 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	case <-n.quitc:
-		return 0, ErrStopped
+		return 0, NotApplied(ErrStopped)
 	}
 	var res readResult
 	select {
@@ -114,7 +114,7 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 		select {
 		case res = <-r.resc:
 		default:
-			return 0, ErrStopped
+			return 0, NotApplied(ErrStopped)
 		}
 	}
 	if res.err != nil {
@@ -131,11 +131,11 @@ func (n *Node) StaleRead(ctx context.Context, q []byte) ([]byte, error) {
 	select {
 	case <-n.readyc:
 	default:
-		return nil, fmt.Errorf("%w: applied %d of %d", ErrNotReady, n.applied.Load(), n.readyIdx)
+		return nil, NotApplied(fmt.Errorf("%w: applied %d of %d", ErrNotReady, n.applied.Load(), n.readyIdx))
 	}
 	select {
 	case <-n.quitc:
-		return nil, ErrStopped
+		return nil, NotApplied(ErrStopped)
 	default:
 	}
 	return n.query(ctx, q)
@@ -159,7 +159,7 @@ func (n *Node) waitApplied(ctx context.Context, idx uint64) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-n.donec:
-			return ErrStopped
+			return NotApplied(ErrStopped)
 		}
 	}
 }

@@ -69,7 +69,7 @@ func (a *applier) startSnapshot() error {
 		return nil
 	}
 	if a.applied == 0 {
-		replySnap(reqs, raft.Snapshot{}, errors.New("node: nothing applied yet, no snapshot"))
+		replySnap(reqs, raft.Snapshot{}, NotApplied(fmt.Errorf("%w: nothing applied yet", ErrNoSnapshot)))
 		return nil
 	}
 	meta := raft.SnapshotMetadata{Index: a.applied, Term: a.appliedTerm, ConfState: a.meta.clone().conf}
@@ -219,5 +219,5 @@ func (a *applier) stopSnapshots() {
 	reqs := append(a.pendingReqs, a.snapReqs...)
 	a.pendingReqs, a.snapReqs = nil, nil
 	a.mu.Unlock()
-	replySnap(reqs, raft.Snapshot{}, ErrStopped)
+	replySnap(reqs, raft.Snapshot{}, NotApplied(ErrStopped))
 }

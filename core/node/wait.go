@@ -166,7 +166,7 @@ func (w *waitRegistry) committed(commit uint64) {
 	defer w.mu.Unlock()
 	for _, p := range w.replaced {
 		if p.index <= commit {
-			w.removeLocked(p, propResult{err: fmt.Errorf("%w: another entry was committed at index %d", errDropped, p.index)})
+			w.removeLocked(p, propResult{err: NotApplied(fmt.Errorf("%w: another entry was committed at index %d", errDropped, p.index))})
 		}
 	}
 }
@@ -180,7 +180,7 @@ func (w *waitRegistry) applied(es []observedEntry) {
 	}
 	for _, e := range es {
 		if old := w.byIndex[e.index]; old != nil && old.req != e.req {
-			w.removeLocked(old, propResult{err: fmt.Errorf("%w: a different entry was applied at index %d", errDropped, e.index)})
+			w.removeLocked(old, propResult{err: NotApplied(fmt.Errorf("%w: a different entry was applied at index %d", errDropped, e.index))})
 		}
 		if e.req == 0 {
 			continue

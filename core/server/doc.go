@@ -1,5 +1,5 @@
-// Package server implements the raftd client API (proto/api/v1) on top of a
-// local node driver.
+// Package server implements the raftd client API (proto/api/v1) on top of
+// the local *node.Node.
 //
 // A Server answers Apply, Query, Status and the membership RPCs for one node.
 // Apply and linearizable Query received by a follower are forwarded to the
@@ -8,13 +8,14 @@
 // request is never forwarded again: a node that receives one and is not the
 // leader refuses it with Unavailable, and the client retries.
 //
-// Errors are gRPC status codes with a one-line message:
+// Errors are gRPC status codes with a one-line message. The node's outcome
+// classes (core/node errors.go) become codes in one place, errors.go:
 //
-//	no leader yet, leader changed before the entry   Unavailable, not applied
+//	no leader, leader unreachable, node stopping       Unavailable, not applied
 //	command over MaxEntryBytes, empty command          InvalidArgument, not applied
-//	membership change refused                          FailedPrecondition, not applied
+//	membership change or version refused, no snapshot  FailedPrecondition, not applied
 //	deadline while waiting for commit                  DeadlineExceeded, outcome unknown
-//	node stopping, leadership lost while waiting       Unavailable, outcome unknown
+//	leadership lost or node stopped while waiting      Unavailable, outcome unknown
 //
 // Every refusal that is certain to have happened before the command entered
 // the log carries the trailer OutcomeKey: OutcomeNotApplied, so that a client

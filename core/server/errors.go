@@ -3,10 +3,8 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
-	"strings"
 
-	"github.com/raftd/raftd/core/raft"
+	"github.com/raftd/raftd/core/node"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -23,23 +21,6 @@ const OutcomeNotApplied = "not-applied"
 // forwardedKey is the request metadata key set on forwarded requests.
 const forwardedKey = "raftd-forwarded"
 
-// Errors a Node implementation returns so that the server can map them to
-// status codes. Wrap them with context; the server matches with errors.Is.
-// raft.ErrNoLeader and raft.ErrProposalDropped are recognised as well.
-var (
-	// ErrNotLeader: this node is not the leader (the server then forwards).
-	ErrNotLeader = errors.New("server: not the leader")
-	// ErrRejected: the node refused the request before it entered the log
-	// (for example a membership change already in progress).
-	ErrRejected = errors.New("server: rejected")
-	// ErrStopped: the node is shutting down; the outcome of a request in
-	// flight is unknown.
-	ErrStopped = errors.New("server: node stopped")
-	// ErrLeadershipLost: the leader stepped down while the request waited;
-	// the entry may still commit under the next leader.
-	ErrLeadershipLost = errors.New("server: leadership lost while waiting")
-)
-
 // notApplied returns a status error of code c and marks it, through the
 // response trailer, as certainly not applied.
 func notApplied(ctx context.Context, c codes.Code, format string, args ...any) error {
@@ -47,16 +28,14 @@ func notApplied(ctx context.Context, c codes.Code, format string, args ...any) e
 	return status.Errorf(c, format, args...)
 }
 
-// detail is err's message without the sentinel prefixes of this package.
-func detail(err error) string {
-	msg := err.Error()
-	for _, e := range []error{ErrRejected, ErrStopped, ErrLeadershipLost, ErrNotLeader} {
-		msg = strings.TrimPrefix(msg, e.Error()+": ")
-	}
-	return msg
-}
-
-// toStatus maps an error from the Node to a status error.
+// toStatus maps an error of the node to a status error. It is the one
+// place where the node's outcome classes (core/node errors.go) become gRPC
+// codes:
+//
+//	node.ErrNotApplied       the code of the reason (refusalCode), marked not applied
+//	context deadline/cancel  DeadlineExceeded / Canceled, outcome unknown
+//	node.ErrOutcomeUnknown   Unavailable, outcome unknown
+//	anything else            Internal
 func toStatus(ctx context.Context, op string, err error) error {
 	if err == nil {
 		return nil
@@ -66,18 +45,32 @@ func toStatus(ctx context.Context, op string, err error) error {
 		return err
 	}
 	switch {
-	case errors.Is(err, ErrNotLeader), errors.Is(err, raft.ErrNoLeader):
-		return notApplied(ctx, codes.Unavailable, "%s: no leader: %v", op, err)
-	case errors.Is(err, raft.ErrProposalDropped), errors.Is(err, ErrRejected):
-		return notApplied(ctx, codes.Unavailable, "%s: refused by the leader, not applied: %s", op, detail(err))
+	case errors.Is(err, node.ErrNotApplied):
+		return notApplied(ctx, refusalCode(err), "%s: %v (not applied)", op, err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Errorf(codes.DeadlineExceeded, "%s: deadline exceeded, outcome unknown", op)
 	case errors.Is(err, context.Canceled):
 		return status.Errorf(codes.Canceled, "%s: canceled, outcome unknown", op)
-	case errors.Is(err, ErrStopped), errors.Is(err, ErrLeadershipLost):
-		return status.Errorf(codes.Unavailable, "%s: %v; outcome unknown", op, err)
+	case errors.Is(err, node.ErrOutcomeUnknown):
+		return status.Errorf(codes.Unavailable, "%s: %v", op, err)
 	}
-	return status.Error(codes.Internal, fmt.Sprintf("%s: %v", op, err))
+	return status.Errorf(codes.Internal, "%s: %v", op, err)
+}
+
+// refusalCode is the code of a not-applied refusal, by its reason: the
+// request is bad (InvalidArgument), the cluster's state refuses it
+// (FailedPrecondition: retrying as is will not help), or the node cannot
+// take it now (Unavailable: no leader, stopping, still replaying; another
+// node or a retry may).
+func refusalCode(err error) codes.Code {
+	switch {
+	case errors.Is(err, node.ErrTooLarge), errors.Is(err, node.ErrBadRequest):
+		return codes.InvalidArgument
+	case errors.Is(err, node.ErrConfChangeInProgress), errors.Is(err, node.ErrUnsupportedVersion),
+		errors.Is(err, node.ErrNoSnapshot):
+		return codes.FailedPrecondition
+	}
+	return codes.Unavailable
 }
 
 // IsNotApplied reports whether trailer md marks a refusal as certainly not

@@ -7,10 +7,10 @@ import (
 	"io"
 	"math"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/raftd/raftd/core/node"
 	apiv1 "github.com/raftd/raftd/proto/api/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -37,70 +37,28 @@ func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes)}
 }
 
-// Node is what the server needs from the local node driver. The composition
-// root (cmd/raftd) adapts core/node to it. Errors are matched against the
-// sentinels of this package (ErrNotLeader, ErrRejected, ErrStopped,
-// ErrLeadershipLost), raft.ErrNoLeader, raft.ErrProposalDropped and context
-// errors; anything else becomes Internal.
-type Node interface {
-	// ID returns this node's id.
-	ID() uint64
-	// Leader returns the id of the leader this node knows of, or 0.
-	Leader() uint64
-	// Propose appends cmd to the log and waits until it is committed and
-	// applied locally; it returns the FSM's result and the entry's position.
-	// It returns ErrNotLeader (or raft.ErrNoLeader) without proposing when
-	// this node is not the leader.
-	Propose(ctx context.Context, cmd []byte) (result []byte, index, term uint64, err error)
-	// Query runs q against the local FSM. When linearizable, the node first
-	// confirms its leadership and waits until it has applied the read index
-	// (thesis §6.4); a follower returns ErrNotLeader.
-	Query(ctx context.Context, q []byte, linearizable bool) (result []byte, appliedIndex uint64, err error)
-	// Status reports this node only. Fields the server knows (api address,
-	// cluster id) may be left empty.
-	Status(ctx context.Context) (*apiv1.NodeStatus, error)
-	// Members lists the membership in the local configuration.
-	Members(ctx context.Context) ([]*apiv1.Member, error)
-	// AddMember proposes a membership change on the leader and waits for it
-	// to be applied.
-	AddMember(ctx context.Context, id uint64, raftAddr string, learner bool) error
-	// RemoveMember proposes the removal of id and waits for it to be applied.
-	RemoveMember(ctx context.Context, id uint64) error
-	// TransferLeader asks the leader to hand over to id and waits until a
-	// leader other than the old one is known or ctx ends.
-	TransferLeader(ctx context.Context, id uint64) error
-}
-
-// VersionActivator is implemented by nodes that support rolling FSM
-// upgrades (DESIGN "Rolling FSM upgrades").
-type VersionActivator interface {
-	ActivateFSMVersion(ctx context.Context, version uint32) (index uint64, err error)
-}
-
-// SnapshotOpener is implemented by nodes that can hand out their latest
-// snapshot. The caller closes the reader.
-type SnapshotOpener interface {
-	OpenSnapshot(ctx context.Context, takeNew bool) (*apiv1.SnapshotHeader, io.ReadCloser, error)
-}
-
 // Config configures a Server.
 type Config struct {
 	// Node is the local node. Required.
-	Node Node
-	// APIAddr and ClusterID fill the matching NodeStatus fields.
-	APIAddr   string
-	ClusterID string
+	Node *node.Node
+	// RaftAddr, APIAddr, ClusterID and FSMSHA256 (the plugin binary's
+	// digest, "" for an FSM in process) fill the matching NodeStatus fields.
+	RaftAddr, APIAddr, ClusterID, FSMSHA256 string
 	// MaxEntryBytes limits the size of an Apply command. The default is
 	// DefaultMaxEntryBytes.
 	MaxEntryBytes int
 	// ForwardAddr resolves the gRPC address on which member id serves this
-	// API; it is used for forwarding and for status fan-out. Required for
-	// clusters of more than one node.
+	// API; it is used for forwarding and for status fan-out. The default is
+	// the member's Raft address in the node's membership: members serve the
+	// client API on their peer port too.
 	ForwardAddr func(id uint64) (string, bool)
 	// StatusTimeout bounds each peer status call of the fan-out. The default
 	// is 1 s.
 	StatusTimeout time.Duration
 }
+
+// errClosed is returned for forwarding after Close.
+var errClosed = errors.New("server: closed")
 
 // Server implements apiv1.RaftdServer. It is safe for concurrent use.
 type Server struct {
@@ -169,7 +127,7 @@ func New(cfg Config) *Server {
 		cfg.StatusTimeout = time.Second
 	}
 	if cfg.ForwardAddr == nil {
-		cfg.ForwardAddr = func(uint64) (string, bool) { return "", false }
+		cfg.ForwardAddr = func(id uint64) (string, bool) { return memberRaftAddr(cfg.Node, id) }
 	}
 	return &Server{cfg: cfg, conns: map[string]*grpc.ClientConn{}}
 }
@@ -211,14 +169,13 @@ func (s *Server) Apply(ctx context.Context, req *apiv1.ApplyRequest) (*apiv1.App
 	if lead := n.Leader(); lead != n.ID() {
 		return s.forwardApply(ctx, lead, req)
 	}
-	res, idx, term, err := n.Propose(ctx, req.GetCommand())
-	if errors.Is(err, ErrNotLeader) {
-		return s.forwardApply(ctx, n.Leader(), req)
-	}
+	// NB: should leadership move after the check above, raft forwards the
+	// proposal to the new leader or refuses it (not applied).
+	r, err := n.ProposeEntry(ctx, req.GetCommand())
 	if err != nil {
 		return nil, toStatus(ctx, "apply", err)
 	}
-	return &apiv1.ApplyResponse{Result: res, Index: idx, Term: term}, nil
+	return &apiv1.ApplyResponse{Result: r.Value, Index: r.Index, Term: r.Term}, nil
 }
 
 // Query implements apiv1.RaftdServer.
@@ -244,14 +201,17 @@ func (s *Server) Query(ctx context.Context, req *apiv1.QueryRequest) (*apiv1.Que
 			return s.forwardQuery(ctx, lead, req)
 		}
 	}
-	res, applied, err := n.Query(ctx, req.GetQuery(), lin)
-	if lin && errors.Is(err, ErrNotLeader) {
-		return s.forwardQuery(ctx, n.Leader(), req)
+	var res []byte
+	var err error
+	if lin {
+		res, err = n.Read(ctx, req.GetQuery())
+	} else {
+		res, err = n.StaleRead(ctx, req.GetQuery())
 	}
 	if err != nil {
 		return nil, toStatus(ctx, "query", err)
 	}
-	return &apiv1.QueryResponse{Result: res, AppliedIndex: applied}, nil
+	return &apiv1.QueryResponse{Result: res, AppliedIndex: n.Applied()}, nil
 }
 
 // leaderConn returns a ready connection to the leader lead, or a
@@ -322,12 +282,12 @@ func waitReady(ctx context.Context, cc *grpc.ClientConn) error {
 		case connectivity.Idle:
 			cc.Connect()
 		case connectivity.TransientFailure:
-			return errors.New("connection failed")
+			return errors.New("connection refused or failed")
 		case connectivity.Shutdown:
 			return errors.New("connection closed")
 		}
 		if !cc.WaitForStateChange(ctx, st) {
-			return ctx.Err()
+			return fmt.Errorf("no connection within %s: %w", connectTimeout, ctx.Err())
 		}
 	}
 }
@@ -336,7 +296,7 @@ func (s *Server) conn(addr string) (*grpc.ClientConn, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, ErrStopped
+		return nil, errClosed
 	}
 	if c, ok := s.conns[addr]; ok {
 		return c, nil
@@ -356,13 +316,7 @@ func (s *Server) localStatus(ctx context.Context) (*apiv1.NodeStatus, error) {
 	if err != nil {
 		return nil, toStatus(ctx, "status", err)
 	}
-	if st.ApiAddr == "" {
-		st.ApiAddr = s.cfg.APIAddr
-	}
-	if st.ClusterId == "" {
-		st.ClusterId = s.cfg.ClusterID
-	}
-	return st, nil
+	return nodeStatus(st, s.cfg), nil
 }
 
 // Status implements apiv1.RaftdServer. Without req.Local it asks every
@@ -375,7 +329,7 @@ func (s *Server) Status(ctx context.Context, req *apiv1.StatusRequest) (*apiv1.S
 	}
 	nodes := []*apiv1.NodeStatus{self}
 	if !req.GetLocal() {
-		members, err := s.cfg.Node.Members(ctx)
+		members, err := s.members(ctx)
 		if err != nil {
 			return nil, toStatus(ctx, "status", err)
 		}
@@ -435,16 +389,20 @@ func (s *Server) peerStatus(ctx context.Context, m *apiv1.Member) *apiv1.NodeSta
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.StatusTimeout)
 	defer cancel()
+	// A peer that is down fails to connect at once; say so briefly rather
+	// than with the dialer's message.
+	if err := waitReady(ctx, cc); err != nil {
+		if ctx.Err() != nil {
+			return fail(fmt.Errorf("unreachable at %s: no answer within %s", addr, s.cfg.StatusTimeout))
+		}
+		return fail(fmt.Errorf("unreachable at %s: %v", addr, err))
+	}
 	resp, err := apiv1.NewRaftdClient(cc).Status(ctx, &apiv1.StatusRequest{Local: true})
 	if err != nil {
 		if ctx.Err() != nil {
 			return fail(fmt.Errorf("unreachable at %s: no answer within %s", addr, s.cfg.StatusTimeout))
 		}
-		msg := status.Convert(err).Message()
-		if strings.Contains(msg, "connection refused") {
-			msg = "connection refused"
-		}
-		return fail(fmt.Errorf("unreachable at %s: %s", addr, msg))
+		return fail(fmt.Errorf("unreachable at %s: %s", addr, status.Convert(err).Message()))
 	}
 	for _, ns := range resp.GetNodes() {
 		if ns.GetId() == m.GetId() {
@@ -459,12 +417,25 @@ func (s *Server) peerStatus(ctx context.Context, m *apiv1.Member) *apiv1.NodeSta
 
 // Members implements apiv1.RaftdServer.
 func (s *Server) Members(ctx context.Context, _ *apiv1.MembersRequest) (*apiv1.MembersResponse, error) {
-	ms, err := s.cfg.Node.Members(ctx)
+	ms, err := s.members(ctx)
 	if err != nil {
 		return nil, toStatus(ctx, "members", err)
 	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].GetId() < ms[j].GetId() })
 	return &apiv1.MembersResponse{Leader: s.cfg.Node.Leader(), Members: ms}, nil
+}
+
+// members is the node's membership in API form, ordered by id.
+func (s *Server) members(ctx context.Context) ([]*apiv1.Member, error) {
+	ms, err := s.cfg.Node.Members(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*apiv1.Member, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, &apiv1.Member{Id: m.ID, RaftAddr: m.RaftAddr, ApiAddr: m.APIAddr, Learner: m.Learner})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].GetId() < out[j].GetId() })
+	return out, nil
 }
 
 // onLeader runs f locally when this node leads, else returns a connection
@@ -502,8 +473,8 @@ func (s *Server) AddMember(ctx context.Context, req *apiv1.AddMemberRequest) (*a
 		resp, err := apiv1.NewRaftdClient(cc).AddMember(metadata.AppendToOutgoingContext(ctx, forwardedKey, "1"), req, grpc.Trailer(&tr))
 		return resp, relay(ctx, tr, err)
 	}
-	if err := s.cfg.Node.AddMember(ctx, req.GetId(), req.GetRaftAddr(), req.GetLearner()); err != nil {
-		return nil, toMembershipStatus(ctx, "add member", err)
+	if err := s.addMember(ctx, req); err != nil {
+		return nil, toStatus(ctx, "add member", err)
 	}
 	return s.Members(ctx, &apiv1.MembersRequest{})
 }
@@ -523,7 +494,7 @@ func (s *Server) RemoveMember(ctx context.Context, req *apiv1.RemoveMemberReques
 		return resp, relay(ctx, tr, err)
 	}
 	if err := s.cfg.Node.RemoveMember(ctx, req.GetId()); err != nil {
-		return nil, toMembershipStatus(ctx, "remove member", err)
+		return nil, toStatus(ctx, "remove member", err)
 	}
 	return s.Members(ctx, &apiv1.MembersRequest{})
 }
@@ -543,17 +514,13 @@ func (s *Server) TransferLeader(ctx context.Context, req *apiv1.TransferLeaderRe
 		return resp, relay(ctx, tr, err)
 	}
 	if err := s.cfg.Node.TransferLeader(ctx, req.GetId()); err != nil {
-		return nil, toMembershipStatus(ctx, "transfer leader", err)
+		return nil, toStatus(ctx, "transfer leader", err)
 	}
 	return &apiv1.TransferLeaderResponse{Leader: s.cfg.Node.Leader()}, nil
 }
 
 // ActivateFSMVersion implements apiv1.RaftdServer.
 func (s *Server) ActivateFSMVersion(ctx context.Context, req *apiv1.ActivateFSMVersionRequest) (*apiv1.ActivateFSMVersionResponse, error) {
-	va, ok := s.cfg.Node.(VersionActivator)
-	if !ok {
-		return nil, notApplied(ctx, codes.Unimplemented, "fsm activate: not supported by this node")
-	}
 	if req.GetVersion() == 0 {
 		return nil, notApplied(ctx, codes.InvalidArgument, "fsm activate: version must be a positive integer")
 	}
@@ -580,20 +547,11 @@ func (s *Server) ActivateFSMVersion(ctx context.Context, req *apiv1.ActivateFSMV
 			return nil, notApplied(ctx, codes.FailedPrecondition, "fsm activate: node %d's plugin %s supports versions [%d, %d], not %d", ns.GetId(), f.GetName(), f.GetMinVersion(), f.GetMaxVersion(), v)
 		}
 	}
-	idx, err := va.ActivateFSMVersion(ctx, v)
+	idx, err := s.cfg.Node.ActivateFSMVersion(ctx, v)
 	if err != nil {
-		return nil, toMembershipStatus(ctx, "fsm activate", err)
+		return nil, toStatus(ctx, "fsm activate", err)
 	}
 	return &apiv1.ActivateFSMVersionResponse{Index: idx}, nil
-}
-
-// toMembershipStatus maps ErrRejected to FailedPrecondition; the rest as
-// toStatus.
-func toMembershipStatus(ctx context.Context, op string, err error) error {
-	if errors.Is(err, ErrRejected) {
-		return notApplied(ctx, codes.FailedPrecondition, "%s: %s", op, detail(err))
-	}
-	return toStatus(ctx, op, err)
 }
 
 // snapshotChunkBytes bounds one DownloadSnapshot data chunk.
@@ -602,15 +560,16 @@ const snapshotChunkBytes = 1 << 20
 // DownloadSnapshot implements apiv1.RaftdServer.
 func (s *Server) DownloadSnapshot(req *apiv1.DownloadSnapshotRequest, stream grpc.ServerStreamingServer[apiv1.SnapshotChunk]) error {
 	ctx := stream.Context()
-	so, ok := s.cfg.Node.(SnapshotOpener)
-	if !ok {
-		return status.Error(codes.Unimplemented, "snapshot: not supported by this node")
+	meta, rc, err := s.cfg.Node.ExportSnapshot(ctx, req.GetTakeNew())
+	if errors.Is(err, node.ErrNoSnapshot) && !req.GetTakeNew() {
+		return notApplied(ctx, codes.FailedPrecondition, "snapshot: node %d has no snapshot yet (use --new to take one)", s.cfg.Node.ID())
 	}
-	hdr, rc, err := so.OpenSnapshot(ctx, req.GetTakeNew())
 	if err != nil {
-		return toMembershipStatus(ctx, "snapshot", err)
+		return toStatus(ctx, "snapshot", err)
 	}
 	defer rc.Close()
+	hdr := &apiv1.SnapshotHeader{Index: meta.Index, Term: meta.Term, Size: -1,
+		Voters: meta.ConfState.Voters, Learners: meta.ConfState.Learners}
 	if err := stream.Send(&apiv1.SnapshotChunk{Header: hdr}); err != nil {
 		return err
 	}

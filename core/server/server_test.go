@@ -1,13 +1,20 @@
-package server
+package server_test
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/raftd/raftd/core/daemon"
+	"github.com/raftd/raftd/core/node"
+	"github.com/raftd/raftd/core/server"
+	"github.com/raftd/raftd/fsms/kv"
+	"github.com/raftd/raftd/plugin/fsm"
 	apiv1 "github.com/raftd/raftd/proto/api/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -16,107 +23,121 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// fakeNode is a Node whose leader is set by the test; the leader "applies"
-// by appending to a shared log.
-type fakeNode struct {
-	id     uint64
-	mu     sync.Mutex
-	leader uint64
-	log    *[]string
-	addrs  map[uint64]string
+// testFSM is the kv FSM of node id, whose query "who" answers
+// {"from":id} (to tell which node served a read) and whose Apply can be
+// held (to keep a request in flight).
+type testFSM struct {
+	id uint64
+	kv *kv.FSM
+
+	mu      sync.Mutex
+	hold    chan struct{} // non-nil: Apply waits until it is closed
+	entered chan struct{} // closed when a held Apply starts waiting
 }
 
-func (f *fakeNode) ID() uint64 { return f.id }
-func (f *fakeNode) Leader() uint64 {
+func (f *testFSM) Info(ctx context.Context) (fsm.Info, error) { return f.kv.Info(ctx) }
+func (f *testFSM) Apply(ctx context.Context, e fsm.Entry) ([]byte, error) {
+	f.mu.Lock()
+	hold, entered := f.hold, f.entered
+	f.entered = nil
+	f.mu.Unlock()
+	if hold != nil {
+		if entered != nil {
+			close(entered)
+		}
+		<-hold
+	}
+	return f.kv.Apply(ctx, e)
+}
+func (f *testFSM) Query(ctx context.Context, q []byte) ([]byte, error) {
+	if string(q) == "who" {
+		return []byte(fmt.Sprintf(`{"from":%d}`, f.id)), nil
+	}
+	return f.kv.Query(ctx, q)
+}
+func (f *testFSM) Snapshot(ctx context.Context) (fsm.Snapshot, error) { return f.kv.Snapshot(ctx) }
+func (f *testFSM) Restore(ctx context.Context, h fsm.SnapshotHeader, r io.Reader) error {
+	return f.kv.Restore(ctx, h, r)
+}
+func (f *testFSM) Digest(ctx context.Context) ([]byte, error) { return f.kv.Digest(ctx) }
+
+// holdApply makes the next Applies wait until the returned release is
+// called; entered is closed when the first of them waits.
+func (f *testFSM) holdApply() (entered chan struct{}, release func()) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.leader
-}
-func (f *fakeNode) Propose(ctx context.Context, cmd []byte) ([]byte, uint64, uint64, error) {
-	if f.Leader() != f.id {
-		return nil, 0, 0, ErrNotLeader
+	f.hold, f.entered = make(chan struct{}), make(chan struct{})
+	hold := f.hold
+	var once sync.Once
+	return f.entered, func() {
+		once.Do(func() {
+			f.mu.Lock()
+			f.hold = nil
+			f.mu.Unlock()
+			close(hold)
+		})
 	}
-	*f.log = append(*f.log, string(cmd))
-	return []byte(`{"ok":true}`), uint64(len(*f.log)), 1, nil
 }
-func (f *fakeNode) Query(ctx context.Context, q []byte, lin bool) ([]byte, uint64, error) {
-	if lin && f.Leader() != f.id {
-		return nil, 0, ErrNotLeader
-	}
-	return []byte(`{"from":` + string(rune('0'+f.id)) + `}`), uint64(len(*f.log)), nil
-}
-func (f *fakeNode) Status(ctx context.Context) (*apiv1.NodeStatus, error) {
-	role := "follower"
-	if f.Leader() == f.id {
-		role = "leader"
-	}
-	return &apiv1.NodeStatus{Id: f.id, RaftAddr: f.addrs[f.id], Role: role, Term: 2, Leader: f.Leader()}, nil
-}
-func (f *fakeNode) Members(ctx context.Context) ([]*apiv1.Member, error) {
-	var ms []*apiv1.Member
-	for id, a := range f.addrs {
-		ms = append(ms, &apiv1.Member{Id: id, RaftAddr: a})
-	}
-	return ms, nil
-}
-func (f *fakeNode) AddMember(ctx context.Context, id uint64, addr string, learner bool) error {
-	return ErrRejected
-}
-func (f *fakeNode) RemoveMember(ctx context.Context, id uint64) error   { return nil }
-func (f *fakeNode) TransferLeader(ctx context.Context, id uint64) error { return nil }
 
 type cluster struct {
-	nodes   []*fakeNode
-	addrs   map[uint64]string
+	nodes   map[uint64]*daemon.Daemon
+	fsms    map[uint64]*testFSM
 	clients map[uint64]apiv1.RaftdClient
 }
 
-// startCluster serves n fake nodes on loopback; node ids in down get an
-// address but no server.
-func startCluster(t *testing.T, n int, down map[uint64]bool) *cluster {
+// startCluster runs n real nodes with in-process FSMs on loopback, each
+// limiting commands to 64 bytes, and makes node 1 the leader. The election
+// timeout is long, so that leadership does not move during a test unless
+// the test moves it.
+func startCluster(t *testing.T, n int) *cluster {
 	t.Helper()
-	c := &cluster{addrs: map[uint64]string{}, clients: map[uint64]apiv1.RaftdClient{}}
-	var log []string
-	lis := map[uint64]net.Listener{}
-	for i := 1; i <= n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.addrs[uint64(i)] = l.Addr().String()
-		if down[uint64(i)] {
-			l.Close()
-			continue
-		}
-		lis[uint64(i)] = l
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c := &cluster{nodes: map[uint64]*daemon.Daemon{}, fsms: map[uint64]*testFSM{}, clients: map[uint64]apiv1.RaftdClient{}}
+	var mu sync.Mutex
+	ds, err := daemon.StartCluster(ctx, n, t.TempDir(), 0, func(cfg *daemon.Config) {
+		f := &testFSM{id: cfg.ID, kv: kv.New()}
+		mu.Lock()
+		c.fsms[cfg.ID] = f
+		mu.Unlock()
+		cfg.FSM, cfg.NoSync, cfg.MaxEntryBytes = f, true, 64
+		cfg.HeartbeatInterval, cfg.ElectionTimeout = 20*time.Millisecond, 10*time.Second
+	})
+	if err != nil {
+		t.Fatalf("start cluster: %v", err)
 	}
-	for id, l := range lis {
-		fn := &fakeNode{id: id, leader: 1, log: &log, addrs: c.addrs}
-		c.nodes = append(c.nodes, fn)
-		srv := New(Config{Node: fn, MaxEntryBytes: 64, APIAddr: l.Addr().String(), ForwardAddr: func(id uint64) (string, bool) {
-			a, ok := c.addrs[id]
-			return a, ok
-		}})
-		gs := grpc.NewServer()
-		srv.Register(gs)
-		go gs.Serve(l)
-		t.Cleanup(func() { gs.Stop(); srv.Close() })
-		cc, err := grpc.NewClient("passthrough:///"+l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	t.Cleanup(func() {
+		for _, f := range c.fsms {
+			f.mu.Lock()
+			if f.hold != nil {
+				close(f.hold)
+				f.hold = nil
+			}
+			f.mu.Unlock()
+		}
+		_ = daemon.StopAll(ds)
+	})
+	for _, d := range ds {
+		c.nodes[d.ID()] = d
+		cc, err := grpc.NewClient("passthrough:///"+d.APIAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { cc.Close() })
-		c.clients[id] = apiv1.NewRaftdClient(cc)
+		c.clients[d.ID()] = apiv1.NewRaftdClient(cc)
+	}
+	if err := c.nodes[1].Node().Campaign(ctx); err != nil {
+		t.Fatalf("campaign: %v", err)
+	}
+	for id, d := range c.nodes {
+		for d.Node().Leader() != 1 {
+			if ctx.Err() != nil {
+				t.Fatalf("node %d does not know leader 1 (knows %d)", id, d.Node().Leader())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
 	return c
-}
-
-func (c *cluster) setLeader(id uint64) {
-	for _, n := range c.nodes {
-		n.mu.Lock()
-		n.leader = id
-		n.mu.Unlock()
-	}
 }
 
 func ctx(t *testing.T) context.Context {
@@ -126,22 +147,26 @@ func ctx(t *testing.T) context.Context {
 }
 
 func TestFollowerForwardsApplyAndQuery(t *testing.T) {
-	c := startCluster(t, 3, nil)
-	resp, err := c.clients[2].Apply(ctx(t), &apiv1.ApplyRequest{Command: []byte("x")})
+	c := startCluster(t, 3)
+	resp, err := c.clients[2].Apply(ctx(t), &apiv1.ApplyRequest{Command: []byte(`{"op":"put","key":"a","value":"1"}`)})
 	if err != nil {
 		t.Fatalf("apply via follower: %v", err)
 	}
-	if string(resp.Result) != `{"ok":true}` || resp.Index != 1 {
-		t.Fatalf("apply via follower: got %q index %d", resp.Result, resp.Index)
+	if string(resp.Result) != `{"ok":true}` || resp.Index == 0 || resp.Term == 0 {
+		t.Fatalf("apply via follower: got %q index %d term %d", resp.Result, resp.Index, resp.Term)
 	}
-	q, err := c.clients[3].Query(ctx(t), &apiv1.QueryRequest{Query: []byte("q")})
+	q, err := c.clients[3].Query(ctx(t), &apiv1.QueryRequest{Query: []byte("who")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if string(q.Result) != `{"from":1}` {
 		t.Fatalf("linearizable query via follower answered by %s, want the leader", q.Result)
 	}
-	q, err = c.clients[3].Query(ctx(t), &apiv1.QueryRequest{Query: []byte("q"), Consistency: apiv1.Consistency_CONSISTENCY_STALE})
+	q, err = c.clients[3].Query(ctx(t), &apiv1.QueryRequest{Query: []byte(`{"op":"get","key":"a"}`)})
+	if err != nil || string(q.Result) != `{"found":true,"value":"1"}` || q.AppliedIndex < resp.Index {
+		t.Fatalf("linearizable get via follower: %v %v", q, err)
+	}
+	q, err = c.clients[3].Query(ctx(t), &apiv1.QueryRequest{Query: []byte("who"), Consistency: apiv1.Consistency_CONSISTENCY_STALE})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,50 +183,107 @@ func wantNotApplied(t *testing.T, err error, tr metadata.MD, code codes.Code, su
 	if !strings.Contains(status.Convert(err).Message(), substr) {
 		t.Fatalf("message %q does not contain %q", status.Convert(err).Message(), substr)
 	}
-	if !IsNotApplied(tr) {
+	if !server.IsNotApplied(tr) {
 		t.Fatalf("error %v lacks the not-applied trailer (trailer %v)", err, tr)
 	}
 }
 
 func TestRefusals(t *testing.T) {
-	c := startCluster(t, 3, nil)
+	c := startCluster(t, 3)
 	var tr metadata.MD
 	_, err := c.clients[2].Apply(ctx(t), &apiv1.ApplyRequest{Command: make([]byte, 65)}, grpc.Trailer(&tr))
 	wantNotApplied(t, err, tr, codes.InvalidArgument, "over the limit of 64 bytes")
 
-	c.setLeader(0)
-	tr = nil
-	_, err = c.clients[2].Apply(ctx(t), &apiv1.ApplyRequest{Command: []byte("x")}, grpc.Trailer(&tr))
-	wantNotApplied(t, err, tr, codes.Unavailable, "no leader")
-
 	// The leader's own not-applied refusal is relayed through the follower.
-	c.setLeader(1)
 	tr = nil
-	_, err = c.clients[2].AddMember(ctx(t), &apiv1.AddMemberRequest{Id: 4, RaftAddr: "127.0.0.1:1"}, grpc.Trailer(&tr))
-	wantNotApplied(t, err, tr, codes.FailedPrecondition, "add member")
+	_, err = c.clients[2].AddMember(ctx(t), &apiv1.AddMemberRequest{Id: 3, RaftAddr: "127.0.0.1:1"}, grpc.Trailer(&tr))
+	wantNotApplied(t, err, tr, codes.FailedPrecondition, "add member: node 3 is already a voter")
+	tr = nil
+	_, err = c.clients[3].ActivateFSMVersion(ctx(t), &apiv1.ActivateFSMVersionRequest{Version: 99}, grpc.Trailer(&tr))
+	wantNotApplied(t, err, tr, codes.FailedPrecondition, "not 99")
+	stream, err := c.clients[2].DownloadSnapshot(ctx(t), &apiv1.DownloadSnapshotRequest{})
+	if err == nil {
+		_, err = stream.Recv() // a server stream reports its error here
+		tr = stream.Trailer()
+	}
+	wantNotApplied(t, err, tr, codes.FailedPrecondition, "has no snapshot yet")
+}
+
+// deadAddr returns a loopback address nobody listens on.
+func deadAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := l.Addr().String()
+	l.Close()
+	return a
+}
+
+// TestNoLeaderIsNotApplied: a node that cannot reach a quorum never has a
+// leader; writes and linearizable reads are refused, not applied.
+func TestNoLeaderIsNotApplied(t *testing.T) {
+	raftLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Node 1 of a three-node cluster whose other members never run.
+	peers := []node.Peer{{ID: 1, RaftAddr: raftLis.Addr().String()}, {ID: 2, RaftAddr: deadAddr(t)}, {ID: 3, RaftAddr: deadAddr(t)}}
+	d, err := daemon.Start(ctx(t), daemon.Config{ID: 1, DataDir: t.TempDir(), RaftListener: raftLis, APIAddr: "127.0.0.1:0",
+		FSM: kv.New(), NoSync: true, Peers: peers, HeartbeatInterval: 10 * time.Millisecond, ElectionTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Stop() })
+	cc, err := grpc.NewClient("passthrough:///"+d.APIAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	c := apiv1.NewRaftdClient(cc)
+	var tr metadata.MD
+	_, err = c.Apply(ctx(t), &apiv1.ApplyRequest{Command: []byte(`{"op":"put","key":"a","value":"1"}`)}, grpc.Trailer(&tr))
+	wantNotApplied(t, err, tr, codes.Unavailable, "no leader")
+	tr = nil
+	_, err = c.Query(ctx(t), &apiv1.QueryRequest{Query: []byte(`{"op":"get","key":"a"}`)}, grpc.Trailer(&tr))
+	wantNotApplied(t, err, tr, codes.Unavailable, "no leader")
+	// A stale read needs no leader.
+	q, err := c.Query(ctx(t), &apiv1.QueryRequest{Query: []byte(`{"op":"get","key":"a"}`), Consistency: apiv1.Consistency_CONSISTENCY_STALE})
+	if err != nil || string(q.Result) != `{"found":false,"value":""}` {
+		t.Fatalf("stale read without a leader: %v %v", q, err)
+	}
 }
 
 func TestForwardToUnreachableLeaderIsNotApplied(t *testing.T) {
-	c := startCluster(t, 3, map[uint64]bool{1: true})
+	c := startCluster(t, 3)
+	if err := c.nodes[1].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// Node 2 still takes node 1 for the leader (no election timeout has
+	// passed) and cannot reach it.
 	var tr metadata.MD
 	cctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
-	_, err := c.clients[2].Apply(cctx, &apiv1.ApplyRequest{Command: []byte("x")}, grpc.Trailer(&tr))
+	_, err := c.clients[2].Apply(cctx, &apiv1.ApplyRequest{Command: []byte(`{"op":"put","key":"a","value":"1"}`)}, grpc.Trailer(&tr))
 	if status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("got %v", err)
 	}
-	if status.Code(err) == codes.Unavailable && !IsNotApplied(tr) {
+	if status.Code(err) == codes.Unavailable && !server.IsNotApplied(tr) {
 		t.Fatalf("unreachable leader: %v without not-applied trailer", err)
 	}
 }
 
 func TestStatusFanOut(t *testing.T) {
-	c := startCluster(t, 3, map[uint64]bool{3: true})
+	c := startCluster(t, 3)
+	raft3 := c.nodes[3].RaftAddr()
+	if err := c.nodes[3].Stop(); err != nil {
+		t.Fatal(err)
+	}
 	st, err := c.clients[2].Status(ctx(t), &apiv1.StatusRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Leader != 1 || st.Term != 2 || len(st.Nodes) != 3 {
+	if st.Leader != 1 || len(st.Nodes) != 3 || st.Term == 0 || st.Term != st.Nodes[0].Term {
 		t.Fatalf("status: %v", st)
 	}
 	for i, n := range st.Nodes {
@@ -209,28 +291,29 @@ func TestStatusFanOut(t *testing.T) {
 			t.Fatalf("nodes not ordered by id: %v", st.Nodes)
 		}
 	}
-	if st.Nodes[0].Role != "leader" || st.Nodes[1].Role != "follower" || st.Nodes[1].ApiAddr == "" {
+	if st.Nodes[0].Role != "leader" || st.Nodes[1].Role != "follower" || st.Nodes[1].ApiAddr != c.nodes[2].APIAddr() {
 		t.Fatalf("status: %v", st.Nodes)
 	}
-	if st.Nodes[2].Error == "" || st.Nodes[2].RaftAddr != c.addrs[3] {
+	if st.Nodes[0].Fsm.GetName() != "kv" || st.Nodes[0].ClusterId == "" || st.Nodes[0].ClusterId != st.Nodes[1].ClusterId {
+		t.Fatalf("status: fsm or cluster id missing: %v", st.Nodes)
+	}
+	if st.Nodes[2].Error == "" || st.Nodes[2].RaftAddr != raft3 {
 		t.Fatalf("unreachable node 3 should be listed with an error: %v", st.Nodes[2])
 	}
 }
 
 func TestDrainRefusesNewAndWaitsForInflight(t *testing.T) {
-	var log []string
-	fn := &fakeNode{id: 1, leader: 1, log: &log, addrs: map[uint64]string{1: "x"}}
-	block := make(chan struct{})
-	hn := &hangNode{fakeNode: fn, block: block}
-	srv := New(Config{Node: hn})
+	c := startCluster(t, 1)
+	srv := server.New(server.Config{Node: c.nodes[1].Node()})
+	defer srv.Close()
+	entered, release := c.fsms[1].holdApply()
+	defer release()
 	done := make(chan error, 1)
-	started := make(chan struct{})
-	hn.started = started
 	go func() {
-		_, err := srv.Apply(context.Background(), &apiv1.ApplyRequest{Command: []byte("x")})
+		_, err := srv.Apply(context.Background(), &apiv1.ApplyRequest{Command: []byte(`{"op":"put","key":"a","value":"1"}`)})
 		done <- err
 	}()
-	<-started
+	<-entered
 	dctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if err := srv.Drain(dctx); err == nil {
@@ -239,23 +322,11 @@ func TestDrainRefusesNewAndWaitsForInflight(t *testing.T) {
 	if _, err := srv.Apply(context.Background(), &apiv1.ApplyRequest{Command: []byte("y")}); status.Code(err) != codes.Unavailable {
 		t.Fatalf("Apply while draining: %v, want Unavailable", err)
 	}
-	close(block)
+	release()
 	if err := <-done; err != nil {
 		t.Fatalf("in-flight Apply: %v", err)
 	}
 	if err := srv.Drain(context.Background()); err != nil {
 		t.Fatalf("Drain after the in-flight Apply finished: %v", err)
 	}
-}
-
-// hangNode blocks Propose until block is closed.
-type hangNode struct {
-	*fakeNode
-	block, started chan struct{}
-}
-
-func (h *hangNode) Propose(ctx context.Context, cmd []byte) ([]byte, uint64, uint64, error) {
-	close(h.started)
-	<-h.block
-	return h.fakeNode.Propose(ctx, cmd)
 }

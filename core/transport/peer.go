@@ -68,7 +68,11 @@ func (p *peer) run() {
 	defer p.cc.Close()
 	log := p.t.opts.Logger
 	attempt := 0
-	var lastErr string
+	// The class of the last failure logged (its gRPC code): a peer that
+	// stays down logs once, not at every retry. Codes, not messages, so
+	// that a changing detail (a port, a timestamp) does not defeat it.
+	var lastCode codes.Code
+	logged := false
 	for {
 		sent, err := p.session()
 		p.connected.Store(false)
@@ -77,18 +81,18 @@ func (p *peer) run() {
 		}
 		p.t.reportUnreachable(p.id)
 		// Log state changes only: the first failure after a working
-		// stream, and every change of the error.
-		if msg := err.Error(); msg != lastErr {
+		// stream, and every change of the kind of failure.
+		if code := status.Code(err); !logged || code != lastCode {
 			if rejected(err) {
 				log.Errorf("transport: peer %d at %s rejected this node: %v", p.id, p.addr, err)
 			} else {
 				log.Warningf("transport: peer %d at %s: stream down: %v", p.id, p.addr, err)
 			}
-			lastErr = msg
+			lastCode, logged = code, true
 		}
 		if sent && !rejected(err) {
 			attempt = 0
-			lastErr = ""
+			logged = false
 		}
 		if !p.dropFor(backoffDelay(attempt, p.t.opts.BackoffBase, p.t.opts.BackoffMax, jitter())) {
 			return

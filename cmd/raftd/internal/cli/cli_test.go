@@ -4,85 +4,80 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/raftd/raftd/core/server"
-	apiv1 "github.com/raftd/raftd/proto/api/v1"
-	"google.golang.org/grpc"
+	"github.com/raftd/raftd/core/daemon"
+	"github.com/raftd/raftd/core/node"
+	"github.com/raftd/raftd/fsms/kv"
 )
 
-// fakeNode is a single-node server.Node: a kv map, a settable leader, and
-// an optional hang in Propose.
-type fakeNode struct {
-	mu     sync.Mutex
-	leader uint64
-	hang   bool
-	kv     map[string]string
-	index  uint64
-}
-
-func (f *fakeNode) ID() uint64 { return 1 }
-func (f *fakeNode) Leader() uint64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.leader
-}
-func (f *fakeNode) Propose(ctx context.Context, cmd []byte) ([]byte, uint64, uint64, error) {
-	f.mu.Lock()
-	hang := f.hang
-	f.mu.Unlock()
-	if hang {
-		<-ctx.Done()
-		return nil, 0, 0, ctx.Err()
-	}
-	var c struct{ Op, Key, Value string }
-	if err := json.Unmarshal(cmd, &c); err != nil {
-		return []byte(`{"error":"bad command"}`), 0, 0, nil
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.index++
-	f.kv[c.Key] = c.Value
-	return []byte(`{"ok":true}`), f.index, 1, nil
-}
-func (f *fakeNode) Query(ctx context.Context, q []byte, lin bool) ([]byte, uint64, error) {
-	var c struct{ Op, Key string }
-	_ = json.Unmarshal(q, &c)
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	v, ok := f.kv[c.Key]
-	b, _ := json.Marshal(map[string]any{"found": ok, "value": v})
-	return b, f.index, nil
-}
-func (f *fakeNode) Status(ctx context.Context) (*apiv1.NodeStatus, error) {
-	return &apiv1.NodeStatus{Id: 1, RaftAddr: "127.0.0.1:1", Role: "leader", Term: 3, Leader: f.Leader(),
-		CommitIndex: 7, AppliedIndex: 7, LastIndex: 7, Fsm: &apiv1.FSMStatus{Name: "kv", Version: 1}}, nil
-}
-func (f *fakeNode) Members(ctx context.Context) ([]*apiv1.Member, error) {
-	return []*apiv1.Member{{Id: 1, RaftAddr: "127.0.0.1:1"}, {Id: 2, RaftAddr: "127.0.0.1:2"}}, nil
-}
-func (f *fakeNode) AddMember(context.Context, uint64, string, bool) error { return server.ErrRejected }
-func (f *fakeNode) RemoveMember(context.Context, uint64) error            { return nil }
-func (f *fakeNode) TransferLeader(context.Context, uint64) error          { return nil }
-
-func startFake(t *testing.T) (*fakeNode, string) {
+// startNode runs a single real node with an in-process kv FSM that takes
+// commands of up to 100 bytes, and returns its client API address.
+func startNode(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, err := daemon.Start(ctx, daemon.Config{ID: 1, DataDir: t.TempDir(), RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0",
+		FSM: kv.New(), NoSync: true, MaxEntryBytes: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fn := &fakeNode{leader: 1, kv: map[string]string{}}
-	srv := server.New(server.Config{Node: fn, MaxEntryBytes: 100, APIAddr: l.Addr().String(),
-		ForwardAddr: func(id uint64) (string, bool) { return "", false }})
-	gs := grpc.NewServer()
-	srv.Register(gs)
-	go gs.Serve(l)
-	t.Cleanup(func() { gs.Stop(); srv.Close() })
-	return fn, l.Addr().String()
+	t.Cleanup(func() { _ = d.Stop() })
+	return d.APIAddr()
+}
+
+// startLeaderless runs node 1 of a three-node cluster whose other members
+// never run: it never has a leader. It returns its client API address.
+func startLeaderless(t *testing.T) string {
+	t.Helper()
+	raftLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers := []node.Peer{{ID: 1, RaftAddr: raftLis.Addr().String()}, {ID: 2, RaftAddr: deadAddr(t)}, {ID: 3, RaftAddr: deadAddr(t)}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, err := daemon.Start(ctx, daemon.Config{ID: 1, DataDir: t.TempDir(), RaftListener: raftLis, APIAddr: "127.0.0.1:0",
+		FSM: kv.New(), NoSync: true, Peers: peers, HeartbeatInterval: 10 * time.Millisecond, ElectionTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Stop() })
+	return d.APIAddr()
+}
+
+// startLonelyLeader runs a two-node cluster, makes node 1 the leader and
+// stops node 2: node 1 keeps leading (for an election timeout of 10 s) but
+// cannot commit. It returns node 1 and node 2's raft address.
+func startLonelyLeader(t *testing.T) (*daemon.Daemon, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ds, err := daemon.StartCluster(ctx, 2, t.TempDir(), 0, func(cfg *daemon.Config) {
+		cfg.FSM, cfg.NoSync = kv.New(), true
+		cfg.HeartbeatInterval, cfg.ElectionTimeout = 20*time.Millisecond, 10*time.Second
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = daemon.StopAll(ds) })
+	if err := ds[0].Node().Campaign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for ds[0].Node().Leader() != 1 || ds[1].Node().Leader() != 1 {
+		if ctx.Err() != nil {
+			t.Fatal("node 1 did not become the leader")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := ds[1].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	return ds[0], ds[1].RaftAddr()
 }
 
 // deadAddr returns a loopback address nobody listens on.
@@ -137,7 +132,7 @@ func TestUsageErrors(t *testing.T) {
 }
 
 func TestApplyQuery(t *testing.T) {
-	_, addr := startFake(t)
+	addr := startNode(t)
 	code, out, stderr := run(t, nil, "apply", "--addr", addr, `{"op":"put","key":"a","value":"1"}`)
 	if code != 0 || out != "{\"ok\":true}\n" {
 		t.Fatalf("apply: exit %d out %q err %q", code, out, stderr)
@@ -151,7 +146,7 @@ func TestApplyQuery(t *testing.T) {
 }
 
 func TestApplyExitCodes(t *testing.T) {
-	fn, addr := startFake(t)
+	addr := startNode(t)
 	// Too large: certainly not applied.
 	code, _, stderr := run(t, nil, "apply", "--addr", addr, strings.Repeat("x", 101))
 	if code != ExitNotApplied || !strings.Contains(stderr, "over the limit of 100 bytes") {
@@ -166,34 +161,34 @@ func TestApplyExitCodes(t *testing.T) {
 	if time.Since(t0) > 3*time.Second {
 		t.Fatalf("unreachable cluster took %s", time.Since(t0))
 	}
+	// A refused membership change is not applied.
+	code, _, stderr = run(t, nil, "members", "add", "--addr", addr, "1", "127.0.0.1:3")
+	if code != ExitNotApplied || !strings.Contains(stderr, "already a voter") {
+		t.Fatalf("members add refused: exit %d, stderr %q", code, stderr)
+	}
 	// No leader: retried until the timeout, then not applied.
-	fn.mu.Lock()
-	fn.leader = 0
-	fn.mu.Unlock()
-	code, _, stderr = run(t, nil, "apply", "--addr", addr, "--timeout", "300ms", "{}")
+	code, _, stderr = run(t, nil, "apply", "--addr", startLeaderless(t), "--timeout", "300ms", "{}")
 	if code != ExitNotApplied || !strings.Contains(stderr, "no leader") {
 		t.Fatalf("no leader: exit %d, stderr %q", code, stderr)
 	}
-	// Sent but no answer: outcome unknown.
-	fn.mu.Lock()
-	fn.leader, fn.hang = 1, true
-	fn.mu.Unlock()
-	code, _, stderr = run(t, nil, "apply", "--addr", addr, "--timeout", "300ms", "{}")
+	// Sent but no answer (the leader cannot commit): outcome unknown.
+	lead, _ := startLonelyLeader(t)
+	code, _, stderr = run(t, nil, "apply", "--addr", lead.APIAddr(), "--timeout", "300ms", `{"op":"put","key":"a","value":"1"}`)
 	if code != ExitFailure || !strings.Contains(stderr, "outcome unknown") {
-		t.Fatalf("hang: exit %d, stderr %q", code, stderr)
+		t.Fatalf("no quorum: exit %d, stderr %q", code, stderr)
 	}
 	if strings.Count(stderr, "\n") != 1 {
 		t.Fatalf("error is not one line: %q", stderr)
 	}
-	// A refused membership change is not applied.
-	code, _, stderr = run(t, nil, "members", "add", "--addr", addr, "3", "127.0.0.1:3")
-	if code != ExitNotApplied {
-		t.Fatalf("members add refused: exit %d, stderr %q", code, stderr)
-	}
 }
 
 func TestStatusJSON(t *testing.T) {
-	_, addr := startFake(t)
+	lead, raft2 := startLonelyLeader(t)
+	addr := lead.APIAddr()
+	st, err := lead.Node().Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
 	code, out, stderr := run(t, nil, "status", "--json", "--addr", addr)
 	if code != 0 {
 		t.Fatalf("status: exit %d, %s", code, stderr)
@@ -206,8 +201,8 @@ func TestStatusJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatalf("status --json is not JSON: %v: %q", err, out)
 	}
-	if got.Leader != 1 || got.Term != 3 || len(got.Nodes) != 2 {
-		t.Fatalf("status --json: %s", out)
+	if got.Leader != 1 || got.Term != st.Term || len(got.Nodes) != 2 {
+		t.Fatalf("status --json (leader 1 at term %d): %s", st.Term, out)
 	}
 	n1 := got.Nodes[0]
 	for _, k := range []string{"id", "raft_addr", "api_addr", "role", "term", "commit_index", "applied_index", "last_index", "snapshot_index", "fsm"} {
@@ -218,11 +213,11 @@ func TestStatusJSON(t *testing.T) {
 	if n1["role"] != "leader" || n1["fsm"].(map[string]any)["name"] != "kv" || n1["api_addr"] != addr {
 		t.Errorf("node 1: %v", n1)
 	}
-	if e, _ := got.Nodes[1]["error"].(string); e == "" {
-		t.Errorf("node 2 (no address) should carry an error: %v", got.Nodes[1])
+	if e, _ := got.Nodes[1]["error"].(string); e == "" || got.Nodes[1]["raft_addr"] != raft2 {
+		t.Errorf("node 2 (stopped) should carry an error and its address: %v", got.Nodes[1])
 	}
 	code, out, _ = run(t, nil, "status", "--addr", addr)
-	if code != 0 || !strings.Contains(out, "leader 1, term 3") || !strings.Contains(out, "unreachable") {
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("leader 1, term %d", st.Term)) || !strings.Contains(out, "unreachable") {
 		t.Fatalf("status table: %d %q", code, out)
 	}
 }
@@ -235,7 +230,7 @@ func TestPluginChecks(t *testing.T) {
 }
 
 func TestApplyFromStdin(t *testing.T) {
-	_, addr := startFake(t)
+	addr := startNode(t)
 	var out, errb bytes.Buffer
 	f := &Factory{In: strings.NewReader(`{"op":"put","key":"s","value":"1"}` + "\n"), Out: &out, ErrOut: &errb, Getenv: func(string) string { return "" }}
 	if code := Run(context.Background(), f, []string{"apply", "--addr", addr, "-"}); code != 0 || out.String() != "{\"ok\":true}\n" {

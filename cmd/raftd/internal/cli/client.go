@@ -11,11 +11,9 @@ import (
 	apiv1 "github.com/raftd/raftd/proto/api/v1"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 )
 
 // DefaultAddr is the client API address client commands use by default.
@@ -143,27 +141,11 @@ func (o *ClientOptions) call(ctx context.Context, f *Factory, op string, fn call
 			if err == nil {
 				return nil
 			}
-			st := status.Convert(err)
-			msg := st.Message()
-			if server.IsNotApplied(tr) {
-				refusal := withCode(ExitNotApplied, fmt.Errorf("%s (%s)", msg, a))
-				if st.Code() != codes.Unavailable {
-					return refusal
-				}
-				lastRefusal = refusal
-				continue
+			exit, next := exitFor(op, a, o.Timeout, err, tr)
+			if !next {
+				return exit
 			}
-			switch st.Code() {
-			case codes.DeadlineExceeded:
-				return withCode(ExitFailure, fmt.Errorf("%s: no answer from %s within %s; outcome unknown", op, a, o.Timeout))
-			case codes.Canceled:
-				return withCode(ExitFailure, fmt.Errorf("%s: interrupted; outcome unknown", op))
-			case codes.Unavailable:
-				return withCode(ExitFailure, fmt.Errorf("%s: connection to %s lost: %s; outcome unknown", op, a, msg))
-			case codes.InvalidArgument, codes.FailedPrecondition, codes.Unimplemented, codes.NotFound, codes.ResourceExhausted:
-				return withCode(ExitNotApplied, fmt.Errorf("%s (%s)", msg, a))
-			}
-			return withCode(ExitFailure, fmt.Errorf("%s (%s)", msg, a))
+			lastRefusal = exit
 		}
 		if lastRefusal == nil {
 			if ctx.Err() != nil && len(unreachable) < len(addrs) {

@@ -2,13 +2,9 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/raftd/raftd/core/daemon"
@@ -67,10 +63,6 @@ and runs until Ctrl-C.`,
 	return cmd
 }
 
-func listenLoopback(port int) (net.Listener, error) {
-	return net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-}
-
 func runDev(ctx context.Context, f *Factory, opts *DevOptions) error {
 	if _, err := daemon.CheckPlugin(opts.FSMPath, ""); err != nil {
 		return withCode(ExitFailure, err)
@@ -84,84 +76,22 @@ func runDev(ctx context.Context, f *Factory, opts *DevOptions) error {
 		defer os.RemoveAll(tmp)
 		dir = tmp
 	}
-	// Reserve every port first so that the peer list is complete.
-	type lis struct{ raft, api net.Listener }
-	ls := make([]lis, opts.Nodes)
-	closeAll := func() {
-		for _, l := range ls {
-			if l.raft != nil {
-				l.raft.Close()
-			}
-			if l.api != nil {
-				l.api.Close()
-			}
-		}
-	}
+	// Logs are held back until every node serves, so that a failed start
+	// prints one line.
 	gate := newGate(f.ErrOut)
 	defer gate.Open()
-	var peers []string
-	for i := range ls {
-		var err error
-		port := func(off int) int {
-			if opts.BasePort == 0 {
-				return 0
-			}
-			return opts.BasePort + 2*i + off
-		}
-		if ls[i].api, err = listenLoopback(port(0)); err != nil {
-			closeAll()
-			return withCode(ExitFailure, fmt.Errorf("dev: api address: %w", err))
-		}
-		if ls[i].raft, err = listenLoopback(port(1)); err != nil {
-			closeAll()
-			return withCode(ExitFailure, fmt.Errorf("dev: raft address: %w", err))
-		}
-		peers = append(peers, fmt.Sprintf("%d=%s", i+1, ls[i].raft.Addr()))
-	}
-	peerList := strings.Join(peers, ",")
-	nodes := make([]*daemon.Daemon, 0, opts.Nodes)
-	stopAll := func() error {
-		errs := make([]error, len(nodes))
-		var wg sync.WaitGroup
-		for i, n := range nodes {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				errs[i] = n.Stop()
-			}()
-		}
-		wg.Wait()
-		return errors.Join(errs...)
-	}
-	for i := range ls {
-		ro := RunOptions{
-			FSMPath: opts.FSMPath, ID: uint64(i + 1), DataDir: filepath.Join(dir, fmt.Sprintf("node%d", i+1)),
-			RaftAddr: ls[i].raft.Addr().String(), APIAddr: ls[i].api.Addr().String(), Peers: peerList,
-			HeartbeatInterval: DefaultHeartbeatInterval, ElectionTimeout: DefaultElectionTimeout,
-			MaxEntryBytes: 1 << 20, SnapshotEntries: DefaultSnapshotEntries, SnapshotTrailing: DefaultSnapshotTrailing,
-			NoSync: opts.NoSync, LogLevel: "warn",
-			PluginApplyTimeout: opts.PluginApplyTimeout, PluginCallTimeout: opts.PluginCallTimeout,
-		}
-		if err := ro.validate(true); err != nil {
-			closeAll()
-			_ = stopAll()
-			return err
-		}
-		cfg := ro.daemonConfig(newLogger(gate, ro.LogLevel))
-		cfg.RaftListener, cfg.APIListener, cfg.NoHandOver = ls[i].raft, ls[i].api, true
-		n, err := daemon.Start(ctx, cfg)
-		if err != nil {
-			gate.Discard()
-			for _, l := range ls[i:] {
-				l.raft.Close()
-				l.api.Close()
-			}
-			_ = stopAll()
-			return err
-		}
-		nodes = append(nodes, n)
+	nodes, err := daemon.StartCluster(ctx, opts.Nodes, dir, opts.BasePort, func(cfg *daemon.Config) {
+		cfg.FSMPath, cfg.NoSync, cfg.Logger = opts.FSMPath, opts.NoSync, newLogger(gate, "warn")
+		cfg.PluginApplyTimeout, cfg.PluginCallTimeout = opts.PluginApplyTimeout, opts.PluginCallTimeout
+		cfg.HeartbeatInterval, cfg.ElectionTimeout = DefaultHeartbeatInterval, DefaultElectionTimeout
+		cfg.SnapshotEntries, cfg.SnapshotTrailing = DefaultSnapshotEntries, DefaultSnapshotTrailing
+	})
+	if err != nil {
+		gate.Discard()
+		return withCode(ExitFailure, fmt.Errorf("dev: %w", err))
 	}
 	gate.Open()
+	stopAll := func() error { return daemon.StopAll(nodes) }
 	var addrs []string
 	fmt.Fprintf(f.Out, "raftd dev: %d nodes, fsm %s, data in %s\n\n", opts.Nodes, opts.FSMPath, dir)
 	for _, n := range nodes {

@@ -86,7 +86,7 @@ on PASS, 1 with the first divergence otherwise.`,
 		Example: `  raftd fsm test --fsm ./bin/raftd-fsm-kv
   raftd fsm test --fsm ./bin/raftd-fsm-kv --fsm2 ./fsms/node-kv/raftd-fsm-node-kv --entries 2000
   raftd fsm test ./bin/raftd-fsm-kv          # the plugin may also be given as the only argument`,
-		Args: cobra.MaximumNArgs(1),
+		Args: maxArgs(1, "PLUGIN"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {
 			case len(args) == 1 && to.FSM != "" && to.FSM != args[0]:

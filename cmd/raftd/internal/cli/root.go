@@ -26,14 +26,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// Exit codes.
-const (
-	ExitOK         = 0
-	ExitFailure    = 1
-	ExitUsage      = 2
-	ExitNotApplied = 3
-)
-
 // Factory carries what commands need from the outside world, so tests can
 // substitute it.
 type Factory struct {
@@ -43,28 +35,6 @@ type Factory struct {
 	ErrOut io.Writer
 	// Getenv reads the environment (os.Getenv by default).
 	Getenv func(string) string
-}
-
-// exitError is an error with an exit code.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
-
-// usageErrorf returns an error that exits with ExitUsage.
-func usageErrorf(format string, args ...any) error {
-	return &exitError{code: ExitUsage, err: fmt.Errorf(format, args...)}
-}
-
-// withCode wraps err so that it exits with code.
-func withCode(code int, err error) error {
-	if err == nil {
-		return nil
-	}
-	return &exitError{code: code, err: err}
 }
 
 // Main runs raftd with args (without the program name) and returns the exit
@@ -90,25 +60,12 @@ func Run(ctx context.Context, f *Factory, args []string) int {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		code = ee.code
-	} else if isCobraUsageError(err) {
-		code = ExitUsage
 	}
 	fmt.Fprintf(f.ErrOut, "raftd: %s\n", oneLine(err.Error()))
 	if code == ExitUsage {
 		fmt.Fprintln(f.ErrOut, "Run 'raftd --help' for usage.")
 	}
 	return code
-}
-
-// isCobraUsageError recognises the argument errors cobra makes itself.
-func isCobraUsageError(err error) bool {
-	msg := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "required flag", "flag needs an argument", "invalid argument", "accepts ", "requires at least", "requires at most", "bad flag syntax"} {
-		if strings.HasPrefix(msg, p) {
-			return true
-		}
-	}
-	return false
 }
 
 func oneLine(s string) string {
@@ -129,9 +86,24 @@ applied); 2 usage error; 3 certainly not applied.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
+	// Usage errors carry their exit code from where they are made: flag
+	// errors here, argument errors in the Args validators (exactArgs,
+	// noArgs, maxArgs, and this one for an unknown command).
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return &exitError{code: ExitUsage, err: err}
 	})
+	root.SuggestionsMinimumDistance = 2
+	root.Args = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return nil
+		}
+		hint := ""
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			hint = " (did you mean " + strings.Join(s, " or ") + "?)"
+		}
+		return usageErrorf("unknown command %q for %q%s", args[0], cmd.CommandPath(), hint)
+	}
+	root.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.AddCommand(
 		NewCmdRun(f, nil),
@@ -153,6 +125,16 @@ func exactArgs(n int, what string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) != n {
 			return usageErrorf("%s: expected %s, got %d argument(s)", cmd.CommandPath(), what, len(args))
+		}
+		return nil
+	}
+}
+
+// maxArgs is cobra.MaximumNArgs with a usage exit code.
+func maxArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) > n {
+			return usageErrorf("%s: expected at most %d argument(s) (%s), got %d", cmd.CommandPath(), n, what, len(args))
 		}
 		return nil
 	}

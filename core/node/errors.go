@@ -1,0 +1,97 @@
+package node
+
+import "errors"
+
+// Outcome classes. Every error a request method of Node returns (Propose,
+// ProposeEntry, Read, ReadIndex, StaleRead, AddMember, AddLearner, Promote,
+// RemoveMember, ActivateFSMVersion, TransferLeader, ExportSnapshot,
+// Members, Status) tells the caller what became of the request, with
+// errors.Is:
+//
+//   - ErrNotApplied: refused before the request entered the log. It
+//     certainly was not applied and may be retried, on this node or any
+//     other. The reason is wrapped as well: ErrTooLarge, ErrStopped,
+//     ErrNotReady, ErrConfChangeInProgress, ErrUnsupportedVersion,
+//     ErrNoSnapshot, raft.ErrNoLeader, raft.ErrProposalDropped, or a
+//     context error for a request that never reached the loop.
+//   - ErrOutcomeUnknown: handed to raft, fate unknown (the context ended,
+//     leadership changed, the node stopped while it waited). It may still
+//     be applied; only a request that is safe to repeat may be retried.
+//   - neither: a context error of a call that changes nothing by itself
+//     (a read or a leadership transfer that ran out of time), or a failure
+//     of the state machine serving a read.
+//
+// No error matches both ErrNotApplied and ErrOutcomeUnknown. ErrFatal is
+// matched in addition when the node has fail-stopped, and by Err and Stop
+// then.
+var (
+	// ErrNotApplied classes a refusal: certainly not applied, safe to retry.
+	ErrNotApplied = errors.New("node: not applied")
+	// ErrOutcomeUnknown classes a request that was handed to raft but whose
+	// fate is not known (leadership changed and no definite outcome followed
+	// within Config.LeaderChangeWait, the entry was covered by an installed
+	// snapshot, the context ended, the node stopped). It may still be
+	// applied.
+	ErrOutcomeUnknown = errors.New("node: outcome unknown")
+	// ErrFatal is matched by the error that fail-stopped the node (Err,
+	// Stop) and by request errors caused by that stop.
+	ErrFatal = errors.New("node: failed")
+)
+
+// Reasons, wrapped together with their outcome class.
+var (
+	// ErrStopped: the node has stopped or is stopping.
+	ErrStopped = errors.New("node: stopped")
+	// ErrTooLarge: the command exceeds Config.MaxEntryBytes.
+	ErrTooLarge = errors.New("node: command too large")
+	// ErrConfChangeInProgress: a membership change is already pending.
+	ErrConfChangeInProgress = errors.New("node: membership change already in progress")
+	// ErrUnsupportedVersion: the local FSM cannot run the requested version.
+	ErrUnsupportedVersion = errors.New("node: fsm version not supported")
+	// ErrNotReady: the node has not yet caught its state machine up to the
+	// commit index it found at start (stale reads refuse until then).
+	ErrNotReady = errors.New("node: not ready")
+	// ErrNoSnapshot: ExportSnapshot found no snapshot to hand out.
+	ErrNoSnapshot = errors.New("node: no snapshot yet")
+	// ErrBadRequest: the request is malformed (for example member id 0).
+	ErrBadRequest = errors.New("node: bad request")
+)
+
+// Errors of the components the node drives.
+var (
+	// ErrStateMachineCrashed is wrapped by a StateMachine error that means
+	// the state machine process died or hung and can be restarted.
+	ErrStateMachineCrashed = errors.New("node: state machine crashed")
+	// ErrCorrupt is matched by Storage errors that report damaged stored
+	// data (see Storage). When the node meets one it fail-stops with it
+	// (Done, Err) instead of serving or sending that data (DESIGN
+	// "Durability and bad input").
+	ErrCorrupt = errors.New("node: stored data is corrupt")
+)
+
+// notAppliedError marks an error as certainly not applied (ErrNotApplied);
+// its message is the wrapped error's.
+type notAppliedError struct{ err error }
+
+func (e notAppliedError) Error() string        { return e.err.Error() }
+func (e notAppliedError) Unwrap() error        { return e.err }
+func (e notAppliedError) Is(target error) bool { return target == ErrNotApplied }
+
+// NotApplied marks err, a refusal made before the request reached the
+// log, as ErrNotApplied, keeping its message and what it wraps. Layers
+// above the node that refuse a request themselves use it too, so that one
+// outcome set crosses every layer. err must not match ErrOutcomeUnknown.
+func NotApplied(err error) error {
+	if err == nil || errors.Is(err, ErrNotApplied) {
+		return err
+	}
+	return notAppliedError{err}
+}
+
+// fatalError marks the error that fail-stopped the node as ErrFatal; its
+// message is the wrapped error's.
+type fatalError struct{ err error }
+
+func (e fatalError) Error() string        { return e.err.Error() }
+func (e fatalError) Unwrap() error        { return e.err }
+func (e fatalError) Is(target error) bool { return target == ErrFatal }
