@@ -117,6 +117,9 @@ type Sim struct {
 	// group is the partition: nodes in different groups cannot talk. nil
 	// means healed.
 	group map[uint64]int
+	// late holds messages sent before the current partition across it,
+	// which may still arrive (lease-reads profile).
+	late []raft.Message
 	// oneWay lists directed links (from, to) that lose every message, a
 	// partial partition; nil when healed.
 	oneWay  map[[2]uint64]bool
@@ -180,11 +183,9 @@ type simNode struct {
 	// every earlier write durable, as a write-ahead log does).
 	synced   raft.HardState
 	unsynced []raft.HardState
-	// readSeq numbers this incarnation's read contexts (reuseReadCtx);
-	// unanswered holds the contexts issued, in any incarnation, that got
-	// no answer yet. serving holds answered reads that wait for the state
-	// machine to reach their index.
-	readSeq    int
+	// unanswered holds the read contexts issued (in any incarnation) whose
+	// read was not answered and served yet (reuseReadCtx). serving holds
+	// answered reads that wait for the state machine to reach their index.
 	unanswered map[string]bool
 	serving    []servingRead
 }
@@ -449,7 +450,7 @@ func (s *Sim) checkProgress(n *simNode, st raft.Status) error {
 // configuration has the same commit index and has applied everything.
 func (s *Sim) settle() error {
 	s.step = s.cfg.Steps + 1
-	s.group, s.oneWay = nil, nil
+	s.heal()
 	s.tracef("final heal")
 	for _, id := range s.ids {
 		if n := s.nodes[id]; n.rn == nil {

@@ -34,6 +34,9 @@ func (s *Sim) randomStep() error {
 				return err
 			}
 		}
+		if len(s.late) > 0 && s.rng.IntN(32) == 0 {
+			return s.deliverLate()
+		}
 	case actReady:
 		var ready []uint64
 		for _, id := range s.live() {
@@ -159,10 +162,11 @@ func (s *Sim) proposeAt(n *simNode) error {
 
 func (s *Sim) partitionOrHeal() {
 	if s.group != nil || s.oneWay != nil {
-		s.group, s.oneWay = nil, nil
+		s.heal()
 		s.tracef("heal")
 		return
 	}
+	defer s.holdInFlight()
 	s.stats.Partitions++
 	switch s.rng.IntN(3) {
 	case 0:

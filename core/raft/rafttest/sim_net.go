@@ -89,8 +89,14 @@ func (s *Sim) duplicateRandom() error {
 // deliver steps m into its recipient. report says whether the sender's
 // driver learns the outcome of a snapshot (a duplicate is not reported).
 func (s *Sim) deliver(m raft.Message, report bool) error {
+	return s.deliverMsg(m, report, false)
+}
+
+// deliverMsg is deliver; late messages were sent before the partition
+// that now separates their ends, and cross it.
+func (s *Sim) deliverMsg(m raft.Message, report, late bool) error {
 	to := s.nodes[m.To]
-	if to == nil || to.rn == nil || s.partitioned(m.From, m.To) {
+	if to == nil || to.rn == nil || (!late && s.partitioned(m.From, m.To)) {
 		s.stats.MsgsDropped++
 		s.tracef("lost %s", FormatMessage(m))
 		if report {
@@ -112,6 +118,7 @@ func (s *Sim) deliver(m raft.Message, report bool) error {
 			s.group = map[uint64]int{m.From: 1}
 			s.stats.Partitions++
 			s.tracef("partition: isolate %d as %d takes over", m.From, m.To)
+			s.holdInFlight()
 		}
 	}
 	if len(s.history) < 64 {
@@ -138,4 +145,42 @@ func (s *Sim) deliver(m raft.Message, report bool) error {
 // are delivered at most once (as a transport over one connection does).
 func (s *Sim) mayRedeliver(m raft.Message) bool {
 	return !s.prof.reuseReadCtx || (m.Type != raft.MsgReadIndex && m.Type != raft.MsgReadIndexResp)
+}
+
+// holdInFlight runs when a partition starts: with lease reads, each
+// message already on the wire across it may still arrive (it was sent
+// before the cut), late and in any order; the others are lost at delivery
+// as usual.
+func (s *Sim) holdInFlight() {
+	if !s.prof.leaseReads {
+		return
+	}
+	keep := s.net[:0]
+	for _, m := range s.net {
+		if s.partitioned(m.From, m.To) && s.rng.IntN(2) == 0 {
+			s.late = append(s.late, m)
+			continue
+		}
+		keep = append(keep, m)
+	}
+	s.net = keep
+}
+
+// deliverLate delivers one message held across a partition.
+func (s *Sim) deliverLate() error {
+	if len(s.late) == 0 {
+		return nil
+	}
+	i := s.rng.IntN(len(s.late))
+	m := s.late[i]
+	s.late = slices.Delete(s.late, i, i+1)
+	s.tracef("late:")
+	return s.deliverMsg(m, true, true)
+}
+
+// heal ends any partition; messages held across it rejoin the network.
+func (s *Sim) heal() {
+	s.group, s.oneWay = nil, nil
+	s.net = append(s.net, s.late...)
+	s.late = nil
 }

@@ -83,7 +83,6 @@ func (s *Sim) start(n *simNode, durableFSM bool) error {
 	}
 	n.incarnation++
 	n.leader = false
-	n.readSeq = 0
 	n.serving = nil
 	cfg := s.raftCfg
 	cfg.ID = n.id

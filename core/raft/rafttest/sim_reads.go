@@ -24,10 +24,16 @@ func (s *Sim) readIndex() {
 		return
 	}
 	if s.prof.leaseReads && s.rng.IntN(2) == 0 {
-		// Reads on a node that believes it leads (perhaps deposed) are the
-		// ones a lease may answer.
-		if ld, ok := s.pick(s.leaders()); ok {
-			id = ld
+		// Reads on a node that believes it leads are the ones a lease may
+		// answer; a deposed leader that does not know it yet is the one
+		// that must not.
+		if lds := s.leaders(); len(lds) > 0 {
+			id = lds[0]
+			for _, l := range lds[1:] {
+				if s.nodes[l].rn.Status().Term < s.nodes[id].rn.Status().Term {
+					id = l
+				}
+			}
 		}
 	}
 	n := s.nodes[id]
@@ -40,12 +46,13 @@ func (s *Sim) readIndex() {
 }
 
 // nextReadCtx returns a new read context for n. Without reuseReadCtx it
-// is unique in the run. With it, each incarnation counts from r1 again,
-// like a driver that does not remember its contexts across restarts;
-// a context is reused only once every earlier read that carried it was
-// answered and served (a driver matches answers by context, so an answer
-// still due to the previous incarnation would be taken for the new read:
-// that is the driver's bug to avoid, not the core's).
+// is unique in the run. With it, n takes the lowest-numbered context not
+// carried by an outstanding read, as RawNode.ReadIndex allows ("unique
+// among outstanding reads"), and a restarted node starts over: contexts
+// recur within an incarnation and across restarts. A read stays
+// outstanding until answered and served, across crashes: a driver matches
+// answers by context, so an answer still due to an earlier read would be
+// taken for the new one (the driver's bug to avoid, not the core's).
 func (s *Sim) nextReadCtx(n *simNode) string {
 	if !s.prof.reuseReadCtx {
 		s.seq++
@@ -54,9 +61,8 @@ func (s *Sim) nextReadCtx(n *simNode) string {
 	if n.unanswered == nil {
 		n.unanswered = map[string]bool{}
 	}
-	for {
-		n.readSeq++
-		ctx := fmt.Sprintf("r%d", n.readSeq)
+	for k := 1; ; k++ {
+		ctx := fmt.Sprintf("r%d", k)
 		if !n.unanswered[ctx] {
 			n.unanswered[ctx] = true
 			return ctx
@@ -113,16 +119,22 @@ func (s *Sim) serveReads(n *simNode) error {
 	return nil
 }
 
-// campaign makes a random running node campaign now (RawNode.Campaign),
-// as an operator or a driver might, whatever its timers say.
+// campaign makes one or two random running nodes campaign now
+// (RawNode.Campaign), as an operator or a driver might, whatever their
+// timers say.
 func (s *Sim) campaign() error {
-	id, ok := s.pick(s.live())
-	if !ok {
-		return nil
+	for range 1 + s.rng.IntN(2) {
+		id, ok := s.pick(s.live())
+		if !ok {
+			return nil
+		}
+		n := s.nodes[id]
+		s.stats.Campaigns++
+		err := n.rn.Campaign()
+		s.tracef("campaign at %d: %v", id, err)
+		if err := s.maybeReady(n); err != nil {
+			return err
+		}
 	}
-	n := s.nodes[id]
-	s.stats.Campaigns++
-	err := n.rn.Campaign()
-	s.tracef("campaign at %d: %v", id, err)
-	return s.maybeReady(n)
+	return nil
 }
