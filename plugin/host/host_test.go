@@ -188,7 +188,11 @@ func TestHungApplyWatchdog(t *testing.T) {
 	if !errors.As(err, &be) || be.Reason != host.ReasonHung {
 		t.Fatalf("err = %v, want hung", err)
 	}
-	if d := time.Since(t0); d > 5*time.Second {
+	// A generous bound (a loaded machine meets it) that still tells the
+	// configured 300 ms watchdog from the 30 s default.
+	d := time.Since(t0)
+	t.Logf("watchdog fired after %v (timeout 300ms)", d)
+	if d > 20*time.Second {
 		t.Fatalf("watchdog took %v", d)
 	}
 	waitGone(t, pid)
@@ -282,7 +286,11 @@ func TestBadPaths(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want %q", tc.path, err, tc.want)
 		}
-		if d := time.Since(t0); d > 4*time.Second {
+		// Reported; the bound only catches a start that does not give up
+		// (a loaded machine meets it).
+		d := time.Since(t0)
+		t.Logf("%s: refused after %v (start timeout 2s)", tc.path, d)
+		if d > 2*time.Second+15*time.Second {
 			t.Errorf("%s: took %v", tc.path, d)
 		}
 	}
