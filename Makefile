@@ -18,8 +18,9 @@ NODE_KV   := fsms/node-kv
 SIM_SEEDS ?= 100000
 SIM_STEPS ?= 2000
 FUZZTIME  ?= 60s
+RACE_PKGS := ./core/node/... ./core/transport/... ./core/server/... ./plugin/host/...
 
-.PHONY: help build node run test test-node test-go vet proto proto-check proto-lint proto-breaking proto-release sim fuzz soak bench clean
+.PHONY: help build node run test test-node test-go test-race vet proto proto-check proto-lint proto-breaking proto-release sim fuzz soak bench clean
 
 help:
 	@echo "make run    build everything and start a local 3-node kv cluster"
@@ -49,7 +50,7 @@ node:
 run: build
 	$(BIN)/raftd dev --fsm $(BIN)/raftd-fsm-kv --nodes 3
 
-test: build node vet proto-check test-node test-go
+test: build node vet proto-check test-node test-go test-race
 
 # The Node.js plugin's own unit tests (the Go tests drive it through plugin/host).
 test-node: node
@@ -60,6 +61,13 @@ vet:
 
 test-go:
 	RAFTD_BIN=$(BIN) $(GO) test -count=1 -timeout 14m ./...
+
+# The race detector over the packages with concurrency of their own (the
+# node's loop, apply and snapshot goroutines, peer streams, the API server,
+# the plugin host). On 2 cores: about 35 s with a warm build cache; from an
+# empty cache (the race build of every dependency) about 7 minutes of CPU.
+test-race: build
+	RAFTD_BIN=$(BIN) $(GO) test -race -count=1 -timeout 10m $(RACE_PKGS)
 
 # Regenerates the Go code from proto/**/*.proto (configuration:
 # proto/buf.yaml, proto/buf.gen.yaml).
