@@ -86,8 +86,10 @@ type raft struct {
 	// from one before a restart). They are kept apart from lead and from the
 	// election timer, which campaigns and term changes reset: the lease is
 	// a promise made to a leader, and only time ends it.
-	leaseActive               bool
-	leaseTicks                int
+	leaseActive bool
+	leaseTicks  int
+	// leaseDriftPercent is Config.LeaseDriftPercent (with its default).
+	leaseDriftPercent         int
 	preVote                   bool
 	disableProposalForwarding bool
 
@@ -141,6 +143,7 @@ func newRaft(c *Config) (*raft, error) {
 		preVote:                   !c.DisablePreVote,
 		disableProposalForwarding: c.DisableProposalForwarding,
 		readOnly:                  newReadOnly(c.ReadOnlyOption),
+		leaseDriftPercent:         c.LeaseDriftPercent,
 		rand:                      newPRNG(c.Seed, c.ID),
 	}
 	if r.maxMsgSize == 0 {
@@ -148,6 +151,9 @@ func newRaft(c *Config) (*raft, error) {
 	}
 	if r.maxInflight == 0 {
 		r.maxInflight = 256
+	}
+	if r.leaseDriftPercent == 0 {
+		r.leaseDriftPercent = 10
 	}
 	r.setConfState(cs)
 

@@ -1200,24 +1200,27 @@ func TestReadIndexLeaseBased(t *testing.T) {
 		t.Fatalf("lease read sent a heartbeat round")
 	}
 	// Followers stop answering: the lease (heartbeat sent at tick 0) runs
-	// out one tick before the followers' election timeout.
+	// out (T-1)/1.1 ticks later, before a follower whose clock runs up to
+	// 10% faster may vote (see TestLeaseAllowsForClockDrift).
+	lease := int(r.leaderLeaseTicks())
+	if lease != 8 {
+		t.Fatalf("lease of %d ticks with T=10 and 10%% drift, want 8", lease)
+	}
 	r.readStates = nil
-	for i := 0; i < r.electionTimeout-2; i++ {
+	for i := 0; i < lease-1; i++ {
 		r.tick()
 	}
 	readMessages(r)
 	_ = r.Step(Message{Type: MsgReadIndex, Context: []byte("l1b")})
 	if len(r.readStates) != 1 {
-		t.Fatalf("lease expired early, after %d ticks", r.electionTimeout-2)
+		t.Fatalf("lease expired early, after %d ticks", lease-1)
 	}
 	r.readStates = nil
-	for i := 0; i < 1; i++ {
-		r.tick()
-	}
+	r.tick()
 	readMessages(r)
 	_ = r.Step(Message{Type: MsgReadIndex, Context: []byte("l2")})
 	if len(r.readStates) != 0 {
-		t.Fatalf("answered from an expired lease after %d ticks", r.electionTimeout-1)
+		t.Fatalf("answered from an expired lease after %d ticks", lease)
 	}
 	ackHeartbeats()
 	r.readStates = nil

@@ -59,6 +59,11 @@ type Config struct {
 	// ReadOnlyOption selects how ReadIndex is confirmed. The default is
 	// ReadOnlySafe; ReadOnlyLeaseBased requires check-quorum.
 	ReadOnlyOption ReadOnlyOption
+	// LeaseDriftPercent is how much faster, in percent, any node's clock
+	// (its tick rate) may run than any other's for ReadOnlyLeaseBased to be
+	// safe: the leader's lease is shortened to allow for it (see
+	// ReadOnlyLeaseBased). 0 selects the default, 10; at most 100.
+	LeaseDriftPercent int
 	// Logger receives the core's log lines. nil discards them.
 	Logger Logger
 }
@@ -81,6 +86,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("raft: unknown Config.ReadOnlyOption %d", c.ReadOnlyOption)
 	case c.ReadOnlyOption == ReadOnlyLeaseBased && c.DisableCheckQuorum:
 		return errors.New("raft: ReadOnlyLeaseBased requires check-quorum (DisableCheckQuorum must be false)")
+	case c.LeaseDriftPercent < 0 || c.LeaseDriftPercent > 100:
+		return fmt.Errorf("raft: Config.LeaseDriftPercent must be in [0, 100], got %d", c.LeaseDriftPercent)
 	}
 	return nil
 }

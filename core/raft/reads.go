@@ -19,9 +19,11 @@ const (
 	ReadOnlySafe ReadOnlyOption = iota
 	// ReadOnlyLeaseBased answers from the leader's lease (thesis §6.4.1)
 	// without a heartbeat round while a quorum acknowledged a heartbeat
-	// sent less than ElectionTick-1 ticks ago; otherwise (and during a
-	// leadership transfer) it falls back to ReadOnlySafe. It is correct only
-	// if the nodes' tick rates drift by less than that margin. Requires
+	// sent less than (ElectionTick-1)*100/(100+Config.LeaseDriftPercent)
+	// ticks ago (8 with ElectionTick 10 and the default 10%); otherwise
+	// (and during a leadership transfer, or after one was attempted in the
+	// term) it falls back to ReadOnlySafe. It is correct only if no node's
+	// tick rate exceeds another's by more than LeaseDriftPercent. Requires
 	// check-quorum.
 	ReadOnlyLeaseBased
 )
@@ -286,11 +288,15 @@ func (r *raft) recordLeaseAck(pr *progress, stamp uint64) {
 
 // leaseValid reports whether the leader may answer a read from its lease
 // (thesis §6.4.1). A follower that received a heartbeat the leader sent at
-// tick a ignores vote requests until its own election timer reaches T, so
-// no other leader can exist before leader tick a+T (assuming bounded clock
-// drift). The lease holds while a quorum of voters (the leader counting
-// as now) acknowledged a heartbeat sent after now-T+1, keeping one tick of
-// margin. It never holds during a leadership transfer, whose vote
+// its tick a ignores vote requests until its own election timer reaches
+// T. Its first tick may come right after the receipt, so that takes at
+// least T-1 of its tick periods: with its clock up to 1+d times as fast
+// as the leader's (d = LeaseDriftPercent/100), at least (T-1)/(1+d)
+// leader periods, which the leader's clock reaches by its tick
+// a + (T-1)/(1+d) at the latest. The lease holds while a quorum of voters
+// (the leader counting as now) acknowledged a heartbeat sent at a tick a
+// with now < a + leaderLeaseTicks(). It never holds during a leadership
+// transfer, whose vote
 // requests bypass the followers' leases, nor for the rest of a term in
 // which the leader sent MsgTimeoutNow: the target may still win after the
 // transfer was aborted.
@@ -319,6 +325,12 @@ func (r *raft) leaseValid() bool {
 	if stamp == 0 {
 		return false
 	}
-	// Valid while now < (stamp-1) + T - 1 (one tick of drift margin).
-	return r.leaderTicks+2 < stamp+uint64(r.electionTimeout)
+	return r.leaderTicks < stamp-1+r.leaderLeaseTicks()
+}
+
+// leaderLeaseTicks is how many of its ticks after sending a heartbeat the
+// leader may rely on the followers that acknowledged it (see leaseValid):
+// floor((T-1) / (1 + LeaseDriftPercent/100)).
+func (r *raft) leaderLeaseTicks() uint64 {
+	return uint64(r.electionTimeout-1) * 100 / uint64(100+r.leaseDriftPercent)
 }

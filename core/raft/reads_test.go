@@ -153,3 +153,44 @@ func TestReadIndexDelayedAckFromEarlierRound(t *testing.T) {
 		t.Fatalf("the new read was not confirmed by its own round: %+v", got)
 	}
 }
+
+// Reference: thesis §6.4.1: a follower that acknowledged a heartbeat
+// refuses votes until its own election timer reaches T, counted from the
+// receipt: in the worst case its first tick comes right after the
+// heartbeat, so the refusal ends T-1 of its tick periods later. A leader
+// whose clock runs 10% slower than that follower's (the default drift
+// allowance) must stop answering from that heartbeat's lease before its
+// own clock shows (T-1)/1.1 periods since the send: with T = 10, at its
+// 8th tick. Counting T-1 ticks of its own would assume identical clocks.
+func TestLeaseAllowsForClockDrift(t *testing.T) {
+	r := leaseLeader(t) // node 2 acknowledged a heartbeat sent now
+	for range 7 {
+		r.tick()
+		readMessages(r)
+	}
+	_ = r.Step(Message{Type: MsgReadIndex, Context: []byte("7 ticks")})
+	if len(r.readStates) != 1 {
+		t.Fatalf("the lease does not cover 7 ticks after the heartbeat")
+	}
+	r.readStates = nil
+	r.tick()
+	readMessages(r)
+	_ = r.Step(Message{Type: MsgReadIndex, Context: []byte("8 ticks")})
+	if len(r.readStates) != 0 {
+		t.Fatalf("answered from a lease 8 ticks after the heartbeat: a follower whose clock runs 10%% faster may already vote")
+	}
+}
+
+func TestLeaseDriftPercentValidated(t *testing.T) {
+	for _, p := range []int{-1, 101} {
+		cfg := newTestConfig(1, NewMemoryStorage())
+		cfg.LeaseDriftPercent = p
+		if _, err := NewRawNode(cfg); err == nil {
+			t.Errorf("LeaseDriftPercent %d accepted", p)
+		}
+	}
+	r := newTestRaft(t, 1, ids(3), 10, 1, func(c *Config) { c.LeaseDriftPercent = 50 })
+	if got := r.leaderLeaseTicks(); got != 6 {
+		t.Fatalf("lease with T=10 and 50%% drift: %d ticks, want 6 (9/1.5)", got)
+	}
+}
