@@ -12,6 +12,7 @@ import (
 
 	"github.com/raftd/raftd/core/node"
 	"github.com/raftd/raftd/core/server"
+	"github.com/raftd/raftd/core/statemachine"
 	"github.com/raftd/raftd/core/storage"
 	"github.com/raftd/raftd/core/transport"
 	"github.com/raftd/raftd/plugin/host"
@@ -160,17 +161,18 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	}
 	undo.add(func() { st.Close() })
 
-	var sm node.StateMachine
-	if cfg.FSM != nil {
-		sm = &localSM{f: cfg.FSM}
-	} else {
-		plug, err := host.Start(ctx, host.Config{Path: cfg.FSMPath, SHA256: cfg.FSMSHA256, Logger: hclogFor(log),
+	// One adapter for both: an FSM in this process, or the plugin host's
+	// client (an fsm.FSM too) for a plugin process.
+	f := cfg.FSM
+	if f == nil {
+		plug, err := host.Start(ctx, host.Config{Path: cfg.FSMPath, SHA256: cfg.FSMSHA256, Logger: log,
 			ApplyTimeout: cfg.PluginApplyTimeout, CallTimeout: cfg.PluginCallTimeout})
 		if err != nil {
 			return nil, fmt.Errorf("fsm plugin %s: %s", cfg.FSMPath, firstLine(err.Error()))
 		}
-		sm = pluginSM{plug}
+		f = plug
 	}
+	sm := statemachine.New(f)
 	undo.add(func() { sm.Close() })
 
 	h := &lateHandler{}

@@ -113,7 +113,8 @@ type FSMInfo struct {
 	Applied uint64
 }
 
-// Command is one committed FSM command.
+// Command is one committed FSM command. Its fields are those of
+// plugin/fsm.Entry (core/statemachine converts one to the other).
 type Command struct {
 	Index uint64
 	Term  uint64
@@ -123,15 +124,16 @@ type Command struct {
 	Version uint32
 }
 
-// StateMachine is what the apply goroutine feeds. The plugin host (through
-// an adapter in core/daemon) and in-process Go FSMs implement it.
+// StateMachine is what the apply goroutine feeds. core/statemachine
+// implements it for any plugin/fsm.FSM: one compiled into this process or
+// the plugin host's client for a plugin process.
 //
 // Apply, Snapshot and Restore are called from one goroutine, never
 // concurrently with each other. Query and Info may be called concurrently
 // with Apply and Snapshot (never with Restore); Query must observe at least
-// the state left by the last Apply that returned. The body of a snapshot
-// started through the optional SnapshotStarter is written concurrently
-// with Apply, Query and Info, never with Restore or Restarter.Restart.
+// the state left by the last Apply that returned. The body of a
+// StateSnapshot is written concurrently with Apply, Query, Info and
+// Digest, never with Restore or Restarter.Restart.
 //
 // Apply must be deterministic. A command the FSM rejects is a result (for
 // example {"error":"…"}), not an error; a non-nil error means "stop
@@ -145,10 +147,16 @@ type StateMachine interface {
 	Apply(ctx context.Context, cmds []Command) ([][]byte, error)
 	// Query runs a read-only request against the current state.
 	Query(ctx context.Context, q []byte) ([]byte, error)
-	// Snapshot writes the state as of the last applied command to w.
-	Snapshot(ctx context.Context, w io.Writer) error
-	// Restore replaces the state with one written by Snapshot.
-	Restore(ctx context.Context, r io.Reader) error
+	// Snapshot captures the state as of the last Apply that returned and
+	// returns once that capture is fixed: Apply calls made after it returns
+	// do not change what the StateSnapshot writes. It should be cheap
+	// (copy-on-write, or a plugin's capture under its lock): applying, and
+	// the callers waiting on it, pause meanwhile.
+	Snapshot(ctx context.Context) (StateSnapshot, error)
+	// Restore replaces the state with a body written by a StateSnapshot of
+	// format h.FSMFormat; afterwards the state machine's applied index is
+	// h.Index.
+	Restore(ctx context.Context, h SnapshotHeader, body io.Reader) error
 	// Digest hashes the state at its last applied index.
 	Digest(ctx context.Context) ([]byte, error)
 	// Close releases the state machine. The node never calls it; the
@@ -156,27 +164,24 @@ type StateMachine interface {
 	Close() error
 }
 
-// SnapshotStarter is optionally implemented by a StateMachine that can fix
-// a point-in-time view of its state cheaply and write it out while Apply
-// continues (the plugin host can: the plugin captures its state under its
-// lock, answers with a header naming its applied index, then streams the
-// body outside the lock). The node type-asserts for it. Without it the node
-// calls Snapshot on the apply goroutine, and applying (with the callers
-// waiting on it) pauses until the whole body is written.
-//
-// StartSnapshot captures the state as of the last Apply that returned and
-// returns once that capture is fixed: Apply calls made after it returns must
-// not change what is written. The body (the bytes Snapshot would write) is
-// written to w in the background; wait blocks until it is complete and
-// returns nil only if all of it was written. The node calls wait exactly
-// once, from another goroutine than the apply goroutine. While a body is
-// being written the node calls Apply, Query, Info and Digest only; before
-// Restore or Restart, and when it stops, it cancels ctx and waits for wait
-// to return, so wait must return promptly once ctx is done. An error that
-// wraps ErrStateMachineCrashed (from StartSnapshot or wait) makes the node
-// restart the state machine; the snapshot is then abandoned.
-type SnapshotStarter interface {
-	StartSnapshot(ctx context.Context, w io.Writer) (wait func() error, err error)
+// StateSnapshot is a point-in-time view of a state machine's state,
+// returned by StateMachine.Snapshot. The node writes its body into a
+// snapshot on another goroutine while it keeps applying (snapjob.go).
+type StateSnapshot interface {
+	// Format names the body's encoding (e.g. "raftd.kv.v1"). The node
+	// records it in the snapshot header and passes it back to Restore.
+	Format() string
+	// WriteTo writes the body to w. It runs concurrently with Apply, Query,
+	// Info and Digest, and returns nil only if all of the body was
+	// written. Before Restore or Restart, and when it stops, the node
+	// cancels ctx and waits for WriteTo to return, so it must return
+	// promptly once ctx is done. An error that wraps ErrStateMachineCrashed
+	// makes the node restart the state machine; the snapshot is then
+	// abandoned.
+	WriteTo(ctx context.Context, w io.Writer) error
+	// Release frees the view. The node calls it exactly once, after
+	// WriteTo returned or instead of calling it.
+	Release()
 }
 
 // Restarter is optionally implemented by a StateMachine that can be

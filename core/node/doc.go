@@ -63,12 +63,10 @@
 // Every Config.SnapshotEntries applied entries the apply goroutine starts a
 // snapshot at its applied index: a body (node header with membership,
 // addresses and active FSM version, then the state machine's state) goes
-// into Storage.BeginSnapshot. A StateMachine that implements
-// SnapshotStarter only captures its state on the apply goroutine (between
-// two Apply calls, which fixes the index); the body is written on a
-// separate goroutine while applying goes on, and at most one snapshot is in
-// flight. A plain StateMachine writes the body on the apply goroutine, and
-// applying waits. Only a complete body is committed; an error or a crash
+// into Storage.BeginSnapshot. The state machine only captures its state on
+// the apply goroutine (StateMachine.Snapshot, between two Apply calls,
+// which fixes the index); the body is written on a separate goroutine
+// while applying goes on, and at most one snapshot is in flight. Only a complete body is committed; an error or a crash
 // aborts it. A completed snapshot becomes the one a state machine restart
 // restores from, then the loop records it (Storage.SaveSnapshot) and
 // compacts the log, keeping Config.SnapshotTrailing entries. A leader's

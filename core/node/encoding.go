@@ -168,7 +168,7 @@ func nextConfState(cs raft.ConfState, cc raft.ConfChange) raft.ConfState {
 //
 //	"RAFTDSN1" | uint32 big-endian header length | header JSON | FSM bytes
 //
-// The FSM bytes are exactly what StateMachine.Snapshot wrote.
+// The FSM bytes are exactly what the StateSnapshot wrote.
 const snapshotMagic = "RAFTDSN1"
 
 // maxHeaderBytes bounds a snapshot header (a large address book fits).
@@ -184,13 +184,15 @@ type SnapshotHeader struct {
 	FSMName         string   `json:"fsm_name"`
 	FSMVersion      uint32   `json:"fsm_version"`
 	FSMVersionIndex uint64   `json:"fsm_version_index"`
+	// FSMFormat names the encoding of the state machine's body.
+	FSMFormat string `json:"fsm_format"`
 }
 
-func headerFromMeta(idx, term uint64, m clusterMeta, fsmName string) SnapshotHeader {
+func headerFromMeta(idx, term uint64, m clusterMeta, fsmName, format string) SnapshotHeader {
 	h := SnapshotHeader{
 		Index: idx, Term: term,
 		Voters: slices.Clone(m.conf.Voters), Learners: slices.Clone(m.conf.Learners),
-		FSMName: fsmName, FSMVersion: m.version, FSMVersionIndex: m.versionIndex,
+		FSMName: fsmName, FSMVersion: m.version, FSMVersionIndex: m.versionIndex, FSMFormat: format,
 	}
 	for _, p := range m.peers {
 		h.Peers = append(h.Peers, p)

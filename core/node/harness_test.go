@@ -419,31 +419,12 @@ type fsmState struct {
 	KV      map[string]string
 }
 
-func (f *testFSM) Snapshot(ctx context.Context, w io.Writer) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.crashed {
-		return fmt.Errorf("snapshot: %w", ErrStateMachineCrashed)
-	}
-	if f.crashOnSnapshot > 0 {
-		f.crashOnSnapshot--
-		f.crashed = true
-		f.applied, f.sum, f.kv = 0, 0, map[string]string{}
-		return fmt.Errorf("snapshot: plugin exited: %w", ErrStateMachineCrashed)
-	}
-	f.snapshots++
-	st := fsmState{f.applied, f.sum, maps.Clone(f.kv)}
-	if gate := f.snapGate; gate != nil {
-		f.mu.Unlock()
-		<-gate
-		f.mu.Lock()
-	}
-	return json.NewEncoder(w).Encode(st)
-}
+// testFormat is the testFSM's snapshot body format.
+const testFormat = "test.json"
 
-// StartSnapshot implements SnapshotStarter: it copies the state now and
-// writes it later, on its own goroutine.
-func (f *testFSM) StartSnapshot(ctx context.Context, w io.Writer) (func() error, error) {
+// Snapshot copies the state now; the returned view writes it later, on
+// the node's body goroutine.
+func (f *testFSM) Snapshot(ctx context.Context) (StateSnapshot, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.crashed {
@@ -456,59 +437,67 @@ func (f *testFSM) StartSnapshot(ctx context.Context, w io.Writer) (func() error,
 		return nil, fmt.Errorf("snapshot: plugin exited: %w", ErrStateMachineCrashed)
 	}
 	f.snapStarts++
-	st := fsmState{f.applied, f.sum, maps.Clone(f.kv)}
-	gate := f.snapGate
-	crashMid := f.crashMidSnapshot > 0
-	if crashMid {
+	s := &testSnap{f: f, st: fsmState{f.applied, f.sum, maps.Clone(f.kv)}, gate: f.snapGate}
+	if f.crashMidSnapshot > 0 {
 		f.crashMidSnapshot--
+		s.crashMid = true
 	}
-	done := make(chan error, 1)
-	go func() {
-		if gate != nil {
-			select {
-			case <-gate:
-			case <-ctx.Done():
-				done <- ctx.Err()
-				return
-			}
+	return s, nil
+}
+
+// testSnap is a testFSM state captured by Snapshot.
+type testSnap struct {
+	f        *testFSM
+	st       fsmState
+	gate     chan struct{} // if set, WriteTo waits for it
+	crashMid bool          // the "plugin" dies after a partial body
+	released atomic.Int32
+}
+
+func (s *testSnap) Format() string { return testFormat }
+
+func (s *testSnap) WriteTo(ctx context.Context, w io.Writer) error {
+	f := s.f
+	if s.gate != nil {
+		select {
+		case <-s.gate:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		if crashMid {
-			_, _ = w.Write([]byte(`{"Applied":`))
-			f.mu.Lock()
-			f.crashed = true
-			if !f.persistent {
-				f.applied, f.sum, f.kv = 0, 0, map[string]string{}
-			}
-			f.mu.Unlock()
-			done <- fmt.Errorf("snapshot stream: plugin exited: %w", ErrStateMachineCrashed)
-			return
-		}
-		err := json.NewEncoder(w).Encode(st)
+	}
+	if s.crashMid {
+		_, _ = w.Write([]byte(`{"Applied":`))
 		f.mu.Lock()
-		f.snapshots++
+		f.crashed = true
+		if !f.persistent {
+			f.applied, f.sum, f.kv = 0, 0, map[string]string{}
+		}
 		f.mu.Unlock()
-		done <- err
-	}()
-	return func() error { return <-done }, nil
+		return fmt.Errorf("snapshot stream: plugin exited: %w", ErrStateMachineCrashed)
+	}
+	err := json.NewEncoder(w).Encode(s.st)
+	f.mu.Lock()
+	f.snapshots++
+	f.mu.Unlock()
+	return err
 }
 
-// legacySM hides testFSM's SnapshotStarter: the node snapshots it on the
-// apply goroutine.
-type legacySM struct {
-	StateMachine
-	Restarter
+func (s *testSnap) Release() {
+	if s.released.Add(1) != 1 {
+		s.f.mu.Lock()
+		s.f.bad = append(s.f.bad, "snapshot view released twice")
+		s.f.mu.Unlock()
+	}
 }
 
-func legacy(cfg *Config) {
-	f := cfg.StateMachine.(*testFSM)
-	cfg.StateMachine = legacySM{f, f}
-}
-
-func (f *testFSM) Restore(ctx context.Context, r io.Reader) error {
+func (f *testFSM) Restore(ctx context.Context, h SnapshotHeader, r io.Reader) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.crashed {
 		return fmt.Errorf("restore: %w", ErrStateMachineCrashed)
+	}
+	if h.FSMFormat != testFormat {
+		return fmt.Errorf("restore: unknown snapshot format %q", h.FSMFormat)
 	}
 	var s fsmState
 	if err := json.NewDecoder(r).Decode(&s); err != nil {

@@ -23,7 +23,7 @@ const maxDrain = 4096
 //
 // Goroutines: the loop goroutine owns the RawNode and is the only writer of
 // Storage; the apply goroutine feeds the StateMachine in log order and starts
-// snapshots, whose bodies a SnapshotStarter writes on one more goroutine.
+// snapshots, whose state machine bodies are written on one more goroutine.
 // Callers of Propose/Read block in their own goroutines.
 type Node struct {
 	cfg Config
@@ -275,7 +275,7 @@ func (n *Node) readSnapshot(ctx context.Context, sm StateMachine, snap raft.Snap
 		return hdr, fmt.Errorf("node: snapshot body is for index %d term %d, metadata says index %d term %d", hdr.Index, hdr.Term, snap.Metadata.Index, snap.Metadata.Term)
 	}
 	if restore {
-		if err := restoreFSM(ctx, sm, br); err != nil {
+		if err := restoreFSM(ctx, sm, hdr, br); err != nil {
 			return hdr, fmt.Errorf("node: restore state machine from snapshot at index %d: %w", snap.Metadata.Index, w.or(err))
 		}
 		n.m.snapshotsInstalled.Add(1)
@@ -286,8 +286,8 @@ func (n *Node) readSnapshot(ctx context.Context, sm StateMachine, snap raft.Snap
 // restoreFSM restores sm from the FSM part of a snapshot body and then
 // reads the body to its end, so that a storage checksum that is verified
 // at EOF is checked even if Restore stopped reading early.
-func restoreFSM(ctx context.Context, sm StateMachine, r io.Reader) error {
-	if err := sm.Restore(ctx, r); err != nil {
+func restoreFSM(ctx context.Context, sm StateMachine, h SnapshotHeader, r io.Reader) error {
+	if err := sm.Restore(ctx, h, r); err != nil {
 		return err
 	}
 	if _, err := io.Copy(io.Discard, r); err != nil {

@@ -11,15 +11,13 @@ import (
 // Local snapshots (apply goroutine).
 //
 // Every Config.SnapshotEntries applied entries, or when ExportSnapshot asks,
-// the apply goroutine starts a snapshot at its applied index: it opens a
-// Storage sink, writes the node header (membership, addresses, active FSM
-// version as of that index) and then, between two Apply calls, either
-//
-//   - asks a SnapshotStarter to capture its state, and hands the body to a
-//     separate goroutine that writes it into the sink while applying goes
-//     on (at most one such snapshot is in flight); or
-//   - for a plain StateMachine, calls Snapshot and waits for the whole body
-//     (applying waits too).
+// the apply goroutine starts a snapshot at its applied index: between two
+// Apply calls it asks the state machine to capture its state
+// (StateMachine.Snapshot), opens a Storage sink, writes the node header
+// (membership, addresses, active FSM version as of that index, the body's
+// format) and hands the body to a separate goroutine that writes it into
+// the sink while applying goes on (at most one such snapshot is in
+// flight).
 //
 // Only a complete body is committed (SnapshotSink.Commit); any error aborts
 // the sink, so a partial body is never used. A completed snapshot becomes
@@ -73,48 +71,33 @@ func (a *applier) startSnapshot() error {
 		return nil
 	}
 	meta := raft.SnapshotMetadata{Index: a.applied, Term: a.appliedTerm, ConfState: a.meta.clone().conf}
+	view, err := a.sm.Snapshot(a.ctx)
+	if err != nil {
+		return a.snapshotFailed(meta, reqs, err)
+	}
 	sink, err := a.n.st.BeginSnapshot(meta)
 	if err != nil {
+		view.Release()
 		err = fmt.Errorf("node: storage: begin snapshot at index %d: %w", meta.Index, err)
 		replySnap(reqs, raft.Snapshot{}, err)
 		return err
 	}
-	if err := writeSnapshotHeader(sink, headerFromMeta(meta.Index, meta.Term, a.meta, a.info.Name)); err != nil {
+	hdr := headerFromMeta(meta.Index, meta.Term, a.meta, a.info.Name, view.Format())
+	if err := writeSnapshotHeader(sink, hdr); err != nil {
+		view.Release()
 		_ = sink.Abort()
 		err = fmt.Errorf("node: storage: write snapshot at index %d: %w", meta.Index, err)
 		replySnap(reqs, raft.Snapshot{}, err)
 		return err
 	}
 
-	starter, ok := a.sm.(SnapshotStarter)
-	if !ok {
-		// Plain StateMachine: the whole body is written here.
-		if err := a.sm.Snapshot(a.ctx, sink); err != nil {
-			_ = sink.Abort()
-			return a.snapshotFailed(meta, reqs, err)
-		}
-		desc, err := sink.Commit()
-		if err != nil {
-			err = fmt.Errorf("node: storage: commit snapshot at index %d: %w", meta.Index, err)
-			replySnap(reqs, raft.Snapshot{}, err)
-			return err
-		}
-		a.snapshotTaken(raft.Snapshot{Metadata: meta, Data: desc}, reqs)
-		return nil
-	}
-
 	ctx, cancel := context.WithCancel(a.ctx)
-	wait, err := starter.StartSnapshot(ctx, sink)
-	if err != nil {
-		cancel()
-		_ = sink.Abort()
-		return a.snapshotFailed(meta, reqs, err)
-	}
 	j := &snapJob{meta: meta, cancel: cancel, reqs: reqs, epoch: a.restarts, done: make(chan struct{})}
 	a.job = j
 	a.n.m.snapshotsStarted.Add(1)
 	go func() {
-		err := wait()
+		err := view.WriteTo(ctx, sink)
+		view.Release()
 		if err == nil {
 			if j.desc, err = sink.Commit(); err != nil {
 				j.storageErr = true

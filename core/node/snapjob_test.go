@@ -160,42 +160,6 @@ func TestSnapshotStreamCrashRecovers(t *testing.T) {
 	})
 }
 
-// TestLegacySnapshotPath checks a StateMachine without SnapshotStarter:
-// snapshots, compaction, catch-up and an export still work.
-func TestLegacySnapshotPath(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		c := newCluster(t, 3, func(cfg *Config) {
-			legacy(cfg)
-			cfg.SnapshotEntries = 40
-			cfg.SnapshotTrailing = 10
-		})
-		c.waitLeader()
-		ctx := context.Background()
-		c.stop(3)
-		lead := c.waitLeader()
-		for i := range 200 {
-			if _, err := c.nodes[lead].Propose(ctx, []byte(fmt.Sprintf("put:k%d:%d", i%7, i))); err != nil {
-				t.Fatal(err)
-			}
-		}
-		m := c.nodes[lead].Metrics()
-		if m.SnapshotsTaken < 3 || m.SnapshotsStarted != 0 || c.stores[lead].compacts.Load() == 0 {
-			t.Fatalf("legacy snapshots: %+v", m)
-		}
-		if _, rc, err := c.nodes[lead].ExportSnapshot(ctx, true); err != nil {
-			t.Fatal(err)
-		} else {
-			rc.Close()
-		}
-		c.start(3)
-		c.waitApplied(c.nodes[lead].Applied())
-		if c.nodes[3].Metrics().SnapshotsInstalled != 1 {
-			t.Fatal("node 3 did not catch up by snapshot")
-		}
-		c.checkFSMs()
-	})
-}
-
 // TestInFlightSnapshotCancelled: a follower whose snapshot body is held
 // receives a newer snapshot from the leader; installing it cancels the
 // held one (aborted, never recorded). Stopping a node with a held body

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	mrand "math/rand/v2"
 	"os"
@@ -27,7 +28,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -97,11 +97,21 @@ func requireNode(tb testing.TB) {
 	}
 }
 
-func logger() hclog.Logger {
+func logger() *slog.Logger {
 	if testing.Verbose() {
-		return hclog.New(&hclog.LoggerOptions{Name: "host", Level: hclog.Debug, Output: os.Stderr})
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	return hclog.NewNullLogger()
+	return slog.New(slog.DiscardHandler)
+}
+
+// snapshotTo captures c's state and writes its body to w.
+func snapshotTo(ctx context.Context, c *host.Client, w io.Writer) (fsm.SnapshotHeader, error) {
+	s, err := c.Snapshot(ctx)
+	if err != nil {
+		return fsm.SnapshotHeader{}, err
+	}
+	defer s.Release()
+	return s.Header(), s.WriteTo(ctx, w)
 }
 
 // start launches the Node plugin through plugin/host and stops it (and
@@ -205,7 +215,7 @@ func TestInfoAndProcess(t *testing.T) {
 func TestKillAndRestart(t *testing.T) {
 	c := start(t)
 	ctx := context.Background()
-	if _, err := c.Apply(ctx, []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"put","key":"a","value":"1"}`)}}); err != nil {
+	if _, err := c.ApplyBatch(ctx, []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"put","key":"a","value":"1"}`)}}); err != nil {
 		t.Fatal(err)
 	}
 	pid := c.PID()
@@ -541,7 +551,7 @@ func TestSameAsGoKV(t *testing.T) {
 	for round, n := range []int{1, 7, 300, 2000, 50, 1500} {
 		es := genEntries(r, last, n, 1200)
 		last = es[len(es)-1].Index
-		got, err := node.Apply(ctx, es)
+		got, err := node.ApplyBatch(ctx, es)
 		if err != nil {
 			t.Fatalf("round %d: node apply: %v", round, err)
 		}
@@ -555,7 +565,7 @@ func TestSameAsGoKV(t *testing.T) {
 			}
 		}
 		if gp != nil {
-			viaPlugin, err := gp.Apply(ctx, es)
+			viaPlugin, err := gp.ApplyBatch(ctx, es)
 			if err != nil {
 				t.Fatalf("round %d: go plugin apply: %v", round, err)
 			}
@@ -602,7 +612,7 @@ func TestSameAsGoKV(t *testing.T) {
 
 	// Snapshot: same header and the same body bytes as the Go kv.
 	var body bytes.Buffer
-	h, err := node.SnapshotTo(ctx, &body)
+	h, err := snapshotTo(ctx, node, &body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -616,7 +626,7 @@ func TestSameAsGoKV(t *testing.T) {
 
 	// Restore into a fresh plugin; it continues exactly like the Go kv.
 	node2 := start(t)
-	if err := node2.RestoreFrom(ctx, h, bytes.NewReader(body.Bytes())); err != nil {
+	if err := node2.Restore(ctx, h, bytes.NewReader(body.Bytes())); err != nil {
 		t.Fatal(err)
 	}
 	info, err := node2.Info(ctx)
@@ -624,7 +634,7 @@ func TestSameAsGoKV(t *testing.T) {
 		t.Fatalf("after restore Info = %+v, %v; want index %d term %d", info, err, h.Index, h.Term)
 	}
 	es := genEntries(r, last, 500, 0)
-	got, err := node2.Apply(ctx, es)
+	got, err := node2.ApplyBatch(ctx, es)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -652,14 +662,14 @@ func TestSnapshotLargeValues(t *testing.T) {
 		es = append(es, fsm.Entry{Index: uint64(i + 1), Term: 1, Version: 1,
 			Data: []byte(fmt.Sprintf(`{"op":"put","key":"big%d","value":"%s%d"}`, i, big, i))})
 	}
-	if _, err := node.Apply(ctx, es); err != nil {
+	if _, err := node.ApplyBatch(ctx, es); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := g.ApplyBatch(ctx, es); err != nil {
 		t.Fatal(err)
 	}
 	var body bytes.Buffer
-	h, err := node.SnapshotTo(ctx, &body)
+	h, err := snapshotTo(ctx, node, &body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -668,7 +678,7 @@ func TestSnapshotLargeValues(t *testing.T) {
 		t.Fatalf("snapshot bodies differ: node %d bytes, go %d bytes", body.Len(), len(wbody))
 	}
 	node2 := start(t)
-	if err := node2.RestoreFrom(ctx, h, bytes.NewReader(body.Bytes())); err != nil {
+	if err := node2.Restore(ctx, h, bytes.NewReader(body.Bytes())); err != nil {
 		t.Fatal(err)
 	}
 	d, _ := node2.Digest(ctx)
@@ -697,7 +707,7 @@ func TestRestoreRejectsBadInput(t *testing.T) {
 		{"keys out of order", "raftd.kv.v1", cat(rec("b"), rec("1"), rec("a"), rec("1")), codes.DataLoss},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := node.RestoreFrom(ctx, fsm.SnapshotHeader{Index: 5, Term: 1, Format: tc.format}, bytes.NewReader(tc.body))
+			err := node.Restore(ctx, fsm.SnapshotHeader{Index: 5, Term: 1, Format: tc.format}, bytes.NewReader(tc.body))
 			if status.Code(errors.Unwrap(err)) != tc.code && status.Code(err) != tc.code {
 				t.Fatalf("restore: %v, want code %v", err, tc.code)
 			}
@@ -708,7 +718,7 @@ func TestRestoreRejectsBadInput(t *testing.T) {
 		})
 	}
 	// An empty body is a valid empty state.
-	if err := node.RestoreFrom(ctx, fsm.SnapshotHeader{Index: 5, Term: 2, Version: 2, Format: "raftd.kv.v1"}, bytes.NewReader(nil)); err != nil {
+	if err := node.Restore(ctx, fsm.SnapshotHeader{Index: 5, Term: 2, Version: 2, Format: "raftd.kv.v1"}, bytes.NewReader(nil)); err != nil {
 		t.Fatalf("restore of an empty body: %v", err)
 	}
 	if info, err := node.Info(ctx); err != nil || info.AppliedIndex != 5 || info.AppliedTerm != 2 {
@@ -728,7 +738,7 @@ func TestApplyRejectsHostBugs(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			node := start(t)
-			_, err := node.Apply(ctx, tc.es)
+			_, err := node.ApplyBatch(ctx, tc.es)
 			if !errors.Is(err, host.ErrBroken) || !strings.Contains(err.Error(), "FailedPrecondition") {
 				t.Fatalf("apply: %v, want a broken plugin with FailedPrecondition", err)
 			}
@@ -794,7 +804,7 @@ func benchApply(b *testing.B, path string, isNode bool) {
 		b.StopTimer()
 		fill()
 		b.StartTimer()
-		if _, err := c.Apply(ctx, es[:n]); err != nil {
+		if _, err := c.ApplyBatch(ctx, es[:n]); err != nil {
 			b.Fatal(err)
 		}
 		done += n
@@ -877,7 +887,7 @@ func BenchmarkNodeKVSnapshotRestore(b *testing.B) {
 			es = append(es, fsm.Entry{Index: idx, Term: 1, Version: 1,
 				Data: []byte(fmt.Sprintf(`{"op":"put","key":"key-%012d","value":"%s"}`, idx, val))})
 		}
-		if _, err := src.Apply(ctx, es); err != nil {
+		if _, err := src.ApplyBatch(ctx, es); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -892,7 +902,7 @@ func BenchmarkNodeKVSnapshotRestore(b *testing.B) {
 			b.Fatal(err)
 		}
 		t0 := time.Now()
-		h, err := src.SnapshotTo(ctx, f)
+		h, err := snapshotTo(ctx, src, f)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -903,7 +913,7 @@ func BenchmarkNodeKVSnapshotRestore(b *testing.B) {
 			b.Fatal(err)
 		}
 		t1 := time.Now()
-		if err := dst.RestoreFrom(ctx, h, io.LimitReader(f, size)); err != nil {
+		if err := dst.Restore(ctx, h, io.LimitReader(f, size)); err != nil {
 			b.Fatal(err)
 		}
 		restDur := time.Since(t1)
@@ -953,7 +963,7 @@ func BenchmarkGoKVPluginQuery(b *testing.B) {
 
 func benchQuery(b *testing.B, c *host.Client) {
 	ctx := context.Background()
-	if _, err := c.Apply(ctx, []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"put","key":"a","value":"1"}`)}}); err != nil {
+	if _, err := c.ApplyBatch(ctx, []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"put","key":"a","value":"1"}`)}}); err != nil {
 		b.Fatal(err)
 	}
 	q := []byte(`{"op":"get","key":"a"}`)

@@ -4,15 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/hashicorp/go-hclog"
 
 	"github.com/raftd/raftd/plugin/fsm"
 	"github.com/raftd/raftd/plugin/host"
@@ -40,8 +40,8 @@ type Options struct {
 	BatchEntries int
 	// TempDir holds the snapshot file. Default os.TempDir().
 	TempDir string
-	// Logger receives the plugins' stderr. Default: a null logger.
-	Logger hclog.Logger
+	// Logger receives the plugins' stderr. Default: discard.
+	Logger *slog.Logger
 	// Progress, if set, receives one line per checkpoint.
 	Progress io.Writer
 }
@@ -128,7 +128,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		o.BatchEntries = 64
 	}
 	if o.Logger == nil {
-		o.Logger = hclog.NewNullLogger()
+		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	start := func(path, label string) (*instance, error) {
 		c, err := host.Start(ctx, host.Config{Path: path, Name: label, Logger: o.Logger})
@@ -368,7 +368,7 @@ func (r *runner) flush(ctx context.Context) error {
 	r.pending = nil
 	res := make([][][]byte, len(r.active))
 	err := r.each(func(in *instance, i int) error {
-		out, err := in.c.Apply(ctx, es)
+		out, err := in.c.ApplyBatch(ctx, es)
 		if err != nil {
 			return fmt.Errorf("conformance: %s: apply entries %d..%d: %w", in.label, es[0].Index, es[len(es)-1].Index, err)
 		}
@@ -456,7 +456,13 @@ func (r *runner) snapshotToFile(ctx context.Context, in *instance) (string, int6
 	}
 	defer f.Close()
 	cw := &countWriter{w: f}
-	h, err := in.c.SnapshotTo(ctx, cw)
+	var h fsm.SnapshotHeader
+	snap, err := in.c.Snapshot(ctx)
+	if err == nil {
+		h = snap.Header()
+		err = snap.WriteTo(ctx, cw)
+		snap.Release()
+	}
 	if err != nil {
 		os.Remove(f.Name())
 		return "", 0, fmt.Errorf("conformance: %s: snapshot: %w", in.label, err)
@@ -468,8 +474,10 @@ func (r *runner) snapshotToFile(ctx context.Context, in *instance) (string, int6
 	// Keep the header in a sidecar so the file can be restored later.
 	hdr, err := os.Create(f.Name() + ".hdr")
 	if err == nil {
-		err = host.WriteEnvelopeHeader(hdr, h)
-		hdr.Close()
+		err = json.NewEncoder(hdr).Encode(h)
+		if cerr := hdr.Close(); err == nil {
+			err = cerr
+		}
 	}
 	if err != nil {
 		os.Remove(f.Name())
@@ -495,7 +503,9 @@ func readHeader(snapPath string) (fsm.SnapshotHeader, error) {
 		return fsm.SnapshotHeader{}, err
 	}
 	defer f.Close()
-	return host.ReadEnvelopeHeader(f)
+	var h fsm.SnapshotHeader
+	err = json.NewDecoder(f).Decode(&h)
+	return h, err
 }
 
 // restoreAndCompare restores the snapshot file into in and compares its
@@ -510,7 +520,7 @@ func (r *runner) restoreAndCompare(ctx context.Context, in *instance, snapPath s
 		return fmt.Errorf("conformance: %w", err)
 	}
 	defer f.Close()
-	if err := in.c.RestoreFrom(ctx, h, f); err != nil {
+	if err := in.c.Restore(ctx, h, f); err != nil {
 		return fmt.Errorf("conformance: %s: restore: %w", in.label, err)
 	}
 	idx, d, err := in.c.DigestAt(ctx)
@@ -545,7 +555,7 @@ func (r *runner) truncatedRestore(ctx context.Context, in *instance, snapPath st
 		return err.Error()
 	}
 	defer f.Close()
-	if err := in.c.RestoreFrom(ctx, h, io.LimitReader(f, size-1)); err == nil {
+	if err := in.c.Restore(ctx, h, io.LimitReader(f, size-1)); err == nil {
 		return "a snapshot body truncated by one byte was accepted by Restore"
 	}
 	return ""

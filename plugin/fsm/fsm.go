@@ -94,6 +94,20 @@ type BatchApplier interface {
 	ApplyBatch(ctx context.Context, es []Entry) ([][]byte, error)
 }
 
+// Restarter is optional: an FSM that runs outside the caller's process (the
+// plugin/host client) and can be replaced by a fresh instance after it
+// crashed. After Restart returns nil the FSM is empty or at whatever
+// position Info reports; the caller restores a snapshot and replays.
+type Restarter interface {
+	Restart(ctx context.Context) error
+}
+
+// ErrCrashed is matched (errors.Is) by the errors of an FSM whose process
+// crashed, hung or broke the protocol: which entries it applied is
+// unknown. A Restarter recovers with Restart, then a restore and a replay;
+// for any other FSM the error is final.
+var ErrCrashed = errors.New("fsm: crashed")
+
 // Restore errors. plugin/sdk maps them to the protocol's status codes
 // (INVALID_ARGUMENT and DATA_LOSS); wrap them with %w.
 var (

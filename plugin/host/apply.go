@@ -13,8 +13,18 @@ import (
 // cutting batches.
 const entryOverheadBytes = 24
 
-// Apply delivers entries (strictly increasing indexes, committed, in log
-// order) and returns one result per entry, in order. The entries are cut
+// Apply implements fsm.FSM: it delivers one entry (see ApplyBatch).
+func (c *Client) Apply(ctx context.Context, e fsm.Entry) ([]byte, error) {
+	res, err := c.ApplyBatch(ctx, []fsm.Entry{e})
+	if err != nil {
+		return nil, err
+	}
+	return res[0], nil
+}
+
+// ApplyBatch implements fsm.BatchApplier. It delivers entries (strictly
+// increasing indexes, committed, in log order) and returns one result per
+// entry, in order. The entries are cut
 // into requests of about MaxBatchBytes and up to MaxInflight requests are
 // on the wire at once, so a large call costs a few round trips, not one
 // per entry.
@@ -28,7 +38,7 @@ const entryOverheadBytes = 24
 //
 // Ownership: the caller must not modify the entries' Data until Apply
 // returns; the returned results belong to the caller.
-func (c *Client) Apply(ctx context.Context, es []fsm.Entry) ([][]byte, error) {
+func (c *Client) ApplyBatch(ctx context.Context, es []fsm.Entry) ([][]byte, error) {
 	if len(es) == 0 {
 		return nil, nil
 	}

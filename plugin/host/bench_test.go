@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -13,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
+	"github.com/raftd/raftd/core/node"
+	"github.com/raftd/raftd/core/statemachine"
 	"github.com/raftd/raftd/fsms/kv"
 	"github.com/raftd/raftd/plugin/fsm"
 	"github.com/raftd/raftd/plugin/host"
@@ -34,9 +35,11 @@ func putCommands(from, n, size int) []fsm.Entry {
 }
 
 // BenchmarkKVPutsMillion delivers 1,000,000 committed 128-byte kv puts,
-// in Apply calls of `batch` entries, to fsms/kv in-process and through
-// plugin/host to raftd-fsm-kv, in the same run, and reports both rates
-// and their ratio. Run with -benchtime 1x:
+// in Apply calls of `batch` commands, through the node's state machine
+// adapter (core/statemachine) to fsms/kv in this process and to
+// raftd-fsm-kv through plugin/host, in the same run, and reports both
+// rates and their ratio: the in-process path is the baseline. Run with
+// -benchtime 1x:
 //
 //	go test -run '^$' -bench KVPutsMillion -benchtime 1x ./plugin/host
 func BenchmarkKVPutsMillion(b *testing.B) {
@@ -47,38 +50,39 @@ func BenchmarkKVPutsMillion(b *testing.B) {
 			var inRate, plRate, inCPU, hostCPU, plugCPU float64
 			for it := 0; it < b.N; it++ {
 				// Commands are built outside the timed sections.
-				batches := make([][]fsm.Entry, 0, total/batch)
+				batches := make([][]node.Command, 0, total/batch)
 				for from := 0; from < total; from += batch {
-					batches = append(batches, putCommands(from, batch, 128))
+					batches = append(batches, toCommands(putCommands(from, batch, 128)))
 				}
 				runtime.GC()
-				f := kv.New()
+				sm := statemachine.New(kv.New())
 				t0, cpu0 := time.Now(), selfCPU()
-				for _, es := range batches {
-					if _, err := f.ApplyBatch(ctx, es); err != nil {
+				for _, cmds := range batches {
+					if _, err := sm.Apply(ctx, cmds); err != nil {
 						b.Fatal(err)
 					}
 				}
 				inRate = total / time.Since(t0).Seconds()
 				inCPU = (selfCPU() - cpu0).Seconds() * 1e6 / total
-				f = nil
+				sm = nil
 				runtime.GC()
 
-				c, err := host.Start(ctx, host.Config{Path: bins["raftd-fsm-kv"], Logger: hclog.NewNullLogger()})
+				c, err := host.Start(ctx, host.Config{Path: bins["raftd-fsm-kv"], Logger: slog.New(slog.DiscardHandler)})
 				if err != nil {
 					b.Fatal(err)
 				}
+				sm = statemachine.New(c)
 				t0, cpu0 = time.Now(), selfCPU()
 				pcpu0 := procCPU(c.PID())
-				for _, es := range batches {
-					if _, err := c.Apply(ctx, es); err != nil {
+				for _, cmds := range batches {
+					if _, err := sm.Apply(ctx, cmds); err != nil {
 						b.Fatal(err)
 					}
 				}
 				plRate = total / time.Since(t0).Seconds()
 				hostCPU = (selfCPU() - cpu0).Seconds() * 1e6 / total
 				plugCPU = (procCPU(c.PID()) - pcpu0).Seconds() * 1e6 / total
-				c.Close()
+				sm.Close()
 			}
 			b.ReportMetric(inRate, "inproc-entries/s")
 			b.ReportMetric(plRate, "plugin-entries/s")
@@ -89,6 +93,15 @@ func BenchmarkKVPutsMillion(b *testing.B) {
 			b.ReportMetric(plugCPU, "plugin-cpu-µs/entry")
 		})
 	}
+}
+
+// toCommands converts entries to the node's commands.
+func toCommands(es []fsm.Entry) []node.Command {
+	cmds := make([]node.Command, len(es))
+	for i, e := range es {
+		cmds[i] = node.Command(e)
+	}
+	return cmds
 }
 
 // selfCPU returns this process's user+system CPU time.
@@ -182,13 +195,13 @@ func BenchmarkSnapshotRestore(b *testing.B) {
 	const valueBytes = 4000 // command ~4 KiB; body record ~4 KiB
 	n := mb << 20 / (valueBytes + 30)
 	for it := 0; it < b.N; it++ {
-		src, err := host.Start(ctx, host.Config{Path: bins["raftd-fsm-kv"], Logger: hclog.NewNullLogger()})
+		src, err := host.Start(ctx, host.Config{Path: bins["raftd-fsm-kv"], Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer src.Close()
 		for from := 0; from < n; from += 2000 {
-			if _, err := src.Apply(ctx, putCommands(from, min(2000, n-from), valueBytes+40)); err != nil {
+			if _, err := src.ApplyBatch(ctx, putCommands(from, min(2000, n-from), valueBytes+40)); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -203,7 +216,8 @@ func BenchmarkSnapshotRestore(b *testing.B) {
 		}
 		hs, ps := sampleRSS(os.Getpid()), sampleRSS(src.PID())
 		t0 := time.Now()
-		if err := src.Snapshot(ctx, f); err != nil {
+		h, err := snapshotTo(ctx, src, f)
+		if err != nil {
 			b.Fatal(err)
 		}
 		if err := f.Sync(); err != nil {
@@ -220,7 +234,7 @@ func BenchmarkSnapshotRestore(b *testing.B) {
 		}
 		src.Close()
 
-		dst, err := host.Start(ctx, host.Config{Path: bins["raftd-fsm-kv"], Logger: hclog.NewNullLogger()})
+		dst, err := host.Start(ctx, host.Config{Path: bins["raftd-fsm-kv"], Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -233,7 +247,7 @@ func BenchmarkSnapshotRestore(b *testing.B) {
 		}
 		hs, ps = sampleRSS(os.Getpid()), sampleRSS(dst.PID())
 		t0 = time.Now()
-		if err := dst.Restore(ctx, f); err != nil {
+		if err := dst.Restore(ctx, h, f); err != nil {
 			b.Fatal(err)
 		}
 		restDur := time.Since(t0)
@@ -261,7 +275,7 @@ func BenchmarkSnapshotRestore(b *testing.B) {
 // single 128-byte put (the latency a lightly loaded node sees per entry).
 func BenchmarkApplyOneEntry(b *testing.B) {
 	ctx := context.Background()
-	c, err := host.Start(ctx, host.Config{Path: bins["raftd-fsm-kv"], Logger: hclog.NewNullLogger()})
+	c, err := host.Start(ctx, host.Config{Path: bins["raftd-fsm-kv"], Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -269,7 +283,7 @@ func BenchmarkApplyOneEntry(b *testing.B) {
 	es := putCommands(0, b.N, 128)
 	b.ResetTimer()
 	for i := range es {
-		if _, err := c.Apply(ctx, es[i:i+1]); err != nil {
+		if _, err := c.ApplyBatch(ctx, es[i:i+1]); err != nil {
 			b.Fatal(err)
 		}
 	}

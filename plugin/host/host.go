@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	goplugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -38,9 +38,11 @@ type Config struct {
 	SHA256 string
 	// Name tags the plugin's log lines. Default: the base name of Path.
 	Name string
-	// Logger receives the host's messages about the plugin and the
-	// plugin's stderr. Default: hclog.Default().
-	Logger hclog.Logger
+	// Logger receives the host's messages about the plugin and the lines
+	// the plugin writes to stderr (JSON lines in hclog's format at their
+	// level, any other line at debug level), each with the attribute
+	// plugin=Name. Default: slog.Default().
+	Logger *slog.Logger
 	// StartTimeout bounds the start-up handshake. Default 5s.
 	StartTimeout time.Duration
 	// CallTimeout bounds Info, Query and Digest. Default 10s.
@@ -62,7 +64,7 @@ func (c *Config) withDefaults() Config {
 		d.Name = filepath.Base(d.Path)
 	}
 	if d.Logger == nil {
-		d.Logger = hclog.Default()
+		d.Logger = slog.Default()
 	}
 	if d.StartTimeout <= 0 {
 		d.StartTimeout = 5 * time.Second
@@ -85,7 +87,9 @@ func (c *Config) withDefaults() Config {
 	return d
 }
 
-// ErrBroken is matched (errors.Is) by every *BrokenError.
+// ErrBroken is matched (errors.Is) by every *BrokenError, as is
+// fsm.ErrCrashed (so a caller that sees the Client as an fsm.FSM knows to
+// restart it).
 var ErrBroken = errors.New("host: plugin broken")
 
 // ErrClosed is returned after Close.
@@ -127,11 +131,15 @@ func (e *BrokenError) Error() string {
 // Unwrap returns the cause.
 func (e *BrokenError) Unwrap() error { return e.Err }
 
-// Is makes errors.Is(err, ErrBroken) true.
-func (e *BrokenError) Is(target error) bool { return target == ErrBroken }
+// Is makes errors.Is(err, ErrBroken) and errors.Is(err, fsm.ErrCrashed)
+// true.
+func (e *BrokenError) Is(target error) bool { return target == ErrBroken || target == fsm.ErrCrashed }
 
-// Client is a supervised plugin process. It is safe for concurrent use;
-// Apply calls are serialized (their order is the apply order).
+// Client is a supervised plugin process. It implements fsm.FSM (plus
+// fsm.BatchApplier and fsm.Restarter), so the node drives a plugin through
+// the same adapter as an FSM in its own process. It is safe for
+// concurrent use; Apply calls are serialized (their order is the apply
+// order).
 type Client struct {
 	cfg Config
 
@@ -141,6 +149,12 @@ type Client struct {
 
 	applyMu sync.Mutex // serializes Apply and Restart
 }
+
+var (
+	_ fsm.FSM          = (*Client)(nil)
+	_ fsm.BatchApplier = (*Client)(nil)
+	_ fsm.Restarter    = (*Client)(nil)
+)
 
 // Start checks the executable (existence, SHA-256), launches it, performs
 // the handshake and an Info call, and opens the Apply stream. A missing
@@ -210,7 +224,7 @@ func FileSHA256(path string) (string, error) {
 // process is one running plugin.
 type process struct {
 	name   string
-	log    hclog.Logger
+	log    *slog.Logger
 	gp     *goplugin.Client
 	rpc    fsmv1.StateMachineClient
 	pid    int
@@ -232,6 +246,7 @@ func (c *Client) launch(ctx context.Context) (*process, error) {
 	// directly, and killing the group also removes any children it forked
 	// (which would otherwise hold its stderr open and stall the cleanup).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	plog := cfg.Logger.With("plugin", cfg.Name)
 	gp := goplugin.NewClient(&goplugin.ClientConfig{
 		HandshakeConfig:  shared.Handshake,
 		Plugins:          goplugin.PluginSet{shared.PluginName: &shared.GRPCPlugin{}},
@@ -239,7 +254,7 @@ func (c *Client) launch(ctx context.Context) (*process, error) {
 		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
 		AutoMTLS:         true,
 		StartTimeout:     cfg.StartTimeout,
-		Logger:           cfg.Logger.Named(cfg.Name),
+		Logger:           newSlogHclog(plog),
 		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(shared.MaxMsgBytes), grpc.MaxCallSendMsgSize(shared.MaxMsgBytes))},
 	})
@@ -264,7 +279,7 @@ func (c *Client) launch(ctx context.Context) (*process, error) {
 		return fail(fmt.Errorf("host: %s: unexpected client type %T", cfg.Path, raw))
 	}
 	p := &process{
-		name: cfg.Name, log: cfg.Logger.Named(cfg.Name), gp: gp, rpc: rpc,
+		name: cfg.Name, log: plog, gp: gp, rpc: rpc,
 		pid:    gp.ReattachConfig().Pid,
 		resps:  make(chan *fsmv1.ApplyResponse, cfg.MaxInflight),
 		done:   make(chan struct{}),
@@ -497,10 +512,17 @@ func (c *Client) call(ctx context.Context, timeout time.Duration, what string, f
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	err = f(cctx, p.rpc)
-	if err == nil {
-		return nil
+	if err := f(cctx, p.rpc); err != nil {
+		return c.callErr(p, ctx, cctx, timeout, what, err)
 	}
+	return nil
+}
+
+// callErr classifies the error of a call to p made under cctx (derived
+// from the caller's ctx with the given timeout): the process is broken by
+// a missed deadline or a transport failure; the caller's own cancellation
+// and the plugin's gRPC errors are returned as they are.
+func (c *Client) callErr(p *process, ctx, cctx context.Context, timeout time.Duration, what string, err error) error {
 	select {
 	case <-p.done:
 		return p.brokenErr()

@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,8 +17,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/go-hclog"
 
 	"github.com/raftd/raftd/fsms/kv"
 	"github.com/raftd/raftd/plugin/fsm"
@@ -32,7 +32,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	bins, err = testbin.Build(dir, "raftd-fsm-kv", "raftd-fsm-counter", "misbehave")
+	bins, err = testbin.Build(dir, "raftd-fsm-kv", "raftd-fsm-counter", "raftd-fsm-queue", "misbehave")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
@@ -46,7 +46,7 @@ func TestMain(m *testing.M) {
 func start(t *testing.T, name string, mod func(*host.Config)) (*host.Client, *syncBuf) {
 	t.Helper()
 	buf := &syncBuf{}
-	cfg := host.Config{Path: bins[name], Logger: hclog.New(&hclog.LoggerOptions{Output: buf, Level: hclog.Debug})}
+	cfg := host.Config{Path: bins[name], Logger: slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -108,7 +108,7 @@ func TestApplyQuerySnapshotRestore(t *testing.T) {
 		t.Fatalf("info = %+v, %v", info, err)
 	}
 	es := puts(1, 5000)
-	res, err := c.Apply(ctx, es)
+	res, err := c.ApplyBatch(ctx, es)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,11 +129,18 @@ func TestApplyQuerySnapshotRestore(t *testing.T) {
 		t.Fatalf("digest = %d %x %v", idx, d1, err)
 	}
 	var snap bytes.Buffer
-	if err := c.Snapshot(ctx, &snap); err != nil {
+	h, err := snapshotTo(ctx, c, &snap)
+	if err != nil {
 		t.Fatal(err)
 	}
+	if h.Index != 5000 || h.Term != 1 || h.Version != 1 || h.Format != kv.Format {
+		t.Fatalf("snapshot header %+v", h)
+	}
+	if sum := sha256.Sum256(snap.Bytes()); !bytes.Equal(sum[:], d1) {
+		t.Fatal("snapshot body is not the state the digest describes")
+	}
 	c2, _ := start(t, "raftd-fsm-kv", nil)
-	if err := c2.Restore(ctx, bytes.NewReader(snap.Bytes())); err != nil {
+	if err := c2.Restore(ctx, h, bytes.NewReader(snap.Bytes())); err != nil {
 		t.Fatal(err)
 	}
 	idx2, d2, err := c2.DigestAt(ctx)
@@ -141,7 +148,7 @@ func TestApplyQuerySnapshotRestore(t *testing.T) {
 		t.Fatalf("restored digest = %d %x %v, want 5000 %x", idx2, d2, err, d1)
 	}
 	// A replayed (already applied) index is refused: the plugin is broken.
-	if _, err := c2.Apply(ctx, puts(10, 1)); !errors.Is(err, host.ErrBroken) {
+	if _, err := c2.ApplyBatch(ctx, puts(10, 1)); !errors.Is(err, host.ErrBroken) {
 		t.Fatalf("apply of an old index: err = %v, want ErrBroken", err)
 	}
 }
@@ -149,7 +156,7 @@ func TestApplyQuerySnapshotRestore(t *testing.T) {
 func TestCrashDetectedAndRestart(t *testing.T) {
 	ctx := context.Background()
 	c, _ := start(t, "raftd-fsm-counter", nil)
-	if _, err := c.Apply(ctx, []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"add","delta":2}`)}}); err != nil {
+	if _, err := c.ApplyBatch(ctx, []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"add","delta":2}`)}}); err != nil {
 		t.Fatal(err)
 	}
 	pid := c.PID()
@@ -161,7 +168,7 @@ func TestCrashDetectedAndRestart(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("crash not noticed while idle")
 	}
-	_, err := c.Apply(ctx, []fsm.Entry{{Index: 2, Term: 1, Data: []byte(`{"op":"add","delta":2}`)}})
+	_, err := c.ApplyBatch(ctx, []fsm.Entry{{Index: 2, Term: 1, Data: []byte(`{"op":"add","delta":2}`)}})
 	var be *host.BrokenError
 	if !errors.As(err, &be) || be.Reason != host.ReasonExited || be.PID != pid {
 		t.Fatalf("err = %v, want BrokenError exited pid %d", err, pid)
@@ -172,7 +179,7 @@ func TestCrashDetectedAndRestart(t *testing.T) {
 	if c.PID() == pid {
 		t.Fatal("same pid after restart")
 	}
-	res, err := c.Apply(ctx, []fsm.Entry{{Index: 2, Term: 1, Data: []byte(`{"op":"add","delta":2}`)}})
+	res, err := c.ApplyBatch(ctx, []fsm.Entry{{Index: 2, Term: 1, Data: []byte(`{"op":"add","delta":2}`)}})
 	if err != nil || string(res[0]) != `{"value":2}` {
 		t.Fatalf("after restart: %q %v", res, err)
 	}
@@ -183,7 +190,7 @@ func TestHungApplyWatchdog(t *testing.T) {
 	c, _ := start(t, "misbehave", func(c *host.Config) { c.ApplyTimeout = 300 * time.Millisecond })
 	pid := c.PID()
 	t0 := time.Now()
-	_, err := c.Apply(ctx, []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"hang"}`)}})
+	_, err := c.ApplyBatch(ctx, []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"hang"}`)}})
 	var be *host.BrokenError
 	if !errors.As(err, &be) || be.Reason != host.ReasonHung {
 		t.Fatalf("err = %v, want hung", err)
@@ -199,7 +206,7 @@ func TestHungApplyWatchdog(t *testing.T) {
 	if err := c.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Apply(ctx, puts(1, 3)); err != nil {
+	if _, err := c.ApplyBatch(ctx, puts(1, 3)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -215,7 +222,7 @@ func TestHungQueryTimeout(t *testing.T) {
 
 func TestPluginErrorIsBroken(t *testing.T) {
 	c, _ := start(t, "misbehave", nil)
-	_, err := c.Apply(context.Background(), []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"error"}`)}})
+	_, err := c.ApplyBatch(context.Background(), []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"error"}`)}})
 	var be *host.BrokenError
 	if !errors.As(err, &be) || be.Reason != host.ReasonRPC || !strings.Contains(err.Error(), "asked to fail") {
 		t.Fatalf("err = %v, want rpc error naming the cause", err)
@@ -224,7 +231,7 @@ func TestPluginErrorIsBroken(t *testing.T) {
 
 func TestCrashInApply(t *testing.T) {
 	c, _ := start(t, "misbehave", nil)
-	_, err := c.Apply(context.Background(), []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"crash"}`)}})
+	_, err := c.ApplyBatch(context.Background(), []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"crash"}`)}})
 	var be *host.BrokenError
 	if !errors.As(err, &be) || be.Reason != host.ReasonExited {
 		t.Fatalf("err = %v, want exited", err)
@@ -282,7 +289,7 @@ func TestBadPaths(t *testing.T) {
 		{"/bin/true", "not a working raftd FSM plugin"},
 	} {
 		t0 := time.Now()
-		_, err := host.Start(context.Background(), host.Config{Path: tc.path, StartTimeout: 2 * time.Second, Logger: hclog.NewNullLogger()})
+		_, err := host.Start(context.Background(), host.Config{Path: tc.path, StartTimeout: 2 * time.Second, Logger: slog.New(slog.DiscardHandler)})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want %q", tc.path, err, tc.want)
 		}
@@ -375,13 +382,13 @@ func TestHangOnceThenReplay(t *testing.T) {
 	ctx := context.Background()
 	c, _ := start(t, "misbehave", func(c *host.Config) { c.ApplyTimeout = 300 * time.Millisecond })
 	es := append(puts(1, 3), fsm.Entry{Index: 4, Term: 1, Data: []byte(`{"op":"hang"}`)})
-	if _, err := c.Apply(ctx, es); !errors.Is(err, host.ErrBroken) {
+	if _, err := c.ApplyBatch(ctx, es); !errors.Is(err, host.ErrBroken) {
 		t.Fatalf("err = %v, want broken", err)
 	}
 	if err := c.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
-	res, err := c.Apply(ctx, es)
+	res, err := c.ApplyBatch(ctx, es)
 	if err != nil || string(res[3]) != `{"ok":true}` {
 		t.Fatalf("replay: %q %v", res, err)
 	}
@@ -393,7 +400,7 @@ func TestLargeMessages(t *testing.T) {
 	ctx := context.Background()
 	c, _ := start(t, "raftd-fsm-kv", nil)
 	big := strings.Repeat("x", 6<<20)
-	res, err := c.Apply(ctx, []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"put","key":"big","value":"` + big + `"}`)}})
+	res, err := c.ApplyBatch(ctx, []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"put","key":"big","value":"` + big + `"}`)}})
 	if err != nil || string(res[0]) != `{"ok":true}` {
 		t.Fatalf("apply: %.40q %v", res, err)
 	}
@@ -418,7 +425,7 @@ func TestApplyContext(t *testing.T) {
 	c, _ := start(t, "misbehave", nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := c.Apply(ctx, puts(1, 1)); !errors.Is(err, context.Canceled) || errors.Is(err, host.ErrBroken) {
+	if _, err := c.ApplyBatch(ctx, puts(1, 1)); !errors.Is(err, context.Canceled) || errors.Is(err, host.ErrBroken) {
 		t.Fatalf("cancelled before the call: %v", err)
 	}
 	if c.Err() != nil {
@@ -432,7 +439,7 @@ func TestApplyContext(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 		cancel()
 	}()
-	_, err := c.Apply(&passFirstCheck{Context: inner}, []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"hang"}`)}})
+	_, err := c.ApplyBatch(&passFirstCheck{Context: inner}, []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"hang"}`)}})
 	var be *host.BrokenError
 	if !errors.As(err, &be) || be.Reason != host.ReasonCancelled {
 		t.Fatalf("cancelled mid-call: %v", err)
@@ -480,7 +487,7 @@ func TestSnapshotDoesNotStopApply(t *testing.T) {
 	c, _ := start(t, "raftd-fsm-kv", nil)
 	const n, size = 16000, 1500
 	first := putCommands(0, n, size)
-	if _, err := c.Apply(ctx, first); err != nil {
+	if _, err := c.ApplyBatch(ctx, first); err != nil {
 		t.Fatal(err)
 	}
 	gw := &gateWriter{started: make(chan struct{}), gate: make(chan struct{})}
@@ -488,7 +495,7 @@ func TestSnapshotDoesNotStopApply(t *testing.T) {
 	snapErr := make(chan error, 1)
 	go func() {
 		var err error
-		hdr, err = c.SnapshotTo(ctx, gw)
+		hdr, err = snapshotTo(ctx, c, gw)
 		snapErr <- err
 	}()
 	// Once body bytes flow, the snapshot has been captured. Apply must
@@ -505,7 +512,7 @@ func TestSnapshotDoesNotStopApply(t *testing.T) {
 	}
 	applied := make(chan error, 1)
 	go func() {
-		_, err := c.Apply(ctx, second)
+		_, err := c.ApplyBatch(ctx, second)
 		applied <- err
 	}()
 	select {
@@ -532,4 +539,14 @@ func TestSnapshotDoesNotStopApply(t *testing.T) {
 	if got := sha256.Sum256(gw.buf.Bytes()); !bytes.Equal(got[:], want) {
 		t.Fatalf("snapshot at index %d is not the state at that index", hdr.Index)
 	}
+}
+
+// snapshotTo captures f's state and writes its body to w.
+func snapshotTo(ctx context.Context, f fsm.FSM, w io.Writer) (fsm.SnapshotHeader, error) {
+	s, err := f.Snapshot(ctx)
+	if err != nil {
+		return fsm.SnapshotHeader{}, err
+	}
+	defer s.Release()
+	return s.Header(), s.WriteTo(ctx, w)
 }

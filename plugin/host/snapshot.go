@@ -1,108 +1,99 @@
 package host
 
 import (
-	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/raftd/raftd/plugin/fsm"
 	"github.com/raftd/raftd/plugin/internal/shared"
 	fsmv1 "github.com/raftd/raftd/proto/fsm/v1"
 )
 
-// Snapshot envelope: what Snapshot writes and Restore reads, so that the
-// node can store one opaque byte stream. Layout (big-endian):
-//
-//	magic "RFSNAP01" (8) | index u64 | term u64 | version u32 |
-//	format length u16 | format | body (to EOF)
-const envelopeMagic = "RFSNAP01"
-
-const maxFormatLen = 1024
-
-// WriteEnvelopeHeader writes the envelope header for h.
-func WriteEnvelopeHeader(w io.Writer, h fsm.SnapshotHeader) error {
-	if len(h.Format) > maxFormatLen {
-		return fmt.Errorf("host: snapshot format name of %d bytes", len(h.Format))
+// Snapshot implements fsm.FSM. It opens the plugin's Snapshot stream and
+// returns once the plugin has sent its header: a plugin captures its state
+// (under its lock, at its applied index) before it sends the header, so
+// Apply calls made after Snapshot returns do not change the body. The body
+// streams in the returned Snapshot's WriteTo, which may run concurrently
+// with any other call; Release ends the stream. Config.SnapshotTimeout
+// bounds the whole stream, from Snapshot to the end of WriteTo; missing it
+// breaks the process (ReasonTimeout). Neither side holds the body in
+// memory: it is copied in chunks of at most 1 MiB.
+func (c *Client) Snapshot(ctx context.Context) (fsm.Snapshot, error) {
+	p, err := c.current()
+	if err != nil {
+		return nil, err
 	}
-	b := make([]byte, 0, 30+len(h.Format))
-	b = append(b, envelopeMagic...)
-	b = binary.BigEndian.AppendUint64(b, h.Index)
-	b = binary.BigEndian.AppendUint64(b, h.Term)
-	b = binary.BigEndian.AppendUint32(b, h.Version)
-	b = binary.BigEndian.AppendUint16(b, uint16(len(h.Format)))
-	b = append(b, h.Format...)
-	_, err := w.Write(b)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.SnapshotTimeout)
+	s := &snapshot{c: c, p: p, sctx: sctx, cancel: cancel}
+	var first *fsmv1.SnapshotChunk
+	err = s.during(ctx, func() error {
+		stream, err := p.rpc.Snapshot(sctx, &fsmv1.SnapshotRequest{})
+		if err != nil {
+			return err
+		}
+		s.stream = stream
+		first, err = stream.Recv()
+		if err == io.EOF {
+			err = errors.New("snapshot stream ended before its header")
+		}
+		return err
+	})
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	if first.Header == nil || len(first.Data) > 0 {
+		cancel()
+		return nil, fmt.Errorf("host: plugin %s: snapshot: first message is not a header", c.cfg.Name)
+	}
+	ph := first.Header
+	s.hdr = fsm.SnapshotHeader{Index: ph.Index, Term: ph.Term, Version: ph.Version, Format: ph.Format}
+	return s, nil
+}
+
+// snapshot is a plugin snapshot whose header has arrived and whose body is
+// still on the stream.
+type snapshot struct {
+	c      *Client
+	p      *process
+	sctx   context.Context // the stream's: SnapshotTimeout from Snapshot
+	cancel context.CancelFunc
+	stream fsmv1.StateMachine_SnapshotClient
+	hdr    fsm.SnapshotHeader
+	once   sync.Once // WriteTo runs once
+}
+
+// during runs f, a step of the stream, ending the stream if ctx ends
+// meanwhile, and classifies its error like a unary call's.
+func (s *snapshot) during(ctx context.Context, f func() error) error {
+	stop := context.AfterFunc(ctx, s.cancel)
+	err := f()
+	stop()
+	if err != nil {
+		return s.c.callErr(s.p, ctx, s.sctx, s.c.cfg.SnapshotTimeout, "snapshot", err)
+	}
+	return nil
+}
+
+// Header implements fsm.Snapshot.
+func (s *snapshot) Header() fsm.SnapshotHeader { return s.hdr }
+
+// WriteTo implements fsm.Snapshot: it copies the body's chunks to w.
+// Cancelling ctx ends the stream (the plugin is not broken by it).
+func (s *snapshot) WriteTo(ctx context.Context, w io.Writer) error {
+	err := errors.New("host: snapshot body already written")
+	s.once.Do(func() { err = s.writeTo(ctx, w) })
 	return err
 }
 
-// ReadEnvelopeHeader reads the envelope header; r is then positioned at
-// the body. It lets a node inspect a stored snapshot without a plugin.
-func ReadEnvelopeHeader(r io.Reader) (fsm.SnapshotHeader, error) {
-	var fixed [30]byte
-	if _, err := io.ReadFull(r, fixed[:]); err != nil {
-		return fsm.SnapshotHeader{}, fmt.Errorf("host: snapshot envelope: %w", err)
-	}
-	if string(fixed[:8]) != envelopeMagic {
-		return fsm.SnapshotHeader{}, errors.New("host: snapshot envelope: bad magic")
-	}
-	h := fsm.SnapshotHeader{
-		Index:   binary.BigEndian.Uint64(fixed[8:]),
-		Term:    binary.BigEndian.Uint64(fixed[16:]),
-		Version: binary.BigEndian.Uint32(fixed[24:]),
-	}
-	n := binary.BigEndian.Uint16(fixed[28:])
-	if n > maxFormatLen {
-		return fsm.SnapshotHeader{}, fmt.Errorf("host: snapshot envelope: format name of %d bytes", n)
-	}
-	f := make([]byte, n)
-	if _, err := io.ReadFull(r, f); err != nil {
-		return fsm.SnapshotHeader{}, fmt.Errorf("host: snapshot envelope: %w", err)
-	}
-	h.Format = string(f)
-	return h, nil
-}
-
-// Snapshot streams the plugin's state as of its last applied entry into w,
-// as an envelope (header, then the body). Applies may continue meanwhile.
-// The body is copied chunk by chunk; neither side holds it whole.
-func (c *Client) Snapshot(ctx context.Context, w io.Writer) error {
-	_, err := c.snapshot(ctx, w, true)
-	return err
-}
-
-// SnapshotTo streams the bare body into w and returns its header.
-func (c *Client) SnapshotTo(ctx context.Context, w io.Writer) (fsm.SnapshotHeader, error) {
-	return c.snapshot(ctx, w, false)
-}
-
-func (c *Client) snapshot(ctx context.Context, w io.Writer, envelope bool) (fsm.SnapshotHeader, error) {
-	var h fsm.SnapshotHeader
+func (s *snapshot) writeTo(ctx context.Context, w io.Writer) error {
 	var werr error
-	err := c.call(ctx, c.cfg.SnapshotTimeout, "snapshot", func(ctx context.Context, rpc fsmv1.StateMachineClient) error {
-		stream, err := rpc.Snapshot(ctx, &fsmv1.SnapshotRequest{})
-		if err != nil {
-			return err
-		}
-		first, err := stream.Recv()
-		if err != nil {
-			return err
-		}
-		if first.Header == nil || len(first.Data) > 0 {
-			werr = errors.New("host: snapshot: first message is not a header")
-			return nil
-		}
-		ph := first.Header
-		h = fsm.SnapshotHeader{Index: ph.Index, Term: ph.Term, Version: ph.Version, Format: ph.Format}
-		if envelope {
-			if werr = WriteEnvelopeHeader(w, h); werr != nil {
-				return nil
-			}
-		}
+	err := s.during(ctx, func() error {
 		for {
-			m, err := stream.Recv()
+			m, err := s.stream.Recv()
 			if err == io.EOF {
 				return nil
 			}
@@ -110,11 +101,11 @@ func (c *Client) snapshot(ctx context.Context, w io.Writer, envelope bool) (fsm.
 				return err
 			}
 			if m.Header != nil || len(m.Data) > shared.ChunkBytes {
-				werr = fmt.Errorf("host: snapshot: bad chunk (header %v, %d bytes)", m.Header != nil, len(m.Data))
+				werr = fmt.Errorf("host: plugin %s: snapshot: bad chunk (header %v, %d bytes)", s.c.cfg.Name, m.Header != nil, len(m.Data))
 				return nil
 			}
-			if _, werr = w.Write(m.Data); werr != nil {
-				werr = fmt.Errorf("host: snapshot: write: %w", werr)
+			if _, err := w.Write(m.Data); err != nil {
+				werr = fmt.Errorf("host: snapshot: write: %w", err)
 				return nil
 			}
 		}
@@ -122,23 +113,18 @@ func (c *Client) snapshot(ctx context.Context, w io.Writer, envelope bool) (fsm.
 	if err == nil {
 		err = werr
 	}
-	return h, err
+	s.cancel() // the stream is done (or abandoned after an error)
+	return err
 }
 
-// Restore replaces the plugin's state with an envelope produced by
-// Snapshot. On error the plugin's state is unspecified: restart it.
-func (c *Client) Restore(ctx context.Context, r io.Reader) error {
-	br := bufio.NewReaderSize(r, 64<<10)
-	h, err := ReadEnvelopeHeader(br)
-	if err != nil {
-		return err
-	}
-	return c.RestoreFrom(ctx, h, br)
-}
+// Release implements fsm.Snapshot: it ends the stream.
+func (s *snapshot) Release() { s.cancel() }
 
-// RestoreFrom replaces the plugin's state with body (header h), sent in
-// chunks of at most 1 MiB. The host must not Apply concurrently.
-func (c *Client) RestoreFrom(ctx context.Context, h fsm.SnapshotHeader, body io.Reader) error {
+// Restore implements fsm.FSM: it replaces the plugin's state with body
+// (encoded as h.Format), sent in chunks of at most 1 MiB; the plugin's
+// applied position becomes h.Index/h.Term. The caller must not Apply
+// concurrently. On error the plugin's state is unspecified: restart it.
+func (c *Client) Restore(ctx context.Context, h fsm.SnapshotHeader, body io.Reader) error {
 	c.applyMu.Lock()
 	defer c.applyMu.Unlock()
 	var rerr error
