@@ -18,7 +18,9 @@
 //     driver follows the Ready contract (persist, then send, then apply,
 //     then Advance), except that a leader whose term and vote do not change
 //     sends its new entries before writing them, as core/node does; a crash
-//     may come between the two. Writes made without MustSync (commit-only
+//     may come between the two, and the followers' answers may arrive
+//     before the write is done (every commit a leader makes must name an
+//     entry durable on a quorum). Writes made without MustSync (commit-only
 //     hard states) may be lost at a crash, up to the last synced write.
 //     Each seed runs one fault profile (ProfileNames); lease-reads runs
 //     lease-based reads on clocks whose rates differ within the drift the

@@ -52,7 +52,10 @@ type SimStats struct {
 	// lost hard state writes made without sync.
 	SendFirstCrashes, UnsyncedLost int
 	// Campaigns counts forced campaigns (RawNode.Campaign).
-	Campaigns                             int
+	Campaigns int
+	// SlowLeaderWrites counts leader writes its followers answered before
+	// it finished.
+	SlowLeaderWrites                      int
 	MsgsDelivered, MsgsDropped, MsgsDuped int
 	// Truncations counts appends that replaced a conflicting suffix;
 	// AppRejects counts delivered MsgAppResp rejections (conflict hints);
@@ -85,6 +88,7 @@ func (s *SimStats) Add(o SimStats) {
 	s.SendFirstCrashes += o.SendFirstCrashes
 	s.UnsyncedLost += o.UnsyncedLost
 	s.Campaigns += o.Campaigns
+	s.SlowLeaderWrites += o.SlowLeaderWrites
 	s.MsgsDelivered += o.MsgsDelivered
 	s.MsgsDropped += o.MsgsDropped
 	s.MsgsDuped += o.MsgsDuped
@@ -117,6 +121,9 @@ type Sim struct {
 	// group is the partition: nodes in different groups cannot talk. nil
 	// means healed.
 	group map[uint64]int
+	// midWrite is the leader whose write slowLeaderWrite is playing: it
+	// gets no Ready until that one is done.
+	midWrite *simNode
 	// late holds messages sent before the current partition across it,
 	// which may still arrive (lease-reads profile).
 	late []raft.Message
@@ -183,6 +190,9 @@ type simNode struct {
 	// every earlier write durable, as a write-ahead log does).
 	synced   raft.HardState
 	unsynced []raft.HardState
+	// commitChecked is the highest commit index checkCommitDurable
+	// verified while the node led, or saw while it did not.
+	commitChecked uint64
 	// unanswered holds the read contexts issued (in any incarnation) whose
 	// read was not answered and served yet (reuseReadCtx). serving holds
 	// answered reads that wait for the state machine to reach their index.
@@ -535,6 +545,9 @@ func (s *Sim) flush() error {
 			s.tracef("deliver %s", FormatMessage(m))
 			if err := to.rn.Step(m); err != nil {
 				s.tracef("  step error: %v", err)
+			}
+			if err := s.checkCommitDurable(to); err != nil {
+				return err
 			}
 			if m.Type == raft.MsgSnap {
 				s.stats.SnapsSent++

@@ -129,6 +129,9 @@ func (s *Sim) deliverMsg(m raft.Message, report, late bool) error {
 	if err := to.rn.Step(m); err != nil {
 		s.tracef("  step error: %v", err)
 	}
+	if err := s.checkCommitDurable(to); err != nil {
+		return err
+	}
 	if m.Type == raft.MsgSnap {
 		s.stats.SnapsSent++
 		if from := s.nodes[m.From]; report && from != nil && from.rn != nil {

@@ -94,6 +94,7 @@ func (s *Sim) start(n *simNode, durableFSM bool) error {
 		return fmt.Errorf("node %d: restart: %w", n.id, err)
 	}
 	n.rn = rn
+	n.commitChecked = rn.Status().Commit
 	s.clockStart(n)
 	st := rn.Status()
 	s.tracef("start %d (incarnation %d, durable fsm %v): term %d commit %d applied %d fsm %d snap %d %s",
@@ -131,6 +132,9 @@ func (s *Sim) tick(n *simNode) error {
 }
 
 func (s *Sim) maybeReady(n *simNode) error {
+	if n == s.midWrite {
+		return nil // its current Ready is not done: no other before Advance
+	}
 	if n.rn != nil && n.rn.HasReady() && s.rng.IntN(3) != 0 {
 		return s.handleReady(n, false)
 	}
@@ -167,6 +171,11 @@ func (s *Sim) handleReady(n *simNode, crashMidway bool) error {
 			s.stats.SendFirstCrashes++
 			s.crash(n, "leader, after sending its new entries, before writing them")
 			return nil
+		}
+		if len(rd.Entries) > 0 && s.frng.IntN(4) == 0 {
+			if err := s.slowLeaderWrite(n, rd); err != nil {
+				return err
+			}
 		}
 	}
 	if !rd.Snapshot.IsEmpty() {
@@ -295,7 +304,59 @@ func (s *Sim) handleReady(n *simNode, crashMidway bool) error {
 		return fmt.Errorf("node %d: engine configuration %s differs from the one applied through index %d: %s",
 			n.id, FormatConfState(st.ConfState), n.handed, FormatConfState(n.conf))
 	}
+	if err := s.checkCommitDurable(n); err != nil {
+		return err
+	}
 	return s.checkLeader(n)
+}
+
+// checkCommitDurable checks, right where a leader's commit index may
+// advance (a stepped message, or Advance after its own write), that the
+// entry it now calls committed is durable on a quorum of the voters of
+// its configuration (RAFT-PITFALLS "Appending": the leader counts itself
+// only once its own write is durable, which matters because it sends its
+// new entries before writing them). Crashed voters count by what their
+// storage holds.
+func (s *Sim) checkCommitDurable(n *simNode) error {
+	if n.rn == nil {
+		return nil
+	}
+	st := n.rn.Status()
+	if st.RaftState != raft.StateLeader {
+		// A commit index learned as a follower (or at a restart) was
+		// decided by another leader, perhaps under another configuration.
+		n.commitChecked = st.Commit
+		return nil
+	}
+	if st.Commit <= n.commitChecked {
+		return nil
+	}
+	c := st.Commit
+	n.commitChecked = c
+	want, err := n.store.Term(c)
+	if err != nil {
+		// Not in the leader's durable log: one of its own new entries.
+		want = st.Term
+	}
+	holders := 0
+	for _, v := range st.ConfState.Voters {
+		f := s.nodes[v]
+		if f == nil {
+			continue
+		}
+		if snap, _ := f.store.Snapshot(); c <= snap.Metadata.Index {
+			holders++ // covered by a snapshot, which only holds committed state
+			continue
+		}
+		if t, err := f.store.Term(c); err == nil && t == want {
+			holders++
+		}
+	}
+	if q := len(st.ConfState.Voters)/2 + 1; holders < q {
+		return fmt.Errorf("commit: leader %d (term %d) committed index %d, which only %d of the voters %v hold durably (quorum %d)",
+			n.id, st.Term, c, holders, st.ConfState.Voters, q)
+	}
+	return nil
 }
 
 // checkRestartInvariant checks what a restart from n's storage would see:
@@ -369,4 +430,53 @@ func (s *Sim) loseUnsynced(n *simNode) {
 	}
 	_ = n.store.SetHardState(hs)
 	n.synced, n.unsynced = hs, nil
+}
+
+// slowLeaderWrite plays a leader's write that is slower than the round
+// trip to its followers: the appends it just sent (before writing) reach
+// the followers, they persist and answer, and the answers reach the
+// leader before its own write is done. The leader must not count itself
+// towards committing these entries yet (checkCommitDurable runs at each
+// answer). Only answers of the leader's term are delivered early: a
+// message that makes it step down mid-write waits its turn.
+func (s *Sim) slowLeaderWrite(n *simNode, rd raft.Ready) error {
+	term := n.rn.Status().Term
+	s.stats.SlowLeaderWrites++
+	s.tracef("%d write is slow: followers answer first", n.id)
+	s.midWrite = n
+	defer func() { s.midWrite = nil }()
+	early := func(match func(raft.Message) bool) []raft.Message {
+		var out []raft.Message
+		keep := s.net[:0]
+		for _, m := range s.net {
+			if match(m) {
+				out = append(out, m)
+			} else {
+				keep = append(keep, m)
+			}
+		}
+		s.net = keep
+		return out
+	}
+	apps := early(func(m raft.Message) bool {
+		return m.From == n.id && m.Type == raft.MsgApp && m.Term == term && len(m.Entries) > 0
+	})
+	for _, m := range apps {
+		if err := s.deliver(m, true); err != nil {
+			return err
+		}
+		if f := s.nodes[m.To]; f != nil && f.rn != nil && f.rn.HasReady() {
+			if err := s.handleReady(f, false); err != nil {
+				return err
+			}
+		}
+	}
+	for _, m := range early(func(m raft.Message) bool {
+		return m.To == n.id && m.Type == raft.MsgAppResp && m.Term == term
+	}) {
+		if err := s.deliver(m, true); err != nil {
+			return err
+		}
+	}
+	return nil
 }

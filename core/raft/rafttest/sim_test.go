@@ -165,6 +165,7 @@ func TestSim(t *testing.T) {
 		{"transfers carried out (MsgTimeoutNow)", total.TimeoutNows, true},
 		{"crashes that lost unsynced writes", total.UnsyncedLost, true},
 		{"leader crashes between sending and writing", total.SendFirstCrashes, true},
+		{"leader writes answered by followers first", total.SlowLeaderWrites, true},
 		{"leader crashes after partial replication", total.LeaderCrashes, in("figure8")},
 		{"forced campaigns", total.Campaigns, in("lease-reads")},
 	} {
