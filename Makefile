@@ -13,6 +13,7 @@ BUF       := $(GO) tool -modfile=$(CURDIR)/tools/go.mod buf
 # The descriptors of the last release, for `buf breaking` (see proto-release).
 PROTO_BASELINE := release/raftd-protos.binpb
 NODE_KV   := fsms/node-kv
+PYTHON_KV := fsms/python-kv
 
 # Test knobs: `make test` stays well under 15 minutes on 2 cores.
 SIM_SEEDS ?= 100000
@@ -69,10 +70,20 @@ test-go:
 test-race: build
 	RAFTD_BIN=$(BIN) $(GO) test -race -count=1 -timeout 10m $(RACE_PKGS)
 
+# The plugins in other languages carry what they load at run time in their
+# own directory, so that each works when copied out of the repository: a
+# copy of fsm.proto (Node.js loads it as text) and, for Python, the
+# descriptor set compiled by buf from its proto/ directory.
+PROTO_COPIES := $(NODE_KV)/proto/fsm.proto $(PYTHON_KV)/proto/fsm.proto
+PYTHON_DESCRIPTORS := $(PYTHON_KV)/proto/descriptors.binpb
+PYTHON_DESCRIPTORS_BUILD = cd $(PYTHON_KV)/proto && $(BUF) build --as-file-descriptor-set --exclude-source-info
+
 # Regenerates the Go code from proto/**/*.proto (configuration:
-# proto/buf.yaml, proto/buf.gen.yaml).
+# proto/buf.yaml, proto/buf.gen.yaml) and refreshes the plugins' copies.
 proto:
 	cd proto && $(BUF) generate
+	for f in $(PROTO_COPIES); do cp proto/fsm/v1/fsm.proto $$f; done
+	$(PYTHON_DESCRIPTORS_BUILD) -o descriptors.binpb
 
 proto-lint:
 	cd proto && $(BUF) lint
@@ -92,7 +103,7 @@ proto-release:
 
 # Lint, breaking check, and: fails when the committed generated code
 # differs from what `make proto` makes (or a generated file is missing or
-# left over from a removed .proto).
+# left over from a removed .proto), or the plugins' copies are stale.
 proto-check: proto-lint proto-breaking
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
 	(cd proto && $(BUF) generate -o $$tmp) || exit 1; \
@@ -103,6 +114,11 @@ proto-check: proto-lint proto-breaking
 	for f in $$(cd proto && find . -name '*.pb.go' | sort); do \
 		[ -f $$tmp/$$f ] || { echo "proto-check: proto/$${f#./} is not generated from any .proto; remove it" >&2; stale=1; }; \
 	done; \
+	for f in $(PROTO_COPIES); do \
+		cmp -s proto/fsm/v1/fsm.proto $$f || { echo "proto-check: $$f differs from proto/fsm/v1/fsm.proto; run make proto" >&2; stale=1; }; \
+	done; \
+	($(PYTHON_DESCRIPTORS_BUILD) -o $$tmp/descriptors.binpb) || exit 1; \
+	cmp -s $$tmp/descriptors.binpb $(PYTHON_DESCRIPTORS) || { echo "proto-check: $(PYTHON_DESCRIPTORS) is stale; run make proto" >&2; stale=1; }; \
 	[ $$stale = 0 ] && echo "proto-check: generated code is up to date"
 
 sim:

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math/big"
 	mrand "math/rand/v2"
@@ -402,6 +403,56 @@ func TestExitsWhenParentDies(t *testing.T) {
 	// The helper has exited; the plugin polls its parent every 250 ms. The
 	// deadline is generous for a loaded 2-core CI machine.
 	waitGone(t, pid, 10*time.Second)
+}
+
+// TestCopiedOutOfRepo copies the plugin's files to a directory outside the
+// repository (node_modules linked, not copied) and runs it from there: a
+// template that an author copies must carry everything it loads.
+func TestCopiedOutOfRepo(t *testing.T) {
+	requireNode(t)
+	dst := t.TempDir()
+	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if d.Name() == "node_modules" {
+				return filepath.SkipDir
+			}
+			return os.MkdirAll(filepath.Join(dst, path), 0o755)
+		}
+		if strings.HasSuffix(path, ".go") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, path), b, info.Mode().Perm())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	modules, err := filepath.Abs("node_modules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(modules, filepath.Join(dst, "node_modules")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := host.Start(context.Background(), host.Config{Path: filepath.Join(dst, "raftd-fsm-node-kv"), Logger: logger(), StartTimeout: 20 * time.Second})
+	if err != nil {
+		t.Fatalf("start the copy: %v", err)
+	}
+	defer c.Close()
+	res, err := c.Apply(context.Background(), fsm.Entry{Index: 1, Term: 1, Version: 2, Data: []byte(`{"op":"incr","key":"n","delta":5}`)})
+	if err != nil || string(res) != `{"value":5}` {
+		t.Fatalf("apply from the copy: %q, %v", res, err)
+	}
 }
 
 // ---- same behaviour as the Go kv -------------------------------------------

@@ -10,8 +10,13 @@ const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 const kvlib = require('./kv');
 
-/** PROTO_PATH is fsm.proto in the repository, relative to this file. */
-const PROTO_PATH = path.join(__dirname, '..', '..', '..', 'proto', 'fsm', 'v1', 'fsm.proto');
+/**
+ * PROTO_PATH is this plugin's copy of the repository's
+ * proto/fsm/v1/fsm.proto, so that the plugin works when its directory is
+ * copied elsewhere (make proto refreshes the copy; make proto-check fails
+ * when it is stale).
+ */
+const PROTO_PATH = path.join(__dirname, '..', 'proto', 'fsm.proto');
 
 /** loadService returns the StateMachine service definition from fsm.proto. */
 function loadService(protoPath = PROTO_PATH) {
