@@ -67,12 +67,18 @@ func TestMain(m *testing.M) {
 }
 
 // parentHelper starts the plugin, waits for its handshake line, prints the
-// plugin's PID and exits without stopping it, orphaning the plugin.
+// plugin's PID and exits without stopping it, orphaning the plugin. Like
+// the host, it reads the plugin's stderr through a pipe, which closes with
+// it: the plugin's last log line then fails to write.
 func parentHelper() int {
 	cmd := exec.Command(plugin())
 	cmd.Env = append(os.Environ(), cookieKey+"="+cookieValue, "PLUGIN_PROTOCOL_VERSIONS=1")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if _, err := cmd.StderrPipe(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

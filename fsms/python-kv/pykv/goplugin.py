@@ -196,8 +196,11 @@ def serve(cookie_key, cookie_value, versions, register, log, messages, workers=8
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def parent_gone(ppid):
-        log("parent process %d is gone; exiting" % ppid)
-        os._exit(0)
+        try:
+            # stderr is most likely a pipe to the dead host: this may fail.
+            log("parent process %d is gone; exiting" % ppid)
+        finally:
+            os._exit(0)
 
     watch_parent(parent_gone)
 

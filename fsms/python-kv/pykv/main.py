@@ -13,8 +13,14 @@ VERSIONS = [1]
 
 
 def log(msg):
-    sys.stderr.write("python-kv: %s\n" % msg)
-    sys.stderr.flush()
+    """Writes one line to stderr, which the host copies into its log. A
+    host that has died has closed the pipe: the line is lost, and nothing
+    else happens."""
+    try:
+        sys.stderr.write("python-kv: %s\n" % msg)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def main():
