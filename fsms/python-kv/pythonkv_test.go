@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"math/big"
 	mrand "math/rand/v2"
 	"os"
@@ -29,7 +30,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -129,11 +129,21 @@ func requirePython(tb testing.TB) {
 	tb.Skipf("python-kv: %v", pythonErr)
 }
 
-func logger() hclog.Logger {
+func logger() *slog.Logger {
 	if testing.Verbose() {
-		return hclog.New(&hclog.LoggerOptions{Name: "host", Level: hclog.Debug, Output: os.Stderr})
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	return hclog.NewNullLogger()
+	return slog.New(slog.DiscardHandler)
+}
+
+// snapshotTo captures c's state and writes its body to w.
+func snapshotTo(ctx context.Context, c *host.Client, w io.Writer) (fsm.SnapshotHeader, error) {
+	s, err := c.Snapshot(ctx)
+	if err != nil {
+		return fsm.SnapshotHeader{}, err
+	}
+	defer s.Release()
+	return s.Header(), s.WriteTo(ctx, w)
 }
 
 // start launches the Python plugin through plugin/host and stops it (and
@@ -240,7 +250,7 @@ func TestInfoAndProcess(t *testing.T) {
 func TestKillAndRestart(t *testing.T) {
 	c := start(t)
 	ctx := context.Background()
-	if _, err := c.Apply(ctx, []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"put","key":"a","value":"1"}`)}}); err != nil {
+	if _, err := c.ApplyBatch(ctx, []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"put","key":"a","value":"1"}`)}}); err != nil {
 		t.Fatal(err)
 	}
 	pid := c.PID()
@@ -465,7 +475,7 @@ func TestCopiedOutOfRepo(t *testing.T) {
 	}
 	c := startWith(t, host.Config{Path: filepath.Join(dst, "raftd-fsm-python-kv")})
 	ctx := context.Background()
-	res, err := c.Apply(ctx, []fsm.Entry{{Index: 1, Term: 1, Version: 2, Data: []byte(`{"op":"incr","key":"n","delta":5}`)}})
+	res, err := c.ApplyBatch(ctx, []fsm.Entry{{Index: 1, Term: 1, Version: 2, Data: []byte(`{"op":"incr","key":"n","delta":5}`)}})
 	if err != nil || string(res[0]) != `{"value":5}` {
 		t.Fatalf("apply from the copy: %q, %v", res, err)
 	}
@@ -637,7 +647,7 @@ func TestSameAsGoKV(t *testing.T) {
 	for round, n := range []int{1, 7, 300, 2000, 50, 1500} {
 		es := genEntries(r, last, n, 1200)
 		last = es[len(es)-1].Index
-		got, err := py.Apply(ctx, es)
+		got, err := py.ApplyBatch(ctx, es)
 		if err != nil {
 			t.Fatalf("round %d: python apply: %v", round, err)
 		}
@@ -679,7 +689,7 @@ func TestSameAsGoKV(t *testing.T) {
 
 	// Snapshot: same header and the same body bytes as the Go kv.
 	var body bytes.Buffer
-	h, err := py.SnapshotTo(ctx, &body)
+	h, err := snapshotTo(ctx, py, &body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -693,7 +703,7 @@ func TestSameAsGoKV(t *testing.T) {
 
 	// Restore into a fresh plugin; it continues exactly like the Go kv.
 	py2 := start(t)
-	if err := py2.RestoreFrom(ctx, h, bytes.NewReader(body.Bytes())); err != nil {
+	if err := py2.Restore(ctx, h, bytes.NewReader(body.Bytes())); err != nil {
 		t.Fatal(err)
 	}
 	info, err := py2.Info(ctx)
@@ -701,7 +711,7 @@ func TestSameAsGoKV(t *testing.T) {
 		t.Fatalf("after restore Info = %+v, %v; want index %d term %d", info, err, h.Index, h.Term)
 	}
 	es := genEntries(r, last, 500, 0)
-	got, err := py2.Apply(ctx, es)
+	got, err := py2.ApplyBatch(ctx, es)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -738,7 +748,7 @@ func TestManyKeys(t *testing.T) {
 			}
 			es = append(es, fsm.Entry{Index: idx, Term: 1, Version: 1, Data: []byte(cmd)})
 		}
-		got, err := py.Apply(ctx, es)
+		got, err := py.ApplyBatch(ctx, es)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -780,14 +790,14 @@ func TestSnapshotLargeValues(t *testing.T) {
 		es = append(es, fsm.Entry{Index: uint64(i + 1), Term: 1, Version: 1,
 			Data: []byte(fmt.Sprintf(`{"op":"put","key":"big%d","value":"%s%d"}`, i, big, i))})
 	}
-	if _, err := py.Apply(ctx, es); err != nil {
+	if _, err := py.ApplyBatch(ctx, es); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := g.ApplyBatch(ctx, es); err != nil {
 		t.Fatal(err)
 	}
 	var body bytes.Buffer
-	h, err := py.SnapshotTo(ctx, &body)
+	h, err := snapshotTo(ctx, py, &body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -796,7 +806,7 @@ func TestSnapshotLargeValues(t *testing.T) {
 		t.Fatalf("snapshot bodies differ: python %d bytes, go %d bytes", body.Len(), len(wbody))
 	}
 	py2 := start(t)
-	if err := py2.RestoreFrom(ctx, h, bytes.NewReader(body.Bytes())); err != nil {
+	if err := py2.Restore(ctx, h, bytes.NewReader(body.Bytes())); err != nil {
 		t.Fatal(err)
 	}
 	d, _ := py2.Digest(ctx)
@@ -832,7 +842,7 @@ func TestRestoreRejectsBadInput(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = py.RestoreFrom(ctx, fsm.SnapshotHeader{Index: 500, Term: 1, Format: tc.format}, bytes.NewReader(tc.body))
+			err = py.Restore(ctx, fsm.SnapshotHeader{Index: 500, Term: 1, Format: tc.format}, bytes.NewReader(tc.body))
 			if status.Code(errors.Unwrap(err)) != tc.code && status.Code(err) != tc.code {
 				t.Fatalf("restore: %v, want code %v", err, tc.code)
 			}
@@ -842,7 +852,7 @@ func TestRestoreRejectsBadInput(t *testing.T) {
 		})
 	}
 	// An empty body is a valid empty state.
-	if err := py.RestoreFrom(ctx, fsm.SnapshotHeader{Index: 5, Term: 2, Version: 2, Format: "raftd.kv.v1"}, bytes.NewReader(nil)); err != nil {
+	if err := py.Restore(ctx, fsm.SnapshotHeader{Index: 5, Term: 2, Version: 2, Format: "raftd.kv.v1"}, bytes.NewReader(nil)); err != nil {
 		t.Fatalf("restore of an empty body: %v", err)
 	}
 	if info, err := py.Info(ctx); err != nil || info.AppliedIndex != 5 || info.AppliedTerm != 2 {
@@ -862,7 +872,7 @@ func TestApplyRejectsHostBugs(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			py := start(t)
-			_, err := py.Apply(ctx, tc.es)
+			_, err := py.ApplyBatch(ctx, tc.es)
 			if !errors.Is(err, host.ErrBroken) || !strings.Contains(err.Error(), "FailedPrecondition") {
 				t.Fatalf("apply: %v, want a broken plugin with FailedPrecondition", err)
 			}
@@ -936,11 +946,11 @@ func TestGoPluginSameResults(t *testing.T) {
 	for round, n := range []int{500, 3000} {
 		es := genEntries(r, last, n, 2000)
 		last = es[len(es)-1].Index
-		got, err := py.Apply(ctx, es)
+		got, err := py.ApplyBatch(ctx, es)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want, err := gp.Apply(ctx, es)
+		want, err := gp.ApplyBatch(ctx, es)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1006,7 +1016,7 @@ func benchApply(b *testing.B, c *host.Client) {
 		b.StopTimer()
 		fill()
 		b.StartTimer()
-		if _, err := c.Apply(ctx, es[:n]); err != nil {
+		if _, err := c.ApplyBatch(ctx, es[:n]); err != nil {
 			b.Fatal(err)
 		}
 		done += n
@@ -1085,7 +1095,7 @@ func BenchmarkPythonKVSnapshotRestore(b *testing.B) {
 			es = append(es, fsm.Entry{Index: idx, Term: 1, Version: 1,
 				Data: []byte(fmt.Sprintf(`{"op":"put","key":"key-%012d","value":"%s"}`, idx, val))})
 		}
-		if _, err := src.Apply(ctx, es); err != nil {
+		if _, err := src.ApplyBatch(ctx, es); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -1100,7 +1110,7 @@ func BenchmarkPythonKVSnapshotRestore(b *testing.B) {
 			b.Fatal(err)
 		}
 		t0 := time.Now()
-		h, err := src.SnapshotTo(ctx, f)
+		h, err := snapshotTo(ctx, src, f)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -1111,7 +1121,7 @@ func BenchmarkPythonKVSnapshotRestore(b *testing.B) {
 			b.Fatal(err)
 		}
 		t1 := time.Now()
-		if err := dst.RestoreFrom(ctx, h, io.LimitReader(f, size)); err != nil {
+		if err := dst.Restore(ctx, h, io.LimitReader(f, size)); err != nil {
 			b.Fatal(err)
 		}
 		restDur := time.Since(t1)
@@ -1144,7 +1154,7 @@ func BenchmarkPythonKVSnapshotRestore(b *testing.B) {
 func BenchmarkPythonKVQuery(b *testing.B) {
 	c := start(b)
 	ctx := context.Background()
-	if _, err := c.Apply(ctx, []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"put","key":"a","value":"1"}`)}}); err != nil {
+	if _, err := c.ApplyBatch(ctx, []fsm.Entry{{Index: 1, Term: 1, Data: []byte(`{"op":"put","key":"a","value":"1"}`)}}); err != nil {
 		b.Fatal(err)
 	}
 	q := []byte(`{"op":"get","key":"a"}`)
