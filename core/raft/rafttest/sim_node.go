@@ -172,7 +172,7 @@ func (s *Sim) handleReady(n *simNode, crashMidway bool) error {
 			s.crash(n, "leader, after sending its new entries, before writing them")
 			return nil
 		}
-		if len(rd.Entries) > 0 && s.frng.IntN(4) == 0 {
+		if len(rd.Entries) > 0 && s.midWrite == nil && s.frng.IntN(4) == 0 {
 			if err := s.slowLeaderWrite(n, rd); err != nil {
 				return err
 			}
