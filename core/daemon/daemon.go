@@ -120,7 +120,6 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		}
 	}
 	log := cfg.Logger.With("node", cfg.ID)
-	rlog := raftLogger{log}
 
 	// Listeners first: an address in use fails fast, before any process starts.
 	raftLis, apiLis := cfg.RaftListener, cfg.APIListener
@@ -155,7 +154,7 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		return nil, err
 	}
 
-	st, err := openStorage(cfg.DataDir, &storage.Options{ClusterID: cfg.ClusterID, NodeID: cfg.ID, DisableSync: cfg.NoSync, Logger: rlog})
+	st, err := openStorage(cfg.DataDir, &storage.Options{ClusterID: cfg.ClusterID, NodeID: cfg.ID, DisableSync: cfg.NoSync, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +175,7 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	undo.add(func() { sm.Close() })
 
 	h := &lateHandler{}
-	tr := transport.New(transport.Options{ID: cfg.ID, ClusterID: cfg.ClusterID, Handler: h, Snapshots: h, Logger: rlog})
+	tr := transport.New(transport.Options{ID: cfg.ID, ClusterID: cfg.ClusterID, Handler: h, Snapshots: h, Logger: log})
 	undo.add(func() { tr.Close() })
 
 	peers := cfg.Peers
@@ -194,7 +193,7 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		ID: cfg.ID, Peers: peers, Storage: nodeStore{st}, Transport: tr, StateMachine: sm,
 		HeartbeatInterval: cfg.HeartbeatInterval, ElectionTimeout: cfg.ElectionTimeout,
 		SnapshotEntries: cfg.SnapshotEntries, SnapshotTrailing: cfg.SnapshotTrailing, MaxEntryBytes: cfg.MaxEntryBytes,
-		Logger: rlog,
+		Logger: log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node %d: %w", cfg.ID, err)

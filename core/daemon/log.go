@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
@@ -101,19 +100,3 @@ func appendAttr(b []byte, prefix string, a slog.Attr) []byte {
 	}
 	return append(b, s...)
 }
-
-// raftLogger implements the printf-style Logger interface of core/raft
-// (and, until they take a *slog.Logger, of core/storage and
-// core/transport) on a *slog.Logger.
-type raftLogger struct{ l *slog.Logger }
-
-func (r raftLogger) logf(l slog.Level, format string, args ...any) {
-	if r.l.Enabled(context.Background(), l) {
-		r.l.Log(context.Background(), l, fmt.Sprintf(format, args...))
-	}
-}
-
-func (r raftLogger) Debugf(f string, a ...any)   { r.logf(slog.LevelDebug, f, a...) }
-func (r raftLogger) Infof(f string, a ...any)    { r.logf(slog.LevelInfo, f, a...) }
-func (r raftLogger) Warningf(f string, a ...any) { r.logf(slog.LevelWarn, f, a...) }
-func (r raftLogger) Errorf(f string, a ...any)   { r.logf(slog.LevelError, f, a...) }

@@ -3,9 +3,8 @@ package node
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
-
-	"github.com/raftd/raftd/core/raft"
 )
 
 // Defaults for Config fields left zero.
@@ -100,8 +99,9 @@ type Config struct {
 	// Seed seeds raft's election randomness. The default mixes ID and the
 	// clock.
 	Seed int64
-	// Logger receives raft's logs. Nil discards.
-	Logger raft.Logger
+	// Logger receives the raft core's logs (through raftLogger). Nil
+	// discards.
+	Logger *slog.Logger
 
 	// unsafeSendBeforeSave sends every Ready's messages before persisting
 	// it, a deliberately wrong order. Only tests set it, to show that the
@@ -116,6 +116,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.Storage == nil || cfg.Transport == nil || cfg.StateMachine == nil {
 		return cfg, errors.New("node: config: Storage, Transport and StateMachine are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.HeartbeatInterval == 0 {
 		cfg.HeartbeatInterval = DefaultHeartbeatInterval

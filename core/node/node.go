@@ -196,7 +196,7 @@ func New(cfg Config) (*Node, error) {
 		MaxUncommittedEntriesSize: cfg.MaxUncommittedEntriesSize,
 		MaxInflightMsgs:           cfg.MaxInflightMsgs,
 		ReadOnlyOption:            readOnlyOption(cfg.LeaseReads),
-		Logger:                    cfg.Logger,
+		Logger:                    raftLogger{cfg.Logger},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: start raft: %w", err)

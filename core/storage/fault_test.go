@@ -104,7 +104,7 @@ func TestCorruptTailFailStops(t *testing.T) {
 			t.Fatalf("open %d: error %q does not give the expected and found checksums", i, msg)
 		}
 	}
-	if w := opts.Logger.(*testLogger).warnings(); strings.Contains(w, "truncated") {
+	if w := recorded(opts.Logger).warnings(); strings.Contains(w, "truncated") {
 		t.Fatalf("a failed Open logged a truncation: %q", w)
 	}
 	// Entries 9 and 10, written by the same synced Save, are still stored.
@@ -238,7 +238,7 @@ func TestSaveIOErrorReturned(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			faults := &walFaults{kinds: tc.kinds, err: tc.err}
 			fs := errorfs.Wrap(vfs.NewMem(), faults)
-			s, err := Open("/data", &Options{FS: fs, Logger: &testLogger{t: t}})
+			s, err := Open("/data", &Options{FS: fs, Logger: newTestLogger(t)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -329,7 +329,7 @@ func TestGroupCommit(t *testing.T) {
 func TestCrashCloneRecovery(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 11))
 	fs := vfs.NewCrashableMem()
-	opts := &Options{FS: fs, Logger: &testLogger{t: t}}
+	opts := &Options{FS: fs, Logger: newTestLogger(t)}
 	s, err := Open("/data", opts)
 	if err != nil {
 		t.Fatal(err)
@@ -354,7 +354,7 @@ func TestCrashCloneRecovery(t *testing.T) {
 			}
 		}
 		clone := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(100), RNG: rng})
-		c, err := Open("/data", &Options{FS: clone, Logger: &testLogger{t: t}})
+		c, err := Open("/data", &Options{FS: clone, Logger: newTestLogger(t)})
 		if err != nil {
 			t.Fatalf("round %d: open after crash: %v", round, err)
 		}

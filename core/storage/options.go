@@ -2,10 +2,11 @@ package storage
 
 import (
 	"fmt"
+	"log/slog"
+	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/raftd/raftd/core/raft"
 )
 
 // Options configures a Store. A nil *Options means all defaults.
@@ -16,7 +17,7 @@ type Options struct {
 	FS vfs.FS
 	// Logger receives the store's messages and Pebble's own. The default
 	// discards them. Pebble never writes to stderr directly.
-	Logger raft.Logger
+	Logger *slog.Logger
 	// ClusterID and NodeID identify the owner of the data dir. On first use
 	// they are stamped into it; later opens with a different non-zero value
 	// are refused. Zero values are not checked (tools that only read).
@@ -50,7 +51,7 @@ func (o *Options) withDefaults() Options {
 		r.FS = vfs.Default
 	}
 	if r.Logger == nil {
-		r.Logger = discardLogger{}
+		r.Logger = slog.New(slog.DiscardHandler)
 	}
 	if r.CacheBytes <= 0 {
 		r.CacheBytes = defaultCacheBytes
@@ -61,13 +62,6 @@ func (o *Options) withDefaults() Options {
 	return r
 }
 
-type discardLogger struct{}
-
-func (discardLogger) Debugf(string, ...any)   {}
-func (discardLogger) Infof(string, ...any)    {}
-func (discardLogger) Warningf(string, ...any) {}
-func (discardLogger) Errorf(string, ...any)   {}
-
 // pebbleFatal is the panic value raised when Pebble reports an error it
 // cannot continue from (Pebble's Logger.Fatalf must not return). Write paths
 // recover it and return it as an error; the store then refuses all further
@@ -76,20 +70,21 @@ type pebbleFatal struct{ msg string }
 
 func (f pebbleFatal) Error() string { return "storage: pebble fatal error: " + f.msg }
 
-// pebbleLogger routes Pebble's logging to a raft.Logger.
+// pebbleLogger routes Pebble's logging to the store's logger, with the
+// attribute dir=<data dir>.
 type pebbleLogger struct {
-	log raft.Logger
+	log *slog.Logger
 	dir string
 }
 
 var _ pebble.Logger = pebbleLogger{}
 
 func (l pebbleLogger) Infof(format string, args ...any) {
-	l.log.Infof("storage: pebble %s: %s", l.dir, fmt.Sprintf(format, args...))
+	l.log.Info("storage: pebble: "+strings.TrimSpace(fmt.Sprintf(format, args...)), "dir", l.dir)
 }
 
 func (l pebbleLogger) Errorf(format string, args ...any) {
-	l.log.Errorf("storage: pebble %s: %s", l.dir, fmt.Sprintf(format, args...))
+	l.log.Error("storage: pebble: "+strings.TrimSpace(fmt.Sprintf(format, args...)), "dir", l.dir)
 }
 
 // Fatalf logs and panics with a pebbleFatal. NB: Pebble calls it on the
@@ -98,6 +93,6 @@ func (l pebbleLogger) Errorf(format string, args ...any) {
 // which case the process dies, which is the intended fail-stop.
 func (l pebbleLogger) Fatalf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
-	l.log.Errorf("storage: pebble %s: fatal: %s", l.dir, msg)
+	l.log.Error("storage: pebble fatal error: "+msg, "dir", l.dir)
 	panic(pebbleFatal{msg: msg})
 }

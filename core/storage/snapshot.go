@@ -133,7 +133,7 @@ func (sf *snapshotFiles) load() error {
 			if err := sf.fs.Remove(p); err != nil {
 				return fmt.Errorf("storage: open %s: remove unfinished snapshot %s: %w", sf.s.dir, p, err)
 			}
-			sf.s.log.Infof("storage: removed unfinished snapshot file %s", p)
+			sf.s.log.Info("storage: removed unfinished snapshot file", "file", p)
 		case strings.HasSuffix(name, snapSuffix):
 			m, err := sf.readMeta(p)
 			if err != nil {
@@ -145,7 +145,7 @@ func (sf *snapshotFiles) load() error {
 			}
 			sf.list = append(sf.list, m)
 		default:
-			sf.s.log.Warningf("storage: ignoring unknown file %s", p)
+			sf.s.log.Warn("storage: ignoring unknown file", "file", p)
 		}
 	}
 	return nil
@@ -271,7 +271,7 @@ func (sf *snapshotFiles) add(m SnapshotMeta, commit uint64) {
 			inUse--
 		}
 		if err := sf.fs.Remove(sf.path(old)); err != nil && !isNotExist(err) {
-			sf.s.log.Warningf("storage: remove old snapshot %s: %v", sf.path(old), err)
+			sf.s.log.Warn("storage: cannot remove old snapshot", "file", sf.path(old), "err", err)
 		}
 	}
 }

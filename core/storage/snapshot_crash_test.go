@@ -102,7 +102,7 @@ func runSnapshotCrashes(t *testing.T, seed uint64, dropFile, dropDir bool) []sna
 		return nil
 	})
 	fs := errorfs.Wrap(syncDropFS{FS: base, dropFile: dropFile, dropDir: dropDir}, cloner)
-	s, err := Open("/data", &Options{FS: fs, Logger: &testLogger{t: t}})
+	s, err := Open("/data", &Options{FS: fs, Logger: newTestLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +150,7 @@ func runSnapshotCrashes(t *testing.T, seed uint64, dropFile, dropDir bool) []sna
 // body.
 func checkSnapshotImage(t *testing.T, img snapCrashImage) []string {
 	var bad []string
-	s, err := Open("/data", &Options{FS: img.fs, Logger: &testLogger{t: t}})
+	s, err := Open("/data", &Options{FS: img.fs, Logger: newTestLogger(t)})
 	if err != nil {
 		return []string{fmt.Sprintf("open: %v", err)}
 	}

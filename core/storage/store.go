@@ -3,6 +3,7 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 
 	"github.com/cockroachdb/errors/oserror"
@@ -62,7 +63,7 @@ func (e *CorruptionError) Is(target error) bool { return target == ErrCorrupt }
 type Store struct {
 	dir  string // the data dir, as given to Open
 	opts Options
-	log  raft.Logger
+	log  *slog.Logger
 	db   *pebble.DB
 
 	// inflight counts readers iterating outside mu; Close waits for them.
@@ -142,8 +143,8 @@ func Open(dir string, opts *Options) (*Store, error) {
 		_ = s.closePebble()
 		return nil, err
 	}
-	s.log.Infof("storage: opened %s: first index %d, last index %d, commit %d, term %d, %d snapshot file(s)",
-		dir, s.trunc.Index+1, s.last, s.hs.Commit, s.hs.Term, len(s.snaps.list))
+	s.log.Info("storage: opened", "dir", dir, "first", s.trunc.Index+1, "last", s.last,
+		"commit", s.hs.Commit, "term", s.hs.Term, "snapshots", len(s.snaps.list))
 	return s, nil
 }
 
@@ -419,7 +420,7 @@ func (s *Store) writable() error {
 func (s *Store) fail(err error) error {
 	if s.err == nil {
 		s.err = err
-		s.log.Errorf("%v; the store refuses further writes", err)
+		s.log.Error("storage: write failed; the store refuses further writes", "err", err)
 	}
 	return err
 }

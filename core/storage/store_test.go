@@ -1,8 +1,10 @@
 package storage
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -12,26 +14,35 @@ import (
 	"github.com/raftd/raftd/core/storage/storagetest"
 )
 
-// testLogger records messages and forwards them to t.Log.
+// testLogger is a slog.Handler that forwards records to t.Log and keeps
+// warnings and errors ("message k=v ...").
 type testLogger struct {
 	t  testing.TB
 	mu sync.Mutex
 	w  []string // warnings and errors
 }
 
-func (l *testLogger) Debugf(f string, a ...any) {}
-func (l *testLogger) Infof(f string, a ...any)  { l.t.Logf("INFO "+f, a...) }
-func (l *testLogger) Warningf(f string, a ...any) {
-	l.t.Logf("WARN "+f, a...)
-	l.mu.Lock()
-	l.w = append(l.w, fmt.Sprintf(f, a...))
-	l.mu.Unlock()
-}
-func (l *testLogger) Errorf(f string, a ...any) {
-	l.t.Logf("ERROR "+f, a...)
-	l.mu.Lock()
-	l.w = append(l.w, fmt.Sprintf(f, a...))
-	l.mu.Unlock()
+// newTestLogger returns a logger on a new testLogger; recorded(l) reads it.
+func newTestLogger(t testing.TB) *slog.Logger { return slog.New(&testLogger{t: t}) }
+
+func recorded(l *slog.Logger) *testLogger { return l.Handler().(*testLogger) }
+
+func (l *testLogger) Enabled(context.Context, slog.Level) bool { return true }
+func (l *testLogger) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *testLogger) WithGroup(string) slog.Handler            { return l }
+func (l *testLogger) Handle(_ context.Context, r slog.Record) error {
+	line := r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		line += fmt.Sprintf(" %s=%v", a.Key, a.Value)
+		return true
+	})
+	l.t.Logf("%s %s", r.Level, line)
+	if r.Level >= slog.LevelWarn {
+		l.mu.Lock()
+		l.w = append(l.w, line)
+		l.mu.Unlock()
+	}
+	return nil
 }
 
 func (l *testLogger) warnings() string {
@@ -43,7 +54,7 @@ func (l *testLogger) warnings() string {
 // openMem opens a store on a fresh in-memory filesystem.
 func openMem(t *testing.T) (*Store, *Options) {
 	t.Helper()
-	opts := &Options{FS: vfs.NewMem(), Logger: &testLogger{t: t}}
+	opts := &Options{FS: vfs.NewMem(), Logger: newTestLogger(t)}
 	s, err := Open("/data", opts)
 	if err != nil {
 		t.Fatal(err)

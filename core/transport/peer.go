@@ -84,9 +84,9 @@ func (p *peer) run() {
 		// stream, and every change of the kind of failure.
 		if code := status.Code(err); !logged || code != lastCode {
 			if rejected(err) {
-				log.Errorf("transport: peer %d at %s rejected this node: %v", p.id, p.addr, err)
+				log.Error("transport: peer rejected this node", "peer", p.id, "addr", p.addr, "err", err)
 			} else {
-				log.Warningf("transport: peer %d at %s: stream down: %v", p.id, p.addr, err)
+				log.Warn("transport: stream down", "peer", p.id, "addr", p.addr, "err", err)
 			}
 			lastCode, logged = code, true
 		}
@@ -256,8 +256,8 @@ const msgSlackBytes = 4096
 func (p *peer) admit(m *raft.Message) (int, bool) {
 	n := estimateSize(m)
 	if n > p.t.opts.MaxMessageBytes-msgSlackBytes {
-		p.t.opts.Logger.Errorf("transport: dropping %s to %d at index %d: about %d bytes exceeds MaxMessageBytes %d",
-			m.Type, m.To, m.Index, n, p.t.opts.MaxMessageBytes)
+		p.t.opts.Logger.Error("transport: dropping a message that exceeds MaxMessageBytes",
+			"type", m.Type, "to", m.To, "index", m.Index, "bytes", n, "max", p.t.opts.MaxMessageBytes)
 		p.t.stats.messagesDropped.Add(1)
 		p.t.reportUnreachable(p.id)
 		return 0, false

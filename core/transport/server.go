@@ -123,11 +123,11 @@ func (s *server) Stream(srv raftv1.Raft_StreamServer) error {
 			m := &msgs[i]
 			if err := s.checkMessage(from, m); err != nil {
 				// One bad message does not cost the stream the rest.
-				log.Warningf("%v; dropped", err)
+				log.Warn("transport: dropped a bad message", "err", err)
 				continue
 			}
 			if m.Type == raft.MsgSnap {
-				log.Warningf("transport: dropping MsgSnap from %d sent on the message stream", from)
+				log.Warn("transport: dropped a MsgSnap sent on the message stream", "from", from)
 				continue
 			}
 			s.t.stats.messagesReceived.Add(1)
@@ -135,7 +135,7 @@ func (s *server) Stream(srv raftv1.Raft_StreamServer) error {
 				if ctx.Err() != nil {
 					return status.FromContextError(ctx.Err()).Err()
 				}
-				log.Debugf("transport: process %s from %d: %v", m.Type, from, err)
+				log.Debug("transport: process failed", "type", m.Type, "from", from, "err", err)
 			}
 		}
 	}

@@ -83,7 +83,7 @@ func (t *Transport) startSnapshot(p *peer, m raft.Message) {
 		if err != nil {
 			st = raft.SnapshotFailure
 			t.stats.snapshotsFailed.Add(1)
-			t.opts.Logger.Warningf("transport: snapshot to %d failed: %v", m.To, err)
+			t.opts.Logger.Warn("transport: snapshot failed", "to", m.To, "err", err)
 		} else {
 			t.stats.snapshotsSent.Add(1)
 		}

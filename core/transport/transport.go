@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"slices"
@@ -111,7 +112,7 @@ type Options struct {
 	// Faults, if set, injects network faults (tests only).
 	Faults *Faults
 	// Logger receives connection state changes and errors. Nil discards.
-	Logger raft.Logger
+	Logger *slog.Logger
 }
 
 func (o *Options) withDefaults() {
@@ -137,7 +138,7 @@ func (o *Options) withDefaults() {
 	defDur(&o.KeepaliveTime, 10*time.Second)
 	defDur(&o.KeepaliveTimeout, 5*time.Second)
 	if o.Logger == nil {
-		o.Logger = discardLogger{}
+		o.Logger = slog.New(slog.DiscardHandler)
 	}
 }
 
@@ -310,7 +311,7 @@ func (t *Transport) AddPeer(id uint64, addr string) {
 	if err != nil {
 		// Only a malformed target gets here; every send to id is reported
 		// unreachable until AddPeer is called with a good address.
-		t.opts.Logger.Errorf("transport: peer %d: bad address %q: %v", id, addr, err)
+		t.opts.Logger.Error("transport: bad peer address", "peer", id, "addr", addr, "err", err)
 		delete(t.peers, id)
 		return
 	}
@@ -479,10 +480,3 @@ func target(addr string) string {
 	}
 	return "passthrough:///" + addr
 }
-
-type discardLogger struct{}
-
-func (discardLogger) Debugf(string, ...any)   {}
-func (discardLogger) Infof(string, ...any)    {}
-func (discardLogger) Warningf(string, ...any) {}
-func (discardLogger) Errorf(string, ...any)   {}

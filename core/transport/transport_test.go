@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"runtime"
 	"strings"
@@ -107,21 +108,27 @@ func (r *recorder) ReceiveSnapshot(ctx context.Context, m raft.Message, body io.
 	return err
 }
 
-// logRecorder is a raft.Logger that keeps warnings and errors.
+// logRecorder is a slog.Handler that keeps warnings and errors as
+// "message k=v ...".
 type logRecorder struct {
 	mu    sync.Mutex
 	lines []string
 }
 
-func (l *logRecorder) add(format string, args ...any) {
+func (l *logRecorder) Enabled(_ context.Context, lv slog.Level) bool { return lv >= slog.LevelWarn }
+func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler            { return l }
+func (l *logRecorder) WithGroup(string) slog.Handler                 { return l }
+func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	line := r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		line += fmt.Sprintf(" %s=%v", a.Key, a.Value)
+		return true
+	})
 	l.mu.Lock()
-	l.lines = append(l.lines, fmt.Sprintf(format, args...))
+	l.lines = append(l.lines, line)
 	l.mu.Unlock()
+	return nil
 }
-func (l *logRecorder) Debugf(string, ...any)               {}
-func (l *logRecorder) Infof(string, ...any)                {}
-func (l *logRecorder) Warningf(format string, args ...any) { l.add(format, args...) }
-func (l *logRecorder) Errorf(format string, args ...any)   { l.add(format, args...) }
 func (l *logRecorder) contains(s string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -151,7 +158,7 @@ func startNode(t *testing.T, bn *bufnet, id uint64, h *recorder, mod func(*Optio
 		ID:          id,
 		ClusterID:   "test",
 		Handler:     h,
-		Logger:      n.log,
+		Logger:      slog.New(n.log),
 		BackoffBase: 10 * time.Millisecond,
 		BackoffMax:  100 * time.Millisecond,
 		DialOptions: []grpc.DialOption{grpc.WithContextDialer(bn.dial)},
@@ -874,7 +881,7 @@ func TestReceiverDropsInvalidMessages(t *testing.T) {
 			t.Fatalf("got %+v, want the heartbeat with commit %d", m, want)
 		}
 	}
-	for _, s := range []string{"message from 3 on the stream of node 1", "message for 3 delivered to node 2", "local message MsgHup", "MsgSnap from 1 sent on the message stream"} {
+	for _, s := range []string{"message from 3 on the stream of node 1", "message for 3 delivered to node 2", "local message MsgHup", "MsgSnap sent on the message stream from=1"} {
 		if !n2.log.contains(s) {
 			t.Errorf("no warning %q", s)
 		}
