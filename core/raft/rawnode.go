@@ -181,7 +181,11 @@ func (rn *RawNode) Tick() { rn.r.tick() }
 
 // Campaign makes the node start an election now (with pre-vote unless it
 // is disabled). It returns nil even if the node may not campaign (it is a
-// leader, a learner or not a member); those cases are logged.
+// leader, a learner or not a member, or, with ReadOnlyLeaseBased and
+// other voters, it heard from a leader within the election timeout: that
+// leader's lease counts on this node's vote); those cases are logged.
+// Campaigning does not end the node's promise to ignore other candidates
+// for an election timeout after hearing from a leader.
 func (rn *RawNode) Campaign() error {
 	return rn.r.Step(Message{Type: MsgHup})
 }
