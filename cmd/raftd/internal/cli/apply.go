@@ -6,8 +6,6 @@ import (
 
 	apiv1 "github.com/raftd/raftd/proto/api/v1"
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 )
 
 // ApplyOptions configures `raftd apply`.
@@ -51,12 +49,7 @@ func runApply(ctx context.Context, f *Factory, opts *ApplyOptions) error {
 	if opts.Command == "" {
 		return usageErrorf("apply: empty command")
 	}
-	var resp *apiv1.ApplyResponse
-	err := opts.call(ctx, f, "apply", func(ctx context.Context, c apiv1.RaftdClient, tr *metadata.MD) error {
-		var err error
-		resp, err = c.Apply(ctx, &apiv1.ApplyRequest{Command: []byte(opts.Command)}, grpc.Trailer(tr))
-		return err
-	})
+	resp, err := rpc(ctx, f, &opts.ClientOptions, "apply", apiv1.RaftdClient.Apply, &apiv1.ApplyRequest{Command: []byte(opts.Command)})
 	if err != nil {
 		return err
 	}

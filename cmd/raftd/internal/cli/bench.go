@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/raftd/raftd/core/client"
 	apiv1 "github.com/raftd/raftd/proto/api/v1"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -80,24 +81,22 @@ func runBench(ctx context.Context, f *Factory, o *BenchOptions) error {
 	if o.Clients <= 0 || o.Duration <= 0 || o.ValueSize < 0 || o.KeySize <= 0 || o.Conns <= 0 {
 		return usageErrorf("bench: --clients, --duration, --key-size and --conns must be positive")
 	}
-	// Find the leader's API address so that puts are not forwarded.
+	c, err := o.client(f)
+	if err != nil {
+		return err
+	}
+	// Puts go to the leader's API address, so that they are not forwarded.
 	st, err := fetchStatus(ctx, f, &o.ClientOptions)
 	if err != nil {
 		return err
 	}
-	target := ""
-	for _, n := range st.GetNodes() {
-		if n.GetId() == st.GetLeader() && n.GetApiAddr() != "" {
-			target = n.GetApiAddr()
-		}
-	}
-	if target == "" {
-		addrs, _ := o.addrList(f)
-		target = addrs[0]
+	target, err := leaderAPIAddr(st)
+	if err != nil {
+		target = c.Addrs[0]
 	}
 	conns := make([]*grpc.ClientConn, o.Conns)
 	for i := range conns {
-		cc, err := dial(target)
+		cc, err := client.Dial(target)
 		if err != nil {
 			return withCode(ExitFailure, err)
 		}

@@ -91,7 +91,6 @@ func runDev(ctx context.Context, f *Factory, opts *DevOptions) error {
 		return withCode(ExitFailure, fmt.Errorf("dev: %w", err))
 	}
 	gate.Open()
-	stopAll := func() error { return daemon.StopAll(nodes) }
 	var addrs []string
 	fmt.Fprintf(f.Out, "raftd dev: %d nodes, fsm %s, data in %s\n\n", opts.Nodes, opts.FSMPath, dir)
 	for _, n := range nodes {
@@ -119,10 +118,10 @@ Ctrl-C stops the cluster.
 	select {
 	case <-ctx.Done():
 		fmt.Fprintln(f.ErrOut, "raftd dev: stopping")
-		return stopAll()
+		return daemon.StopAll(nodes)
 	case n := <-failed:
 		err := n.Err()
-		stopErr := stopAll()
+		stopErr := daemon.StopAll(nodes)
 		if err != nil {
 			return withCode(ExitFailure, fmt.Errorf("dev: node %d stopped: %w", n.ID(), err))
 		}

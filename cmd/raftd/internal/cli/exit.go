@@ -1,13 +1,13 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
-	"github.com/raftd/raftd/core/server"
+	"github.com/raftd/raftd/core/client"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 )
 
 // Exit codes.
@@ -40,30 +40,38 @@ func withCode(code int, err error) error {
 	return &exitError{code: code, err: err}
 }
 
-// exitFor maps a failed call to addr to the error the command exits with.
-// It is the one place where the API's answer (its gRPC code and the
-// not-applied trailer, core/server errors.go) becomes an exit code:
-//   - marked not applied: 3; next is set for Unavailable (this node cannot
-//     take it now: no leader, stopping), so that the caller tries the next
-//     address and retries the list until its timeout;
+// exitErr maps the outcome of a call through core/client to the error the
+// command exits with. It is the one place where the API's answer (its gRPC
+// code and the not-applied mark, core/server errors.go) becomes an exit
+// code:
+//   - no node reachable, or a refusal marked not applied: 3;
 //   - a refusal of the request itself (InvalidArgument, FailedPrecondition,
 //     Unimplemented, NotFound, ResourceExhausted): 3;
 //   - anything else after the request was sent: 1, outcome unknown.
-func exitFor(op, addr string, timeout time.Duration, err error, tr metadata.MD) (exit error, next bool) {
-	st := status.Convert(err)
-	msg := st.Message()
-	if server.IsNotApplied(tr) {
-		return withCode(ExitNotApplied, fmt.Errorf("%s (%s)", msg, addr)), st.Code() == codes.Unavailable
+func exitErr(op string, timeout time.Duration, err error) error {
+	var ue *client.UnreachableError
+	var ce *client.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ue) && ue.TimedOut:
+		return withCode(ExitNotApplied, fmt.Errorf("%s: no node reachable within %s", op, timeout))
+	case errors.As(err, &ue):
+		return withCode(ExitNotApplied, fmt.Errorf("%s: cannot reach %s (is raftd running?)", op, strings.Join(ue.Addrs, ", ")))
+	case !errors.As(err, &ce):
+		return withCode(ExitFailure, fmt.Errorf("%s: %w", op, err))
+	case ce.NotApplied:
+		return withCode(ExitNotApplied, ce)
 	}
-	switch st.Code() {
+	switch ce.Status.Code() {
 	case codes.DeadlineExceeded:
-		return withCode(ExitFailure, fmt.Errorf("%s: no answer from %s within %s; outcome unknown", op, addr, timeout)), false
+		return withCode(ExitFailure, fmt.Errorf("%s: no answer from %s within %s; outcome unknown", op, ce.Addr, timeout))
 	case codes.Canceled:
-		return withCode(ExitFailure, fmt.Errorf("%s: interrupted; outcome unknown", op)), false
+		return withCode(ExitFailure, fmt.Errorf("%s: interrupted; outcome unknown", op))
 	case codes.Unavailable:
-		return withCode(ExitFailure, fmt.Errorf("%s: connection to %s lost: %s; outcome unknown", op, addr, msg)), false
+		return withCode(ExitFailure, fmt.Errorf("%s: connection to %s lost: %s; outcome unknown", op, ce.Addr, ce.Status.Message()))
 	case codes.InvalidArgument, codes.FailedPrecondition, codes.Unimplemented, codes.NotFound, codes.ResourceExhausted:
-		return withCode(ExitNotApplied, fmt.Errorf("%s (%s)", msg, addr)), false
+		return withCode(ExitNotApplied, ce)
 	}
-	return withCode(ExitFailure, fmt.Errorf("%s (%s)", msg, addr)), false
+	return withCode(ExitFailure, ce)
 }

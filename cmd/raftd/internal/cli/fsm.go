@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"strconv"
 	"text/tabwriter"
@@ -9,8 +8,6 @@ import (
 	"github.com/raftd/raftd/plugin/conformance"
 	apiv1 "github.com/raftd/raftd/proto/api/v1"
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 )
 
 // NewCmdFSM returns `raftd fsm status|activate|test`.
@@ -60,12 +57,7 @@ member's plugin does not support VERSION.`,
 			if err != nil || v == 0 {
 				return usageErrorf("fsm activate: version %q is not a positive integer", args[0])
 			}
-			var resp *apiv1.ActivateFSMVersionResponse
-			err = act.call(cmd.Context(), f, "fsm activate", func(ctx context.Context, c apiv1.RaftdClient, tr *metadata.MD) error {
-				var err error
-				resp, err = c.ActivateFSMVersion(ctx, &apiv1.ActivateFSMVersionRequest{Version: uint32(v)}, grpc.Trailer(tr))
-				return err
-			})
+			resp, err := rpc(cmd.Context(), f, act, "fsm activate", apiv1.RaftdClient.ActivateFSMVersion, &apiv1.ActivateFSMVersionRequest{Version: uint32(v)})
 			if err != nil {
 				return err
 			}

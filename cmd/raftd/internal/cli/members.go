@@ -1,15 +1,12 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"strconv"
 	"text/tabwriter"
 
 	apiv1 "github.com/raftd/raftd/proto/api/v1"
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 )
 
 // MembersOptions configures the `raftd members` commands.
@@ -30,7 +27,10 @@ func NewCmdMembers(f *Factory) *cobra.Command {
 	list := &MembersOptions{}
 	listCmd := &cobra.Command{
 		Use: "list", Short: "List the members", Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runMembersList(cmd.Context(), f, list) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			resp, err := rpc(cmd.Context(), f, &list.ClientOptions, "members", apiv1.RaftdClient.Members, &apiv1.MembersRequest{})
+			return printMembers(f, resp, err)
+		},
 	}
 	addClientFlags(listCmd, &list.ClientOptions)
 	// `raftd members` alone lists.
@@ -50,9 +50,9 @@ func NewCmdMembers(f *Factory) *cobra.Command {
 				return err
 			}
 			add.ID, add.RaftAddr = id, args[1]
-			return runMembersChange(cmd.Context(), f, add, "add member", func(ctx context.Context, c apiv1.RaftdClient, tr *metadata.MD) (*apiv1.MembersResponse, error) {
-				return c.AddMember(ctx, &apiv1.AddMemberRequest{Id: add.ID, RaftAddr: add.RaftAddr, Learner: add.Learner}, grpc.Trailer(tr))
-			})
+			resp, err := rpc(cmd.Context(), f, &add.ClientOptions, "add member", apiv1.RaftdClient.AddMember,
+				&apiv1.AddMemberRequest{Id: add.ID, RaftAddr: add.RaftAddr, Learner: add.Learner})
+			return printMembers(f, resp, err)
 		},
 	}
 	addClientFlags(addCmd, &add.ClientOptions)
@@ -67,9 +67,8 @@ func NewCmdMembers(f *Factory) *cobra.Command {
 				return err
 			}
 			rm.ID = id
-			return runMembersChange(cmd.Context(), f, rm, "remove member", func(ctx context.Context, c apiv1.RaftdClient, tr *metadata.MD) (*apiv1.MembersResponse, error) {
-				return c.RemoveMember(ctx, &apiv1.RemoveMemberRequest{Id: rm.ID}, grpc.Trailer(tr))
-			})
+			resp, err := rpc(cmd.Context(), f, &rm.ClientOptions, "remove member", apiv1.RaftdClient.RemoveMember, &apiv1.RemoveMemberRequest{Id: rm.ID})
+			return printMembers(f, resp, err)
 		},
 	}
 	addClientFlags(rmCmd, &rm.ClientOptions)
@@ -85,36 +84,11 @@ func parseID(s string) (uint64, error) {
 	return id, nil
 }
 
-func runMembersList(ctx context.Context, f *Factory, o *MembersOptions) error {
-	var resp *apiv1.MembersResponse
-	err := o.call(ctx, f, "members", func(ctx context.Context, c apiv1.RaftdClient, tr *metadata.MD) error {
-		var err error
-		resp, err = c.Members(ctx, &apiv1.MembersRequest{}, grpc.Trailer(tr))
-		return err
-	})
+// printMembers prints the membership in resp, or returns err.
+func printMembers(f *Factory, resp *apiv1.MembersResponse, err error) error {
 	if err != nil {
 		return err
 	}
-	printMembers(f, resp)
-	return nil
-}
-
-func runMembersChange(ctx context.Context, f *Factory, o *MembersOptions, op string,
-	fn func(context.Context, apiv1.RaftdClient, *metadata.MD) (*apiv1.MembersResponse, error)) error {
-	var resp *apiv1.MembersResponse
-	err := o.call(ctx, f, op, func(ctx context.Context, c apiv1.RaftdClient, tr *metadata.MD) error {
-		var err error
-		resp, err = fn(ctx, c, tr)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	printMembers(f, resp)
-	return nil
-}
-
-func printMembers(f *Factory, resp *apiv1.MembersResponse) {
 	tw := tabwriter.NewWriter(f.Out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tRAFT ADDR\tKIND\tLEADER")
 	for _, m := range resp.GetMembers() {
@@ -128,7 +102,7 @@ func printMembers(f *Factory, resp *apiv1.MembersResponse) {
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", m.GetId(), m.GetRaftAddr(), kind, lead)
 	}
-	tw.Flush()
+	return tw.Flush()
 }
 
 // NewCmdLeader returns `raftd leader [transfer ID]`.
@@ -165,12 +139,7 @@ func NewCmdLeader(f *Factory) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var resp *apiv1.TransferLeaderResponse
-			err = tr.call(cmd.Context(), f, "transfer leader", func(ctx context.Context, c apiv1.RaftdClient, md *metadata.MD) error {
-				var err error
-				resp, err = c.TransferLeader(ctx, &apiv1.TransferLeaderRequest{Id: id}, grpc.Trailer(md))
-				return err
-			})
+			resp, err := rpc(cmd.Context(), f, tr, "transfer leader", apiv1.RaftdClient.TransferLeader, &apiv1.TransferLeaderRequest{Id: id})
 			if err != nil {
 				return err
 			}

@@ -6,8 +6,6 @@ import (
 
 	apiv1 "github.com/raftd/raftd/proto/api/v1"
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 )
 
 // QueryOptions configures `raftd query`.
@@ -64,12 +62,7 @@ func runQuery(ctx context.Context, f *Factory, opts *QueryOptions) error {
 	if err != nil {
 		return err
 	}
-	var resp *apiv1.QueryResponse
-	err = opts.call(ctx, f, "query", func(ctx context.Context, cl apiv1.RaftdClient, tr *metadata.MD) error {
-		var err error
-		resp, err = cl.Query(ctx, &apiv1.QueryRequest{Query: []byte(opts.Query), Consistency: c}, grpc.Trailer(tr))
-		return err
-	})
+	resp, err := rpc(ctx, f, &opts.ClientOptions, "query", apiv1.RaftdClient.Query, &apiv1.QueryRequest{Query: []byte(opts.Query), Consistency: c})
 	if err != nil {
 		return err
 	}

@@ -12,8 +12,6 @@ import (
 	"github.com/raftd/raftd/core/node"
 	apiv1 "github.com/raftd/raftd/proto/api/v1"
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 )
 
 // SnapshotSaveOptions configures `raftd snapshot save`.
@@ -69,14 +67,13 @@ raftd run and the same --id, --data-dir and --raft-addr, then add members.`,
 	return cmd
 }
 
-// progressWriter reports bytes written to a terminal.
+// progressWriter reports bytes written to a terminal (the size of a
+// snapshot is not known in advance).
 type progressWriter struct {
-	w     io.Writer
-	out   io.Writer
-	n     int64
-	total int64
-	tty   bool
-	last  int64
+	w       io.Writer
+	out     io.Writer
+	n, last int64
+	tty     bool
 }
 
 func (p *progressWriter) Write(b []byte) (int, error) {
@@ -84,11 +81,7 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 	p.n += int64(n)
 	if p.tty && p.n-p.last >= 1<<20 {
 		p.last = p.n
-		if p.total > 0 {
-			fmt.Fprintf(p.out, "\r%d / %d MiB (%d%%)", p.n>>20, p.total>>20, p.n*100/p.total)
-		} else {
-			fmt.Fprintf(p.out, "\r%d MiB", p.n>>20)
-		}
+		fmt.Fprintf(p.out, "\r%d MiB", p.n>>20)
 	}
 	return n, err
 }
@@ -114,41 +107,24 @@ func runSnapshotSave(ctx context.Context, f *Factory, o *SnapshotSaveOptions) er
 	// learned, the addressed node's own latest snapshot is taken instead.
 	from := o.ClientOptions
 	source := "the addressed node"
-	if id, a, err := leaderAPIAddr(ctx, f, &o.ClientOptions); err == nil {
-		from.Addrs = a
-		source = fmt.Sprintf("leader %d", id)
+	st, err := fetchStatus(ctx, f, &o.ClientOptions)
+	if err == nil {
+		from.Addrs, err = leaderAPIAddr(st)
+	}
+	if err == nil {
+		source = fmt.Sprintf("leader %d", st.GetLeader())
 	} else {
+		from.Addrs = o.Addrs
 		fmt.Fprintf(f.ErrOut, "snapshot save: leader unknown (%v); downloading from the addressed node\n", err)
 	}
-	var hdr *apiv1.SnapshotHeader
 	pw := &progressWriter{w: tmp, out: f.ErrOut, tty: isTerminal(f.ErrOut)}
-	err = from.call(ctx, f, "snapshot save", func(ctx context.Context, c apiv1.RaftdClient, tr *metadata.MD) error {
-		stream, err := c.DownloadSnapshot(ctx, &apiv1.DownloadSnapshotRequest{TakeNew: o.TakeNew}, grpc.Trailer(tr))
-		if err != nil {
-			return err
-		}
-		for {
-			ch, err := stream.Recv()
-			if err == io.EOF {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			if ch.GetHeader() != nil {
-				hdr = ch.GetHeader()
-				pw.total = hdr.GetSize()
-			}
-			if _, err := pw.Write(ch.GetData()); err != nil {
-				return err
-			}
-		}
-	})
+	c, err := from.client(f)
 	if err != nil {
 		return err
 	}
-	if hdr == nil {
-		return withCode(ExitFailure, errors.New("snapshot save: the node sent no snapshot header"))
+	hdr, err := c.DownloadSnapshot(ctx, o.TakeNew, pw)
+	if err != nil {
+		return exitErr("snapshot save", o.Timeout, err)
 	}
 	if err := tmp.Sync(); err != nil {
 		return withCode(ExitFailure, fmt.Errorf("snapshot save: %w", err))
@@ -166,27 +142,17 @@ func runSnapshotSave(ctx context.Context, f *Factory, o *SnapshotSaveOptions) er
 	return nil
 }
 
-// leaderAPIAddr asks the nodes in o for the cluster status and returns the
-// leader's client API address.
-func leaderAPIAddr(ctx context.Context, f *Factory, o *ClientOptions) (id uint64, addr string, err error) {
-	var st *apiv1.StatusResponse
-	err = o.call(ctx, f, "status", func(ctx context.Context, c apiv1.RaftdClient, tr *metadata.MD) error {
-		var err error
-		st, err = c.Status(ctx, &apiv1.StatusRequest{}, grpc.Trailer(tr))
-		return err
-	})
-	if err != nil {
-		return 0, "", err
-	}
+// leaderAPIAddr returns the leader's client API address in st.
+func leaderAPIAddr(st *apiv1.StatusResponse) (string, error) {
 	if st.GetLeader() == 0 {
-		return 0, "", errors.New("no leader")
+		return "", errors.New("no leader")
 	}
 	for _, n := range st.GetNodes() {
 		if n.GetId() == st.GetLeader() && n.GetApiAddr() != "" && n.GetError() == "" {
-			return n.GetId(), n.GetApiAddr(), nil
+			return n.GetApiAddr(), nil
 		}
 	}
-	return 0, "", fmt.Errorf("leader %d has no reachable client address", st.GetLeader())
+	return "", fmt.Errorf("leader %d has no reachable client address", st.GetLeader())
 }
 
 // SnapshotRestoreOptions configures `raftd snapshot restore`.

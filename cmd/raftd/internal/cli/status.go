@@ -11,8 +11,6 @@ import (
 
 	apiv1 "github.com/raftd/raftd/proto/api/v1"
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 )
 
 // StatusOptions configures `raftd status`.
@@ -50,13 +48,7 @@ every member. Unreachable members are listed with an error.
 
 // fetchStatus returns the cluster status from the first node that answers.
 func fetchStatus(ctx context.Context, f *Factory, o *ClientOptions) (*apiv1.StatusResponse, error) {
-	var resp *apiv1.StatusResponse
-	err := o.call(ctx, f, "status", func(ctx context.Context, c apiv1.RaftdClient, tr *metadata.MD) error {
-		var err error
-		resp, err = c.Status(ctx, &apiv1.StatusRequest{}, grpc.Trailer(tr))
-		return err
-	})
-	return resp, err
+	return rpc(ctx, f, o, "status", apiv1.RaftdClient.Status, &apiv1.StatusRequest{})
 }
 
 func runStatus(ctx context.Context, f *Factory, opts *StatusOptions) error {
