@@ -21,7 +21,7 @@ import (
 )
 
 // DefaultMaxEntryBytes is the default limit on an Apply command (1 MiB).
-const DefaultMaxEntryBytes = 1 << 20
+const DefaultMaxEntryBytes = node.DefaultMaxEntryBytes
 
 // MaxMessageBytes is the largest request the API receives (the largest
 // --max-entry-bytes plus room for the envelope). Answers (query results,

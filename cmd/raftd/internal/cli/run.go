@@ -14,7 +14,6 @@ import (
 
 	"github.com/raftd/raftd/core/daemon"
 	"github.com/raftd/raftd/core/node"
-	"github.com/raftd/raftd/core/server"
 	"github.com/spf13/cobra"
 )
 
@@ -103,7 +102,7 @@ close storage, exit 0.`,
 	fl.BoolVar(&opts.Join, "join", false, "start without bootstrapping; wait to be added with raftd members add")
 	fl.DurationVar(&opts.HeartbeatInterval, "heartbeat-interval", DefaultHeartbeatInterval, "leader heartbeat interval")
 	fl.DurationVar(&opts.ElectionTimeout, "election-timeout", DefaultElectionTimeout, "election timeout T (randomized in [T, 2T))")
-	fl.IntVar(&opts.MaxEntryBytes, "max-entry-bytes", server.DefaultMaxEntryBytes, "largest command accepted")
+	fl.IntVar(&opts.MaxEntryBytes, "max-entry-bytes", node.DefaultMaxEntryBytes, "largest command accepted")
 	fl.Uint64Var(&opts.SnapshotEntries, "snapshot-entries", DefaultSnapshotEntries, "take a snapshot every this many applied entries (0: never)")
 	fl.Uint64Var(&opts.SnapshotTrailing, "snapshot-trailing", DefaultSnapshotTrailing, "entries kept in the log behind a snapshot")
 	fl.StringVar(&opts.ClusterID, "cluster-id", "", "cluster identity (default: derived from --peers)")
