@@ -10,9 +10,11 @@ import (
 	"github.com/raftd/raftd/core/storage"
 )
 
-// nodeStore adapts *storage.Store to node.Storage. Snapshot bodies are
-// storage snapshot files; the descriptor the node keeps in
-// raft.Snapshot.Data is the file's storage.SnapshotMeta. Read errors that
+// nodeStore adapts *storage.Store to node.Storage. Snapshots are storage
+// snapshot files, whose header is the node's (storage.SnapshotMeta and
+// node.SnapshotHeader are both core/snapshot.Header); the descriptor the
+// node keeps in raft.Snapshot.Data is the file's encoded header and
+// trailer. Read errors that
 // report damaged data (storage.ErrCorrupt) also match node.ErrCorrupt, with
 // storage's message (it names the file and index) unchanged, so the node
 // fail-stops on them wherever it reads.
@@ -25,8 +27,8 @@ type nodeStore struct {
 
 var _ node.Storage = nodeStore{}
 
-func (s nodeStore) BeginSnapshot(meta raft.SnapshotMetadata) (node.SnapshotSink, error) {
-	w, err := s.CreateSnapshot(storage.SnapshotMeta{Index: meta.Index, Term: meta.Term, ConfState: meta.ConfState})
+func (s nodeStore) BeginSnapshot(h node.SnapshotHeader) (node.SnapshotSink, error) {
+	w, err := s.CreateSnapshot(h)
 	if err != nil {
 		return nil, err
 	}
@@ -44,16 +46,16 @@ func (s nodeStore) SaveSnapshot(snap raft.Snapshot) error {
 	return nil
 }
 
-func (s nodeStore) OpenSnapshot(snap raft.Snapshot) (io.ReadCloser, error) {
+func (s nodeStore) OpenSnapshot(snap raft.Snapshot) (node.SnapshotHeader, io.ReadCloser, error) {
 	idx := snap.Metadata.Index
 	if m, err := storage.UnmarshalSnapshotMeta(snap.Data); err == nil {
 		idx = m.Index
 	}
-	_, rc, err := s.Store.OpenSnapshot(idx)
+	h, rc, err := s.Store.OpenSnapshot(idx)
 	if err != nil {
-		return nil, corruptErr(err)
+		return node.SnapshotHeader{}, nil, corruptErr(err)
 	}
-	return corruptMapReader{rc}, nil
+	return h, corruptMapReader{rc}, nil
 }
 
 func (s nodeStore) InitialState() (raft.HardState, raft.ConfState, error) {

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/raftd/raftd/core/raft"
+	"github.com/raftd/raftd/core/snapshot"
 )
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
@@ -241,9 +242,9 @@ func (n *Node) Campaign(ctx context.Context) error {
 	return err
 }
 
-// ExportSnapshot opens this node's latest snapshot body (node header plus
-// FSM state; see ReadSnapshotHeader), taking a new one at the applied
-// index first if takeNew. The caller closes the reader.
+// ExportSnapshot opens this node's latest snapshot as a stream in the
+// core/snapshot framing (header, state machine body, trailer), taking a new
+// one at the applied index first if takeNew. The caller closes the reader.
 func (n *Node) ExportSnapshot(ctx context.Context, takeNew bool) (raft.SnapshotMetadata, io.ReadCloser, error) {
 	var snap raft.Snapshot
 	if takeNew {
@@ -264,16 +265,15 @@ func (n *Node) ExportSnapshot(ctx context.Context, takeNew bool) (raft.SnapshotM
 	if snap.IsEmpty() {
 		return raft.SnapshotMetadata{}, nil, NotApplied(fmt.Errorf("%w (node %d)", ErrNoSnapshot, n.id))
 	}
-	rc, err := n.openWatched(snap.Metadata.Index, func() (io.ReadCloser, error) {
-		return n.st.OpenSnapshot(snap)
-	}, "read for export")
+	rc, err := n.openStream(snap, "read for export")
 	return snap.Metadata, rc, err
 }
 
 // SeedFromSnapshot prepares an empty Storage for disaster recovery: it
-// stores the snapshot body read from r (as written by ExportSnapshot) as a
-// single-member cluster of self at the snapshot's index and term. A Node
-// started on that storage restores its FSM from the snapshot and serves
+// stores the snapshot read from r (a stream as written by ExportSnapshot;
+// its trailer is checked) as a single-member cluster of self at the
+// snapshot's index and term. A Node started on that storage restores its
+// FSM from the snapshot (if it runs the FSM the header names) and serves
 // alone; add members afterwards.
 func SeedFromSnapshot(st Storage, self Peer, r io.Reader) (SnapshotHeader, error) {
 	hs, _, err := st.InitialState()
@@ -287,25 +287,20 @@ func SeedFromSnapshot(st Storage, self Peer, r io.Reader) (SnapshotHeader, error
 	if !hs.IsEmpty() || last != 0 {
 		return SnapshotHeader{}, errors.New("node: seed from snapshot: storage is not empty")
 	}
-	br := newBufReader(r)
-	hdr, err := ReadSnapshotHeader(br)
+	hdr, body, err := snapshot.NewReader(r)
 	if err != nil {
 		return hdr, fmt.Errorf("node: seed from snapshot: %w", err)
 	}
 	if hdr.Index == 0 {
 		return hdr, errors.New("node: seed from snapshot: snapshot index is 0")
 	}
-	hdr.Voters, hdr.Learners, hdr.Peers = []uint64{self.ID}, nil, []Peer{self}
-	meta := raft.SnapshotMetadata{Index: hdr.Index, Term: hdr.Term, ConfState: raft.ConfState{Voters: []uint64{self.ID}}}
-	sink, err := st.BeginSnapshot(meta)
+	hdr.ConfState = raft.ConfState{Voters: []uint64{self.ID}}
+	hdr.Peers = []snapshot.Peer{snapshot.Peer(self)}
+	sink, err := st.BeginSnapshot(hdr)
 	if err != nil {
 		return hdr, err
 	}
-	err = writeSnapshotHeader(sink, hdr)
-	if err == nil {
-		_, err = io.Copy(sink, br)
-	}
-	if err != nil {
+	if _, err = io.Copy(sink, body); err != nil {
 		_ = sink.Abort()
 		return hdr, fmt.Errorf("node: seed from snapshot: %w", err)
 	}
@@ -313,6 +308,7 @@ func SeedFromSnapshot(st Storage, self Peer, r io.Reader) (SnapshotHeader, error
 	if err != nil {
 		return hdr, err
 	}
+	meta := raft.SnapshotMetadata{Index: hdr.Index, Term: hdr.Term, ConfState: hdr.ConfState}
 	if err := st.ApplySnapshot(raft.Snapshot{Metadata: meta, Data: desc}); err != nil {
 		return hdr, err
 	}

@@ -46,17 +46,21 @@ type Storage interface {
 	// term of index answerable (Term(index) works, FirstIndex = index+1).
 	// index is <= the latest snapshot's index.
 	Compact(index uint64) error
-	// BeginSnapshot starts a new snapshot body for meta. The body is opaque
-	// to the storage (the node's own format, see snapshot.go).
-	BeginSnapshot(meta raft.SnapshotMetadata) (SnapshotSink, error)
-	// OpenSnapshot opens the body of snap, named by the descriptor in
-	// snap.Data that SnapshotSink.Commit returned (on this node). A body must
-	// stay readable while it is open even if a newer snapshot replaces it.
-	OpenSnapshot(snap raft.Snapshot) (io.ReadCloser, error)
+	// BeginSnapshot starts a new snapshot with header h; the sink receives
+	// the state machine's body. The storage keeps the header with the body
+	// (core/storage writes both, and a trailer that checks the body, in one
+	// file of the core/snapshot format).
+	BeginSnapshot(h SnapshotHeader) (SnapshotSink, error)
+	// OpenSnapshot opens snap, named by the descriptor in snap.Data that
+	// SnapshotSink.Commit returned (on this node), and returns its header
+	// and a reader of its body. A damaged body fails the Read that reaches
+	// its end (ErrCorrupt, see above). A body must stay readable while it is
+	// open even if a newer snapshot replaces it.
+	OpenSnapshot(snap raft.Snapshot) (SnapshotHeader, io.ReadCloser, error)
 }
 
-// SnapshotSink receives one snapshot body. Exactly one of Commit or Abort is
-// called.
+// SnapshotSink receives the body of one snapshot. Exactly one of Commit or
+// Abort is called.
 type SnapshotSink interface {
 	io.Writer
 	// Commit makes the body durable and returns its descriptor, which the

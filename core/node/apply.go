@@ -235,7 +235,7 @@ func (a *applier) install(snap raft.Snapshot) error {
 	if err != nil {
 		return err
 	}
-	a.meta = hdr.meta()
+	a.meta = metaFromHeader(hdr)
 	a.meta.conf = snap.Metadata.ConfState
 	if err := a.checkVersion(a.meta.version, a.meta.versionIndex); err != nil {
 		return err
@@ -250,7 +250,7 @@ func (a *applier) install(snap raft.Snapshot) error {
 // restoreFrom restores the FSM from snap and returns its header. The
 // caller holds queryMu exclusively.
 func (a *applier) restoreFrom(snap raft.Snapshot) (SnapshotHeader, error) {
-	return a.n.readSnapshot(a.ctx, a.sm, snap, true)
+	return a.n.readSnapshot(a.ctx, a.sm, a.info.Name, snap, true)
 }
 
 func (a *applier) checkVersion(v uint32, at uint64) error {
@@ -489,7 +489,7 @@ func (a *applier) recover(target, limit uint64) (uint64, error) {
 		if err != nil {
 			return 0, err
 		}
-		version = hdr.meta().version
+		version = metaFromHeader(hdr).version
 		held = max(held, si)
 	}
 	// Replay (si, target]: version entries matter from si on, commands
@@ -551,7 +551,7 @@ func (a *applier) recover(target, limit uint64) (uint64, error) {
 // restoreOrHeader restores the FSM from snap (restore) or only reads its
 // header.
 func (a *applier) restoreOrHeader(snap raft.Snapshot, restore bool) (SnapshotHeader, error) {
-	return a.n.readSnapshot(a.ctx, a.sm, snap, restore)
+	return a.n.readSnapshot(a.ctx, a.sm, a.info.Name, snap, restore)
 }
 
 // withRecover restarts the state machine and replays up to target, with

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/raftd/raftd/core/raft"
+	"github.com/raftd/raftd/core/snapshot"
 )
 
 // Damaged stored data (DESIGN "Durability and bad input"): a Storage error
@@ -68,3 +71,24 @@ func (n *Node) openWatched(snapIndex uint64, open func() (io.ReadCloser, error),
 	}
 	return &corruptWatch{rc: rc, onCorrupt: func(err error) { n.failIfCorrupt(err, desc) }}, nil
 }
+
+// openStream opens snap from this node's Storage as a snapshot stream
+// (core/snapshot: header, body, trailer) for a reader outside the node,
+// watched like openWatched.
+func (n *Node) openStream(snap raft.Snapshot, what string) (io.ReadCloser, error) {
+	return n.openWatched(snap.Metadata.Index, func() (io.ReadCloser, error) {
+		h, body, err := n.st.OpenSnapshot(snap)
+		if err != nil {
+			return nil, err
+		}
+		return encodedSnapshot{Reader: snapshot.Encode(h, body), body: body}, nil
+	}, what)
+}
+
+// encodedSnapshot is a stored snapshot's stream; Close closes its body.
+type encodedSnapshot struct {
+	io.Reader
+	body io.Closer
+}
+
+func (e encodedSnapshot) Close() error { return e.body.Close() }

@@ -34,25 +34,25 @@ func (s *damagedStorage) damage(snap raft.Snapshot) error {
 	return fmt.Errorf("%w: snapshot file %s at index %d: checksum mismatch", ErrCorrupt, snap.Data, snap.Metadata.Index)
 }
 
-func (s *damagedStorage) OpenSnapshot(snap raft.Snapshot) (io.ReadCloser, error) {
+func (s *damagedStorage) OpenSnapshot(snap raft.Snapshot) (SnapshotHeader, io.ReadCloser, error) {
 	mode := s.mode.Load()
 	if mode == 0 {
 		return s.memStorage.OpenSnapshot(snap)
 	}
 	s.opens.Add(1)
 	if mode == corruptOnOpen {
-		return nil, s.damage(snap)
+		return SnapshotHeader{}, nil, s.damage(snap)
 	}
-	rc, err := s.memStorage.OpenSnapshot(snap)
+	h, rc, err := s.memStorage.OpenSnapshot(snap)
 	if err != nil {
-		return nil, err
+		return SnapshotHeader{}, nil, err
 	}
 	body, err := io.ReadAll(rc)
 	if err != nil {
-		return nil, err
+		return SnapshotHeader{}, nil, err
 	}
-	body[len(body)-1] ^= 0xff // after the header, which the receiver checks first
-	return io.NopCloser(io.MultiReader(bytes.NewReader(body), errReader{s.damage(snap)})), nil
+	body[len(body)-1] ^= 0xff
+	return h, io.NopCloser(io.MultiReader(bytes.NewReader(body), errReader{s.damage(snap)})), nil
 }
 
 type errReader struct{ err error }

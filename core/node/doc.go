@@ -61,18 +61,22 @@
 // # Snapshots
 //
 // Every Config.SnapshotEntries applied entries the apply goroutine starts a
-// snapshot at its applied index: a body (node header with membership,
-// addresses and active FSM version, then the state machine's state) goes
-// into Storage.BeginSnapshot. The state machine only captures its state on
+// snapshot at its applied index: Storage.BeginSnapshot gets its header
+// (SnapshotHeader: membership, addresses, FSM name, active version and
+// body format; core/snapshot is the one framing) and the sink the state
+// machine's body. The state machine only captures its state on
 // the apply goroutine (StateMachine.Snapshot, between two Apply calls,
 // which fixes the index); the body is written on a separate goroutine
 // while applying goes on, and at most one snapshot is in flight. Only a complete body is committed; an error or a crash
 // aborts it. A completed snapshot becomes the one a state machine restart
 // restores from, then the loop records it (Storage.SaveSnapshot) and
 // compacts the log, keeping Config.SnapshotTrailing entries. A leader's
-// MsgSnap carries only the descriptor: the transport streams the body from
-// SnapshotSource and the receiver's ReceiveSnapshot stores it before
-// stepping the message. See snapjob.go.
+// MsgSnap carries only the descriptor: the transport streams the snapshot
+// (header, body, trailer) from SnapshotSource and the receiver's
+// ReceiveSnapshot checks and stores it before stepping the message. The
+// node never restores a snapshot of another FSM than the one it runs: it
+// fails to start, or fail-stops at the install, with ErrWrongFSM naming
+// both. See snapjob.go.
 //
 // # Results
 //

@@ -1,15 +1,14 @@
 package node
 
 import (
-	"bufio"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 
 	"github.com/raftd/raftd/core/raft"
+	"github.com/raftd/raftd/core/snapshot"
 )
 
 // Entry data layout (raft.EntryNormal). The node, not the FSM, owns it:
@@ -164,49 +163,32 @@ func nextConfState(cs raft.ConfState, cc raft.ConfChange) raft.ConfState {
 	return out
 }
 
-// Snapshot body format (opaque to the storage):
-//
-//	"RAFTDSN1" | uint32 big-endian header length | header JSON | FSM bytes
-//
-// The FSM bytes are exactly what the StateSnapshot wrote.
-const snapshotMagic = "RAFTDSN1"
-
-// maxHeaderBytes bounds a snapshot header (a large address book fits).
-const maxHeaderBytes = 16 << 20
-
-// SnapshotHeader is the node-level header of a snapshot body.
-type SnapshotHeader struct {
-	Index           uint64   `json:"index"`
-	Term            uint64   `json:"term"`
-	Voters          []uint64 `json:"voters"`
-	Learners        []uint64 `json:"learners,omitempty"`
-	Peers           []Peer   `json:"peers"`
-	FSMName         string   `json:"fsm_name"`
-	FSMVersion      uint32   `json:"fsm_version"`
-	FSMVersionIndex uint64   `json:"fsm_version_index"`
-	// FSMFormat names the encoding of the state machine's body.
-	FSMFormat string `json:"fsm_format"`
-}
+// SnapshotHeader is the one header of a snapshot (core/snapshot): index
+// and term, membership and address book, FSM name, version and body
+// format. The node builds it at its applied index (headerFromMeta); Storage
+// stores it with the body; Restore receives it.
+type SnapshotHeader = snapshot.Header
 
 func headerFromMeta(idx, term uint64, m clusterMeta, fsmName, format string) SnapshotHeader {
 	h := SnapshotHeader{
 		Index: idx, Term: term,
-		Voters: slices.Clone(m.conf.Voters), Learners: slices.Clone(m.conf.Learners),
-		FSMName: fsmName, FSMVersion: m.version, FSMVersionIndex: m.versionIndex, FSMFormat: format,
+		ConfState: raft.ConfState{Voters: slices.Clone(m.conf.Voters), Learners: slices.Clone(m.conf.Learners)},
+		FSMName:   fsmName, FSMVersion: m.version, FSMVersionIndex: m.versionIndex, FSMFormat: format,
 	}
 	for _, p := range m.peers {
-		h.Peers = append(h.Peers, p)
+		h.Peers = append(h.Peers, snapshot.Peer(p))
 	}
-	slices.SortFunc(h.Peers, func(a, b Peer) int { return cmpU64(a.ID, b.ID) })
+	slices.SortFunc(h.Peers, func(a, b snapshot.Peer) int { return cmpU64(a.ID, b.ID) })
 	return h
 }
 
-func (h SnapshotHeader) meta() clusterMeta {
+// metaFromHeader is the cluster state a snapshot header records.
+func metaFromHeader(h SnapshotHeader) clusterMeta {
 	m := newClusterMeta()
 	for _, p := range h.Peers {
-		m.peers[p.ID] = p
+		m.peers[p.ID] = Peer(p)
 	}
-	m.conf = raft.ConfState{Voters: slices.Clone(h.Voters), Learners: slices.Clone(h.Learners)}
+	m.conf = raft.ConfState{Voters: slices.Clone(h.ConfState.Voters), Learners: slices.Clone(h.ConfState.Learners)}
 	m.version = h.FSMVersion
 	if m.version == 0 {
 		m.version = 1
@@ -224,44 +206,3 @@ func cmpU64(a, b uint64) int {
 	}
 	return 0
 }
-
-func writeSnapshotHeader(w io.Writer, h SnapshotHeader) error {
-	js, err := json.Marshal(h)
-	if err != nil {
-		return err
-	}
-	buf := make([]byte, 0, len(snapshotMagic)+4+len(js))
-	buf = append(buf, snapshotMagic...)
-	buf = binary.BigEndian.AppendUint32(buf, uint32(len(js)))
-	buf = append(buf, js...)
-	_, err = w.Write(buf)
-	return err
-}
-
-// ReadSnapshotHeader reads the node header at the start of a snapshot body;
-// r is then positioned at the FSM bytes.
-func ReadSnapshotHeader(r io.Reader) (SnapshotHeader, error) {
-	var h SnapshotHeader
-	var pre [len(snapshotMagic) + 4]byte
-	if _, err := io.ReadFull(r, pre[:]); err != nil {
-		return h, fmt.Errorf("snapshot header: %w", err)
-	}
-	if string(pre[:len(snapshotMagic)]) != snapshotMagic {
-		return h, errors.New("snapshot header: bad magic (not a raftd snapshot)")
-	}
-	n := binary.BigEndian.Uint32(pre[len(snapshotMagic):])
-	if n > maxHeaderBytes {
-		return h, fmt.Errorf("snapshot header: length %d too large", n)
-	}
-	js := make([]byte, n)
-	if _, err := io.ReadFull(r, js); err != nil {
-		return h, fmt.Errorf("snapshot header: %w", err)
-	}
-	if err := json.Unmarshal(js, &h); err != nil {
-		return h, fmt.Errorf("snapshot header: %w", err)
-	}
-	return h, nil
-}
-
-// newBufReader wraps r for header parsing followed by FSM streaming.
-func newBufReader(r io.Reader) *bufio.Reader { return bufio.NewReaderSize(r, 64<<10) }

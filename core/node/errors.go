@@ -67,6 +67,10 @@ var (
 	// (Done, Err) instead of serving or sending that data (DESIGN
 	// "Durability and bad input").
 	ErrCorrupt = errors.New("node: stored data is corrupt")
+	// ErrWrongFSM: a snapshot holds the state of another FSM than the one
+	// this node runs (its header names both); the node refuses to restore
+	// or serve from it.
+	ErrWrongFSM = errors.New("node: snapshot of another state machine")
 )
 
 // notAppliedError marks an error as certainly not applied (ErrNotApplied);

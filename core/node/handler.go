@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/raftd/raftd/core/raft"
+	"github.com/raftd/raftd/core/snapshot"
 )
 
 // Process implements Handler. A MsgSnap must come through
@@ -47,25 +48,31 @@ func (n *Node) ReportSnapshot(id uint64, status raft.SnapshotStatus) {
 	}
 }
 
-// ReceiveSnapshot implements Handler: it stores the body durably (checking
-// its header against m's metadata), then steps m with the local descriptor.
+// ReceiveSnapshot implements Handler: it reads the snapshot stream (the
+// core/snapshot framing), checks its header against m's metadata, stores
+// the body durably, checked against the stream's trailer, then steps m
+// with the local descriptor.
 func (n *Node) ReceiveSnapshot(ctx context.Context, m raft.Message, body io.Reader) error {
 	if m.Type != raft.MsgSnap || m.Snapshot == nil || m.Snapshot.IsEmpty() {
 		return fmt.Errorf("node: receive snapshot: message %v from %d carries no snapshot", m.Type, m.From)
 	}
 	meta := m.Snapshot.Metadata
-	sink, err := n.st.BeginSnapshot(meta)
-	if err != nil {
+	wrap := func(err error) error {
 		return fmt.Errorf("node: receive snapshot %d from %d: %w", meta.Index, m.From, err)
 	}
-	br := newBufReader(body)
-	hdr, err := ReadSnapshotHeader(io.TeeReader(br, sink))
-	if err == nil && (hdr.Index != meta.Index || hdr.Term != meta.Term) {
-		err = fmt.Errorf("body is for index %d term %d, message says index %d term %d", hdr.Index, hdr.Term, meta.Index, meta.Term)
+	hdr, r, err := snapshot.NewReader(body)
+	if err != nil {
+		return wrap(err)
 	}
-	if err == nil {
-		_, err = io.Copy(sink, br)
+	if hdr.Index != meta.Index || hdr.Term != meta.Term || !hdr.ConfState.Equal(meta.ConfState) {
+		return wrap(fmt.Errorf("header is for index %d term %d membership %v, message says index %d term %d membership %v",
+			hdr.Index, hdr.Term, hdr.ConfState, meta.Index, meta.Term, meta.ConfState))
 	}
+	sink, err := n.st.BeginSnapshot(hdr)
+	if err != nil {
+		return wrap(err)
+	}
+	_, err = io.Copy(sink, r)
 	var desc []byte
 	if err == nil {
 		desc, err = sink.Commit()
@@ -73,7 +80,7 @@ func (n *Node) ReceiveSnapshot(ctx context.Context, m raft.Message, body io.Read
 		_ = sink.Abort()
 	}
 	if err != nil {
-		return fmt.Errorf("node: receive snapshot %d from %d: %w", meta.Index, m.From, err)
+		return wrap(err)
 	}
 	snap := *m.Snapshot
 	snap.Data = desc
@@ -81,12 +88,11 @@ func (n *Node) ReceiveSnapshot(ctx context.Context, m raft.Message, body io.Read
 	return n.process(ctx, m)
 }
 
-// OpenSnapshot implements SnapshotSource. If the body turns out to be
-// damaged (a Storage error matching ErrCorrupt, from the open or from any
-// Read of the returned reader) the node fail-stops with that error rather
-// than let the transport offer the same body again (corrupt.go).
+// OpenSnapshot implements SnapshotSource: the stream of snap (header, body,
+// trailer). If the body turns out to be damaged (a Storage error matching
+// ErrCorrupt, from the open or from any Read of the returned reader) the
+// node fail-stops with that error rather than let the transport offer the
+// same body again (corrupt.go).
 func (n *Node) OpenSnapshot(meta raft.SnapshotMetadata, data []byte) (io.ReadCloser, error) {
-	return n.openWatched(meta.Index, func() (io.ReadCloser, error) {
-		return n.st.OpenSnapshot(raft.Snapshot{Metadata: meta, Data: data})
-	}, "read to send to a follower")
+	return n.openStream(raft.Snapshot{Metadata: meta, Data: data}, "read to send to a follower")
 }

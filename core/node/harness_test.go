@@ -16,10 +16,12 @@ import (
 	"time"
 
 	"github.com/raftd/raftd/core/raft"
+	"github.com/raftd/raftd/core/snapshot"
 )
 
 // memStorage is raft.MemoryStorage made safe for concurrent use, with
-// snapshot bodies in memory, counters and fault injection.
+// snapshots in memory (each as its core/snapshot stream), counters and
+// fault injection.
 type memStorage struct {
 	mu     sync.Mutex
 	ms     *raft.MemoryStorage
@@ -117,33 +119,45 @@ func (s *memStorage) Compact(i uint64) error {
 	return s.ms.Compact(i)
 }
 
-func (s *memStorage) BeginSnapshot(meta raft.SnapshotMetadata) (SnapshotSink, error) {
-	return &memSink{s: s}, nil
+func (s *memStorage) BeginSnapshot(h SnapshotHeader) (SnapshotSink, error) {
+	return &memSink{s: s, h: h.Clone()}, nil
 }
 
-func (s *memStorage) OpenSnapshot(snap raft.Snapshot) (io.ReadCloser, error) {
+// OpenSnapshot decodes the stored stream; the body reader checks its
+// trailer at the end.
+func (s *memStorage) OpenSnapshot(snap raft.Snapshot) (SnapshotHeader, io.ReadCloser, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b, ok := s.bodies[string(snap.Data)]
 	if !ok {
-		return nil, fmt.Errorf("no snapshot body %q", snap.Data)
+		return SnapshotHeader{}, nil, fmt.Errorf("no snapshot body %q", snap.Data)
 	}
-	return io.NopCloser(bytes.NewReader(b)), nil
+	h, r, err := snapshot.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return SnapshotHeader{}, nil, err
+	}
+	return h, io.NopCloser(r), nil
 }
 
+// memSink keeps a snapshot as its whole stream (header, body, trailer).
 type memSink struct {
 	s   *memStorage
+	h   SnapshotHeader
 	buf bytes.Buffer
 }
 
 func (k *memSink) Write(p []byte) (int, error) { return k.buf.Write(p) }
 func (k *memSink) Abort() error                { k.s.aborts.Add(1); return nil }
 func (k *memSink) Commit() ([]byte, error) {
+	stream, err := io.ReadAll(snapshot.Encode(k.h, &k.buf))
+	if err != nil {
+		return nil, err
+	}
 	k.s.mu.Lock()
 	defer k.s.mu.Unlock()
 	k.s.seq++
 	name := fmt.Sprintf("snap-%d", k.s.seq)
-	k.s.bodies[name] = bytes.Clone(k.buf.Bytes())
+	k.s.bodies[name] = stream
 	return []byte(name), nil
 }
 

@@ -168,11 +168,11 @@ func New(cfg Config) (*Node, error) {
 	meta := newClusterMeta()
 	meta.conf = cs
 	if !snap.IsEmpty() {
-		hdr, err := n.readSnapshot(ctx, n.sm, snap, info.Applied < si)
+		hdr, err := n.readSnapshot(ctx, n.sm, info.Name, snap, info.Applied < si)
 		if err != nil {
 			return nil, err
 		}
-		meta = hdr.meta()
+		meta = metaFromHeader(hdr)
 		meta.conf = snap.Metadata.ConfState
 	}
 	if meta.version < info.MinVersion || meta.version > info.MaxVersion {
@@ -253,29 +253,28 @@ func (n *Node) bootstrap() (raft.HardState, uint64, error) {
 	return hs, uint64(len(ents)), nil
 }
 
-// readSnapshot reads the header of snap's body, checks it against the
-// metadata and, if restore, restores sm from the rest of the body.
+// readSnapshot opens snap, checks its header against the metadata and
+// against fsmName (the state machine this node runs) and, if restore,
+// restores sm from its body.
 //
 // NB: damaged data wins over what the state machine made of it (a plugin
 // may report a broken stream as a crash, which would restart it and read the
 // same bytes again), so a corruption found while reading is the error.
-func (n *Node) readSnapshot(ctx context.Context, sm StateMachine, snap raft.Snapshot, restore bool) (SnapshotHeader, error) {
-	rc, err := n.st.OpenSnapshot(snap)
+func (n *Node) readSnapshot(ctx context.Context, sm StateMachine, fsmName string, snap raft.Snapshot, restore bool) (SnapshotHeader, error) {
+	hdr, rc, err := n.st.OpenSnapshot(snap)
 	if err != nil {
 		return SnapshotHeader{}, fmt.Errorf("node: open snapshot at index %d: %w", snap.Metadata.Index, err)
 	}
 	defer rc.Close()
-	w := &corruptWatch{rc: rc}
-	br := newBufReader(w)
-	hdr, err := ReadSnapshotHeader(br)
-	if err != nil {
-		return hdr, fmt.Errorf("node: snapshot at index %d: %w", snap.Metadata.Index, w.or(err))
-	}
 	if hdr.Index != snap.Metadata.Index || hdr.Term != snap.Metadata.Term {
-		return hdr, fmt.Errorf("node: snapshot body is for index %d term %d, metadata says index %d term %d", hdr.Index, hdr.Term, snap.Metadata.Index, snap.Metadata.Term)
+		return hdr, fmt.Errorf("node: snapshot header is for index %d term %d, metadata says index %d term %d", hdr.Index, hdr.Term, snap.Metadata.Index, snap.Metadata.Term)
+	}
+	if hdr.FSMName != fsmName {
+		return hdr, fmt.Errorf("%w: snapshot at index %d holds the state of FSM %q; this node runs FSM %q", ErrWrongFSM, hdr.Index, hdr.FSMName, fsmName)
 	}
 	if restore {
-		if err := restoreFSM(ctx, sm, hdr, br); err != nil {
+		w := &corruptWatch{rc: rc}
+		if err := restoreFSM(ctx, sm, hdr, w); err != nil {
 			return hdr, fmt.Errorf("node: restore state machine from snapshot at index %d: %w", snap.Metadata.Index, w.or(err))
 		}
 		n.m.snapshotsInstalled.Add(1)

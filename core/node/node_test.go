@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/raftd/raftd/core/raft"
+	"github.com/raftd/raftd/core/snapshot"
 )
 
 func TestElectionAndProposalsRoutedToCallers(t *testing.T) {
@@ -756,15 +758,111 @@ func TestReceiveSnapshotRejectsBadBodies(t *testing.T) {
 		if err := n.ReceiveSnapshot(context.Background(), m, strings.NewReader("garbage that is not a snapshot")); err == nil || !strings.Contains(err.Error(), "magic") {
 			t.Fatalf("garbage body: %v", err)
 		}
-		var body strings.Builder
-		_ = writeSnapshotHeader(&body, SnapshotHeader{Index: 49, Term: 3})
-		if err := n.ReceiveSnapshot(context.Background(), m, strings.NewReader(body.String())); err == nil || !strings.Contains(err.Error(), "index 49") {
+		stream := func(h SnapshotHeader, body string) []byte {
+			b, err := io.ReadAll(snapshot.Encode(h, strings.NewReader(body)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		}
+		if err := n.ReceiveSnapshot(context.Background(), m, bytes.NewReader(stream(SnapshotHeader{Index: 49, Term: 3}, ""))); err == nil || !strings.Contains(err.Error(), "index 49") {
 			t.Fatalf("mismatched body: %v", err)
+		}
+		// A format-1 stream (node header "RAFTDSN1" first) is refused as
+		// old, naming the format.
+		old := "RAFTDSN1\x00\x00\x00\x0d{\"index\":50}RFSNAP01..."
+		if err := n.ReceiveSnapshot(context.Background(), m, strings.NewReader(old)); !errors.Is(err, snapshot.ErrOldFormat) || !strings.Contains(err.Error(), "format 1") {
+			t.Fatalf("old format: %v", err)
+		}
+		// A damaged or cut body is refused, and what was stored is aborted.
+		good := stream(SnapshotHeader{Index: 50, Term: 3, FSMName: "test", FSMFormat: testFormat}, `{"Applied":50,"Sum":7}`+"\n")
+		flipped := bytes.Clone(good)
+		flipped[len(flipped)-snapshot.TrailerBytes-3] ^= 0x20
+		aborts := c.stores[1].aborts.Load()
+		for name, b := range map[string][]byte{"flipped": flipped, "cut": good[:len(good)-snapshot.TrailerBytes-1]} {
+			if err := n.ReceiveSnapshot(context.Background(), m, bytes.NewReader(b)); !errors.Is(err, snapshot.ErrCorrupt) {
+				t.Fatalf("%s body: %v", name, err)
+			}
+		}
+		if got := c.stores[1].aborts.Load() - aborts; got != 2 {
+			t.Fatalf("%d sinks aborted for 2 damaged bodies", got)
 		}
 		if err := n.Process(context.Background(), m); err == nil {
 			t.Fatal("MsgSnap through Process accepted")
 		}
 	})
+}
+
+// TestSnapshotOfAnotherFSMRefused: a node whose storage holds a snapshot
+// of FSM "kv" refuses to start with FSM "test" (it would restore the wrong
+// state machine's body, or replay onto it), naming both; the same snapshot
+// made for "test" starts and is restored.
+func TestSnapshotOfAnotherFSMRefused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		nw := newNetwork()
+		defer nw.close()
+		start := func(fsmName string) (*Node, *testFSM, error) {
+			h := SnapshotHeader{Index: 40, Term: 2, FSMName: fsmName, FSMVersion: 1, FSMFormat: testFormat}
+			b, err := io.ReadAll(snapshot.Encode(h, strings.NewReader(`{"Applied":40,"Sum":5,"KV":{"a":"1"}}`+"\n")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := newMemStorage()
+			if _, err := SeedFromSnapshot(st, Peer{ID: 1, RaftAddr: "raft-1"}, bytes.NewReader(b)); err != nil {
+				t.Fatal(err)
+			}
+			f := newTestFSM()
+			n, err := New(Config{ID: 1, Storage: st, Transport: &transport{nw: nw, id: 1}, StateMachine: f,
+				HeartbeatInterval: testTick, ElectionTimeout: 10 * testTick})
+			return n, f, err
+		}
+		_, _, err := start("kv")
+		if !errors.Is(err, ErrWrongFSM) || !strings.Contains(err.Error(), `FSM "kv"`) || !strings.Contains(err.Error(), `FSM "test"`) {
+			t.Fatalf("kv snapshot into the test FSM: %v", err)
+		}
+		n, f, err := start("test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Stop(context.Background())
+		if applied, sum, _, _ := f.snapshotOf(); applied != 40 || sum != 5 {
+			t.Fatalf("restored state: applied %d sum %d", applied, sum)
+		}
+	})
+}
+
+// TestSeedRefusesOldAndDamagedFiles: disaster recovery refuses a snapshot
+// file of the old format (clearly, as old) and a truncated or damaged one
+// (its trailer), and leaves the storage empty.
+func TestSeedRefusesOldAndDamagedFiles(t *testing.T) {
+	h := SnapshotHeader{Index: 40, Term: 2, FSMName: "test", FSMVersion: 1, FSMFormat: testFormat}
+	good, err := io.ReadAll(snapshot.Encode(h, strings.NewReader(`{"Applied":40,"Sum":5}`+"\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	damaged := bytes.Clone(good)
+	damaged[len(damaged)-snapshot.TrailerBytes-2] ^= 0x01
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		want error
+	}{
+		{"old format", []byte("RAFTDSN1\x00\x00\x00\x02{}RFSNAP01"), snapshot.ErrOldFormat},
+		{"truncated", good[:len(good)-1], snapshot.ErrCorrupt},
+		{"damaged body", damaged, snapshot.ErrCorrupt},
+	} {
+		st := newMemStorage()
+		_, err := SeedFromSnapshot(st, Peer{ID: 1, RaftAddr: "raft-1"}, bytes.NewReader(tc.b))
+		if !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+		if snap, _ := st.Snapshot(); !snap.IsEmpty() || len(st.bodies) != 0 {
+			t.Errorf("%s: storage not left empty", tc.name)
+		}
+	}
+	if _, err := SeedFromSnapshot(newMemStorage(), Peer{ID: 1, RaftAddr: "raft-1"}, bytes.NewReader(good)); err != nil {
+		t.Fatalf("good file: %v", err)
+	}
 }
 
 func TestEnvelopeRoundTrip(t *testing.T) {

@@ -13,7 +13,7 @@ import (
 // Every Config.SnapshotEntries applied entries, or when ExportSnapshot asks,
 // the apply goroutine starts a snapshot at its applied index: between two
 // Apply calls it asks the state machine to capture its state
-// (StateMachine.Snapshot), opens a Storage sink, writes the node header
+// (StateMachine.Snapshot), opens a Storage sink with the snapshot's header
 // (membership, addresses, active FSM version as of that index, the body's
 // format) and hands the body to a separate goroutine that writes it into
 // the sink while applying goes on (at most one such snapshot is in
@@ -75,18 +75,10 @@ func (a *applier) startSnapshot() error {
 	if err != nil {
 		return a.snapshotFailed(meta, reqs, err)
 	}
-	sink, err := a.n.st.BeginSnapshot(meta)
+	sink, err := a.n.st.BeginSnapshot(headerFromMeta(meta.Index, meta.Term, a.meta, a.info.Name, view.Format()))
 	if err != nil {
 		view.Release()
 		err = fmt.Errorf("node: storage: begin snapshot at index %d: %w", meta.Index, err)
-		replySnap(reqs, raft.Snapshot{}, err)
-		return err
-	}
-	hdr := headerFromMeta(meta.Index, meta.Term, a.meta, a.info.Name, view.Format())
-	if err := writeSnapshotHeader(sink, hdr); err != nil {
-		view.Release()
-		_ = sink.Abort()
-		err = fmt.Errorf("node: storage: write snapshot at index %d: %w", meta.Index, err)
 		replySnap(reqs, raft.Snapshot{}, err)
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -216,20 +217,19 @@ func TestInFlightSnapshotCancelled(t *testing.T) {
 func checkSnapshotBody(t *testing.T, st *memStorage) {
 	t.Helper()
 	snap, _ := st.Snapshot()
-	rc, err := st.OpenSnapshot(snap)
+	hdr, rc, err := st.OpenSnapshot(snap)
 	if err != nil {
 		t.Fatal(err)
 	}
-	br := newBufReader(rc)
-	hdr, err := ReadSnapshotHeader(br)
-	if err != nil {
-		t.Fatal(err)
-	}
+	defer rc.Close()
 	var fs fsmState
-	if err := json.NewDecoder(br).Decode(&fs); err != nil {
+	if err := json.NewDecoder(rc).Decode(&fs); err != nil {
 		t.Fatalf("snapshot %d: body: %v", snap.Metadata.Index, err)
 	}
-	if hdr.Index != snap.Metadata.Index || fs.Applied > hdr.Index || fs.Applied+5 < hdr.Index {
-		t.Fatalf("snapshot at %d (header %d) holds FSM state at %d", snap.Metadata.Index, hdr.Index, fs.Applied)
+	if _, err := io.Copy(io.Discard, rc); err != nil {
+		t.Fatalf("snapshot %d: body: %v", snap.Metadata.Index, err)
+	}
+	if hdr.Index != snap.Metadata.Index || hdr.FSMFormat != testFormat || fs.Applied > hdr.Index || fs.Applied+5 < hdr.Index {
+		t.Fatalf("snapshot at %d (header %d, format %q) holds FSM state at %d", snap.Metadata.Index, hdr.Index, hdr.FSMFormat, fs.Applied)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/raftd/raftd/core/node"
+	"github.com/raftd/raftd/core/raft"
 	"github.com/raftd/raftd/core/statemachine"
 	"github.com/raftd/raftd/fsms/kv"
 	"github.com/raftd/raftd/plugin/fsm"
@@ -89,7 +90,7 @@ func TestRestoreHeader(t *testing.T) {
 	f := &recFSM{}
 	sm := statemachine.New(f)
 	h := node.SnapshotHeader{Index: 40, Term: 5, FSMName: "rec", FSMVersion: 2, FSMVersionIndex: 33, FSMFormat: "rec.v1",
-		Voters: []uint64{1, 2, 3}}
+		ConfState: raft.ConfState{Voters: []uint64{1, 2, 3}}}
 	if err := sm.Restore(context.Background(), h, bytes.NewReader([]byte("body"))); err != nil {
 		t.Fatal(err)
 	}

@@ -23,9 +23,12 @@
 // returned as if it were good. Write errors are returned once and make the
 // store refuse further writes: the driver must stop (fail-stop).
 //
-// Snapshot files live in <data-dir>/snapshots: CreateSnapshot returns a
-// streaming writer whose Commit makes the file durable atomically, and
-// OpenSnapshot returns a reader that verifies the checksum at the end. A
+// Snapshot files live in <data-dir>/snapshots, each one snapshot stream in
+// the core/snapshot framing (header, body, trailer): CreateSnapshot writes
+// the header and returns a streaming writer of the body whose Commit adds
+// the trailer and makes the file durable atomically, and OpenSnapshot
+// returns the header and a reader of the body that verifies the checksum
+// at the end. A
 // file counts as the node's snapshot (Snapshot, InitialState) once the
 // saved commit index reaches its index, or when it is installed with
 // ApplySnapshot.

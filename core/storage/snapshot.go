@@ -2,7 +2,6 @@ package storage
 
 import (
 	"bufio"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -12,83 +11,40 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/raftd/raftd/core/raft"
+
+	"github.com/raftd/raftd/core/snapshot"
 )
 
 // ErrNoSnapshot is returned by OpenSnapshot for an index with no snapshot
 // file.
 var ErrNoSnapshot = errors.New("storage: no such snapshot")
 
-// SnapshotMeta is the metadata record of a snapshot file.
-type SnapshotMeta struct {
-	// Index and Term are those of the last log entry the state includes.
-	Index, Term uint64
-	// ConfState is the membership as of Index.
-	ConfState raft.ConfState
-	// FSMName and FSMVersion identify the state machine (and the version
-	// active at Index) whose state the body holds.
-	FSMName    string
-	FSMVersion uint64
-	// Size is the body length in bytes and CRC32C its checksum
-	// (Castagnoli). They are computed by SnapshotWriter.Commit.
-	Size   int64
-	CRC32C uint32
-}
+// SnapshotMeta describes a snapshot file: its header (core/snapshot, the
+// one framing of a raftd snapshot) plus Size and CRC32C of its body, from
+// its trailer.
+type SnapshotMeta = snapshot.Header
 
-const snapMetaVersion = 1
-
-// Marshal encodes m; UnmarshalSnapshotMeta decodes it. The encoding is
-// documented in docs/storage-format.md.
-func (m SnapshotMeta) Marshal() []byte {
-	p := make([]byte, 0, 64+len(m.FSMName)+10*(len(m.ConfState.Voters)+len(m.ConfState.Learners)))
-	p = append(p, snapMetaVersion)
-	p = binary.BigEndian.AppendUint64(p, m.Index)
-	p = binary.BigEndian.AppendUint64(p, m.Term)
-	p = binary.AppendUvarint(p, m.FSMVersion)
-	p = binary.AppendUvarint(p, uint64(m.Size))
-	p = binary.BigEndian.AppendUint32(p, m.CRC32C)
-	p = binary.AppendUvarint(p, uint64(len(m.FSMName)))
-	p = append(p, m.FSMName...)
-	return appendConfState(p, m.ConfState)
-}
-
-// UnmarshalSnapshotMeta decodes the output of SnapshotMeta.Marshal.
+// UnmarshalSnapshotMeta decodes SnapshotMeta.Marshal's output, a stored
+// snapshot's descriptor (Store.Snapshot's Data).
 func UnmarshalSnapshotMeta(b []byte) (SnapshotMeta, error) {
-	if len(b) == 0 || b[0] != snapMetaVersion {
-		return SnapshotMeta{}, errors.New("storage: snapshot metadata: unknown encoding version")
+	m, err := snapshot.Unmarshal(b)
+	if err != nil {
+		return SnapshotMeta{}, fmt.Errorf("storage: snapshot metadata: %w", err)
 	}
-	d := decoder{b: b[1:]}
-	var m SnapshotMeta
-	m.Index = d.fixed64()
-	m.Term = d.fixed64()
-	m.FSMVersion = d.uvarint()
-	size := d.uvarint()
-	m.CRC32C = d.fixed32()
-	m.FSMName = string(d.bytes(d.uvarint()))
-	m.ConfState = d.confState()
-	if d.err == nil && len(d.b) != 0 {
-		d.err = fmt.Errorf("%d trailing bytes", len(d.b))
-	}
-	if d.err == nil && size > 1<<62 {
-		d.err = fmt.Errorf("size %d out of range", size)
-	}
-	if d.err != nil {
-		return SnapshotMeta{}, fmt.Errorf("storage: snapshot metadata: %w", d.err)
-	}
-	m.Size = int64(size)
 	return m, nil
 }
 
-// Snapshot file layout: body | meta (SnapshotMeta.Marshal) | trailer, where
-// trailer is len(meta) u32 | CRC32C(meta) u32 | snapMagic, all big-endian.
+// A snapshot file is exactly a core/snapshot stream: header | body |
+// trailer (docs/storage-format.md).
 const (
-	snapMagic      = "RAFTDSN1"
-	snapTrailerLen = 4 + 4 + len(snapMagic)
-	snapSuffix     = ".snap"
-	snapTmpSuffix  = ".tmp"
-	snapDirName    = "snapshots"
-	snapIOBytes    = 256 << 10
+	snapSuffix    = ".snap"
+	snapTmpSuffix = ".tmp"
+	snapDirName   = "snapshots"
+	snapIOBytes   = 256 << 10
 )
+
+// bodyOffset is where the body of m's file begins (the header's length).
+func bodyOffset(m SnapshotMeta) int64 { return int64(len(m.Append(nil))) }
 
 func snapFileName(index, term uint64) string {
 	return fmt.Sprintf("%016x-%016x%s", index, term, snapSuffix)
@@ -151,7 +107,8 @@ func (sf *snapshotFiles) load() error {
 	return nil
 }
 
-// readMeta reads and verifies the metadata record of the snapshot file p.
+// readMeta reads and verifies the header and trailer of the snapshot file
+// p (the body's checksum is verified when it is read).
 func (sf *snapshotFiles) readMeta(p string) (SnapshotMeta, error) {
 	f, err := sf.fs.Open(p)
 	if err != nil {
@@ -166,34 +123,27 @@ func (sf *snapshotFiles) readMeta(p string) (SnapshotMeta, error) {
 		return &CorruptionError{Dir: sf.s.dir, What: "snapshot file " + p, Detail: detail}
 	}
 	size := fi.Size()
-	if size < int64(snapTrailerLen) {
-		return SnapshotMeta{}, corrupt(fmt.Sprintf("file is %d bytes, shorter than its trailer", size))
-	}
-	var tr [snapTrailerLen]byte
-	if _, err := f.ReadAt(tr[:], size-int64(snapTrailerLen)); err != nil {
+	m, hlen, err := snapshot.ReadHeader(io.NewSectionReader(f, 0, size))
+	switch {
+	case errors.Is(err, snapshot.ErrOldFormat):
+		return SnapshotMeta{}, fmt.Errorf("storage: open %s: snapshot file %s: %w; remove the data dir (or the file) to start this build", sf.s.dir, p, err)
+	case errors.Is(err, snapshot.ErrCorrupt), errors.Is(err, snapshot.ErrNotSnapshot):
+		return SnapshotMeta{}, corrupt(err.Error())
+	case err != nil:
 		return SnapshotMeta{}, fmt.Errorf("storage: read snapshot %s: %w", p, err)
 	}
-	if string(tr[8:]) != snapMagic {
-		return SnapshotMeta{}, corrupt(fmt.Sprintf("bad trailer magic %q", tr[8:]))
+	if size < hlen+int64(snapshot.TrailerBytes) {
+		return SnapshotMeta{}, corrupt(fmt.Sprintf("file is %d bytes, shorter than its header and trailer", size))
 	}
-	metaLen := int64(binary.BigEndian.Uint32(tr[0:]))
-	wantCRC := binary.BigEndian.Uint32(tr[4:])
-	if metaLen > size-int64(snapTrailerLen) {
-		return SnapshotMeta{}, corrupt(fmt.Sprintf("metadata length %d overruns the file", metaLen))
-	}
-	mb := make([]byte, metaLen)
-	if _, err := f.ReadAt(mb, size-int64(snapTrailerLen)-metaLen); err != nil {
+	var tr [snapshot.TrailerBytes]byte
+	if _, err := f.ReadAt(tr[:], size-int64(len(tr))); err != nil {
 		return SnapshotMeta{}, fmt.Errorf("storage: read snapshot %s: %w", p, err)
 	}
-	if got := crc32.Checksum(mb, crcTable); got != wantCRC {
-		return SnapshotMeta{}, &CorruptionError{Dir: sf.s.dir, What: "snapshot file " + p + " metadata", Stored: wantCRC, Computed: got}
-	}
-	m, err := UnmarshalSnapshotMeta(mb)
-	if err != nil {
+	if m.Size, m.CRC32C, err = snapshot.ParseTrailer(tr[:]); err != nil {
 		return SnapshotMeta{}, corrupt(err.Error())
 	}
-	if body := size - int64(snapTrailerLen) - metaLen; body != m.Size {
-		return SnapshotMeta{}, corrupt(fmt.Sprintf("body is %d bytes, metadata says %d", body, m.Size))
+	if body := size - hlen - int64(len(tr)); body != m.Size {
+		return SnapshotMeta{}, corrupt(fmt.Sprintf("body is %d bytes, trailer says %d", body, m.Size))
 	}
 	return m, nil
 }
@@ -276,10 +226,9 @@ func (sf *snapshotFiles) add(m SnapshotMeta, commit uint64) {
 	}
 }
 
-// CreateSnapshot starts writing a snapshot file for meta (Index, Term,
-// ConfState, FSMName, FSMVersion). Write the body to the returned writer,
-// then Commit or Abort it. The body is streamed to a temporary file; it is
-// never held in memory.
+// CreateSnapshot starts writing a snapshot file with header meta. Write the
+// body to the returned writer, then Commit or Abort it. The body is
+// streamed to a temporary file; it is never held in memory.
 //
 // If meta.Size is non-zero (a snapshot received from a leader, whose
 // metadata came with it), Commit refuses a body whose size or CRC32C differ
@@ -305,8 +254,13 @@ func (s *Store) CreateSnapshot(meta SnapshotMeta) (*SnapshotWriter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: create snapshot %d: %w", meta.Index, err)
 	}
-	return &SnapshotWriter{sf: sf, meta: meta, tmp: tmp, final: final, f: f,
-		bw: bufio.NewWriterSize(f, snapIOBytes)}, nil
+	w := &SnapshotWriter{sf: sf, meta: meta.Clone(), tmp: tmp, final: final, f: f,
+		bw: bufio.NewWriterSize(f, snapIOBytes)}
+	if _, err := w.bw.Write(meta.Append(nil)); err != nil {
+		_ = w.Abort()
+		return nil, fmt.Errorf("storage: create snapshot %d: %w", meta.Index, err)
+	}
+	return w, nil
 }
 
 // SnapshotWriter streams the body of a new snapshot file. It is not safe
@@ -341,9 +295,9 @@ func (w *SnapshotWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// Commit makes the snapshot durable and visible: it appends the metadata
-// record, fsyncs the temporary file, renames it into place and fsyncs the
-// directory. Store.Snapshot reports it once the saved commit index reaches
+// Commit makes the snapshot durable and visible: it appends the trailer
+// (body length and CRC32C), fsyncs the temporary file, renames it into
+// place and fsyncs the directory. Store.Snapshot reports it once the saved commit index reaches
 // its index (at once for a snapshot of the local applied state; after
 // ApplySnapshot for one received from a leader). Afterwards only the newest
 // Options.KeepSnapshots files are kept, plus the newest one at or below the
@@ -376,18 +330,10 @@ func (w *SnapshotWriter) commit() (SnapshotMeta, error) {
 			m.Index, w.n, w.crc, m.Size, m.CRC32C)
 	}
 	m.Size, m.CRC32C = w.n, w.crc
-	mb := m.Marshal()
-	var tr [snapTrailerLen]byte
-	binary.BigEndian.PutUint32(tr[0:], uint32(len(mb)))
-	binary.BigEndian.PutUint32(tr[4:], crc32.Checksum(mb, crcTable))
-	copy(tr[8:], snapMagic)
 	wrap := func(step string, err error) error {
 		return fmt.Errorf("storage: commit snapshot %d: %s %s: %w", m.Index, step, w.tmp, err)
 	}
-	if _, err := w.bw.Write(mb); err != nil {
-		return m, wrap("write", err)
-	}
-	if _, err := w.bw.Write(tr[:]); err != nil {
+	if _, err := w.bw.Write(snapshot.AppendTrailer(nil, m.Size, m.CRC32C)); err != nil {
 		return m, wrap("write", err)
 	}
 	if err := w.bw.Flush(); err != nil {
@@ -456,7 +402,9 @@ func (s *Store) Snapshots() []SnapshotMeta {
 	return slices.Clone(s.snaps.list)
 }
 
-// OpenSnapshot opens the body of the snapshot file at index for reading.
+// OpenSnapshot opens the body of the snapshot file at index for reading;
+// the returned metadata is the file's header, with the body's Size and
+// CRC32C.
 // The reader verifies the body's checksum as it reaches the end: the read
 // that delivers the last bytes returns a *CorruptionError instead of
 // io.EOF if they do not match (and io.ErrUnexpectedEOF-wrapping corruption
@@ -473,7 +421,8 @@ func (s *Store) OpenSnapshot(index uint64) (SnapshotMeta, io.ReadCloser, error) 
 	if err != nil {
 		return SnapshotMeta{}, nil, fmt.Errorf("storage: open snapshot %d: %w", index, err)
 	}
-	return m, &snapshotReader{f: f, r: bufio.NewReaderSize(f, snapIOBytes), remain: m.Size, meta: m, path: p, dir: s.dir}, nil
+	body := io.NewSectionReader(f, bodyOffset(m), m.Size)
+	return m, &snapshotReader{f: f, r: bufio.NewReaderSize(body, snapIOBytes), remain: m.Size, meta: m, path: p, dir: s.dir}, nil
 }
 
 // VerifySnapshot reads the whole body of the snapshot file at index and

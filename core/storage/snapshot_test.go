@@ -11,6 +11,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/raftd/raftd/core/raft"
+	"github.com/raftd/raftd/core/snapshot"
 )
 
 // body returns n deterministic pseudo-random bytes.
@@ -203,9 +204,45 @@ func TestSnapshotCorruptionDetected(t *testing.T) {
 	}
 	s.Close()
 	fi, _ := opts.FS.Stat(path)
-	flip(fi.Size() - int64(snapTrailerLen) - 3) // inside the metadata record
-	if _, err := Open("/data", opts); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), path) {
-		t.Fatalf("Open with damaged snapshot metadata: %v", err)
+	for _, off := range []int64{
+		20,                         // inside the header record
+		fi.Size() - 3,              // the trailer's magic
+		fi.Size() - 15,             // the trailer's body length
+		int64(len("RAFTDSN2")) + 1, // the header's length
+	} {
+		flip(off)
+		if _, err := Open("/data", opts); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), path) {
+			t.Fatalf("Open with a damaged snapshot header or trailer (byte %d of %d): %v", off, fi.Size(), err)
+		}
+		flip(off) // repair
+	}
+	s, err = Open("/data", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+}
+
+// TestOldSnapshotFileRefused: a snapshot file of an earlier build (the
+// node's "RAFTDSN1" header inside a body followed by a metadata record and
+// trailer) makes Open fail with an error that names the file and says the
+// format is old, not that the data is damaged.
+func TestOldSnapshotFileRefused(t *testing.T) {
+	s, opts := openMem(t)
+	s.Close()
+	old := []byte("RAFTDSN1\x00\x00\x00\x0f{\"index\":42}\nRFSNAP01....body....\x01meta\x00\x00\x00\x05\x00\x00\x00\x00RAFTDSN1")
+	path := "/data/snapshots/" + snapFileName(42, 2)
+	f, err := opts.FS.Create(path, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(old); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	_, err = Open("/data", opts)
+	if !errors.Is(err, snapshot.ErrOldFormat) || errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "format 1") {
+		t.Fatalf("Open with an old-format snapshot file: %v", err)
 	}
 }
 

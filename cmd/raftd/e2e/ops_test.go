@@ -79,6 +79,18 @@ func TestSnapshotSaveRestore(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "saved snapshot at index") || !strings.Contains(out, fmt.Sprintf("from leader %d ", lead)) {
 		t.Fatalf("snapshot save via follower %d (leader %d): %d %q %q", follower, lead, code, out, stderr)
 	}
+	// The kv snapshot restored into a data dir that is then run with the
+	// counter plugin: refused at start, naming both FSMs.
+	wrongDir, wrongRaft := filepath.Join(dir, "wrong"), freeAddr(t)
+	code, out, stderr = raftd(t, nil, "snapshot", "restore", file, "--data-dir", wrongDir, "--raft-addr", wrongRaft)
+	if code != 0 || !strings.Contains(out, "restored") {
+		t.Fatalf("snapshot restore: %d %q %q", code, out, stderr)
+	}
+	code, _, stderr = raftd(t, nil, "run", "--fsm", bin("raftd-fsm-counter"), "--data-dir", wrongDir, "--raft-addr", wrongRaft, "--api-addr", freeAddr(t))
+	if code == 0 || !strings.Contains(stderr, `FSM "kv"`) || !strings.Contains(stderr, `FSM "counter"`) {
+		t.Fatalf("counter plugin on a kv snapshot: exit %d, stderr %q", code, stderr)
+	}
+	t.Logf("counter plugin on a kv snapshot: exit %d: %s", code, strings.TrimSpace(stderr))
 	r := &cluster{t: t, nodes: map[uint64]*proc{}, conns: c.conns}
 	p := &proc{id: 1, apiAddr: freeAddr(t), raftAddr: freeAddr(t), dataDir: filepath.Join(dir, "r1"), logPath: filepath.Join(dir, "r1.log")}
 	r.nodes[1], r.ids = p, []uint64{1}
