@@ -254,7 +254,15 @@ func (c *Client) launch(ctx context.Context) (*process, error) {
 		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
 		AutoMTLS:         true,
 		StartTimeout:     cfg.StartTimeout,
-		Logger:           newSlogHclog(plog),
+		// NB: go-plugin logs through this only from the goroutine that
+		// starts the process and from goroutines it starts afterwards,
+		// so reading cmd.Process is ordered after its write.
+		Logger: newSlogHclog(plog, filepath.Base(cfg.Path), func() int {
+			if cmd.Process == nil {
+				return 0
+			}
+			return cmd.Process.Pid
+		}),
 		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(shared.MaxMsgBytes), grpc.MaxCallSendMsgSize(shared.MaxMsgBytes))},
 	})

@@ -2,6 +2,7 @@ package host
 
 import (
 	"bytes"
+	"encoding/json"
 	"log/slog"
 	"strings"
 	"testing"
@@ -16,7 +17,7 @@ import (
 func TestSlogHclog(t *testing.T) {
 	var buf bytes.Buffer
 	l := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})).With("plugin", "mykv")
-	h := newSlogHclog(l).Named("raftd-fsm-kv")
+	h := newSlogHclog(l, "", nil).Named("raftd-fsm-kv")
 	h.Trace("dropped trace")
 	h.Debug("dropped debug", "k", 1)
 	h.Info("hello", "k", 1, "odd")
@@ -43,8 +44,59 @@ func TestSlogHclog(t *testing.T) {
 	if h.Name() != "raftd-fsm-kv" {
 		t.Errorf("name %q", h.Name())
 	}
-	off := newSlogHclog(slog.New(slog.DiscardHandler))
+	off := newSlogHclog(slog.New(slog.DiscardHandler), "", nil)
 	if off.GetLevel() != hclog.Off {
 		t.Errorf("discarding logger reports level %v, want Off (go-plugin then skips parsing stderr)", off.GetLevel())
+	}
+}
+
+// TestSlogHclogStderrAndPID checks how go-plugin's records and the plugin's stderr
+// reach the host's log: raw stderr lines at Info with stream=stderr, the
+// plugin's hclog JSON at its own level without its timestamp, go-plugin's
+// keys renamed, and the pid on every record once known.
+func TestSlogHclogStderrAndPID(t *testing.T) {
+	var buf bytes.Buffer
+	pid := 0
+	root := newSlogHclog(slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})).With("plugin", "kv"),
+		"raftd-fsm-kv", func() int { return pid })
+	root.Info("starting plugin", "path", "/bin/raftd-fsm-kv")
+	pid = 4242
+	stderr := root.Named("raftd-fsm-kv")
+	stderr.Debug("Traceback (most recent call last):")           // raw line: shown
+	stderr.Debug("plugin address", "timestamp", "2026-01-01T00") // hclog JSON at debug: hidden
+	stderr.Warn("disk slow", "id", "a7", "timestamp", "2026-01-01T00")
+	root.Info("plugin process exited", "plugin", "/bin/raftd-fsm-kv", "id", 4242)
+	root.Named("stdio").Debug("stdio EOF, exiting copy loop") // not stderr: hidden
+	root.Debug("configuring client automatic mTLS")           // hidden
+
+	var got []map[string]any
+	dec := json.NewDecoder(&buf)
+	for dec.More() {
+		var m map[string]any
+		if err := dec.Decode(&m); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, m)
+	}
+	want := []map[string]any{
+		{"level": "INFO", "msg": "starting plugin", "plugin": "kv", "path": "/bin/raftd-fsm-kv"},
+		{"level": "INFO", "msg": "Traceback (most recent call last):", "plugin": "kv", "stream": "stderr", "pid": 4242.0},
+		{"level": "WARN", "msg": "disk slow", "plugin": "kv", "id": "a7", "pid": 4242.0},
+		{"level": "INFO", "msg": "plugin process exited", "plugin": "kv", "path": "/bin/raftd-fsm-kv", "pid": 4242.0},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d records, want %d:\n%v", len(got), len(want), got)
+	}
+	for i, w := range want {
+		delete(got[i], "time")
+		if len(got[i]) != len(w) {
+			t.Errorf("record %d: got %v, want %v", i, got[i], w)
+			continue
+		}
+		for k, v := range w {
+			if got[i][k] != v {
+				t.Errorf("record %d: %s = %v, want %v (%v)", i, k, got[i][k], v, got[i])
+			}
+		}
 	}
 }
