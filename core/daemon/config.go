@@ -94,7 +94,14 @@ type Config struct {
 	// Logger receives every log line of the node (storage, transport, raft,
 	// plugin). Nil discards. Start adds the attribute node=ID.
 	Logger *slog.Logger
+	// ReplayProgressInterval is how often Start logs the progress of a
+	// restart replay ("replaying the log", replayed=N of=M). The default
+	// is DefaultReplayProgressInterval.
+	ReplayProgressInterval time.Duration
 }
+
+// DefaultReplayProgressInterval is Config.ReplayProgressInterval's default.
+const DefaultReplayProgressInterval = 5 * time.Second
 
 // withDefaults validates cfg and fills in defaults.
 func (cfg Config) withDefaults() (Config, error) {
@@ -124,6 +131,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ReplayProgressInterval <= 0 {
+		cfg.ReplayProgressInterval = DefaultReplayProgressInterval
 	}
 	cfg.Peers = slices.Clone(cfg.Peers)
 	return cfg, nil

@@ -230,12 +230,8 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	undo.add(raftSrv.Stop)
 
 	// Serve clients only once the restart replay is over.
-	select {
-	case <-n.Ready():
-	case <-n.Done():
-		return nil, fmt.Errorf("node %d stopped during start: %w", cfg.ID, n.Err())
-	case <-ctx.Done():
-		return nil, errors.New("interrupted during start")
+	if err := awaitReplay(ctx, n, log, cfg.ReplayProgressInterval); err != nil {
+		return nil, err
 	}
 	go apiSrv.Serve(apiLis)
 	campaignAlone(ctx, n)
@@ -285,6 +281,47 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		}
 	}()
 	return d, nil
+}
+
+// replayingNode is what awaitReplay reads; *node.Node implements it.
+type replayingNode interface {
+	ID() uint64
+	Ready() <-chan struct{}
+	Done() <-chan struct{}
+	Err() error
+	Applied() uint64
+	ReplayTarget() uint64
+}
+
+// awaitReplay returns once n has replayed its log (Ready), logging where
+// it is every interval, so that a long replay after a restart shows
+// progress rather than silence.
+func awaitReplay(ctx context.Context, n replayingNode, log *slog.Logger, every time.Duration) error {
+	select {
+	case <-n.Ready():
+		return nil
+	default:
+	}
+	target, t0 := n.ReplayTarget(), time.Now()
+	from := min(n.Applied(), target)
+	log.Info("replaying the log", "from", from, "to", target, "entries", target-from)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.Ready():
+			log.Info("replayed the log", "entries", target-from, "elapsed", time.Since(t0).Round(time.Millisecond).String())
+			return nil
+		case <-tick.C:
+			done := min(n.Applied(), target) - from
+			log.Info("replaying the log", "replayed", done, "of", target-from, "index", n.Applied(),
+				"percent", done*100/max(target-from, 1))
+		case <-n.Done():
+			return fmt.Errorf("node %d stopped during start: %w", n.ID(), n.Err())
+		case <-ctx.Done():
+			return errors.New("interrupted during start")
+		}
+	}
 }
 
 // campaignAlone makes a lone voter lead at once rather than after an

@@ -376,6 +376,10 @@ func (n *Node) Err() error {
 // committed when the node started (the restart replay is over).
 func (n *Node) Ready() <-chan struct{} { return n.readyc }
 
+// ReplayTarget is the index Ready waits for the state machine to apply:
+// the commit index recorded when the node started.
+func (n *Node) ReplayTarget() uint64 { return n.readyIdx }
+
 // ID returns this node's id.
 func (n *Node) ID() uint64 { return n.id }
 

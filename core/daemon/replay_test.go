@@ -1,0 +1,103 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+type fakeReplay struct {
+	ready, done chan struct{}
+	applied     atomic.Uint64
+	target      uint64
+	err         error
+}
+
+func (f *fakeReplay) ID() uint64             { return 3 }
+func (f *fakeReplay) Ready() <-chan struct{} { return f.ready }
+func (f *fakeReplay) Done() <-chan struct{}  { return f.done }
+func (f *fakeReplay) Err() error             { return f.err }
+func (f *fakeReplay) Applied() uint64        { return f.applied.Load() }
+func (f *fakeReplay) ReplayTarget() uint64   { return f.target }
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) lines() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.Split(strings.TrimSuffix(s.b.String(), "\n"), "\n")
+}
+
+// TestAwaitReplayProgress: a replay logs where it starts, its progress
+// every interval, and its end (on a fake clock).
+func TestAwaitReplayProgress(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeReplay{ready: make(chan struct{}), done: make(chan struct{}), target: 1000}
+		f.applied.Store(100)
+		var buf syncBuffer
+		errc := make(chan error, 1)
+		go func() { errc <- awaitReplay(context.Background(), f, slog.New(NewTextHandler(&buf, slog.LevelInfo)), 5*time.Second) }()
+		synctest.Wait()
+		f.applied.Store(550)
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		f.applied.Store(775)
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		f.applied.Store(1000)
+		close(f.ready)
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		want := []string{
+			`INFO replaying the log from=100 to=1000 entries=900$`,
+			`INFO replaying the log replayed=450 of=900 index=550 percent=50$`,
+			`INFO replaying the log replayed=675 of=900 index=775 percent=75$`,
+			`INFO replayed the log entries=900 elapsed=10s$`,
+		}
+		got := buf.lines()
+		if len(got) != len(want) {
+			t.Fatalf("got %d lines, want %d:\n%s", len(got), len(want), strings.Join(got, "\n"))
+		}
+		for i, re := range want {
+			if !regexp.MustCompile(re).MatchString(got[i]) {
+				t.Errorf("line %d: %q does not match %s", i, got[i], re)
+			}
+		}
+	})
+}
+
+// TestAwaitReplayQuiet: a node with nothing to replay logs nothing; one
+// that stops during the replay is an error naming it.
+func TestAwaitReplayQuiet(t *testing.T) {
+	var buf syncBuffer
+	log := slog.New(NewTextHandler(&buf, slog.LevelInfo))
+	f := &fakeReplay{ready: make(chan struct{}), done: make(chan struct{})}
+	close(f.ready)
+	if err := awaitReplay(context.Background(), f, log, time.Millisecond); err != nil || buf.b.Len() != 0 {
+		t.Fatalf("ready node: %v, logged %q", err, buf.b.String())
+	}
+	f = &fakeReplay{ready: make(chan struct{}), done: make(chan struct{}), target: 10, err: errors.New("storage: corrupt")}
+	close(f.done)
+	err := awaitReplay(context.Background(), f, log, time.Hour)
+	if err == nil || !strings.Contains(err.Error(), "node 3 stopped during start: storage: corrupt") {
+		t.Fatalf("stopped node: %v", err)
+	}
+}
