@@ -12,6 +12,15 @@ BIN       := $(CURDIR)/bin
 BUF       := $(GO) tool -modfile=$(CURDIR)/tools/go.mod buf
 # The descriptors of the last release, for `buf breaking` (see proto-release).
 PROTO_BASELINE := release/raftd-protos.binpb
+# What `raftd version` and the raftd_build_info metric report
+# (core/buildinfo): the release tag if HEAD has one (else "devel"), the
+# commit, and whether the tree had uncommitted changes.
+VERSION   ?= $(shell git describe --tags --exact-match 2>/dev/null)
+COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)
+MODIFIED  ?= $(shell git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo true)
+LDFLAGS   := -X github.com/raftd/raftd/core/buildinfo.version=$(VERSION) \
+	-X github.com/raftd/raftd/core/buildinfo.commit=$(COMMIT) \
+	-X github.com/raftd/raftd/core/buildinfo.modified=$(MODIFIED)
 NODE_KV   := fsms/node-kv
 PYTHON_KV := fsms/python-kv
 
@@ -35,7 +44,7 @@ help:
 
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 # The Node.js kv plugin needs its dependencies installed from the lock file.
 # Without npm the Node plugin (and its tests) are skipped, not failed.

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
@@ -10,6 +11,40 @@ import (
 	"time"
 	"unicode/utf8"
 )
+
+// Log formats of NewLogger.
+const (
+	LogFormatText = "text"
+	LogFormatJSON = "json"
+)
+
+// NewLogger returns the logger of a node writing to w in format at level
+// ("debug", "info", "warn" or "error"). LogFormatText is NewTextHandler's
+// lines; LogFormatJSON is one JSON object per line, slog's JSONHandler
+// ("time", "level", "msg", then the attributes). Either writes each record
+// with a single Write, never buffers, never drops.
+func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	switch level {
+	case "debug":
+		lv = slog.LevelDebug
+	case "info":
+		lv = slog.LevelInfo
+	case "warn":
+		lv = slog.LevelWarn
+	case "error":
+		lv = slog.LevelError
+	default:
+		return nil, fmt.Errorf("log level %q is not debug, info, warn or error", level)
+	}
+	switch format {
+	case LogFormatText:
+		return slog.New(NewTextHandler(w, lv)), nil
+	case LogFormatJSON:
+		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lv})), nil
+	}
+	return nil, fmt.Errorf("log format %q is not text or json", format)
+}
 
 // NewTextHandler returns the handler raftd logs through: one line per
 // record, "15:04:05.000 LEVEL message key=value ...", the time in UTC.

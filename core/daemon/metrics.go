@@ -65,6 +65,7 @@ func newMetricsServer(lis net.Listener, n metricsNode, errLog *log.Logger, extra
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		nodeCollector{n: n, timeout: metricsStatusTimeout},
+		buildInfoCollector(),
 	}
 	for _, c := range append(cs, extra...) {
 		if err := reg.Register(c); err != nil {

@@ -4,17 +4,33 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 )
 
-// oneLineErr asserts stderr is one "raftd: ..." line mentioning want (plus
-// the usage hint for usage errors) and holds no stack trace.
+// logLine matches a record of raftd's text log.
+var logLine = regexp.MustCompile(`^\d\d:\d\d:\d\d\.\d{3} (DEBUG|INFO|WARN|ERROR) `)
+
+// oneLineErr asserts that stderr ends with one "raftd: ..." line mentioning
+// want (then only the usage hint, for usage errors), that whatever comes
+// before it is log records (a start that fails after storage opened has
+// logged that), and that it holds no stack trace.
 func oneLineErr(t *testing.T, args []string, stderr, want string) {
 	t.Helper()
-	if !strings.HasPrefix(stderr, "raftd: ") || !strings.Contains(strings.SplitN(stderr, "\n", 2)[0], want) {
-		t.Errorf("raftd %v: stderr %q, want one line with %q", args, stderr, want)
+	lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+	if len(lines) > 1 && strings.HasPrefix(lines[len(lines)-1], "Run 'raftd --help'") {
+		lines = lines[:len(lines)-1]
+	}
+	last := lines[len(lines)-1]
+	if !strings.HasPrefix(last, "raftd: ") || !strings.Contains(last, want) {
+		t.Errorf("raftd %v: stderr %q, want it to end with one line with %q", args, stderr, want)
+	}
+	for _, l := range lines[:len(lines)-1] {
+		if !logLine.MatchString(l) {
+			t.Errorf("raftd %v: stderr line %q before the error is not a log record", args, l)
+		}
 	}
 	if strings.Contains(stderr, "goroutine ") || strings.Contains(stderr, "panic") {
 		t.Errorf("raftd %v: stack trace on stderr: %q", args, stderr)

@@ -24,6 +24,8 @@ type DevOptions struct {
 	// (see RunOptions).
 	PluginApplyTimeout time.Duration
 	PluginCallTimeout  time.Duration
+	// LogLevel and LogFormat are every node's (see RunOptions).
+	LogLevel, LogFormat string
 }
 
 // NewCmdDev returns `raftd dev`: a local cluster in one process.
@@ -35,7 +37,9 @@ func NewCmdDev(f *Factory, runF func(*DevOptions) error) *cobra.Command {
 		Long: `Dev starts --nodes nodes in this process on free loopback ports, each with
 its own plugin process and its own data dir (temporary, deleted on exit,
 unless --data-dir is given), prints their addresses and example commands,
-and runs until Ctrl-C.`,
+and runs until Ctrl-C.
+
+`+configHelp,
 		Example: `  raftd dev --fsm ./bin/raftd-fsm-kv --nodes 3`,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -46,6 +50,9 @@ and runs until Ctrl-C.`,
 				return usageErrorf("dev: --nodes must be between 1 and 9")
 			}
 			if err := validatePluginTimeouts("dev", opts.PluginApplyTimeout, opts.PluginCallTimeout); err != nil {
+				return err
+			}
+			if err := validateLogFlags("dev", opts.LogLevel, opts.LogFormat); err != nil {
 				return err
 			}
 			if runF != nil {
@@ -60,6 +67,8 @@ and runs until Ctrl-C.`,
 	cmd.Flags().IntVar(&opts.BasePort, "base-port", 0, "use fixed ports from here instead of free ones")
 	cmd.Flags().BoolVar(&opts.NoSync, "unsafe-no-fsync", false, "skip fsync (faster, loses acknowledged writes on power loss)")
 	addPluginTimeoutFlags(cmd, &opts.PluginApplyTimeout, &opts.PluginCallTimeout)
+	addLogFlags(cmd, &opts.LogLevel, &opts.LogFormat, "warn")
+	bindConfig(cmd, f)
 	return cmd
 }
 
@@ -76,21 +85,19 @@ func runDev(ctx context.Context, f *Factory, opts *DevOptions) error {
 		defer os.RemoveAll(tmp)
 		dir = tmp
 	}
-	// Logs are held back until every node serves, so that a failed start
-	// prints one line.
-	gate := newGate(f.ErrOut)
-	defer gate.Open()
+	log, err := daemon.NewLogger(f.ErrOut, opts.LogFormat, opts.LogLevel)
+	if err != nil {
+		return usageErrorf("dev: %v", err)
+	}
 	nodes, err := daemon.StartCluster(ctx, opts.Nodes, dir, opts.BasePort, func(cfg *daemon.Config) {
-		cfg.FSMPath, cfg.NoSync, cfg.Logger = opts.FSMPath, opts.NoSync, newLogger(gate, "warn")
+		cfg.FSMPath, cfg.NoSync, cfg.Logger = opts.FSMPath, opts.NoSync, log
 		cfg.PluginApplyTimeout, cfg.PluginCallTimeout = opts.PluginApplyTimeout, opts.PluginCallTimeout
 		cfg.HeartbeatInterval, cfg.ElectionTimeout = DefaultHeartbeatInterval, DefaultElectionTimeout
 		cfg.SnapshotEntries, cfg.SnapshotTrailing = DefaultSnapshotEntries, DefaultSnapshotTrailing
 	})
 	if err != nil {
-		gate.Discard()
 		return withCode(ExitFailure, fmt.Errorf("dev: %w", err))
 	}
-	gate.Open()
 	var addrs []string
 	fmt.Fprintf(f.Out, "raftd dev: %d nodes, fsm %s, data in %s\n\n", opts.Nodes, opts.FSMPath, dir)
 	for _, n := range nodes {

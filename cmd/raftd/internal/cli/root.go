@@ -23,6 +23,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/raftd/raftd/cmd/raftd/internal/config"
+	"github.com/raftd/raftd/core/daemon"
 	"github.com/spf13/cobra"
 )
 
@@ -116,6 +118,8 @@ applied); 2 usage error; 3 certainly not applied.`,
 		NewCmdFSM(f),
 		NewCmdSnapshot(f),
 		NewCmdBench(f, nil),
+		NewCmdVersion(f),
+		NewCmdCompletion(f),
 	)
 	return root
 }
@@ -174,4 +178,46 @@ func argOrStdin(f *Factory, arg string) (string, error) {
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
 	return strings.TrimSpace(s)
+}
+
+// configHelp ends the help of the commands that bindConfig binds.
+const configHelp = `Every flag can also be set in the environment as RAFTD_<FLAG> (upper case,
+dashes as underscores: RAFTD_METRICS_ADDR, RAFTD_LOG_FORMAT) or as a key of
+the YAML file --config FILE (also RAFTD_CONFIG; keys are flag names:
+"metrics-addr: 127.0.0.1:9101"). The command line wins over the
+environment, which wins over the file. An unknown key or a bad value is an
+error (exit 2).`
+
+// bindConfig adds --config to cmd and, before it runs, sets the flags left
+// off the command line from RAFTD_<FLAG> and then from that file.
+func bindConfig(cmd *cobra.Command, f *Factory) {
+	var path string
+	cmd.Flags().StringVar(&path, "config", "", "YAML file of flag values, keyed by flag name (default $RAFTD_CONFIG)")
+	cmd.PreRunE = func(cmd *cobra.Command, _ []string) error {
+		getenv := f.Getenv
+		if getenv == nil {
+			getenv = func(string) string { return "" }
+		}
+		if path == "" {
+			path = getenv("RAFTD_CONFIG")
+		}
+		if err := config.Apply(cmd.Flags(), getenv, path, "config", "help"); err != nil {
+			return usageErrorf("%s: %v", cmd.Name(), err)
+		}
+		return nil
+	}
+}
+
+// addLogFlags registers --log-level and --log-format (run and dev).
+func addLogFlags(cmd *cobra.Command, level, format *string, defLevel string) {
+	cmd.Flags().StringVar(level, "log-level", defLevel, "debug, info, warn or error")
+	cmd.Flags().StringVar(format, "log-format", daemon.LogFormatText, "text (one line per record) or json (one JSON object per line)")
+}
+
+// validateLogFlags checks --log-level and --log-format of cmd.
+func validateLogFlags(cmd, level, format string) error {
+	if _, err := daemon.NewLogger(io.Discard, format, level); err != nil {
+		return usageErrorf("%s: --log-level/--log-format: %v", cmd, err)
+	}
+	return nil
 }

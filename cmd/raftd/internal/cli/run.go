@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -49,7 +48,8 @@ type RunOptions struct {
 	SnapshotTrailing  uint64
 	ClusterID         string
 	NoSync            bool
-	LogLevel          string
+	// LogLevel is debug, info, warn or error; LogFormat text or json.
+	LogLevel, LogFormat string
 	// PluginApplyTimeout is the plugin's Apply watchdog (> 0).
 	PluginApplyTimeout time.Duration
 	// PluginCallTimeout bounds the plugin's Info, Query and Digest (> 0).
@@ -75,7 +75,9 @@ plugin --fsm, the peer transport on --raft-addr and the client API on
 On first boot --peers (id=raft-addr,...) bootstraps the cluster; later boots
 read membership, hard state and log from the data dir. SIGINT/SIGTERM stop
 the node cleanly: stop accepting, finish in-flight applies, stop the plugin,
-close storage, exit 0.`,
+close storage, exit 0.
+
+`+configHelp,
 		Example: `  raftd run --fsm ./bin/raftd-fsm-kv
   raftd run --fsm ./bin/raftd-fsm-kv --id 1 --data-dir /tmp/n1 \
     --raft-addr 127.0.0.1:7101 --api-addr 127.0.0.1:8101 \
@@ -107,9 +109,10 @@ close storage, exit 0.`,
 	fl.Uint64Var(&opts.SnapshotTrailing, "snapshot-trailing", DefaultSnapshotTrailing, "entries kept in the log behind a snapshot")
 	fl.StringVar(&opts.ClusterID, "cluster-id", "", "cluster identity (default: derived from --peers)")
 	fl.BoolVar(&opts.NoSync, "unsafe-no-fsync", false, "skip fsync (testing only: loses acknowledged writes on power loss)")
-	fl.StringVar(&opts.LogLevel, "log-level", "info", "debug, info, warn or error")
+	addLogFlags(cmd, &opts.LogLevel, &opts.LogFormat, "info")
 	fl.StringVar(&opts.MetricsAddr, "metrics-addr", "", "serve /metrics (Prometheus), /healthz and /debug/pprof/ over HTTP on this address (default: off)")
 	addPluginTimeoutFlags(cmd, &opts.PluginApplyTimeout, &opts.PluginCallTimeout)
+	bindConfig(cmd, f)
 	return cmd
 }
 
@@ -203,10 +206,8 @@ func (o *RunOptions) validate(raftAddrSet bool) error {
 	if o.RaftAddr == o.APIAddr {
 		return usageErrorf("run: --raft-addr and --api-addr must differ (both %s)", o.RaftAddr)
 	}
-	switch o.LogLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		return usageErrorf("run: --log-level %q is not debug, info, warn or error", o.LogLevel)
+	if err := validateLogFlags("run", o.LogLevel, o.LogFormat); err != nil {
+		return err
 	}
 	o.peers = nil
 	if o.Peers != "" {
@@ -259,35 +260,22 @@ func (o *RunOptions) daemonConfig(log *slog.Logger) daemon.Config {
 	}
 }
 
-// newLogger returns the logger of a node: text lines on w at level
-// ("debug", "info", "warn" or "error").
-func newLogger(w io.Writer, level string) *slog.Logger {
-	lv := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}[level]
-	return slog.New(daemon.NewTextHandler(w, lv))
-}
-
 func runRun(ctx context.Context, f *Factory, opts *RunOptions) error {
-	// Logs are held back until the node serves, so that a failed start
-	// prints one line (all of it with --log-level debug).
-	gate := newGate(f.ErrOut)
-	n, err := daemon.Start(ctx, opts.daemonConfig(newLogger(gate, opts.LogLevel)))
+	// Logs go straight to stderr, replay progress included; a failed start
+	// ends with its one-line error (printed by Run).
+	log, err := daemon.NewLogger(f.ErrOut, opts.LogFormat, opts.LogLevel)
 	if err != nil {
-		if opts.LogLevel == "debug" {
-			gate.Open()
-		} else {
-			gate.Discard()
-		}
+		return usageErrorf("run: %v", err)
+	}
+	n, err := daemon.Start(ctx, opts.daemonConfig(log))
+	if err != nil {
 		return err
 	}
-	gate.Open()
-	fmt.Fprintf(f.ErrOut, "raftd: node %d serving: api %s, raft %s, data %s, fsm %s (cluster %s)\n",
-		opts.ID, n.APIAddr(), n.RaftAddr(), opts.DataDir, opts.FSMPath, n.ClusterID())
-	if opts.MetricsAddr != "" {
-		fmt.Fprintf(f.ErrOut, "raftd: node %d metrics on %s: /metrics, /healthz, /debug/pprof/\n", opts.ID, opts.MetricsAddr)
-	}
+	log = log.With("node", opts.ID)
+	log.Info("serving", "api", n.APIAddr(), "raft", n.RaftAddr(), "data_dir", opts.DataDir, "fsm", opts.FSMPath, "cluster", n.ClusterID())
 	select {
 	case <-ctx.Done():
-		fmt.Fprintf(f.ErrOut, "raftd: node %d stopping\n", opts.ID)
+		log.Info("stopping")
 		return n.Stop()
 	case <-n.Done():
 		stopErr := n.Stop()
