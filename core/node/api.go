@@ -115,6 +115,10 @@ type FSMInfo struct {
 	// Applied is the last log index whose command the FSM holds in its
 	// state: 0 for an in-memory FSM that just started.
 	Applied uint64
+	// DowngradeSafeTo is the lowest version the FSM declares the cluster
+	// may be switched back to from a higher one (0: none; see
+	// plugin/fsm.Info).
+	DowngradeSafeTo uint32
 }
 
 // Command is one committed FSM command. Its fields are those of

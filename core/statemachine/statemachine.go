@@ -73,7 +73,8 @@ func (s *StateMachine) Info(ctx context.Context) (node.FSMInfo, error) {
 	if err != nil {
 		return node.FSMInfo{}, s.crashed(err)
 	}
-	return node.FSMInfo{Name: i.Name, MinVersion: i.MinVersion, MaxVersion: i.MaxVersion, Applied: i.AppliedIndex}, nil
+	return node.FSMInfo{Name: i.Name, MinVersion: i.MinVersion, MaxVersion: i.MaxVersion, Applied: i.AppliedIndex,
+		DowngradeSafeTo: i.DowngradeSafeTo}, nil
 }
 
 // Apply implements node.StateMachine: one ApplyBatch call for a

@@ -23,6 +23,11 @@ const (
 	Format     = "raftd.kv.v1"
 	MinVersion = 1
 	MaxVersion = 2
+	// DowngradeSafeTo is the lowest version kv declares safe to switch back
+	// to: every version stores plain strings and reads them the same way
+	// (version 2 only adds the incr command), so going back to 1 only
+	// turns incr off again.
+	DowngradeSafeTo = 1
 )
 
 const degree = 32
@@ -31,17 +36,41 @@ const degree = 32
 // concurrent use, except that a Snapshot's WriteTo may run concurrently with
 // other methods (the tree is copy-on-write).
 type FSM struct {
-	tree    *btreemap.BTreeMap[string, string]
-	index   uint64
-	term    uint64
-	version uint32
+	tree       *btreemap.BTreeMap[string, string]
+	index      uint64
+	term       uint64
+	version    uint32
+	maxVersion uint32
+}
+
+// Options configure an FSM.
+type Options struct {
+	// MaxVersion caps the versions the FSM reports and runs, for a build
+	// that behaves like an older release (raftd-fsm-kv-v1, for upgrade
+	// rehearsals). 0 means MaxVersion; it must be in [MinVersion,
+	// MaxVersion].
+	MaxVersion uint32
 }
 
 var _ fsm.FSM = (*FSM)(nil)
 var _ fsm.BatchApplier = (*FSM)(nil)
 
 // New returns an empty kv FSM.
-func New() *FSM { return &FSM{tree: newTree()} }
+func New() *FSM { return &FSM{tree: newTree(), maxVersion: MaxVersion} }
+
+// NewWithOptions returns an empty kv FSM configured by o. It panics if
+// o.MaxVersion is outside [MinVersion, MaxVersion] (a programming error in
+// the plugin's main).
+func NewWithOptions(o Options) *FSM {
+	f := New()
+	if o.MaxVersion != 0 {
+		if o.MaxVersion < MinVersion || o.MaxVersion > MaxVersion {
+			panic(fmt.Sprintf("kv: Options.MaxVersion %d outside [%d,%d]", o.MaxVersion, MinVersion, MaxVersion))
+		}
+		f.maxVersion = o.MaxVersion
+	}
+	return f
+}
 
 func newTree() *btreemap.BTreeMap[string, string] {
 	return btreemap.New[string, string](degree, strings.Compare)
@@ -49,8 +78,8 @@ func newTree() *btreemap.BTreeMap[string, string] {
 
 // Info implements fsm.FSM.
 func (f *FSM) Info(context.Context) (fsm.Info, error) {
-	return fsm.Info{Name: Name, MinVersion: MinVersion, MaxVersion: MaxVersion,
-		AppliedIndex: f.index, AppliedTerm: f.term}, nil
+	return fsm.Info{Name: Name, MinVersion: MinVersion, MaxVersion: f.maxVersion,
+		AppliedIndex: f.index, AppliedTerm: f.term, DowngradeSafeTo: DowngradeSafeTo}, nil
 }
 
 // Len returns the number of keys.
@@ -58,7 +87,7 @@ func (f *FSM) Len() int { return f.tree.Len() }
 
 // Apply implements fsm.FSM.
 func (f *FSM) Apply(_ context.Context, e fsm.Entry) ([]byte, error) {
-	v, err := version.Of(Name, e, MinVersion, MaxVersion)
+	v, err := version.Of(Name, e, MinVersion, f.maxVersion)
 	if err != nil {
 		return nil, err
 	}

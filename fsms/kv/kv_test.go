@@ -119,6 +119,50 @@ func TestVersionOutOfRange(t *testing.T) {
 	}
 }
 
+// TestMaxVersionOption: a kv capped at version 1 reports 1..1, applies
+// version-1 entries like kv and refuses version-2 entries (what an older
+// release does), and its state and digest are kv's.
+func TestMaxVersionOption(t *testing.T) {
+	ctx := context.Background()
+	v1 := kv.NewWithOptions(kv.Options{MaxVersion: 1})
+	info, err := v1.Info(ctx)
+	if err != nil || info.Name != kv.Name || info.MinVersion != 1 || info.MaxVersion != 1 || info.DowngradeSafeTo != kv.DowngradeSafeTo {
+		t.Fatalf("capped Info = %+v, %v", info, err)
+	}
+	if info, _ := kv.New().Info(ctx); info.MaxVersion != kv.MaxVersion {
+		t.Fatalf("uncapped Info = %+v", info)
+	}
+	full := kv.New()
+	put := fsm.Entry{Index: 1, Term: 1, Data: []byte(`{"op":"put","key":"n","value":"1"}`), Version: 1}
+	for _, f := range []*kv.FSM{v1, full} {
+		if r, err := f.Apply(ctx, put); err != nil || string(r) != `{"ok":true}` {
+			t.Fatalf("put = %s, %v", r, err)
+		}
+	}
+	d1, _ := v1.Digest(ctx)
+	d2, _ := full.Digest(ctx)
+	if !bytes.Equal(d1, d2) {
+		t.Fatalf("digests differ: %x vs %x", d1, d2)
+	}
+	incr := fsm.Entry{Index: 2, Term: 1, Data: []byte(`{"op":"incr","key":"n","delta":1}`), Version: 2}
+	if _, err := v1.Apply(ctx, incr); !errors.Is(err, fsm.ErrVersion) {
+		t.Fatalf("capped kv applied a version-2 entry: err = %v", err)
+	}
+	if r, err := full.Apply(ctx, incr); err != nil || string(r) != `{"value":2}` {
+		t.Fatalf("incr = %s, %v", r, err)
+	}
+	for _, bad := range []uint32{3, 100} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("MaxVersion %d accepted", bad)
+				}
+			}()
+			kv.NewWithOptions(kv.Options{MaxVersion: bad})
+		}()
+	}
+}
+
 func TestEncodingVectors(t *testing.T) {
 	ctx := context.Background()
 	f := kv.New()

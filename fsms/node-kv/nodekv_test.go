@@ -183,7 +183,7 @@ func TestInfoAndProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := fsm.Info{Name: "kv", MinVersion: 1, MaxVersion: 2}
+	want := fsm.Info{Name: "kv", MinVersion: 1, MaxVersion: 2, DowngradeSafeTo: 1}
 	if info != want {
 		t.Fatalf("Info = %+v, want %+v", info, want)
 	}

@@ -31,6 +31,12 @@ type Info struct {
 	// AppliedIndex and AppliedTerm identify the last entry applied or
 	// restored; 0 for a fresh in-memory FSM.
 	AppliedIndex, AppliedTerm uint64
+	// DowngradeSafeTo is the lowest version the cluster may be switched
+	// back to after running a higher one: the FSM declares that its state,
+	// as left by any version it runs, means the same under every version
+	// from DowngradeSafeTo on. 0 declares no downgrade safe (raftd fsm
+	// activate then refuses any version below the active one).
+	DowngradeSafeTo uint32
 }
 
 // SnapshotHeader describes a snapshot body.

@@ -317,7 +317,7 @@ func (c *Client) launch(ctx context.Context) (*process, error) {
 
 func infoFromProto(r *fsmv1.InfoResponse) fsm.Info {
 	return fsm.Info{Name: r.Name, MinVersion: r.MinVersion, MaxVersion: r.MaxVersion,
-		AppliedIndex: r.AppliedIndex, AppliedTerm: r.AppliedTerm}
+		AppliedIndex: r.AppliedIndex, AppliedTerm: r.AppliedTerm, DowngradeSafeTo: r.DowngradeSafeTo}
 }
 
 // receive forwards Apply responses until the stream breaks.

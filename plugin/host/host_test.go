@@ -104,7 +104,7 @@ func TestApplyQuerySnapshotRestore(t *testing.T) {
 	ctx := context.Background()
 	c, _ := start(t, "raftd-fsm-kv", func(c *host.Config) { c.MaxBatchBytes = 4096; c.MaxInflight = 3 })
 	info, err := c.Info(ctx)
-	if err != nil || info.Name != "kv" || info.MinVersion != 1 || info.MaxVersion != 2 || info.AppliedIndex != 0 {
+	if err != nil || info.Name != "kv" || info.MinVersion != 1 || info.MaxVersion != 2 || info.AppliedIndex != 0 || info.DowngradeSafeTo != 1 {
 		t.Fatalf("info = %+v, %v", info, err)
 	}
 	es := puts(1, 5000)

@@ -19,6 +19,12 @@ const NAME = 'kv';
 /** MIN_VERSION and MAX_VERSION bound the FSM versions this implementation runs. */
 const MIN_VERSION = 1;
 const MAX_VERSION = 2;
+/**
+ * DOWNGRADE_SAFE_TO is the lowest version kv declares safe to switch back to
+ * (Info's downgrade_safe_to): every version stores plain strings, version 2
+ * only adds incr.
+ */
+const DOWNGRADE_SAFE_TO = 1;
 /** FORMAT names the snapshot body encoding. */
 const FORMAT = 'raftd.kv.v1';
 /** CHUNK_BYTES is the size of snapshot data chunks (the protocol maximum). */
@@ -550,6 +556,7 @@ module.exports = {
   NAME,
   MIN_VERSION,
   MAX_VERSION,
+  DOWNGRADE_SAFE_TO,
   FORMAT,
   CHUNK_BYTES,
   MAX_DEPTH,

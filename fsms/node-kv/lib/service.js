@@ -52,6 +52,7 @@ function handlers(kv, log = (m) => console.error(m)) {
         max_version: kvlib.MAX_VERSION,
         applied_index: kv.appliedIndex,
         applied_term: kv.appliedTerm,
+        downgrade_safe_to: kvlib.DOWNGRADE_SAFE_TO,
       });
     },
 

@@ -24,6 +24,10 @@ import sys
 NAME = "kv"
 MIN_VERSION = 1
 MAX_VERSION = 2
+# The lowest version kv declares safe to switch back to (Info's
+# downgrade_safe_to): every version stores plain strings, version 2 only
+# adds incr.
+DOWNGRADE_SAFE_TO = 1
 FORMAT = "raftd.kv.v1"
 # Snapshot data chunks are at most this long (the protocol maximum).
 CHUNK_BYTES = 1 << 20

@@ -40,7 +40,8 @@ class StateMachine:
         with self.lock:
             return self.InfoResponse(name=kvlib.NAME, min_version=kvlib.MIN_VERSION,
                                      max_version=kvlib.MAX_VERSION, applied_index=kv.applied_index,
-                                     applied_term=kv.applied_term)
+                                     applied_term=kv.applied_term,
+                                     downgrade_safe_to=kvlib.DOWNGRADE_SAFE_TO)
 
     def Apply(self, request_iterator, context):
         kv = self.kv

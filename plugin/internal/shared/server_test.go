@@ -76,7 +76,7 @@ func TestApplyPipelined(t *testing.T) {
 			t.Fatalf("after CloseSend: %v", err)
 		}
 		info, err := rpc.Info(ctx, &fsmv1.InfoRequest{})
-		if err != nil || info.Name != "kv" || info.AppliedIndex != 1000 || info.MaxVersion != 2 {
+		if err != nil || info.Name != "kv" || info.AppliedIndex != 1000 || info.MaxVersion != 2 || info.DowngradeSafeTo != 1 {
 			t.Fatalf("info %v %v", info, err)
 		}
 	}

@@ -74,9 +74,17 @@ type InfoResponse struct {
 	// a snapshot); 0 for a fresh in-memory FSM.
 	AppliedIndex uint64 `protobuf:"varint,4,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	// applied_term is the term of that entry (0 when applied_index is 0).
-	AppliedTerm   uint64 `protobuf:"varint,5,opt,name=applied_term,json=appliedTerm,proto3" json:"applied_term,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	AppliedTerm uint64 `protobuf:"varint,5,opt,name=applied_term,json=appliedTerm,proto3" json:"applied_term,omitempty"`
+	// downgrade_safe_to is the lowest version the cluster may be switched
+	// back to after running a higher one: the plugin declares that its state,
+	// as left by any version up to max_version, means the same under every
+	// version from downgrade_safe_to on. 0 (the default) declares no
+	// downgrade safe. `raftd fsm activate` refuses a version below the active
+	// one unless every member's plugin declares it safe and the operator
+	// passes --allow-downgrade.
+	DowngradeSafeTo uint32 `protobuf:"varint,6,opt,name=downgrade_safe_to,json=downgradeSafeTo,proto3" json:"downgrade_safe_to,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *InfoResponse) Reset() {
@@ -140,6 +148,13 @@ func (x *InfoResponse) GetAppliedIndex() uint64 {
 func (x *InfoResponse) GetAppliedTerm() uint64 {
 	if x != nil {
 		return x.AppliedTerm
+	}
+	return 0
+}
+
+func (x *InfoResponse) GetDowngradeSafeTo() uint32 {
+	if x != nil {
+		return x.DowngradeSafeTo
 	}
 	return 0
 }
@@ -710,7 +725,7 @@ var File_fsm_v1_fsm_proto protoreflect.FileDescriptor
 const file_fsm_v1_fsm_proto_rawDesc = "" +
 	"\n" +
 	"\x10fsm/v1/fsm.proto\x12\fraftd.fsm.v1\"\r\n" +
-	"\vInfoRequest\"\xac\x01\n" +
+	"\vInfoRequest\"\xd8\x01\n" +
 	"\fInfoResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vmin_version\x18\x02 \x01(\rR\n" +
@@ -718,7 +733,8 @@ const file_fsm_v1_fsm_proto_rawDesc = "" +
 	"\vmax_version\x18\x03 \x01(\rR\n" +
 	"maxVersion\x12#\n" +
 	"\rapplied_index\x18\x04 \x01(\x04R\fappliedIndex\x12!\n" +
-	"\fapplied_term\x18\x05 \x01(\x04R\vappliedTerm\"_\n" +
+	"\fapplied_term\x18\x05 \x01(\x04R\vappliedTerm\x12*\n" +
+	"\x11downgrade_safe_to\x18\x06 \x01(\rR\x0fdowngradeSafeTo\"_\n" +
 	"\x05Entry\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x12\n" +
