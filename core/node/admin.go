@@ -41,7 +41,9 @@ type Status struct {
 	// SendingSnapshot lists followers the leader is streaming a snapshot to.
 	SendingSnapshot []uint64
 	// Ready reports whether the restart replay is over.
-	Ready   bool
+	Ready bool
+	// Halted is set while apply is halted (halt.go).
+	Halted  *Halt
 	Metrics Metrics
 }
 
@@ -84,6 +86,7 @@ func (n *Node) fillApplierStatus(st *Status) {
 		st.Ready = true
 	default:
 	}
+	st.Halted = n.Halted()
 	st.Metrics = n.Metrics()
 }
 
@@ -337,14 +340,17 @@ type Metrics struct {
 	Compactions          uint64
 	StateMachineRestarts uint64
 	StepErrors           uint64
-	ThrottledRounds      uint64 // loop rounds that refused proposals (apply backlog)
+	ThrottledRounds      uint64 // proposals refused because the apply backlog was full (ErrOverloaded)
+	ApplySpills          uint64 // committed batches left in Storage for the state machine to read back (apply backlog full, or halted)
+	Halts                uint64 // times apply halted (halt.go)
+	CommandsSkipped      uint64 // commands skipped on an fsm skip entry
 }
 
 type metrics struct {
 	proposals, proposalsDropped, saves, syncs, entriesSaved, messagesSent  atomic.Uint64
 	readIndexRounds, reads, applyBatches, commandsApplied, snapshotsTaken  atomic.Uint64
 	snapshotsInstalled, snapshotsSent, compactions, smRestarts, stepErrors atomic.Uint64
-	throttled, snapshotsStarted                                            atomic.Uint64
+	throttled, snapshotsStarted, halts, commandsSkipped, spills            atomic.Uint64
 }
 
 // Metrics returns the node's counters.
@@ -359,5 +365,6 @@ func (n *Node) Metrics() Metrics {
 		SnapshotsSent: m.snapshotsSent.Load(), Compactions: m.compactions.Load(),
 		StateMachineRestarts: m.smRestarts.Load(), StepErrors: m.stepErrors.Load(),
 		ThrottledRounds: m.throttled.Load(), SnapshotsStarted: m.snapshotsStarted.Load(),
+		Halts: m.halts.Load(), CommandsSkipped: m.commandsSkipped.Load(), ApplySpills: m.spills.Load(),
 	}
 }

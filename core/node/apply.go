@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -13,15 +14,42 @@ import (
 // applyTask is what the loop hands the apply goroutine from one Ready: an
 // installed snapshot (first) and committed entries (after it), with the
 // ConfState raft returned for each membership entry.
+//
+// The entries are either held in ents or, when the apply backlog held in
+// memory is over Config.MaxApplyBacklogBytes or apply is halted, only
+// named by the range [lo, hi]: the apply goroutine reads them back from
+// Storage when it gets there. They are committed and durable (the loop
+// persists a Ready before it hands its committed entries over), and the
+// log is never compacted beyond the applied index (onSnapshotTaken), so
+// they are there unless a snapshot installed from the leader replaced
+// them, which then comes next in the queue and covers them.
 type applyTask struct {
 	snap       *raft.Snapshot
 	ents       []raft.Entry
+	lo, hi     uint64 // entries to read from Storage when ents is nil and hi > 0
+	bytes      int64  // bytes of ents, counted in applier.backlogBytes
 	confStates map[uint64]raft.ConfState
 }
 
+// last is the index of the task's last entry (0: none).
+func (t *applyTask) last() uint64 {
+	if n := len(t.ents); n > 0 {
+		return t.ents[n-1].Index
+	}
+	return t.hi
+}
+
+// entryBytes is what an entry costs in the apply backlog.
+func entryBytes(e *raft.Entry) int64 { return int64(len(e.Data)) + 48 }
+
+// replayChunkBytes bounds one read of committed entries from Storage
+// (replay after a state machine restart, spilled backlog, resuming a halt).
+const replayChunkBytes = 4 << 20
+
 // applier is the apply goroutine: it feeds committed entries to the state
 // machine in log order, in batches, routes results to waiting callers,
-// starts snapshots between batches (snapjob.go) and restarts a crashed state machine.
+// starts snapshots between batches (snapjob.go), restarts a crashed state
+// machine and halts apply on a command it keeps failing on (halt.go).
 type applier struct {
 	n   *Node
 	sm  StateMachine
@@ -34,8 +62,14 @@ type applier struct {
 	fatalE   error
 	signal   chan struct{}
 	snapReqs []chan snapReply
-	backlog  atomic.Int64 // entries handed over and not yet processed
 	donec    chan struct{}
+	// backlogBytes is the size of the entries handed over in memory and
+	// not yet processed; spilled counts the tasks handed over as ranges
+	// (entries left in Storage) and not yet processed. Together they are
+	// the apply backlog the loop refuses proposals on (overloaded).
+	backlogBytes atomic.Int64
+	spilled      atomic.Int64
+	backlogPeak  atomic.Int64 // highest backlogBytes seen
 
 	// queryMu is held shared by queries and exclusively while the state
 	// machine is being restored or restarted.
@@ -50,11 +84,24 @@ type applier struct {
 	info        FSMInfo
 	metaDirty   bool   // meta changed since publishStatus
 	restarts    uint64 // state machine restarts so far
+	handedHi    uint64 // highest committed index handed over by the loop
+	// covered is set when committed entries being read back from Storage
+	// turned out to be replaced by a snapshot the loop installed: entries
+	// are dropped until that snapshot's task arrives.
+	covered bool
+
+	// Halted apply (halt.go).
+	halt      *Halt           // non-nil while halted (published in Node.halt)
+	scanned   uint64          // while halted: committed entries up to here were searched for a skip entry
+	skipNext  uint64          // resuming on a skip entry: the command at this index is skipped
+	skipped   []uint64        // commands skipped above lastSnap's index; a replay skips them too
+	resumedBy map[uint64]bool // skip entry index -> this node skipped its target on it
 
 	// Local snapshots (snapjob.go).
-	job          *snapJob         // the snapshot whose body is being written, or nil
-	pendingReqs  []chan snapReply // ExportSnapshot callers not yet served
-	snapFailedAt uint64           // no automatic retry before applied passes it
+	job           *snapJob         // the snapshot whose body is being written, or nil
+	pendingReqs   []chan snapReply // ExportSnapshot callers not yet served
+	snapFailedAt  uint64           // no automatic retry before applied passes it
+	snapAfterSkip bool             // take a snapshot as soon as possible (a command was skipped)
 
 	statusMu   sync.Mutex
 	statusMeta clusterMeta // copy of meta for Status
@@ -71,14 +118,34 @@ func newApplier(n *Node, meta clusterMeta, snap raft.Snapshot, info FSMInfo, fsm
 		n: n, sm: n.sm, ctx: context.Background(),
 		signal: make(chan struct{}, 1), donec: make(chan struct{}),
 		meta: meta, applied: snap.Metadata.Index, appliedTerm: snap.Metadata.Term,
-		fsmApplied: fsmApplied, lastSnap: snap, info: info,
+		fsmApplied: fsmApplied, lastSnap: snap, info: info, handedHi: snap.Metadata.Index,
+		resumedBy: map[uint64]bool{},
 	}
 	a.publishStatus()
 	return a
 }
 
+// enqueue hands a task to the apply goroutine (loop goroutine). Its
+// entries stay in memory while the backlog held in memory is within
+// Config.MaxApplyBacklogBytes and apply is not halted; otherwise only
+// their range is handed over (see applyTask).
 func (a *applier) enqueue(t applyTask) {
-	a.backlog.Add(int64(len(t.ents)))
+	if len(t.ents) > 0 {
+		var b int64
+		for i := range t.ents {
+			b += entryBytes(&t.ents[i])
+		}
+		if a.n.halt.Load() != nil || a.backlogBytes.Load()+b > a.n.cfg.MaxApplyBacklogBytes {
+			t.lo, t.hi, t.ents = t.ents[0].Index, t.ents[len(t.ents)-1].Index, nil
+			a.spilled.Add(1)
+			a.n.m.spills.Add(1)
+		} else {
+			t.bytes = b
+			if v := a.backlogBytes.Add(b); v > a.backlogPeak.Load() {
+				a.backlogPeak.Store(v) // loop goroutine only
+			}
+		}
+	}
 	a.mu.Lock()
 	a.tasks = append(a.tasks, t)
 	a.mu.Unlock()
@@ -159,12 +226,16 @@ func (a *applier) run() {
 			<-a.signal
 			continue
 		}
-		var handed int64
-		for _, t := range tasks {
-			handed += int64(len(t.ents))
+		var handed, ranges int64
+		for i := range tasks {
+			handed += tasks[i].bytes
+			if tasks[i].ents == nil && tasks[i].hi > 0 {
+				ranges++
+			}
 		}
 		err := a.process(tasks)
-		a.backlog.Add(-handed)
+		a.backlogBytes.Add(-handed)
+		a.spilled.Add(-ranges)
 		if err == nil && a.snapshotDue() {
 			err = a.startSnapshot()
 		}
@@ -189,32 +260,106 @@ func replySnap(reqs []chan snapReply, s raft.Snapshot, err error) {
 	}
 }
 
+// overloaded reports whether the apply backlog is over its bound
+// (Config.MaxApplyBacklogBytes): proposals are refused then.
+func (a *applier) overloaded() bool {
+	return a.backlogBytes.Load() >= a.n.cfg.MaxApplyBacklogBytes || a.spilled.Load() > 0
+}
+
 // process applies tasks in order: entries are merged across tasks into
-// batches; a snapshot splits them.
+// batches; a snapshot or a range read from Storage splits them. While
+// apply is halted, entries are dropped (they are read back from Storage on
+// resuming) and searched for a skip entry (halt.go).
 func (a *applier) process(tasks []applyTask) error {
+	// Raft installs a snapshot only beyond its commit index, so it covers
+	// every entry handed over before it: start at the last snapshot.
+	start := 0
+	for i := range tasks {
+		if tasks[i].snap != nil {
+			start = i
+		}
+		a.handedHi = max(a.handedHi, tasks[i].last())
+	}
 	var ents []raft.Entry
 	confStates := map[uint64]raft.ConfState{}
 	flush := func() error {
-		err := a.applyEntries(ents, confStates)
+		var err error
+		if a.halt == nil && !a.covered {
+			err = a.applyEntries(ents, confStates)
+		}
 		ents = nil
 		clear(confStates)
 		return err
 	}
-	for _, t := range tasks {
+	for i := range tasks[start:] {
+		t := &tasks[start+i]
 		if t.snap != nil {
 			if err := flush(); err != nil {
 				return err
 			}
+			a.covered = false
 			if err := a.install(*t.snap); err != nil {
 				return err
 			}
+		}
+		if t.ents == nil && t.hi > 0 {
+			if err := flush(); err != nil {
+				return err
+			}
+			if err := a.applyRange(t.lo, t.hi, t.confStates); err != nil {
+				return err
+			}
+			continue
 		}
 		ents = append(ents, t.ents...)
 		for k, v := range t.confStates {
 			confStates[k] = v
 		}
 	}
-	return flush()
+	if err := flush(); err != nil {
+		return err
+	}
+	return a.whileHalted()
+}
+
+// applyRange applies the committed entries [lo, hi], reading them from
+// Storage in chunks. It stops early when apply halts or the entries turn
+// out to be covered by a snapshot the loop installed meanwhile.
+func (a *applier) applyRange(lo, hi uint64, confStates map[uint64]raft.ConfState) error {
+	for a.halt == nil && !a.covered {
+		lo = max(lo, a.applied+1)
+		if lo > hi {
+			return nil
+		}
+		ents, err := a.readCommitted(lo, hi)
+		if err != nil || ents == nil {
+			return err
+		}
+		if err := a.applyEntries(ents, confStates); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readCommitted reads up to replayChunkBytes of the committed entries
+// [lo, hi] from Storage. It returns nil, nil (and sets covered) when they
+// were replaced by a snapshot the loop installed (next in the queue).
+func (a *applier) readCommitted(lo, hi uint64) ([]raft.Entry, error) {
+	ents, err := a.n.st.Entries(lo, hi+1, replayChunkBytes)
+	if errors.Is(err, raft.ErrCompacted) {
+		if s, serr := a.n.st.Snapshot(); serr == nil && s.Metadata.Index >= lo {
+			a.covered = true
+			return nil, nil
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("node: apply: read committed entries [%d,%d] from storage: %w", lo, hi, err)
+	}
+	if len(ents) == 0 || ents[0].Index != lo {
+		return nil, fmt.Errorf("node: apply: storage returned no entry at committed index %d", lo)
+	}
+	return ents, nil
 }
 
 // install restores the state machine from a snapshot raft installed.
@@ -242,8 +387,17 @@ func (a *applier) install(snap raft.Snapshot) error {
 	}
 	a.applied, a.appliedTerm, a.fsmApplied = si, snap.Metadata.Term, si
 	a.lastSnap = snap
+	a.pruneSkipped()
+	if a.skipNext <= si {
+		a.skipNext = 0
+	}
 	a.metaDirty = true
 	a.publish()
+	if a.halt != nil {
+		// si > commit index >= the halt index: the leader's state covers
+		// the command this node failed on.
+		a.resume(fmt.Sprintf("installed a snapshot at index %d from the leader, which covers it", si))
+	}
 	return nil
 }
 
@@ -260,7 +414,9 @@ func (a *applier) checkVersion(v uint32, at uint64) error {
 	return nil
 }
 
-// applyEntries applies consecutive committed entries.
+// applyEntries applies consecutive committed entries. If the state machine
+// keeps failing on a command, it applies everything before it, halts
+// (a.halt is set) and returns nil.
 func (a *applier) applyEntries(ents []raft.Entry, confStates map[uint64]raft.ConfState) error {
 	maxBatch := a.n.cfg.MaxApplyBatch
 	var (
@@ -272,11 +428,13 @@ func (a *applier) applyEntries(ents []raft.Entry, confStates map[uint64]raft.Con
 		if len(obs) == 0 {
 			return nil
 		}
+		var halt *haltAt
 		if len(cmds) > 0 {
-			res, err := a.applyCmds(cmds)
+			res, h, err := a.applyCmds(cmds)
 			if err != nil {
 				return err
 			}
+			halt = h
 			for i, r := range res {
 				o := &obs[cmdAt[i]]
 				if r.err != nil {
@@ -285,20 +443,36 @@ func (a *applier) applyEntries(ents []raft.Entry, confStates map[uint64]raft.Con
 					o.val = r.val
 				}
 			}
-			a.n.m.applyBatches.Add(1)
-			a.n.m.commandsApplied.Add(uint64(len(cmds)))
-			a.fsmApplied = max(a.fsmApplied, cmds[len(cmds)-1].Index)
+			if len(res) > 0 {
+				a.n.m.applyBatches.Add(1)
+				a.n.m.commandsApplied.Add(uint64(len(res)))
+				a.fsmApplied = max(a.fsmApplied, cmds[len(res)-1].Index)
+			}
 		}
-		// Publish first: a caller that got its result sees Applied() >= its
-		// index.
-		last := obs[len(obs)-1]
-		a.applied, a.appliedTerm = last.index, last.term
-		a.publish()
-		a.n.waits.applied(obs)
+		done := obs
+		if halt != nil {
+			// Everything before the failing command is processed; it and
+			// the rest are not.
+			done = obs[:cmdAt[len(halt.results)]]
+		}
+		if len(done) > 0 {
+			// Publish first: a caller that got its result sees Applied() >=
+			// its index.
+			last := done[len(done)-1]
+			a.applied, a.appliedTerm = last.index, last.term
+			a.publish()
+			a.n.waits.applied(done)
+		}
+		if halt != nil {
+			a.enterHalt(halt.index, halt.attempts, halt.cause)
+		}
 		cmds, obs, cmdAt = cmds[:0], obs[:0], cmdAt[:0]
 		return nil
 	}
 	for _, e := range ents {
+		if a.halt != nil {
+			return nil
+		}
 		if e.Index <= a.applied {
 			continue // covered by an installed snapshot
 		}
@@ -318,12 +492,28 @@ func (a *applier) applyEntries(ents []raft.Entry, confStates map[uint64]raft.Con
 			if env.proposer == a.n.id {
 				o.req = env.req
 			}
+			if env.kind != kindCommand {
+				// NB: commands before an entry that changes the node's
+				// state are applied first, so that a halt on one of them
+				// never leaves the change recorded ahead of the applied
+				// index.
+				if err := flush(); err != nil || a.halt != nil {
+					return err
+				}
+			}
 			switch env.kind {
 			case kindCommand:
-				if e.Index > a.fsmApplied {
+				switch {
+				case e.Index == a.skipNext:
+					a.skipNext = 0
+					a.skipped = append(a.skipped, e.Index)
+					a.snapAfterSkip = true
+					a.n.m.commandsSkipped.Add(1)
+					o.err = NotApplied(fmt.Errorf("%w: entry %d was skipped by fsm skip after the state machine kept failing on it", ErrSkipped, e.Index))
+				case e.Index > a.fsmApplied:
 					cmdAt = append(cmdAt, len(obs))
 					cmds = append(cmds, Command{Index: e.Index, Term: e.Term, Data: env.payload, Version: a.meta.version})
-				} else if o.req != 0 {
+				case o.req != 0:
 					o.err = fmt.Errorf("%w: entry %d was applied before a state machine restart; its result is lost", ErrOutcomeUnknown, e.Index)
 				}
 			case kindVersion:
@@ -332,8 +522,19 @@ func (a *applier) applyEntries(ents []raft.Entry, confStates map[uint64]raft.Con
 				}
 				a.meta.version, a.meta.versionIndex = env.version, e.Index
 				a.metaDirty = true
+			case kindSkip:
+				// Apply is not halted here (it would not have reached this
+				// entry): the skip changes nothing, unless this node
+				// resumed on it.
+				if a.resumedBy[e.Index] {
+					delete(a.resumedBy, e.Index)
+					o.val = skippedHere
+				}
 			}
 		case raft.EntryConfChange:
+			if err := flush(); err != nil || a.halt != nil {
+				return err
+			}
 			var cc raft.ConfChange
 			if err := cc.Unmarshal(e.Data); err != nil {
 				return fmt.Errorf("node: apply: conf change entry %d is malformed: %w", e.Index, err)
@@ -365,61 +566,105 @@ func (a *applier) applyEntries(ents []raft.Entry, confStates map[uint64]raft.Con
 	return flush()
 }
 
+// skippedHere is the result of a skip entry on the node that proposed it
+// when that node skipped the command on it.
+var skippedHere = []byte("skipped")
+
 type cmdResult struct {
 	val []byte
 	err error
 }
 
+// haltAt reports the command the state machine kept failing on.
+type haltAt struct {
+	index    uint64
+	attempts int
+	cause    error
+	results  []cmdResult // of the commands before it
+}
+
 // applyCmds applies cmds, restarting a crashed state machine (restore the
-// latest snapshot, replay the log up to the batch) and retrying the batch.
-// Commands the state machine reports as already applied after a restart
-// (a persistent FSM that crashed mid-batch) are not applied again; their
+// latest snapshot, replay the log up to the batch) and retrying. Commands
+// the state machine reports as already applied after a restart (a
+// persistent FSM that crashed mid-batch) are not applied again; their
 // results are lost (ErrOutcomeUnknown for their callers).
-func (a *applier) applyCmds(cmds []Command) ([]cmdResult, error) {
-	first, last := cmds[0].Index, cmds[len(cmds)-1].Index
-	out := make([]cmdResult, len(cmds))
+//
+// After a second failure in a row at the same position it retries one
+// command at a time, so that a failure names its command. If one command
+// fails more than Config.MaxRestarts times in a row (each attempt after a
+// restart, restore and replay), it returns the results of the commands
+// before it and a non-nil *haltAt; the state machine is then back just
+// before that command. A failed restart is environmental: after
+// MaxRestarts of them in a row the error is fatal.
+func (a *applier) applyCmds(cmds []Command) ([]cmdResult, *haltAt, error) {
+	last := cmds[len(cmds)-1].Index
+	out := make([]cmdResult, 0, len(cmds))
 	todo := cmds
-	failures := 0
-	for {
-		res, err := a.sm.Apply(a.ctx, todo)
-		if err == nil && len(res) != len(todo) {
-			return nil, fmt.Errorf("node: state machine %q returned %d results for %d commands [%d,%d]", a.info.Name, len(res), len(todo), todo[0].Index, last)
+	single := false
+	var failIdx uint64
+	attempts := 0 // failed attempts in a row starting at failIdx
+	for len(todo) > 0 {
+		batch := todo
+		if single {
+			batch = todo[:1]
 		}
+		res, err := a.sm.Apply(a.ctx, batch)
 		if err == nil {
-			off := len(cmds) - len(todo)
-			for i, r := range res {
-				out[off+i] = cmdResult{val: r}
+			if len(res) != len(batch) {
+				return nil, nil, fmt.Errorf("node: state machine %q returned %d results for %d commands [%d,%d]", a.info.Name, len(res), len(batch), batch[0].Index, batch[len(batch)-1].Index)
 			}
-			return out, nil
+			for _, r := range res {
+				out = append(out, cmdResult{val: r})
+			}
+			todo = todo[len(batch):]
+			continue
 		}
 		if !errors.Is(err, ErrStateMachineCrashed) {
-			return nil, fmt.Errorf("node: state machine %q failed applying [%d,%d]: %w", a.info.Name, todo[0].Index, last, err)
+			return nil, nil, fmt.Errorf("node: state machine %q failed applying [%d,%d]: %w", a.info.Name, todo[0].Index, last, err)
 		}
-		// Recover to just before the batch, then retry what is left.
-		for {
-			failures++
-			if failures > a.n.cfg.MaxRestarts {
-				return nil, fmt.Errorf("node: state machine %q: %d restarts in a row failed at index %d: %w", a.info.Name, failures-1, todo[0].Index, err)
+		if todo[0].Index != failIdx {
+			failIdx, attempts = todo[0].Index, 0
+		}
+		attempts++
+		if single && attempts > a.n.cfg.MaxRestarts {
+			// Bring the state machine back to just before the command:
+			// its state is unknown after the failure.
+			if err := a.withRecover(failIdx - 1); err != nil {
+				return nil, nil, err
 			}
-			var at uint64
-			at, err = a.recover(first-1, last)
-			if err == nil {
-				a.fsmApplied = max(a.fsmApplied, at)
-				// at >= first-1: the FSM already holds commands up to at.
-				for len(todo) > 0 && todo[0].Index <= at {
-					out[len(cmds)-len(todo)] = cmdResult{err: fmt.Errorf("%w: entry %d was applied by a state machine that then crashed; its result is lost", ErrOutcomeUnknown, todo[0].Index)}
-					todo = todo[1:]
-				}
-				if len(todo) == 0 {
-					return out, nil
-				}
-				break
-			}
-			if !errors.Is(err, ErrStateMachineCrashed) && !errors.Is(err, errRestartFailed) {
-				return nil, err
-			}
+			return out, &haltAt{index: failIdx, attempts: attempts, cause: err, results: out}, nil
+		}
+		single = single || attempts >= 2
+		// Recover to just before what is left, then retry.
+		at, err := a.recoverRetry(todo[0].Index-1, last)
+		if err != nil {
+			return nil, nil, err
+		}
+		// at >= todo[0].Index-1: the FSM already holds commands up to at.
+		for len(todo) > 0 && todo[0].Index <= at {
+			out = append(out, cmdResult{err: fmt.Errorf("%w: entry %d was applied by a state machine that then crashed; its result is lost", ErrOutcomeUnknown, todo[0].Index)})
+			todo = todo[1:]
 		}
 	}
+	return out, nil, nil
+}
+
+// recoverRetry restarts the state machine and brings it to target
+// (recover), with the restart budget: after Config.MaxRestarts failed
+// attempts in a row the error is fatal.
+func (a *applier) recoverRetry(target, limit uint64) (uint64, error) {
+	var err error
+	for failures := 1; failures <= a.n.cfg.MaxRestarts; failures++ {
+		var at uint64
+		if at, err = a.recover(target, limit); err == nil {
+			a.fsmApplied = max(a.fsmApplied, at)
+			return at, nil
+		}
+		if !errors.Is(err, ErrStateMachineCrashed) && !errors.Is(err, errRestartFailed) {
+			return 0, err
+		}
+	}
+	return 0, fmt.Errorf("node: state machine %q: %d restarts in a row failed at index %d: %w", a.info.Name, a.n.cfg.MaxRestarts, target+1, err)
 }
 
 var errRestartFailed = errors.New("node: state machine restart failed")
@@ -527,7 +772,7 @@ func (a *applier) recover(target, limit uint64) (uint64, error) {
 			case kindVersion:
 				version = env.version
 			case kindCommand:
-				if e.Index > held {
+				if e.Index > held && !slices.Contains(a.skipped, e.Index) {
 					cmds = append(cmds, Command{Index: e.Index, Term: e.Term, Data: env.payload, Version: version})
 				}
 			}
@@ -557,18 +802,8 @@ func (a *applier) restoreOrHeader(snap raft.Snapshot, restore bool) (SnapshotHea
 // withRecover restarts the state machine and replays up to target, with
 // the restart budget.
 func (a *applier) withRecover(target uint64) error {
-	var err error
-	for failures := 1; failures <= a.n.cfg.MaxRestarts; failures++ {
-		var at uint64
-		if at, err = a.recover(target, target); err == nil {
-			a.fsmApplied = max(a.fsmApplied, at)
-			return nil
-		}
-		if !errors.Is(err, ErrStateMachineCrashed) && !errors.Is(err, errRestartFailed) {
-			return err
-		}
-	}
-	return fmt.Errorf("node: state machine %q: %d restarts in a row failed at index %d: %w", a.info.Name, a.n.cfg.MaxRestarts, target+1, err)
+	_, err := a.recoverRetry(target, target)
+	return err
 }
 
 // publish makes the applied index visible to readers and Status.

@@ -17,7 +17,8 @@ const (
 	DefaultMaxSizePerMsg     = 1 << 20
 	DefaultMaxInflightMsgs   = 256
 	DefaultMaxApplyBatch     = 1024
-	DefaultMaxApplyBacklog   = 64 << 10
+	// DefaultMaxApplyBacklogBytes is the default Config.MaxApplyBacklogBytes.
+	DefaultMaxApplyBacklogBytes = 64 << 20
 )
 
 // Peer is a member's id and addresses.
@@ -70,10 +71,14 @@ type Config struct {
 	// MaxApplyBatch bounds the commands handed to one StateMachine.Apply.
 	// The default is DefaultMaxApplyBatch.
 	MaxApplyBatch int
-	// MaxApplyBacklog is how many committed entries may wait for the state
-	// machine before the node stops taking new proposals (they wait in
-	// Propose). The default is DefaultMaxApplyBacklog.
-	MaxApplyBacklog int
+	// MaxApplyBacklogBytes bounds the committed entries waiting in memory
+	// for the state machine (a slow plugin, a restart replay). Beyond it,
+	// committed entries are left in Storage and read back when the state
+	// machine gets to them, and new proposals on this node are refused
+	// with ErrOverloaded (ErrNotApplied: backpressure) until the backlog is
+	// back under the bound. The default is DefaultMaxApplyBacklogBytes
+	// (64 MiB).
+	MaxApplyBacklogBytes int64
 	// LeaderChangeWait is how long a caller whose command was handed to
 	// raft before a leadership change (a new term, or the leader lost)
 	// keeps waiting for a definite outcome — its entry applied, or another
@@ -147,8 +152,8 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.MaxApplyBatch <= 0 {
 		cfg.MaxApplyBatch = DefaultMaxApplyBatch
 	}
-	if cfg.MaxApplyBacklog <= 0 {
-		cfg.MaxApplyBacklog = DefaultMaxApplyBacklog
+	if cfg.MaxApplyBacklogBytes <= 0 {
+		cfg.MaxApplyBacklogBytes = DefaultMaxApplyBacklogBytes
 	}
 	if cfg.MaxRestarts <= 0 {
 		cfg.MaxRestarts = 3

@@ -16,13 +16,17 @@ import (
 //	len(Data) == 0                     no-op (a new leader's empty entry)
 //	kindCommand  uvarint(proposer) uvarint(request id) payload
 //	kindVersion  uvarint(proposer) uvarint(request id) uvarint(version)
+//	kindSkip     uvarint(proposer) uvarint(request id) uvarint(index)
 //
 // proposer and request id route the result back to the waiting caller on
 // the proposing node; every other replica ignores them. Only kindCommand
-// payloads reach StateMachine.Apply.
+// payloads reach StateMachine.Apply. A kindSkip entry (Node.Skip) names the
+// index of a command that replicas whose apply is halted there skip; it
+// changes nothing on the others.
 const (
 	kindCommand byte = 1
 	kindVersion byte = 2
+	kindSkip    byte = 3
 )
 
 // envelopeOverhead bounds the bytes encodeEnvelope adds to a payload.
@@ -34,6 +38,7 @@ type envelope struct {
 	req      uint64
 	payload  []byte // kindCommand
 	version  uint32 // kindVersion
+	skip     uint64 // kindSkip: the index of the command to skip
 }
 
 func encodeCommand(proposer, req uint64, payload []byte) []byte {
@@ -50,6 +55,14 @@ func encodeVersion(proposer, req uint64, version uint32) []byte {
 	b = binary.AppendUvarint(b, proposer)
 	b = binary.AppendUvarint(b, req)
 	return binary.AppendUvarint(b, uint64(version))
+}
+
+func encodeSkip(proposer, req, index uint64) []byte {
+	b := make([]byte, 0, envelopeOverhead+binary.MaxVarintLen64)
+	b = append(b, kindSkip)
+	b = binary.AppendUvarint(b, proposer)
+	b = binary.AppendUvarint(b, req)
+	return binary.AppendUvarint(b, index)
 }
 
 // decodeEnvelope parses non-empty entry data. The payload aliases data.
@@ -78,6 +91,12 @@ func decodeEnvelope(data []byte) (envelope, error) {
 			return e, errors.New("bad fsm version")
 		}
 		e.version = uint32(v)
+	case kindSkip:
+		v, n := binary.Uvarint(rest)
+		if n <= 0 || n != len(rest) || v == 0 {
+			return e, errors.New("bad skip index")
+		}
+		e.skip = v
 	default:
 		return e, fmt.Errorf("unknown entry kind %d", e.kind)
 	}

@@ -1,6 +1,9 @@
 package node
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Outcome classes. Every error a request method of Node returns (Propose,
 // ProposeEntry, Read, ReadIndex, StaleRead, AddMember, AddLearner, Promote,
@@ -23,7 +26,11 @@ import "errors"
 //
 // No error matches both ErrNotApplied and ErrOutcomeUnknown. ErrFatal is
 // matched in addition when the node has fail-stopped, and by Err and Stop
-// then.
+// then. ErrHalted is matched in addition (by a *HaltedError) when the
+// request met a node whose apply is halted (Status.Halted): a refusal
+// (with ErrNotApplied), a proposal that was waiting for its entry to be
+// applied (with ErrOutcomeUnknown), or a linearizable read whose read index
+// is beyond the halt (alone).
 var (
 	// ErrNotApplied classes a refusal: certainly not applied, safe to retry.
 	ErrNotApplied = errors.New("node: not applied")
@@ -55,7 +62,47 @@ var (
 	ErrNoSnapshot = errors.New("node: no snapshot yet")
 	// ErrBadRequest: the request is malformed (for example member id 0).
 	ErrBadRequest = errors.New("node: bad request")
+	// ErrHalted: this node's apply is halted (see HaltedError).
+	ErrHalted = errors.New("node: apply halted")
+	// ErrSkipped: the command was committed but this replica skipped it on
+	// an `fsm skip` entry (Node.Skip) while its apply was halted there. It
+	// is wrapped with ErrNotApplied: this replica never applied it.
+	ErrSkipped = errors.New("node: command skipped")
+	// ErrOverloaded: the state machine is too far behind (the apply
+	// backlog exceeds Config.MaxApplyBacklogBytes); new proposals are
+	// refused until it catches up (backpressure).
+	ErrOverloaded = errors.New("node: overloaded")
 )
+
+// Halt describes a halted apply: the state machine failed on the command
+// at Index again after Config.MaxRestarts restarts, each restoring the
+// latest snapshot and replaying the log. The node applied everything
+// before Index and stays in raft (it replicates, votes and may lead); it
+// applies nothing more until an `fsm skip` entry for Index (Node.Skip) is
+// committed or a snapshot from the leader covers Index.
+type Halt struct {
+	Index  uint64
+	Reason string
+}
+
+// HaltedError reports that a request met a halted node. It matches
+// ErrHalted (errors.Is); errors.As gives the halt.
+type HaltedError struct {
+	Halt Halt
+	// What the halt means for the request (may be empty).
+	What string
+}
+
+func (e *HaltedError) Error() string {
+	s := fmt.Sprintf("node: apply halted at index %d: %s", e.Halt.Index, e.Halt.Reason)
+	if e.What != "" {
+		s += "; " + e.What
+	}
+	return s
+}
+
+// Is makes errors.Is(err, ErrHalted) true.
+func (e *HaltedError) Is(target error) bool { return target == ErrHalted }
 
 // Errors of the components the node drives.
 var (

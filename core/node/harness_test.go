@@ -306,6 +306,8 @@ func (t *transport) Close() error                   { return nil }
 //	add:N       sum += N; result "sum=<sum>"
 //	echo:X      result "X@<index>"
 //	put:K:V     kv[K] = V; result "ok"
+//	poison:X    crashes the state machine every time it is applied (a
+//	            deterministic poison pill: the plugin panics on it)
 //
 // Queries: "sum", "get:K", "applied". It records violations of the
 // exactly-once, in-order contract.
@@ -319,6 +321,8 @@ type testFSM struct {
 	bad     []string
 
 	crashAt         map[uint64]bool // crash when a batch contains one of these (once each)
+	poisonHits      int             // Apply calls that met a poison command
+	immune          bool            // poison commands are no-ops (result "ok")
 	crashed         bool
 	restartFails    int // Restart fails this many more times
 	restarts        int
@@ -362,6 +366,14 @@ func (f *testFSM) Apply(ctx context.Context, cmds []Command) ([][]byte, error) {
 		return nil, f.failWith
 	}
 	for _, c := range cmds {
+		if strings.HasPrefix(string(c.Data), "poison:") && !f.immune {
+			f.poisonHits++
+			f.crashed = true
+			if !f.persistent {
+				f.applied, f.sum, f.kv = 0, 0, map[string]string{}
+			}
+			return nil, fmt.Errorf("apply %d: plugin panicked: %w", c.Index, ErrStateMachineCrashed)
+		}
 		if f.crashAt[c.Index] {
 			delete(f.crashAt, c.Index)
 			f.crashed = true
@@ -398,6 +410,8 @@ func (f *testFSM) Apply(ctx context.Context, cmds []Command) ([][]byte, error) {
 			n, _ := strconv.Atoi(f.kv[k])
 			f.kv[k] = strconv.Itoa(n + 1)
 			out[i] = []byte(fmt.Sprintf("%s@%d", s[5:], c.Index))
+		case strings.HasPrefix(s, "poison:"):
+			out[i] = []byte("ok")
 		case strings.HasPrefix(s, "put:"):
 			kv := strings.SplitN(s[4:], ":", 2)
 			f.kv[kv[0]] = kv[1]

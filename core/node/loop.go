@@ -31,13 +31,6 @@ func (n *Node) run() {
 	}()
 	var err error
 	for err == nil {
-		// Backpressure: while the state machine is far behind, take no
-		// new proposals (callers block in Propose).
-		propc := n.propc
-		if n.app.backlog.Load() > int64(n.cfg.MaxApplyBacklog) {
-			propc = nil
-			n.m.throttled.Add(1)
-		}
 		select {
 		case <-ticker.C:
 			n.rn.Tick()
@@ -55,7 +48,7 @@ func (n *Node) run() {
 					break drainRecv
 				}
 			}
-		case p := <-propc:
+		case p := <-n.propc:
 			batch := append(n.propBuf[:0], p)
 		drainProps:
 			for range maxDrain {
@@ -353,7 +346,11 @@ func (n *Node) onSnapshotTaken(s raft.Snapshot) error {
 	if si <= trailing {
 		return nil
 	}
-	compact := si - trailing
+	// NB: si is at most the applied index (the applier snapshots at its
+	// applied index), so the log is never compacted beyond it: entries not
+	// yet applied (a halted or slow state machine reads them back from
+	// Storage) stay.
+	compact := min(si-trailing, n.applied.Load())
 	first, err := n.st.FirstIndex()
 	if err != nil {
 		return fmt.Errorf("node: storage: first index: %w", err)

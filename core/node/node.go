@@ -67,6 +67,7 @@ type Node struct {
 	// Published by the applier.
 	applied   atomic.Uint64
 	appliedCh broadcast
+	halt      atomic.Pointer[Halt] // non-nil while apply is halted (halt.go)
 
 	m metrics
 

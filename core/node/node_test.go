@@ -874,35 +874,85 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 	if err != nil || e.kind != kindVersion || e.version != 2 {
 		t.Fatalf("%+v %v", e, err)
 	}
-	for _, bad := range [][]byte{{9, 1, 1}, {kindCommand}, {kindVersion, 1, 1}, {kindVersion, 1, 1, 0}} {
+	e, err = decodeEnvelope(encodeSkip(3, 9, 1<<33))
+	if err != nil || e.kind != kindSkip || e.skip != 1<<33 || e.req != 9 {
+		t.Fatalf("%+v %v", e, err)
+	}
+	for _, bad := range [][]byte{{9, 1, 1}, {kindCommand}, {kindVersion, 1, 1}, {kindVersion, 1, 1, 0}, {kindSkip, 1, 1, 0}, {kindSkip, 1, 1}, {kindSkip, 1, 1, 5, 5}} {
 		if _, err := decodeEnvelope(bad); err == nil {
 			t.Errorf("%v decoded", bad)
 		}
 	}
 }
 
+// A state machine that is slower than the proposals: the apply backlog
+// stays bounded (Config.MaxApplyBacklogBytes) and the proposals beyond it
+// are refused at once as not applied (backpressure), never dropped
+// silently or blocked; every accepted one is applied exactly once. A
+// follower that is slower still holds no more than the bound in memory
+// either: it leaves the rest in Storage and reads it back.
 func TestSlowStateMachineThrottlesProposals(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		c := newCluster(t, 3, func(cfg *Config) { cfg.MaxApplyBacklog = 8; cfg.MaxApplyBatch = 4 })
+		const limit = 4 << 10
+		c := newCluster(t, 3, func(cfg *Config) {
+			cfg.MaxApplyBacklogBytes = limit
+			cfg.MaxUncommittedEntriesSize = limit
+			cfg.MaxApplyBatch = 4
+		})
 		lead := c.waitLeader()
-		c.fsms[lead].applyDelay = 5 * time.Millisecond
+		slow := lead%3 + 1
+		for id, f := range c.fsms {
+			f.applyDelay = 5 * time.Millisecond
+			if id == slow {
+				f.applyDelay = 100 * time.Millisecond
+			}
+		}
 		n := c.nodes[lead]
 		var wg sync.WaitGroup
-		for range 100 {
+		var acked, refused atomic.Int64
+		var maxBacklog atomic.Int64
+		pad := strings.Repeat("x", 200)
+		// Clients retry what is refused (as a client that gets "not
+		// applied" may), so the load is sustained.
+		for range 40 {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if _, err := n.Propose(context.Background(), []byte("add:1")); err != nil {
-					t.Error(err)
+				for done := 0; done < 10; {
+					_, err := n.Propose(context.Background(), []byte("put:k:"+pad))
+					switch {
+					case err == nil:
+						acked.Add(1)
+						done++
+					case errors.Is(err, ErrNotApplied) && (errors.Is(err, ErrOverloaded) || errors.Is(err, raft.ErrProposalDropped)):
+						refused.Add(1)
+						time.Sleep(2 * time.Millisecond)
+					default:
+						t.Error(err)
+						return
+					}
 				}
 			}()
 		}
 		wg.Wait()
-		if m := n.Metrics(); m.ThrottledRounds == 0 {
-			t.Fatalf("never throttled: %+v", m)
+		for id, m := range c.nodes {
+			t.Logf("node %d: peak %d spills %d", id, m.app.backlogPeak.Load(), m.Metrics().ApplySpills)
+			maxBacklog.Store(max(maxBacklog.Load(), m.app.backlogPeak.Load()))
 		}
-		if got, _ := n.Read(context.Background(), []byte("sum")); string(got) != "100" {
-			t.Fatalf("sum %s", got)
+		t.Logf("acked %d, refused %d, largest in-memory backlog %d bytes (limit %d)", acked.Load(), refused.Load(), maxBacklog.Load(), limit)
+		if refused.Load() == 0 {
+			t.Fatalf("nothing refused: %+v", n.Metrics())
+		}
+		if b := maxBacklog.Load(); b > limit {
+			t.Fatalf("in-memory apply backlog reached %d bytes, limit %d", b, limit)
+		}
+		if m := c.nodes[slow].Metrics(); m.ApplySpills == 0 {
+			t.Fatalf("the slow follower never left entries in storage: %+v", m)
+		}
+		c.waitApplied(c.nodes[lead].Applied())
+		c.checkFSMs()
+		if _, _, cmds, _ := c.fsms[lead].snapshotOf(); int64(cmds) != acked.Load() {
+			t.Fatalf("leader applied %d commands, %d acknowledged (refused ones must not be applied)", cmds, acked.Load())
 		}
 	})
 }

@@ -24,7 +24,30 @@ func (n *Node) propose(batch []*proposal) {
 	}
 	datas := n.dataBuf[:0]
 	cmds := n.cmdBuf[:0]
+	// Backpressure: commands are admitted while the apply backlog plus
+	// what this round admits stays within MaxApplyBacklogBytes (raft's
+	// MaxUncommittedEntriesSize bounds what is not yet committed).
+	halted := n.haltedErr("refused, not applied")
+	budget := n.cfg.MaxApplyBacklogBytes - n.app.backlogBytes.Load()
+	if n.app.overloaded() {
+		budget = 0
+	}
+	var admitted int64
 	for _, p := range batch {
+		switch {
+		case p.admin:
+		case halted != nil:
+			n.waits.fail(p.req, NotApplied(halted))
+			continue
+		case p.cc == nil:
+			sz := int64(len(p.data)) + 48
+			if admitted+sz > budget {
+				n.m.throttled.Add(1)
+				n.waits.fail(p.req, NotApplied(fmt.Errorf("%w: the state machine is behind by about %d bytes of committed entries (apply backlog limit %d); retry later", ErrOverloaded, n.app.backlogBytes.Load(), n.cfg.MaxApplyBacklogBytes)))
+				continue
+			}
+			admitted += sz
+		}
 		n.waits.proposed(p.req, n.hs.Term)
 		if p.cc == nil {
 			datas = append(datas, p.data)
@@ -37,8 +60,17 @@ func (n *Node) propose(batch []*proposal) {
 		}
 		n.proposeFailed([]*proposal{p}, n.rn.ProposeConfChange(p.cc.cc))
 	}
-	if len(datas) > 0 {
-		n.proposeFailed(cmds, n.rn.ProposeBatch(datas))
+	// One ProposeBatch per MaxSizePerMsg of data: raft takes or drops a
+	// batch as a whole (MaxUncommittedEntriesSize), so a round that
+	// crosses the limit is refused for its tail only.
+	for ds, ps := datas, cmds; len(ds) > 0; {
+		k, size := 0, uint64(0)
+		for k < len(ds) && (k == 0 || size+uint64(len(ds[k])) <= n.cfg.MaxSizePerMsg) {
+			size += uint64(len(ds[k]))
+			k++
+		}
+		n.proposeFailed(ps[:k], n.rn.ProposeBatch(ds[:k]))
+		ds, ps = ds[k:], ps[k:]
 	}
 	clear(datas)
 	clear(cmds)

@@ -126,11 +126,15 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 
 // StaleRead runs q against the local state machine without contacting the
 // leader. The answer may be stale. It refuses with ErrNotReady until the
-// restart replay is over.
+// restart replay is over, unless apply is halted: a halted node serves the
+// state it halted with.
 func (n *Node) StaleRead(ctx context.Context, q []byte) ([]byte, error) {
 	select {
 	case <-n.readyc:
 	default:
+		if n.halt.Load() != nil {
+			break
+		}
 		return nil, NotApplied(fmt.Errorf("%w: applied %d of %d", ErrNotReady, n.applied.Load(), n.readyIdx))
 	}
 	select {
@@ -147,12 +151,16 @@ func (n *Node) query(ctx context.Context, q []byte) ([]byte, error) {
 	return n.sm.Query(ctx, q)
 }
 
-// waitApplied blocks until the applied index reaches idx.
+// waitApplied blocks until the applied index reaches idx. If apply is
+// halted before idx it returns a *HaltedError.
 func (n *Node) waitApplied(ctx context.Context, idx uint64) error {
 	for {
 		ch := n.appliedCh.wait()
 		if n.applied.Load() >= idx {
 			return nil
+		}
+		if err := n.haltedErr(fmt.Sprintf("a linearizable read needs index %d applied; served up to %d (stale reads are)", idx, n.applied.Load())); err != nil {
+			return err
 		}
 		select {
 		case <-ch:

@@ -52,6 +52,9 @@ func (a *applier) snapshotDue() bool {
 	if len(a.pendingReqs) > 0 {
 		return true
 	}
+	if a.snapAfterSkip && a.halt == nil {
+		return true
+	}
 	every := a.n.cfg.SnapshotEntries
 	return every > 0 && a.applied > a.snapFailedAt &&
 		a.applied-a.lastSnap.Metadata.Index >= uint64(every)
@@ -62,6 +65,7 @@ func (a *applier) snapshotDue() bool {
 func (a *applier) startSnapshot() error {
 	reqs := a.pendingReqs
 	a.pendingReqs = nil
+	a.snapAfterSkip = false
 	if a.applied == a.lastSnap.Metadata.Index && !a.lastSnap.IsEmpty() {
 		replySnap(reqs, a.lastSnap, nil)
 		return nil
@@ -179,6 +183,7 @@ func (a *applier) snapshotTaken(s raft.Snapshot, reqs []chan snapReply) {
 	a.n.m.snapshotsTaken.Add(1)
 	if s.Metadata.Index > a.lastSnap.Metadata.Index {
 		a.lastSnap = s
+		a.pruneSkipped()
 		select {
 		case a.n.snapc <- s:
 		case <-a.n.quitc:

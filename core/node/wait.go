@@ -10,6 +10,9 @@ type proposal struct {
 	req  uint64
 	data []byte // encoded entry data (EntryNormal); nil for a conf change
 	cc   *confProposal
+	// admin: an fsm skip entry, accepted while apply is halted or the
+	// apply backlog is full (it is how a halt is resolved).
+	admin bool
 
 	// Guarded by waitRegistry.mu.
 	term  uint64 // term when handed to raft; 0 before
