@@ -40,6 +40,8 @@ type metricsNode interface {
 	// for a requested stop).
 	Done() <-chan struct{}
 	Err() error
+	// Halted returns the halt of the node's apply, or nil.
+	Halted() *node.Halt
 }
 
 // metricsServer is the operator endpoint of one node: /metrics
@@ -130,7 +132,8 @@ func (m *metricsServer) Close() error {
 }
 
 // health reports whether the node serves clients: 200 "ok", or 503 with a
-// one-line reason (stopping, stopped, failed, still replaying its log).
+// one-line reason (stopping, stopped, failed, apply halted, still
+// replaying its log).
 func (m *metricsServer) health() (int, string) {
 	select {
 	case <-m.n.Done():
@@ -142,6 +145,9 @@ func (m *metricsServer) health() (int, string) {
 	}
 	if m.stopping.Load() {
 		return http.StatusServiceUnavailable, "stopping"
+	}
+	if h := m.n.Halted(); h != nil {
+		return http.StatusServiceUnavailable, fmt.Sprintf("halted: apply halted at index %d (raftd status; raftd fsm skip %d): %s", h.Index, h.Index, firstLine(h.Reason))
 	}
 	select {
 	case <-m.n.Ready():
@@ -188,6 +194,7 @@ var (
 	descMatchIndex    = gaugeDesc("follower_match_index", "Leader only: highest index known to be replicated on each member.", "peer")
 	descSendingSnap   = gaugeDesc("sending_snapshots", "Leader only: followers being sent a snapshot.")
 	descNodeInfo      = gaugeDesc("node_info", "Always 1; labels name the node and its state machine.", "node_id", "fsm")
+	descApplyHalted   = gaugeDesc("apply_halted", "Index at which the node's apply is halted (the state machine keeps failing on that command; raftd fsm skip INDEX resumes it); 0 when applying.")
 )
 
 // counterDef maps one node.Metrics field to a raftd_*_total counter.
@@ -218,11 +225,15 @@ var nodeCounters = []counterDef{
 	counter("compactions", "Log compactions.", func(m node.Metrics) uint64 { return m.Compactions }),
 	counter("fsm_restarts", "State machine (plugin) restarts.", func(m node.Metrics) uint64 { return m.StateMachineRestarts }),
 	counter("step_errors", "Inbound Raft messages that Raft refused.", func(m node.Metrics) uint64 { return m.StepErrors }),
-	counter("throttled_rounds", "Loop rounds that refused proposals because applies lagged.", func(m node.Metrics) uint64 { return m.ThrottledRounds }),
+	counter("throttled_rounds", "Proposals refused because the apply backlog was over --max-apply-backlog-bytes (backpressure).", func(m node.Metrics) uint64 { return m.ThrottledRounds }),
+	counter("apply_spills", "Committed batches left in storage for the state machine to read back (apply backlog full, or apply halted).", func(m node.Metrics) uint64 { return m.ApplySpills }),
+	counter("apply_halts", "Times apply halted on a command the state machine kept failing on.", func(m node.Metrics) uint64 { return m.Halts }),
+	counter("commands_skipped", "Commands skipped on an fsm skip entry while apply was halted there.", func(m node.Metrics) uint64 { return m.CommandsSkipped }),
 }
 
 var nodeGauges = []*prometheus.Desc{descTerm, descCommitIndex, descAppliedIndex, descLastIndex, descSnapshotIndex,
-	descIsLeader, descLeaderID, descRole, descReady, descFSMVersion, descMembers, descMatchIndex, descSendingSnap, descNodeInfo}
+	descIsLeader, descLeaderID, descRole, descReady, descFSMVersion, descMembers, descMatchIndex, descSendingSnap, descNodeInfo,
+	descApplyHalted}
 
 // roles are the values of raftd_role's label, all reported so that a
 // change of role shows as 1 -> 0 rather than a vanished series.
@@ -242,6 +253,11 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, d := range nodeCounters {
 		ch <- prometheus.MustNewConstMetric(d.desc, prometheus.CounterValue, float64(d.get(m)))
 	}
+	var halted uint64 // needs no loop either
+	if h := c.n.Halted(); h != nil {
+		halted = h.Index
+	}
+	ch <- prometheus.MustNewConstMetric(descApplyHalted, prometheus.GaugeValue, float64(halted))
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	st, err := c.n.Status(ctx)

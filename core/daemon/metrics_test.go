@@ -59,6 +59,11 @@ func (f *fakeMetricsNode) Metrics() node.Metrics {
 func (f *fakeMetricsNode) Ready() <-chan struct{} { return f.ready }
 func (f *fakeMetricsNode) Done() <-chan struct{}  { return f.done }
 func (f *fakeMetricsNode) Err() error             { return f.doneErr }
+func (f *fakeMetricsNode) Halted() *node.Halt {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.st.Halted
+}
 
 // startMetrics serves a metricsServer for n on a free loopback port and
 // returns its base URL.
@@ -150,7 +155,7 @@ func TestMetricsScrape(t *testing.T) {
 		"raftd_sending_snapshots": 1, `raftd_node_info{fsm="kv",node_id="1"}`: 1,
 		"raftd_proposals_total": 11, "raftd_commands_applied_total": 6, "raftd_apply_batches_total": 3,
 		"raftd_storage_syncs_total": 2, "raftd_fsm_restarts_total": 1, "raftd_reads_total": 0,
-		"raftd_test_extra_total": 3,
+		"raftd_test_extra_total": 3, "raftd_apply_halted": 0,
 	}
 	for k, v := range want {
 		if g, ok := got[k]; !ok || g != v {
@@ -175,6 +180,15 @@ func TestMetricsScrape(t *testing.T) {
 	}
 	if _, ok := got[`raftd_follower_match_index{peer="2"}`]; ok {
 		t.Errorf("follower exposes leader-only raftd_follower_match_index")
+	}
+
+	// Halted: the gauge names the index.
+	f.mu.Lock()
+	f.st.Halted = &node.Halt{Index: 77, Reason: "panic"}
+	f.mu.Unlock()
+	_, body = httpGet(t, base+"/metrics")
+	if got = parseMetrics(t, body); got["raftd_apply_halted"] != 77 {
+		t.Errorf("raftd_apply_halted = %v, want 77", got["raftd_apply_halted"])
 	}
 }
 
@@ -225,6 +239,13 @@ func TestHealthz(t *testing.T) {
 	check(base, http.StatusServiceUnavailable, "starting")
 	close(f.ready)
 	check(base, http.StatusOK, "ok")
+	f.mu.Lock()
+	f.st.Halted = &node.Halt{Index: 9, Reason: "state machine \"kv\" failed\nmore"}
+	f.mu.Unlock()
+	check(base, http.StatusServiceUnavailable, `halted: apply halted at index 9 (raftd status; raftd fsm skip 9): state machine "kv" failed`)
+	f.mu.Lock()
+	f.st.Halted = nil
+	f.mu.Unlock()
 	ms.SetStopping()
 	check(base, http.StatusServiceUnavailable, "stopping")
 

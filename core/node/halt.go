@@ -61,7 +61,8 @@ func (a *applier) enterHalt(x uint64, attempts int, cause error) {
 	a.scanned = x
 	a.n.halt.Store(&h)
 	a.n.m.halts.Add(1)
-	a.n.logf(levelError, "node %d: apply halted at index %d: %s; the node stays in the cluster; `raftd fsm skip %d` skips that command on every replica halted there", a.n.id, x, h.Reason, x)
+	a.n.cfg.Logger.Error("apply halted: the node stays in the cluster; `raftd fsm skip INDEX` skips the command on every replica halted there",
+		"index", x, "reason", h.Reason)
 	a.n.waits.failAll(fmt.Errorf("%w: %w", ErrOutcomeUnknown, &HaltedError{Halt: h, What: "the entry is committed; this node applies it only after the halt is resolved"}))
 	a.n.appliedCh.signal() // reads waiting for an index beyond the halt
 }
@@ -71,7 +72,7 @@ func (a *applier) resume(why string) {
 	x := a.halt.Index
 	a.halt = nil
 	a.n.halt.Store(nil)
-	a.n.logf(levelWarn, "node %d: apply resumed at index %d: %s", a.n.id, x, why)
+	a.n.cfg.Logger.Warn("apply resumed", "index", x, "why", why)
 }
 
 // whileHalted searches the committed entries handed over since the halt
@@ -174,25 +175,6 @@ func (n *Node) haltedErr(what string) error {
 		return &HaltedError{Halt: *h, What: what}
 	}
 	return nil
-}
-
-type logLevel int
-
-const (
-	levelWarn logLevel = iota
-	levelError
-)
-
-// logf writes one line to Config.Logger (if any).
-func (n *Node) logf(l logLevel, format string, args ...any) {
-	if n.cfg.Logger == nil {
-		return
-	}
-	if l == levelError {
-		n.cfg.Logger.Errorf(format, args...)
-	} else {
-		n.cfg.Logger.Warningf(format, args...)
-	}
 }
 
 // firstLine returns s up to its first line break.

@@ -34,6 +34,9 @@ func notApplied(ctx context.Context, c codes.Code, format string, args ...any) e
 //
 //	node.ErrNotApplied       the code of the reason (refusalCode), marked not applied
 //	context deadline/cancel  DeadlineExceeded / Canceled, outcome unknown
+//	node.ErrHalted           with node.ErrOutcomeUnknown (a caller that was waiting
+//	                         when apply halted): Aborted, outcome unknown; alone
+//	                         (a linearizable read beyond the halt): FailedPrecondition
 //	node.ErrOutcomeUnknown   Unavailable, outcome unknown
 //	anything else            Internal
 func toStatus(ctx context.Context, op string, err error) error {
@@ -51,6 +54,10 @@ func toStatus(ctx context.Context, op string, err error) error {
 		return status.Errorf(codes.DeadlineExceeded, "%s: deadline exceeded, outcome unknown", op)
 	case errors.Is(err, context.Canceled):
 		return status.Errorf(codes.Canceled, "%s: canceled, outcome unknown", op)
+	case errors.Is(err, node.ErrHalted) && errors.Is(err, node.ErrOutcomeUnknown):
+		return status.Errorf(codes.Aborted, "%s: %v", op, err)
+	case errors.Is(err, node.ErrHalted):
+		return status.Errorf(codes.FailedPrecondition, "%s: %v", op, err)
 	case errors.Is(err, node.ErrOutcomeUnknown):
 		return status.Errorf(codes.Unavailable, "%s: %v", op, err)
 	}
@@ -59,16 +66,20 @@ func toStatus(ctx context.Context, op string, err error) error {
 
 // refusalCode is the code of a not-applied refusal, by its reason: the
 // request is bad (InvalidArgument), the cluster's state refuses it
-// (FailedPrecondition: retrying as is will not help), or the node cannot
-// take it now (Unavailable: no leader, stopping, still replaying; another
-// node or a retry may).
+// (FailedPrecondition: retrying as is will not help; a halted apply, a
+// skipped command), the node is overloaded (ResourceExhausted: its state
+// machine is behind; retry later), or the node cannot take it now
+// (Unavailable: no leader, stopping, still replaying; another node or a
+// retry may).
 func refusalCode(err error) codes.Code {
 	switch {
 	case errors.Is(err, node.ErrTooLarge), errors.Is(err, node.ErrBadRequest):
 		return codes.InvalidArgument
 	case errors.Is(err, node.ErrConfChangeInProgress), errors.Is(err, node.ErrUnsupportedVersion),
-		errors.Is(err, node.ErrNoSnapshot):
+		errors.Is(err, node.ErrNoSnapshot), errors.Is(err, node.ErrHalted), errors.Is(err, node.ErrSkipped):
 		return codes.FailedPrecondition
+	case errors.Is(err, node.ErrOverloaded):
+		return codes.ResourceExhausted
 	}
 	return codes.Unavailable
 }

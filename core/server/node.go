@@ -17,6 +17,9 @@ func nodeStatus(st node.Status, cfg Config) *apiv1.NodeStatus {
 		Fsm: &apiv1.FSMStatus{Name: st.FSM.Name, Version: max(st.FSMVersion, 1), MinVersion: st.FSM.MinVersion,
 			MaxVersion: st.FSM.MaxVersion, ActivatedIndex: st.FSMVersionIndex, BinarySha256: cfg.FSMSHA256},
 	}
+	if h := st.Halted; h != nil {
+		ns.Halted = &apiv1.Halt{Index: h.Index, Reason: h.Reason}
+	}
 	sending := map[uint64]bool{}
 	for _, id := range st.SendingSnapshot {
 		sending[id] = true

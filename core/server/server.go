@@ -554,6 +554,27 @@ func (s *Server) ActivateFSMVersion(ctx context.Context, req *apiv1.ActivateFSMV
 	return &apiv1.ActivateFSMVersionResponse{Index: idx}, nil
 }
 
+// SkipFSMCommand implements apiv1.RaftdServer.
+func (s *Server) SkipFSMCommand(ctx context.Context, req *apiv1.SkipFSMCommandRequest) (*apiv1.SkipFSMCommandResponse, error) {
+	if req.GetIndex() == 0 {
+		return nil, notApplied(ctx, codes.InvalidArgument, "fsm skip: index must be a positive integer")
+	}
+	cc, local, err := s.onLeader(ctx, "fsm skip")
+	if err != nil {
+		return nil, err
+	}
+	if !local {
+		var tr metadata.MD
+		resp, err := apiv1.NewRaftdClient(cc).SkipFSMCommand(metadata.AppendToOutgoingContext(ctx, forwardedKey, "1"), req, grpc.Trailer(&tr))
+		return resp, relay(ctx, tr, err)
+	}
+	res, err := s.cfg.Node.Skip(ctx, req.GetIndex())
+	if err != nil {
+		return nil, toStatus(ctx, "fsm skip", err)
+	}
+	return &apiv1.SkipFSMCommandResponse{SkipIndex: res.Index, Skipped: res.Skipped}, nil
+}
+
 // snapshotChunkBytes bounds one DownloadSnapshot data chunk.
 const snapshotChunkBytes = 1 << 20
 

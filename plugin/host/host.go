@@ -45,7 +45,9 @@ type Config struct {
 	Logger *slog.Logger
 	// StartTimeout bounds the start-up handshake. Default 5s.
 	StartTimeout time.Duration
-	// CallTimeout bounds Info, Query and Digest. Default 10s.
+	// CallTimeout bounds Info, Query and Digest. Default 10s. Info and
+	// Digest calls that miss it break the process; a Query that misses it
+	// only fails (see Query).
 	CallTimeout time.Duration
 	// SnapshotTimeout bounds Snapshot and Restore. Default 30m.
 	SnapshotTimeout time.Duration
@@ -562,17 +564,32 @@ func (c *Client) Info(ctx context.Context) (fsm.Info, error) {
 	return info, err
 }
 
-// Query runs a read-only query.
+// Query runs a read-only query under CallTimeout. A query that misses its
+// deadline fails for its caller only (an error matching
+// context.DeadlineExceeded): the plugin is not declared broken, because a
+// slow query (an unlimited list of a large state) is no sign of a hung
+// process, and restarting the plugin for it would cost a restore and a
+// replay. A plugin that is really stuck is caught by Apply's watchdog.
 func (c *Client) Query(ctx context.Context, q []byte) ([]byte, error) {
-	var res []byte
-	err := c.call(ctx, c.cfg.CallTimeout, "query", func(ctx context.Context, rpc fsmv1.StateMachineClient) error {
-		r, err := rpc.Query(ctx, &fsmv1.QueryRequest{Query: q})
-		if err == nil {
-			res = r.Result
+	p, err := c.current()
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+	defer cancel()
+	r, err := p.rpc.Query(cctx, &fsmv1.QueryRequest{Query: q})
+	if err == nil {
+		return r.Result, nil
+	}
+	if ctx.Err() == nil && (cctx.Err() == context.DeadlineExceeded || status.Code(err) == codes.DeadlineExceeded) {
+		select {
+		case <-p.done:
+			return nil, p.brokenErr()
+		default:
 		}
-		return err
-	})
-	return res, err
+		return nil, fmt.Errorf("host: plugin %s: query: no answer within %v (--plugin-call-timeout): %w", c.cfg.Name, c.cfg.CallTimeout, context.DeadlineExceeded)
+	}
+	return nil, c.callErr(p, ctx, cctx, c.cfg.CallTimeout, "query", err)
 }
 
 // Digest returns the plugin's digest of its state.

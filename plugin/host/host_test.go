@@ -211,12 +211,32 @@ func TestHungApplyWatchdog(t *testing.T) {
 	}
 }
 
-func TestHungQueryTimeout(t *testing.T) {
+// A query that misses CallTimeout fails for its caller only: the plugin is
+// not declared broken (only Apply's watchdog restarts it), so a slow query
+// (an unlimited list of a large state, say) never costs a restart.
+func TestSlowQueryTimesOutWithoutRestart(t *testing.T) {
+	ctx := context.Background()
 	c, _ := start(t, "misbehave", func(c *host.Config) { c.CallTimeout = 300 * time.Millisecond })
-	_, err := c.Query(context.Background(), []byte(`{"op":"hang"}`))
-	var be *host.BrokenError
-	if !errors.As(err, &be) || be.Reason != host.ReasonTimeout {
-		t.Fatalf("err = %v, want timeout", err)
+	pid := c.PID()
+	if _, err := c.ApplyBatch(ctx, puts(1, 3)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Query(ctx, []byte(`{"op":"sleep","ms":1500}`))
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, host.ErrBroken) {
+		t.Fatalf("slow query: %v; want a deadline error that does not break the plugin", err)
+	}
+	if err := c.Err(); err != nil || c.PID() != pid || !alive(pid) {
+		t.Fatalf("after a slow query: err %v, pid %d (was %d, alive %v)", err, c.PID(), pid, alive(pid))
+	}
+	// The plugin finishes the query and goes on applying and answering.
+	if _, err := c.ApplyBatch(ctx, puts(4, 3)); err != nil {
+		t.Fatalf("apply after the slow query: %v", err)
+	}
+	if got, err := c.Query(ctx, []byte(`{"op":"get","key":"k000006"}`)); err != nil || string(got) != `{"found":true,"value":"v6"}` {
+		t.Fatalf("query after the slow query: %s, %v", got, err)
+	}
+	if c.PID() != pid {
+		t.Fatalf("plugin restarted: pid %d, was %d", c.PID(), pid)
 	}
 }
 

@@ -5,6 +5,12 @@
 //	{"op":"crash"}  Apply exits the process with status 3
 //	{"op":"hang"}   as a query: Query blocks forever
 //	{"op":"error"}  Apply returns a Go error (the plugin is broken)
+//	{"op":"panic"}  Apply panics, every time (a poison command: the process
+//	                dies on it on every replica, after every restart)
+//	{"op":"sleep","ms":N}  as a query: answers {"slept":N} after N ms
+//
+// With MISBEHAVE_APPLY_DELAY=DURATION set, every Apply of one entry takes
+// at least that long (a slow state machine).
 //
 // With MISBEHAVE_ONCE_FILE=PATH set, hang and crash happen only while PATH
 // does not exist (the plugin creates it just before misbehaving); later,
@@ -15,8 +21,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
+	"time"
 
 	"github.com/raftd/raftd/fsms/kv"
 	"github.com/raftd/raftd/plugin/fsm"
@@ -39,8 +48,16 @@ func armed() bool {
 	return true
 }
 
+// applyDelay is MISBEHAVE_APPLY_DELAY.
+var applyDelay, _ = time.ParseDuration(os.Getenv("MISBEHAVE_APPLY_DELAY"))
+
 func (m misbehave) Apply(ctx context.Context, e fsm.Entry) ([]byte, error) {
+	if applyDelay > 0 {
+		time.Sleep(applyDelay)
+	}
 	switch string(e.Data) {
+	case `{"op":"panic"}`:
+		panic(fmt.Sprintf("misbehave: asked to panic at index %d", e.Index))
 	case `{"op":"hang"}`, `{"op":"crash"}`:
 		if !armed() {
 			return []byte(`{"ok":true}`), nil
@@ -71,6 +88,14 @@ func (m misbehave) ApplyBatch(ctx context.Context, es []fsm.Entry) ([][]byte, er
 func (m misbehave) Query(ctx context.Context, q []byte) ([]byte, error) {
 	if string(q) == `{"op":"hang"}` {
 		select {}
+	}
+	var s struct {
+		Op string `json:"op"`
+		Ms int    `json:"ms"`
+	}
+	if json.Unmarshal(q, &s) == nil && s.Op == "sleep" {
+		time.Sleep(time.Duration(s.Ms) * time.Millisecond)
+		return []byte(fmt.Sprintf(`{"slept":%d}`, s.Ms)), nil
 	}
 	return m.FSM.Query(ctx, q)
 }

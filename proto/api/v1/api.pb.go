@@ -526,8 +526,10 @@ type NodeStatus struct {
 	// followers is set on the leader only.
 	Followers []*FollowerProgress `protobuf:"bytes,12,rep,name=followers,proto3" json:"followers,omitempty"`
 	// error is set when the node could not be reached.
-	Error         string `protobuf:"bytes,13,opt,name=error,proto3" json:"error,omitempty"`
-	ClusterId     string `protobuf:"bytes,14,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	Error     string `protobuf:"bytes,13,opt,name=error,proto3" json:"error,omitempty"`
+	ClusterId string `protobuf:"bytes,14,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// halted is set while the node's apply is halted; absent otherwise.
+	Halted        *Halt `protobuf:"bytes,15,opt,name=halted,proto3" json:"halted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -660,6 +662,70 @@ func (x *NodeStatus) GetClusterId() string {
 	return ""
 }
 
+func (x *NodeStatus) GetHalted() *Halt {
+	if x != nil {
+		return x.Halted
+	}
+	return nil
+}
+
+// Halt reports a halted apply: the node's state machine failed on the
+// command at index again after restarts, each restoring the latest
+// snapshot and replaying the log. The node applied everything before
+// index, stays in the cluster and serves stale reads; SkipFSMCommand
+// (raftd fsm skip INDEX) resumes it.
+type Halt struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Halt) Reset() {
+	*x = Halt{}
+	mi := &file_api_v1_api_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Halt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Halt) ProtoMessage() {}
+
+func (x *Halt) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_api_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Halt.ProtoReflect.Descriptor instead.
+func (*Halt) Descriptor() ([]byte, []int) {
+	return file_api_v1_api_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Halt) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Halt) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // StatusResponse is the cluster as seen from the answering node.
 type StatusResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -672,7 +738,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_api_v1_api_proto_msgTypes[8]
+	mi := &file_api_v1_api_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +750,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[8]
+	mi := &file_api_v1_api_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +763,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{8}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StatusResponse) GetLeader() uint64 {
@@ -734,7 +800,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_api_v1_api_proto_msgTypes[9]
+	mi := &file_api_v1_api_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -746,7 +812,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[9]
+	mi := &file_api_v1_api_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +825,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{9}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Member) GetId() uint64 {
@@ -799,7 +865,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_api_v1_api_proto_msgTypes[10]
+	mi := &file_api_v1_api_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -811,7 +877,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[10]
+	mi := &file_api_v1_api_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -824,7 +890,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{10}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{11}
 }
 
 // MembersResponse lists the membership, ordered by id.
@@ -838,7 +904,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_api_v1_api_proto_msgTypes[11]
+	mi := &file_api_v1_api_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -850,7 +916,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[11]
+	mi := &file_api_v1_api_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -863,7 +929,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{11}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MembersResponse) GetLeader() uint64 {
@@ -893,7 +959,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_api_v1_api_proto_msgTypes[12]
+	mi := &file_api_v1_api_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -905,7 +971,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[12]
+	mi := &file_api_v1_api_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -918,7 +984,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{12}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AddMemberRequest) GetId() uint64 {
@@ -952,7 +1018,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_api_v1_api_proto_msgTypes[13]
+	mi := &file_api_v1_api_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -964,7 +1030,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[13]
+	mi := &file_api_v1_api_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -977,7 +1043,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{13}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RemoveMemberRequest) GetId() uint64 {
@@ -997,7 +1063,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_api_v1_api_proto_msgTypes[14]
+	mi := &file_api_v1_api_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1075,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[14]
+	mi := &file_api_v1_api_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1088,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{14}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TransferLeaderRequest) GetId() uint64 {
@@ -1042,7 +1108,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_api_v1_api_proto_msgTypes[15]
+	mi := &file_api_v1_api_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1054,7 +1120,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[15]
+	mi := &file_api_v1_api_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1067,7 +1133,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{15}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TransferLeaderResponse) GetLeader() uint64 {
@@ -1087,7 +1153,7 @@ type ActivateFSMVersionRequest struct {
 
 func (x *ActivateFSMVersionRequest) Reset() {
 	*x = ActivateFSMVersionRequest{}
-	mi := &file_api_v1_api_proto_msgTypes[16]
+	mi := &file_api_v1_api_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1099,7 +1165,7 @@ func (x *ActivateFSMVersionRequest) String() string {
 func (*ActivateFSMVersionRequest) ProtoMessage() {}
 
 func (x *ActivateFSMVersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[16]
+	mi := &file_api_v1_api_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1112,7 +1178,7 @@ func (x *ActivateFSMVersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateFSMVersionRequest.ProtoReflect.Descriptor instead.
 func (*ActivateFSMVersionRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{16}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ActivateFSMVersionRequest) GetVersion() uint32 {
@@ -1132,7 +1198,7 @@ type ActivateFSMVersionResponse struct {
 
 func (x *ActivateFSMVersionResponse) Reset() {
 	*x = ActivateFSMVersionResponse{}
-	mi := &file_api_v1_api_proto_msgTypes[17]
+	mi := &file_api_v1_api_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1210,7 @@ func (x *ActivateFSMVersionResponse) String() string {
 func (*ActivateFSMVersionResponse) ProtoMessage() {}
 
 func (x *ActivateFSMVersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[17]
+	mi := &file_api_v1_api_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1223,7 @@ func (x *ActivateFSMVersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateFSMVersionResponse.ProtoReflect.Descriptor instead.
 func (*ActivateFSMVersionResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{17}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ActivateFSMVersionResponse) GetIndex() uint64 {
@@ -1165,6 +1231,105 @@ func (x *ActivateFSMVersionResponse) GetIndex() uint64 {
 		return x.Index
 	}
 	return 0
+}
+
+// SkipFSMCommandRequest names the index of the command to skip.
+type SkipFSMCommandRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SkipFSMCommandRequest) Reset() {
+	*x = SkipFSMCommandRequest{}
+	mi := &file_api_v1_api_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SkipFSMCommandRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SkipFSMCommandRequest) ProtoMessage() {}
+
+func (x *SkipFSMCommandRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_api_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SkipFSMCommandRequest.ProtoReflect.Descriptor instead.
+func (*SkipFSMCommandRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_api_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *SkipFSMCommandRequest) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+// SkipFSMCommandResponse reports where the skip entry landed and whether
+// the leader that applied it skipped the command (it was halted there).
+type SkipFSMCommandResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SkipIndex     uint64                 `protobuf:"varint,1,opt,name=skip_index,json=skipIndex,proto3" json:"skip_index,omitempty"`
+	Skipped       bool                   `protobuf:"varint,2,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SkipFSMCommandResponse) Reset() {
+	*x = SkipFSMCommandResponse{}
+	mi := &file_api_v1_api_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SkipFSMCommandResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SkipFSMCommandResponse) ProtoMessage() {}
+
+func (x *SkipFSMCommandResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_api_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SkipFSMCommandResponse.ProtoReflect.Descriptor instead.
+func (*SkipFSMCommandResponse) Descriptor() ([]byte, []int) {
+	return file_api_v1_api_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SkipFSMCommandResponse) GetSkipIndex() uint64 {
+	if x != nil {
+		return x.SkipIndex
+	}
+	return 0
+}
+
+func (x *SkipFSMCommandResponse) GetSkipped() bool {
+	if x != nil {
+		return x.Skipped
+	}
+	return false
 }
 
 // DownloadSnapshotRequest asks for the latest snapshot; take_new first
@@ -1178,7 +1343,7 @@ type DownloadSnapshotRequest struct {
 
 func (x *DownloadSnapshotRequest) Reset() {
 	*x = DownloadSnapshotRequest{}
-	mi := &file_api_v1_api_proto_msgTypes[18]
+	mi := &file_api_v1_api_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1190,7 +1355,7 @@ func (x *DownloadSnapshotRequest) String() string {
 func (*DownloadSnapshotRequest) ProtoMessage() {}
 
 func (x *DownloadSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[18]
+	mi := &file_api_v1_api_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1203,7 +1368,7 @@ func (x *DownloadSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*DownloadSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{18}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DownloadSnapshotRequest) GetTakeNew() bool {
@@ -1230,7 +1395,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_api_v1_api_proto_msgTypes[19]
+	mi := &file_api_v1_api_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1242,7 +1407,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[19]
+	mi := &file_api_v1_api_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1255,7 +1420,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{19}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SnapshotHeader) GetIndex() uint64 {
@@ -1318,7 +1483,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_api_v1_api_proto_msgTypes[20]
+	mi := &file_api_v1_api_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1330,7 +1495,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[20]
+	mi := &file_api_v1_api_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1343,7 +1508,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{20}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SnapshotChunk) GetHeader() *SnapshotHeader {
@@ -1395,7 +1560,7 @@ const file_api_v1_api_proto_rawDesc = "" +
 	"\n" +
 	"next_index\x18\x03 \x01(\x04R\tnextIndex\x12\x14\n" +
 	"\x05state\x18\x04 \x01(\tR\x05state\x12\x18\n" +
-	"\alearner\x18\x05 \x01(\bR\alearner\"\xc0\x03\n" +
+	"\alearner\x18\x05 \x01(\bR\alearner\"\xec\x03\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1b\n" +
@@ -1414,7 +1579,11 @@ const file_api_v1_api_proto_rawDesc = "" +
 	"\tfollowers\x18\f \x03(\v2\x1e.raftd.api.v1.FollowerProgressR\tfollowers\x12\x14\n" +
 	"\x05error\x18\r \x01(\tR\x05error\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x0e \x01(\tR\tclusterId\"l\n" +
+	"cluster_id\x18\x0e \x01(\tR\tclusterId\x12*\n" +
+	"\x06halted\x18\x0f \x01(\v2\x12.raftd.api.v1.HaltR\x06halted\"4\n" +
+	"\x04Halt\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"l\n" +
 	"\x0eStatusResponse\x12\x16\n" +
 	"\x06leader\x18\x01 \x01(\x04R\x06leader\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12.\n" +
@@ -1441,7 +1610,13 @@ const file_api_v1_api_proto_rawDesc = "" +
 	"\x19ActivateFSMVersionRequest\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\"2\n" +
 	"\x1aActivateFSMVersionResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index\"4\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"-\n" +
+	"\x15SkipFSMCommandRequest\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"Q\n" +
+	"\x16SkipFSMCommandResponse\x12\x1d\n" +
+	"\n" +
+	"skip_index\x18\x01 \x01(\x04R\tskipIndex\x12\x18\n" +
+	"\askipped\x18\x02 \x01(\bR\askipped\"4\n" +
 	"\x17DownloadSnapshotRequest\x12\x19\n" +
 	"\btake_new\x18\x01 \x01(\bR\atakeNew\"\xbe\x01\n" +
 	"\x0eSnapshotHeader\x12\x14\n" +
@@ -1459,7 +1634,7 @@ const file_api_v1_api_proto_rawDesc = "" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x01\x12\x15\n" +
-	"\x11CONSISTENCY_STALE\x10\x022\xd6\x05\n" +
+	"\x11CONSISTENCY_STALE\x10\x022\xb3\x06\n" +
 	"\x05Raftd\x12@\n" +
 	"\x05Apply\x12\x1a.raftd.api.v1.ApplyRequest\x1a\x1b.raftd.api.v1.ApplyResponse\x12@\n" +
 	"\x05Query\x12\x1a.raftd.api.v1.QueryRequest\x1a\x1b.raftd.api.v1.QueryResponse\x12C\n" +
@@ -1468,7 +1643,8 @@ const file_api_v1_api_proto_rawDesc = "" +
 	"\tAddMember\x12\x1e.raftd.api.v1.AddMemberRequest\x1a\x1d.raftd.api.v1.MembersResponse\x12P\n" +
 	"\fRemoveMember\x12!.raftd.api.v1.RemoveMemberRequest\x1a\x1d.raftd.api.v1.MembersResponse\x12[\n" +
 	"\x0eTransferLeader\x12#.raftd.api.v1.TransferLeaderRequest\x1a$.raftd.api.v1.TransferLeaderResponse\x12g\n" +
-	"\x12ActivateFSMVersion\x12'.raftd.api.v1.ActivateFSMVersionRequest\x1a(.raftd.api.v1.ActivateFSMVersionResponse\x12X\n" +
+	"\x12ActivateFSMVersion\x12'.raftd.api.v1.ActivateFSMVersionRequest\x1a(.raftd.api.v1.ActivateFSMVersionResponse\x12[\n" +
+	"\x0eSkipFSMCommand\x12#.raftd.api.v1.SkipFSMCommandRequest\x1a$.raftd.api.v1.SkipFSMCommandResponse\x12X\n" +
 	"\x10DownloadSnapshot\x12%.raftd.api.v1.DownloadSnapshotRequest\x1a\x1b.raftd.api.v1.SnapshotChunk0\x01B+Z)github.com/raftd/raftd/proto/api/v1;apiv1b\x06proto3"
 
 var (
@@ -1484,7 +1660,7 @@ func file_api_v1_api_proto_rawDescGZIP() []byte {
 }
 
 var file_api_v1_api_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_api_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_api_v1_api_proto_goTypes = []any{
 	(Consistency)(0),                   // 0: raftd.api.v1.Consistency
 	(*ApplyRequest)(nil),               // 1: raftd.api.v1.ApplyRequest
@@ -1495,50 +1671,56 @@ var file_api_v1_api_proto_goTypes = []any{
 	(*FSMStatus)(nil),                  // 6: raftd.api.v1.FSMStatus
 	(*FollowerProgress)(nil),           // 7: raftd.api.v1.FollowerProgress
 	(*NodeStatus)(nil),                 // 8: raftd.api.v1.NodeStatus
-	(*StatusResponse)(nil),             // 9: raftd.api.v1.StatusResponse
-	(*Member)(nil),                     // 10: raftd.api.v1.Member
-	(*MembersRequest)(nil),             // 11: raftd.api.v1.MembersRequest
-	(*MembersResponse)(nil),            // 12: raftd.api.v1.MembersResponse
-	(*AddMemberRequest)(nil),           // 13: raftd.api.v1.AddMemberRequest
-	(*RemoveMemberRequest)(nil),        // 14: raftd.api.v1.RemoveMemberRequest
-	(*TransferLeaderRequest)(nil),      // 15: raftd.api.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),     // 16: raftd.api.v1.TransferLeaderResponse
-	(*ActivateFSMVersionRequest)(nil),  // 17: raftd.api.v1.ActivateFSMVersionRequest
-	(*ActivateFSMVersionResponse)(nil), // 18: raftd.api.v1.ActivateFSMVersionResponse
-	(*DownloadSnapshotRequest)(nil),    // 19: raftd.api.v1.DownloadSnapshotRequest
-	(*SnapshotHeader)(nil),             // 20: raftd.api.v1.SnapshotHeader
-	(*SnapshotChunk)(nil),              // 21: raftd.api.v1.SnapshotChunk
+	(*Halt)(nil),                       // 9: raftd.api.v1.Halt
+	(*StatusResponse)(nil),             // 10: raftd.api.v1.StatusResponse
+	(*Member)(nil),                     // 11: raftd.api.v1.Member
+	(*MembersRequest)(nil),             // 12: raftd.api.v1.MembersRequest
+	(*MembersResponse)(nil),            // 13: raftd.api.v1.MembersResponse
+	(*AddMemberRequest)(nil),           // 14: raftd.api.v1.AddMemberRequest
+	(*RemoveMemberRequest)(nil),        // 15: raftd.api.v1.RemoveMemberRequest
+	(*TransferLeaderRequest)(nil),      // 16: raftd.api.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),     // 17: raftd.api.v1.TransferLeaderResponse
+	(*ActivateFSMVersionRequest)(nil),  // 18: raftd.api.v1.ActivateFSMVersionRequest
+	(*ActivateFSMVersionResponse)(nil), // 19: raftd.api.v1.ActivateFSMVersionResponse
+	(*SkipFSMCommandRequest)(nil),      // 20: raftd.api.v1.SkipFSMCommandRequest
+	(*SkipFSMCommandResponse)(nil),     // 21: raftd.api.v1.SkipFSMCommandResponse
+	(*DownloadSnapshotRequest)(nil),    // 22: raftd.api.v1.DownloadSnapshotRequest
+	(*SnapshotHeader)(nil),             // 23: raftd.api.v1.SnapshotHeader
+	(*SnapshotChunk)(nil),              // 24: raftd.api.v1.SnapshotChunk
 }
 var file_api_v1_api_proto_depIdxs = []int32{
 	0,  // 0: raftd.api.v1.QueryRequest.consistency:type_name -> raftd.api.v1.Consistency
 	6,  // 1: raftd.api.v1.NodeStatus.fsm:type_name -> raftd.api.v1.FSMStatus
 	7,  // 2: raftd.api.v1.NodeStatus.followers:type_name -> raftd.api.v1.FollowerProgress
-	8,  // 3: raftd.api.v1.StatusResponse.nodes:type_name -> raftd.api.v1.NodeStatus
-	10, // 4: raftd.api.v1.MembersResponse.members:type_name -> raftd.api.v1.Member
-	20, // 5: raftd.api.v1.SnapshotChunk.header:type_name -> raftd.api.v1.SnapshotHeader
-	1,  // 6: raftd.api.v1.Raftd.Apply:input_type -> raftd.api.v1.ApplyRequest
-	3,  // 7: raftd.api.v1.Raftd.Query:input_type -> raftd.api.v1.QueryRequest
-	5,  // 8: raftd.api.v1.Raftd.Status:input_type -> raftd.api.v1.StatusRequest
-	11, // 9: raftd.api.v1.Raftd.Members:input_type -> raftd.api.v1.MembersRequest
-	13, // 10: raftd.api.v1.Raftd.AddMember:input_type -> raftd.api.v1.AddMemberRequest
-	14, // 11: raftd.api.v1.Raftd.RemoveMember:input_type -> raftd.api.v1.RemoveMemberRequest
-	15, // 12: raftd.api.v1.Raftd.TransferLeader:input_type -> raftd.api.v1.TransferLeaderRequest
-	17, // 13: raftd.api.v1.Raftd.ActivateFSMVersion:input_type -> raftd.api.v1.ActivateFSMVersionRequest
-	19, // 14: raftd.api.v1.Raftd.DownloadSnapshot:input_type -> raftd.api.v1.DownloadSnapshotRequest
-	2,  // 15: raftd.api.v1.Raftd.Apply:output_type -> raftd.api.v1.ApplyResponse
-	4,  // 16: raftd.api.v1.Raftd.Query:output_type -> raftd.api.v1.QueryResponse
-	9,  // 17: raftd.api.v1.Raftd.Status:output_type -> raftd.api.v1.StatusResponse
-	12, // 18: raftd.api.v1.Raftd.Members:output_type -> raftd.api.v1.MembersResponse
-	12, // 19: raftd.api.v1.Raftd.AddMember:output_type -> raftd.api.v1.MembersResponse
-	12, // 20: raftd.api.v1.Raftd.RemoveMember:output_type -> raftd.api.v1.MembersResponse
-	16, // 21: raftd.api.v1.Raftd.TransferLeader:output_type -> raftd.api.v1.TransferLeaderResponse
-	18, // 22: raftd.api.v1.Raftd.ActivateFSMVersion:output_type -> raftd.api.v1.ActivateFSMVersionResponse
-	21, // 23: raftd.api.v1.Raftd.DownloadSnapshot:output_type -> raftd.api.v1.SnapshotChunk
-	15, // [15:24] is the sub-list for method output_type
-	6,  // [6:15] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	9,  // 3: raftd.api.v1.NodeStatus.halted:type_name -> raftd.api.v1.Halt
+	8,  // 4: raftd.api.v1.StatusResponse.nodes:type_name -> raftd.api.v1.NodeStatus
+	11, // 5: raftd.api.v1.MembersResponse.members:type_name -> raftd.api.v1.Member
+	23, // 6: raftd.api.v1.SnapshotChunk.header:type_name -> raftd.api.v1.SnapshotHeader
+	1,  // 7: raftd.api.v1.Raftd.Apply:input_type -> raftd.api.v1.ApplyRequest
+	3,  // 8: raftd.api.v1.Raftd.Query:input_type -> raftd.api.v1.QueryRequest
+	5,  // 9: raftd.api.v1.Raftd.Status:input_type -> raftd.api.v1.StatusRequest
+	12, // 10: raftd.api.v1.Raftd.Members:input_type -> raftd.api.v1.MembersRequest
+	14, // 11: raftd.api.v1.Raftd.AddMember:input_type -> raftd.api.v1.AddMemberRequest
+	15, // 12: raftd.api.v1.Raftd.RemoveMember:input_type -> raftd.api.v1.RemoveMemberRequest
+	16, // 13: raftd.api.v1.Raftd.TransferLeader:input_type -> raftd.api.v1.TransferLeaderRequest
+	18, // 14: raftd.api.v1.Raftd.ActivateFSMVersion:input_type -> raftd.api.v1.ActivateFSMVersionRequest
+	20, // 15: raftd.api.v1.Raftd.SkipFSMCommand:input_type -> raftd.api.v1.SkipFSMCommandRequest
+	22, // 16: raftd.api.v1.Raftd.DownloadSnapshot:input_type -> raftd.api.v1.DownloadSnapshotRequest
+	2,  // 17: raftd.api.v1.Raftd.Apply:output_type -> raftd.api.v1.ApplyResponse
+	4,  // 18: raftd.api.v1.Raftd.Query:output_type -> raftd.api.v1.QueryResponse
+	10, // 19: raftd.api.v1.Raftd.Status:output_type -> raftd.api.v1.StatusResponse
+	13, // 20: raftd.api.v1.Raftd.Members:output_type -> raftd.api.v1.MembersResponse
+	13, // 21: raftd.api.v1.Raftd.AddMember:output_type -> raftd.api.v1.MembersResponse
+	13, // 22: raftd.api.v1.Raftd.RemoveMember:output_type -> raftd.api.v1.MembersResponse
+	17, // 23: raftd.api.v1.Raftd.TransferLeader:output_type -> raftd.api.v1.TransferLeaderResponse
+	19, // 24: raftd.api.v1.Raftd.ActivateFSMVersion:output_type -> raftd.api.v1.ActivateFSMVersionResponse
+	21, // 25: raftd.api.v1.Raftd.SkipFSMCommand:output_type -> raftd.api.v1.SkipFSMCommandResponse
+	24, // 26: raftd.api.v1.Raftd.DownloadSnapshot:output_type -> raftd.api.v1.SnapshotChunk
+	17, // [17:27] is the sub-list for method output_type
+	7,  // [7:17] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_api_v1_api_proto_init() }
@@ -1552,7 +1734,7 @@ func file_api_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_v1_api_proto_rawDesc), len(file_api_v1_api_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,6 +37,7 @@ const (
 	Raftd_RemoveMember_FullMethodName       = "/raftd.api.v1.Raftd/RemoveMember"
 	Raftd_TransferLeader_FullMethodName     = "/raftd.api.v1.Raftd/TransferLeader"
 	Raftd_ActivateFSMVersion_FullMethodName = "/raftd.api.v1.Raftd/ActivateFSMVersion"
+	Raftd_SkipFSMCommand_FullMethodName     = "/raftd.api.v1.Raftd/SkipFSMCommand"
 	Raftd_DownloadSnapshot_FullMethodName   = "/raftd.api.v1.Raftd/DownloadSnapshot"
 )
 
@@ -64,6 +65,11 @@ type RaftdClient interface {
 	TransferLeader(ctx context.Context, in *TransferLeaderRequest, opts ...grpc.CallOption) (*TransferLeaderResponse, error)
 	// ActivateFSMVersion commits an FSM version switch through the log.
 	ActivateFSMVersion(ctx context.Context, in *ActivateFSMVersionRequest, opts ...grpc.CallOption) (*ActivateFSMVersionResponse, error)
+	// SkipFSMCommand commits an admin entry through the log: every replica
+	// whose apply is halted at index (NodeStatus.halted) skips that command
+	// and resumes; the others ignore it. It returns once the entry is
+	// applied on the leader.
+	SkipFSMCommand(ctx context.Context, in *SkipFSMCommandRequest, opts ...grpc.CallOption) (*SkipFSMCommandResponse, error)
 	// DownloadSnapshot streams the answering node's latest snapshot: first a
 	// chunk carrying only the header, then data chunks of at most 1 MiB.
 	DownloadSnapshot(ctx context.Context, in *DownloadSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error)
@@ -157,6 +163,16 @@ func (c *raftdClient) ActivateFSMVersion(ctx context.Context, in *ActivateFSMVer
 	return out, nil
 }
 
+func (c *raftdClient) SkipFSMCommand(ctx context.Context, in *SkipFSMCommandRequest, opts ...grpc.CallOption) (*SkipFSMCommandResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SkipFSMCommandResponse)
+	err := c.cc.Invoke(ctx, Raftd_SkipFSMCommand_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *raftdClient) DownloadSnapshot(ctx context.Context, in *DownloadSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Raftd_ServiceDesc.Streams[0], Raftd_DownloadSnapshot_FullMethodName, cOpts...)
@@ -200,6 +216,11 @@ type RaftdServer interface {
 	TransferLeader(context.Context, *TransferLeaderRequest) (*TransferLeaderResponse, error)
 	// ActivateFSMVersion commits an FSM version switch through the log.
 	ActivateFSMVersion(context.Context, *ActivateFSMVersionRequest) (*ActivateFSMVersionResponse, error)
+	// SkipFSMCommand commits an admin entry through the log: every replica
+	// whose apply is halted at index (NodeStatus.halted) skips that command
+	// and resumes; the others ignore it. It returns once the entry is
+	// applied on the leader.
+	SkipFSMCommand(context.Context, *SkipFSMCommandRequest) (*SkipFSMCommandResponse, error)
 	// DownloadSnapshot streams the answering node's latest snapshot: first a
 	// chunk carrying only the header, then data chunks of at most 1 MiB.
 	DownloadSnapshot(*DownloadSnapshotRequest, grpc.ServerStreamingServer[SnapshotChunk]) error
@@ -236,6 +257,9 @@ func (UnimplementedRaftdServer) TransferLeader(context.Context, *TransferLeaderR
 }
 func (UnimplementedRaftdServer) ActivateFSMVersion(context.Context, *ActivateFSMVersionRequest) (*ActivateFSMVersionResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ActivateFSMVersion not implemented")
+}
+func (UnimplementedRaftdServer) SkipFSMCommand(context.Context, *SkipFSMCommandRequest) (*SkipFSMCommandResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SkipFSMCommand not implemented")
 }
 func (UnimplementedRaftdServer) DownloadSnapshot(*DownloadSnapshotRequest, grpc.ServerStreamingServer[SnapshotChunk]) error {
 	return status.Errorf(codes.Unimplemented, "method DownloadSnapshot not implemented")
@@ -405,6 +429,24 @@ func _Raftd_ActivateFSMVersion_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Raftd_SkipFSMCommand_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SkipFSMCommandRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RaftdServer).SkipFSMCommand(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Raftd_SkipFSMCommand_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RaftdServer).SkipFSMCommand(ctx, req.(*SkipFSMCommandRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Raftd_DownloadSnapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(DownloadSnapshotRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -454,6 +496,10 @@ var Raftd_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ActivateFSMVersion",
 			Handler:    _Raftd_ActivateFSMVersion_Handler,
+		},
+		{
+			MethodName: "SkipFSMCommand",
+			Handler:    _Raftd_SkipFSMCommand_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

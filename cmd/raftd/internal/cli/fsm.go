@@ -10,11 +10,11 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// NewCmdFSM returns `raftd fsm status|activate|test`.
+// NewCmdFSM returns `raftd fsm status|activate|skip|test`.
 func NewCmdFSM(f *Factory) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "fsm",
-		Short: "FSM plugin status, rolling version activation, conformance tests",
+		Short: "FSM plugin status, rolling version activation, skipping a command apply halted on, conformance tests",
 		Args:  noArgs,
 	}
 	st := &StatusOptions{}
@@ -67,6 +67,43 @@ member's plugin does not support VERSION.`,
 	}
 	addClientFlags(activateCmd, act)
 
+	skip := &ClientOptions{}
+	skipCmd := &cobra.Command{
+		Use:   "skip INDEX",
+		Short: "Skip the command at INDEX on every node whose apply is halted there",
+		Long: `A node halts apply at a command its FSM plugin keeps failing on (an error,
+a panic, the Apply watchdog) after restarting, restoring and replaying it;
+raftd status shows "halted" with the index and the reason. The node stays
+in the cluster and serves stale reads, but applies nothing more.
+
+Skip commits an admin entry through the log: every node halted at INDEX
+skips exactly that command (it is never applied there; a client still
+waiting for it gets "not applied: skipped") and resumes. Nodes that are
+not halted at INDEX ignore the entry. Skip a command only when every node
+halted on it: a node that applied it and one that skipped it differ.
+Exit 0 once the entry is applied on the leader.`,
+		Example: `  raftd status --json | jq '.nodes[] | {id, halted}'
+  raftd fsm skip 1234`,
+		Args: exactArgs(1, "INDEX"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			idx, err := strconv.ParseUint(args[0], 10, 64)
+			if err != nil || idx == 0 {
+				return usageErrorf("fsm skip: index %q is not a positive integer", args[0])
+			}
+			resp, err := rpc(cmd.Context(), f, skip, "fsm skip", apiv1.RaftdClient.SkipFSMCommand, &apiv1.SkipFSMCommandRequest{Index: idx})
+			if err != nil {
+				return err
+			}
+			what := "the leader was not halted there"
+			if resp.GetSkipped() {
+				what = "the leader skipped it"
+			}
+			fmt.Fprintf(f.Out, "skip of the command at index %d committed at index %d (%s); nodes halted at %d resume\n", idx, resp.GetSkipIndex(), what, idx)
+			return nil
+		},
+	}
+	addClientFlags(skipCmd, skip)
+
 	to := conformance.Options{}
 	testCmd := &cobra.Command{
 		Use:   "test --fsm PLUGIN",
@@ -105,6 +142,6 @@ on PASS, 1 with the first divergence otherwise.`,
 	testCmd.Flags().IntVar(&to.Entries, "entries", 10000, "number of generated entries")
 	testCmd.Flags().StringVar(&to.Commands, "commands", "", "commands file instead of the built-in generator (required for FSMs other than counter, kv, queue)")
 	testCmd.Flags().IntVar(&to.CheckpointEvery, "checkpoint-every", 1000, "compare digests every this many entries")
-	cmd.AddCommand(statusCmd, activateCmd, testCmd)
+	cmd.AddCommand(statusCmd, activateCmd, skipCmd, testCmd)
 	return cmd
 }

@@ -32,7 +32,10 @@ every member. Unreachable members are listed with an error.
   {"leader":1,"term":3,"nodes":[{"id":1,"raft_addr":"…","api_addr":"…",
    "role":"leader","term":3,"leader":1,"commit_index":120,"applied_index":120,
    "last_index":120,"snapshot_index":0,"fsm":{"name":"kv","version":1},
-   "followers":[{"id":2,"match_index":120,…}]}, {"id":3,…,"error":"…"}]}`,
+   "followers":[{"id":2,"match_index":120,…}]}, {"id":3,…,"error":"…"}]}
+A node whose apply is halted (its state machine keeps failing on one
+command) also has "halted":{"index":N,"reason":"…"}; raftd fsm skip N
+resumes it.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if runF != nil {
@@ -78,6 +81,10 @@ type (
 		ActivatedIndex uint64 `json:"activated_index,omitempty"`
 		BinarySHA256   string `json:"binary_sha256,omitempty"`
 	}
+	haltJSON struct {
+		Index  uint64 `json:"index"`
+		Reason string `json:"reason"`
+	}
 	followerJSON struct {
 		ID         uint64 `json:"id"`
 		MatchIndex uint64 `json:"match_index"`
@@ -99,6 +106,7 @@ type (
 		FSM           fsmJSON        `json:"fsm"`
 		ClusterID     string         `json:"cluster_id,omitempty"`
 		Followers     []followerJSON `json:"followers,omitempty"`
+		Halted        *haltJSON      `json:"halted,omitempty"`
 	}
 	nodeErrJSON struct {
 		ID       uint64 `json:"id"`
@@ -125,6 +133,9 @@ func writeStatusJSON(w io.Writer, resp *apiv1.StatusResponse) error {
 				MinVersion: n.GetFsm().GetMinVersion(), MaxVersion: n.GetFsm().GetMaxVersion(),
 				ActivatedIndex: n.GetFsm().GetActivatedIndex(), BinarySHA256: n.GetFsm().GetBinarySha256(),
 			},
+		}
+		if h := n.GetHalted(); h != nil {
+			nj.Halted = &haltJSON{Index: h.GetIndex(), Reason: h.GetReason()}
 		}
 		for _, p := range n.GetFollowers() {
 			nj.Followers = append(nj.Followers, followerJSON{ID: p.GetId(), MatchIndex: p.GetMatchIndex(), NextIndex: p.GetNextIndex(), State: p.GetState(), Learner: p.GetLearner()})
@@ -178,6 +189,11 @@ func writeStatusTable(w io.Writer, resp *apiv1.StatusResponse) {
 	tw.Flush()
 	for _, note := range notes {
 		fmt.Fprintln(w, note)
+	}
+	for _, n := range resp.GetNodes() {
+		if h := n.GetHalted(); h != nil {
+			fmt.Fprintf(w, "node %d: apply HALTED at index %d: %s\n  (raftd fsm skip %d skips that command on every node halted there)\n", n.GetId(), h.GetIndex(), oneLine(h.GetReason()), h.GetIndex())
+		}
 	}
 	for _, n := range resp.GetNodes() {
 		for _, p := range n.GetFollowers() {
