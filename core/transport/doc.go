@@ -27,7 +27,12 @@
 // Every call carries the sender's cluster id and node ids in gRPC metadata.
 // A node rejects traffic from another cluster, or addressed to another node
 // id, with a FailedPrecondition status whose message names both sides; the
-// sending node logs it.
+// sending node logs it. With Options.Authorize set (peer TLS with member
+// ids pinned to certificates, core/pki), a caller whose certificate does
+// not name the node id it claims is refused with PermissionDenied before
+// any of its messages is decoded. TLS itself is given by the caller:
+// credentials on the gRPC server it registers the service on, and dial
+// options (Options.DialOptions, Options.PeerDialOptions per peer).
 //
 // Handler methods are never called from inside Send, so a Handler may take
 // the same locks or channels as the goroutine that calls Send. Unreachable

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -21,10 +22,12 @@ import (
 // peer is the outbound side towards one node: a bounded queue drained by
 // one goroutine (run) into one gRPC stream at a time.
 type peer struct {
-	t     *Transport
-	id    uint64
-	addr  string
-	queue chan raft.Message
+	t    *Transport
+	id   uint64
+	addr string
+	// dialOpts are the transport's dial options with this peer's own.
+	dialOpts []grpc.DialOption
+	queue    chan raft.Message
 	// ctx is cancelled by RemovePeer, by AddPeer with a new address, and by
 	// Close. It bounds the peer's stream and its snapshot transfers.
 	ctx    context.Context
@@ -36,17 +39,22 @@ type peer struct {
 }
 
 func newPeer(t *Transport, id uint64, addr string) (*peer, error) {
-	cc, err := grpc.NewClient(target(addr), t.dialOpts...)
+	dialOpts := t.dialOpts
+	if t.opts.PeerDialOptions != nil {
+		dialOpts = append(slices.Clip(dialOpts), t.opts.PeerDialOptions(id)...)
+	}
+	cc, err := grpc.NewClient(target(addr), dialOpts...)
 	if err != nil {
 		return nil, err
 	}
 	p := &peer{
-		t:      t,
-		id:     id,
-		addr:   addr,
-		queue:  make(chan raft.Message, t.opts.QueueMessages),
-		cc:     cc,
-		client: raftv1.NewRaftClient(cc),
+		t:        t,
+		id:       id,
+		addr:     addr,
+		dialOpts: dialOpts,
+		queue:    make(chan raft.Message, t.opts.QueueMessages),
+		cc:       cc,
+		client:   raftv1.NewRaftClient(cc),
 	}
 	p.ctx, p.cancel = context.WithCancel(t.ctx)
 	return p, nil
@@ -102,10 +110,11 @@ func (p *peer) run() {
 }
 
 // rejected reports whether err is the receiver refusing this node (wrong
-// cluster or node id), which retrying will not fix until someone fixes the
+// cluster or node id, a certificate that does not match), which retrying will not fix until someone fixes the
 // configuration.
 func rejected(err error) bool {
-	return status.Code(err) == codes.FailedPrecondition
+	c := status.Code(err)
+	return c == codes.FailedPrecondition || c == codes.PermissionDenied
 }
 
 // dropFor waits d while dropping queued messages; it returns false if the

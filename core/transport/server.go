@@ -51,6 +51,11 @@ func (s *server) checkCaller(ctx context.Context) (uint64, error) {
 		return 0, status.Errorf(codes.FailedPrecondition,
 			"transport: node %d sent traffic for node %s to node %d (wrong peer address?)", from, toS, s.t.opts.ID)
 	}
+	if auth := s.t.opts.Authorize; auth != nil {
+		if err := auth(ctx, from); err != nil {
+			return 0, status.Errorf(codes.PermissionDenied, "transport: node %d refuses a caller claiming to be node %d: %v", s.t.opts.ID, from, err)
+		}
+	}
 	if s.t.opts.Faults.isCut(from) {
 		return 0, status.Errorf(codes.Unavailable, "transport: partitioned from node %d (fault injection)", from)
 	}

@@ -111,7 +111,7 @@ func (t *Transport) sendSnapshot(p *peer, m raft.Message, x *transfer) error {
 	}
 	defer body.Close()
 
-	cc, err := grpc.NewClient(target(p.addr), t.dialOpts...)
+	cc, err := grpc.NewClient(target(p.addr), p.dialOpts...)
 	if err != nil {
 		return err
 	}

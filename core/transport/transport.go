@@ -109,6 +109,16 @@ type Options struct {
 	// they can override them (for example TLS credentials, or a context
 	// dialer in tests). The default transport credentials are insecure.
 	DialOptions []grpc.DialOption
+	// PeerDialOptions, if set, returns dial options for the connections to
+	// peer id, appended after DialOptions (per-peer TLS credentials that
+	// check the peer's certificate names id, for example).
+	PeerDialOptions func(id uint64) []grpc.DialOption
+	// Authorize, if set, is asked for every inbound stream whose metadata
+	// checks passed whether its caller (ctx: TLS state through
+	// google.golang.org/grpc/peer) may speak for node from; an error
+	// refuses the stream with PermissionDenied before any message of it is
+	// read.
+	Authorize func(ctx context.Context, from uint64) error
 	// Faults, if set, injects network faults (tests only).
 	Faults *Faults
 	// Logger receives connection state changes and errors. Nil discards.
