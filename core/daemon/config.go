@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/raftd/raftd/core/node"
+	"github.com/raftd/raftd/core/pki"
 	"github.com/raftd/raftd/plugin/fsm"
 )
 
@@ -61,9 +62,38 @@ type Config struct {
 	// closed by Stop).
 	RaftAddr, APIAddr         string
 	RaftListener, APIListener net.Listener
-	// MetricsAddr, if set, serves /metrics (Prometheus), /healthz and
-	// /debug/pprof/ over HTTP. Empty: off.
+	// MetricsAddr, if set, serves /metrics (Prometheus) and /healthz over
+	// HTTP (HTTPS with ClientTLS), and /debug/pprof/ with EnablePprof.
+	// Empty: off.
 	MetricsAddr string
+	// EnablePprof serves Go's profiles at /debug/pprof/ on MetricsAddr.
+	// The default is off: profiles expose the process's memory layout and
+	// command line, and a CPU profile costs the node.
+	EnablePprof bool
+
+	// ClientTLS, if it names a certificate and key, serves the client API
+	// and the metrics endpoint over TLS; its TrustedCAFile verifies client
+	// certificates. Without ClientCertAuth a client certificate is
+	// optional, but DownloadSnapshot is served only to clients that present
+	// one. The zero value is plaintext.
+	ClientTLS pki.Files
+	// ClientCertAuth requires every client of the API and the metrics
+	// endpoint to present a certificate from ClientTLS.TrustedCAFile.
+	ClientCertAuth bool
+	// PeerTLS, if set (certificate, key and trusted CA, all required),
+	// secures the raft address both ways: every connection between members
+	// is TLS, and each side must present a certificate from
+	// PeerTLS.TrustedCAFile, or the handshake fails before any Raft
+	// message is read. The zero value is plaintext.
+	PeerTLS pki.Files
+	// PeerCertAllowedCN, if set, is the only common name a peer
+	// certificate may have.
+	PeerCertAllowedCN string
+	// PeerCertPinID requires every peer certificate to name a member id
+	// (core/pki MemberID: URI SAN raftd://node/<id> or common name
+	// raftd-node-<id>): a node may only speak for the member its
+	// certificate names, and a dialed member must present its own.
+	PeerCertPinID bool
 
 	// FSM is a state machine run in this process. Exactly one of FSM and
 	// FSMPath is set.

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"github.com/raftd/raftd/core/transport"
 	"github.com/raftd/raftd/plugin/host"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 )
 
 // Daemon is one running node: storage, state machine (plugin process or in
@@ -120,6 +122,10 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		}
 	}
 	log := cfg.Logger.With("node", cfg.ID)
+	sec, err := cfg.security()
+	if err != nil {
+		return nil, err
+	}
 
 	// Listeners first: an address in use fails fast, before any process starts.
 	raftLis, apiLis := cfg.RaftListener, cfg.APIListener
@@ -153,6 +159,8 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	if _, err := checkDataDir(cfg.DataDir, cfg.ID, cfg.ClusterID); err != nil {
 		return nil, err
 	}
+	warnDataDirMode(log, cfg.DataDir)
+	sec.warnPlaintext(log, raftLis, apiLis, metricsLis)
 
 	st, err := openStorage(cfg.DataDir, &storage.Options{ClusterID: cfg.ClusterID, NodeID: cfg.ID, DisableSync: cfg.NoSync, Logger: log})
 	if err != nil {
@@ -175,7 +183,11 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	undo.add(func() { sm.Close() })
 
 	h := &lateHandler{}
-	tr := transport.New(transport.Options{ID: cfg.ID, ClusterID: cfg.ClusterID, Handler: h, Snapshots: h, Logger: log})
+	topts := transport.Options{ID: cfg.ID, ClusterID: cfg.ClusterID, Handler: h, Snapshots: h, Logger: log}
+	if sec.peer != nil {
+		topts.PeerDialOptions, topts.Authorize = sec.peer.DialOptions, sec.peer.Authorize
+	}
+	tr := transport.New(topts)
 	undo.add(func() { tr.Close() })
 
 	peers := cfg.Peers
@@ -208,23 +220,38 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	// pprof answer during a long restart replay too.
 	var ms *metricsServer
 	if metricsLis != nil {
-		if ms, err = newMetricsServer(metricsLis, n, slog.NewLogLogger(log.Handler(), slog.LevelWarn), tr.Collector()); err != nil {
+		lis, scheme := metricsLis, "http://"
+		if sec.client != nil {
+			lis, scheme = tls.NewListener(metricsLis, sec.client), "https://"
+		}
+		if ms, err = newMetricsServer(lis, n, slog.NewLogLogger(log.Handler(), slog.LevelWarn), cfg.EnablePprof, tr.Collector()); err != nil {
 			return nil, err
 		}
 		ms.Start()
 		undo.add(func() { _ = ms.Close() })
-		log.Info("metrics: serving /metrics, /healthz and /debug/pprof/", "url", "http://"+ms.Addr())
+		log.Info("metrics: serving /metrics and /healthz", "url", scheme+ms.Addr(), "pprof", cfg.EnablePprof)
 	}
 
 	raftAddr, apiAddr := raftLis.Addr().String(), apiLis.Addr().String()
-	srv := server.New(server.Config{Node: n, RaftAddr: raftAddr, APIAddr: apiAddr, ClusterID: cfg.ClusterID,
-		FSMSHA256: sum, MaxEntryBytes: cfg.MaxEntryBytes})
-	// The peer port also answers forwarded client calls, whose answers
-	// (query results) are not size-limited.
-	raftSrv := grpc.NewServer(append(tr.ServerOptions(), grpc.MaxSendMsgSize(server.MaxResponseBytes))...)
+	scfg := server.Config{Node: n, RaftAddr: raftAddr, APIAddr: apiAddr, ClusterID: cfg.ClusterID,
+		FSMSHA256: sum, MaxEntryBytes: cfg.MaxEntryBytes, SnapshotNeedsClientCert: sec.client != nil}
+	// The peer port answers Raft traffic and requests forwarded by other
+	// members (whose answers, query results, are not size-limited); the
+	// client API is only on the api address.
+	raftOpts := append(tr.ServerOptions(), grpc.MaxSendMsgSize(server.MaxResponseBytes))
+	if sec.peer != nil {
+		raftOpts = append(raftOpts, grpc.Creds(sec.peer.ServerCredentials()))
+		scfg.PeerDialOptions, scfg.AuthorizePeer = sec.peer.DialOptions, sec.peer.Authorize
+	}
+	srv := server.New(scfg)
+	raftSrv := grpc.NewServer(raftOpts...)
 	tr.Register(raftSrv)
-	srv.Register(raftSrv)
-	apiSrv := grpc.NewServer(server.ServerOptions()...)
+	srv.RegisterForward(raftSrv)
+	apiOpts := server.ServerOptions()
+	if sec.client != nil {
+		apiOpts = append(apiOpts, grpc.Creds(credentials.NewTLS(sec.client)))
+	}
+	apiSrv := grpc.NewServer(apiOpts...)
 	srv.Register(apiSrv)
 	go raftSrv.Serve(raftLis)
 	undo.add(raftSrv.Stop)

@@ -37,7 +37,8 @@ func storedClusterID(dir string) string {
 // checkDataDir creates dir if needed and checks (or, on first boot, writes)
 // its identity. It reports whether this is the first boot.
 func checkDataDir(dir string, id uint64, clusterID string) (first bool, err error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	// The data dir holds the replicated state: the owner's only.
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return false, fmt.Errorf("data dir %s: %w", dir, err)
 	}
 	p := filepath.Join(dir, identityFile)
@@ -71,7 +72,7 @@ func checkDataDir(dir string, id uint64, clusterID string) (first bool, err erro
 
 func writeFileSync(p string, b []byte) error {
 	tmp := p + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,7 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"net/http/pprof"
+	httppprof "net/http/pprof"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -45,8 +45,8 @@ type metricsNode interface {
 }
 
 // metricsServer is the operator endpoint of one node: /metrics
-// (Prometheus text format, on a private registry), /healthz and
-// /debug/pprof/ (on a private mux, not http.DefaultServeMux). Close is
+// (Prometheus text format, on a private registry), /healthz and, if
+// enabled, /debug/pprof/ (on a private mux, not http.DefaultServeMux). Close is
 // idempotent.
 type metricsServer struct {
 	n        metricsNode
@@ -57,11 +57,12 @@ type metricsServer struct {
 	started  atomic.Bool
 }
 
-// newMetricsServer prepares the endpoint for n on lis. extra collectors
-// (the transport's) are registered next to the Go, process and node
-// collectors. errLog (nil: none) receives HTTP and scrape errors. It does
-// not serve until Start.
-func newMetricsServer(lis net.Listener, n metricsNode, errLog *log.Logger, extra ...prometheus.Collector) (*metricsServer, error) {
+// newMetricsServer prepares the endpoint for n on lis (a TLS listener for
+// HTTPS). extra collectors (the transport's) are registered next to the
+// Go, process and node collectors. errLog (nil: none) receives HTTP and
+// scrape errors. /debug/pprof/ is served only with pprof. It does not
+// serve until Start.
+func newMetricsServer(lis net.Listener, n metricsNode, errLog *log.Logger, pprof bool, extra ...prometheus.Collector) (*metricsServer, error) {
 	reg := prometheus.NewRegistry()
 	cs := []prometheus.Collector{
 		collectors.NewGoCollector(),
@@ -86,11 +87,13 @@ func newMetricsServer(lis net.Listener, n metricsNode, errLog *log.Logger, extra
 	}
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, hopts))
 	mux.HandleFunc("/healthz", m.healthz)
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if pprof {
+		mux.HandleFunc("/debug/pprof/", httppprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", httppprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", httppprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", httppprof.Trace)
+	}
 	// NB: no WriteTimeout: /debug/pprof/profile and /trace stream for as
 	// long as the caller asks (?seconds=N).
 	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}

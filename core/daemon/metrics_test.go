@@ -73,7 +73,7 @@ func startMetrics(t *testing.T, n metricsNode, extra ...prometheus.Collector) (*
 	if err != nil {
 		t.Fatal(err)
 	}
-	ms, err := newMetricsServer(l, n, nil, extra...)
+	ms, err := newMetricsServer(l, n, nil, true, extra...)
 	if err != nil {
 		l.Close()
 		t.Fatal(err)

@@ -1,12 +1,17 @@
 // Package server implements the raftd client API (proto/api/v1) on top of
 // the local *node.Node.
 //
-// A Server answers Apply, Query, Status and the membership RPCs for one node.
-// Apply and linearizable Query received by a follower are forwarded to the
-// leader over gRPC (to the address ForwardAddr resolves for the leader's id)
-// and the leader's answer, or its error, is relayed unchanged. A forwarded
-// request is never forwarded again: a node that receives one and is not the
-// leader refuses it with Unavailable, and the client retries.
+// A Server answers Apply, Query, Status and the membership RPCs for one node
+// on its api address (Register). Apply, linearizable Query and the
+// membership and version changes received by a follower are forwarded to
+// the leader's Forward service (proto/raft/v1 forward.proto, RegisterForward),
+// which members serve on their raft address, not the client API: the peer
+// port answers no client or admin RPC. The leader's answer, or its error, is
+// relayed unchanged. A forwarded request is never forwarded again: a node
+// that receives one and is not the leader refuses it with Unavailable, and
+// the client retries. Forward callers identify as members (cluster id and
+// node id metadata; with peer TLS, Config.AuthorizePeer checks their
+// certificate).
 //
 // Errors are gRPC status codes with a one-line message. The node's outcome
 // classes (core/node errors.go) become codes in one place, errors.go:

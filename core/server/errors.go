@@ -18,9 +18,6 @@ const OutcomeKey = "raftd-outcome"
 // OutcomeNotApplied is the OutcomeKey value for "certainly not applied".
 const OutcomeNotApplied = "not-applied"
 
-// forwardedKey is the request metadata key set on forwarded requests.
-const forwardedKey = "raftd-forwarded"
-
 // notApplied returns a status error of code c and marks it, through the
 // response trailer, as certainly not applied.
 func notApplied(ctx context.Context, c codes.Code, format string, args ...any) error {

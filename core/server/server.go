@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/raftd/raftd/core/node"
+	"github.com/raftd/raftd/core/pki"
 	apiv1 "github.com/raftd/raftd/proto/api/v1"
+	raftv1 "github.com/raftd/raftd/proto/raft/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
@@ -47,11 +49,22 @@ type Config struct {
 	// MaxEntryBytes limits the size of an Apply command. The default is
 	// DefaultMaxEntryBytes.
 	MaxEntryBytes int
-	// ForwardAddr resolves the gRPC address on which member id serves this
-	// API; it is used for forwarding and for status fan-out. The default is
-	// the member's Raft address in the node's membership: members serve the
-	// client API on their peer port too.
+	// ForwardAddr resolves the gRPC address on which member id serves the
+	// Forward service (RegisterForward); it is used for forwarding and for
+	// status fan-out. The default is the member's Raft address in the
+	// node's membership.
 	ForwardAddr func(id uint64) (string, bool)
+	// PeerDialOptions, if set, returns the dial options (TLS credentials)
+	// of connections to member id's Forward service, appended to the
+	// default ones (plaintext, message size limits).
+	PeerDialOptions func(id uint64) []grpc.DialOption
+	// AuthorizePeer, if set, is asked for every Forward call whether its
+	// caller (ctx) may speak for member from; an error refuses the call
+	// with PermissionDenied.
+	AuthorizePeer func(ctx context.Context, from uint64) error
+	// SnapshotNeedsClientCert refuses DownloadSnapshot (PermissionDenied)
+	// to a caller without a verified TLS client certificate.
+	SnapshotNeedsClientCert bool
 	// StatusTimeout bounds each peer status call of the fan-out. The default
 	// is 1 s.
 	StatusTimeout time.Duration
@@ -66,7 +79,7 @@ type Server struct {
 	cfg Config
 
 	mu       sync.Mutex
-	conns    map[string]*grpc.ClientConn
+	conns    map[connKey]*grpc.ClientConn
 	closed   bool
 	draining bool
 	inflight int
@@ -129,7 +142,7 @@ func New(cfg Config) *Server {
 	if cfg.ForwardAddr == nil {
 		cfg.ForwardAddr = func(id uint64) (string, bool) { return memberRaftAddr(cfg.Node, id) }
 	}
-	return &Server{cfg: cfg, conns: map[string]*grpc.ClientConn{}}
+	return &Server{cfg: cfg, conns: map[connKey]*grpc.ClientConn{}}
 }
 
 // Register registers the service on r.
@@ -146,11 +159,6 @@ func (s *Server) Close() error {
 	}
 	s.conns = nil
 	return errors.Join(errs...)
-}
-
-func isForwarded(ctx context.Context) bool {
-	md, _ := metadata.FromIncomingContext(ctx)
-	return len(md.Get(forwardedKey)) > 0
 }
 
 // Apply implements apiv1.RaftdServer.
@@ -227,7 +235,7 @@ func (s *Server) leaderConn(ctx context.Context, op string, lead uint64) (*grpc.
 	if !ok {
 		return nil, notApplied(ctx, codes.Unavailable, "%s: leader %d has no known address; not applied", op, lead)
 	}
-	cc, err := s.conn(addr)
+	cc, err := s.conn(lead, addr)
 	if err != nil {
 		return nil, notApplied(ctx, codes.Unavailable, "%s: leader %d at %s: %v", op, lead, addr, err)
 	}
@@ -251,7 +259,7 @@ func (s *Server) forwardApply(ctx context.Context, lead uint64, req *apiv1.Apply
 		return nil, err
 	}
 	var tr metadata.MD
-	resp, err := apiv1.NewRaftdClient(cc).Apply(metadata.AppendToOutgoingContext(ctx, forwardedKey, "1"), req, grpc.Trailer(&tr))
+	resp, err := raftv1.NewForwardClient(cc).Apply(s.forwardContext(ctx), req, grpc.Trailer(&tr))
 	return resp, relay(ctx, tr, err)
 }
 
@@ -261,7 +269,7 @@ func (s *Server) forwardQuery(ctx context.Context, lead uint64, req *apiv1.Query
 		return nil, err
 	}
 	var tr metadata.MD
-	resp, err := apiv1.NewRaftdClient(cc).Query(metadata.AppendToOutgoingContext(ctx, forwardedKey, "1"), req, grpc.Trailer(&tr))
+	resp, err := raftv1.NewForwardClient(cc).Query(s.forwardContext(ctx), req, grpc.Trailer(&tr))
 	return resp, relay(ctx, tr, err)
 }
 
@@ -292,22 +300,36 @@ func waitReady(ctx context.Context, cc *grpc.ClientConn) error {
 	}
 }
 
-func (s *Server) conn(addr string) (*grpc.ClientConn, error) {
+// conn returns the connection to the Forward service of member id at
+// addr.
+func (s *Server) conn(id uint64, addr string) (*grpc.ClientConn, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, errClosed
 	}
-	if c, ok := s.conns[addr]; ok {
+	key := connKey{id, addr}
+	if c, ok := s.conns[key]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxResponseBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)))
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxResponseBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes))}
+	if s.cfg.PeerDialOptions != nil {
+		opts = append(opts, s.cfg.PeerDialOptions(id)...)
+	}
+	c, err := grpc.NewClient("passthrough:///"+addr, opts...)
 	if err != nil {
 		return nil, err
 	}
-	s.conns[addr] = c
+	s.conns[key] = c
 	return c, nil
+}
+
+// connKey names a connection: the member and its address (the
+// credentials may depend on both).
+type connKey struct {
+	id   uint64
+	addr string
 }
 
 // localStatus is the node's own status with the server's fields filled in.
@@ -383,7 +405,7 @@ func (s *Server) peerStatus(ctx context.Context, m *apiv1.Member) *apiv1.NodeSta
 	if !ok {
 		return fail(fmt.Errorf("no address known for node %d", m.GetId()))
 	}
-	cc, err := s.conn(addr)
+	cc, err := s.conn(m.GetId(), addr)
 	if err != nil {
 		return fail(err)
 	}
@@ -397,7 +419,7 @@ func (s *Server) peerStatus(ctx context.Context, m *apiv1.Member) *apiv1.NodeSta
 		}
 		return fail(fmt.Errorf("unreachable at %s: %v", addr, err))
 	}
-	resp, err := apiv1.NewRaftdClient(cc).Status(ctx, &apiv1.StatusRequest{Local: true})
+	resp, err := raftv1.NewForwardClient(cc).Status(s.forwardContext(ctx), &apiv1.StatusRequest{Local: true})
 	if err != nil {
 		if ctx.Err() != nil {
 			return fail(fmt.Errorf("unreachable at %s: no answer within %s", addr, s.cfg.StatusTimeout))
@@ -470,7 +492,7 @@ func (s *Server) AddMember(ctx context.Context, req *apiv1.AddMemberRequest) (*a
 	}
 	if !local {
 		var tr metadata.MD
-		resp, err := apiv1.NewRaftdClient(cc).AddMember(metadata.AppendToOutgoingContext(ctx, forwardedKey, "1"), req, grpc.Trailer(&tr))
+		resp, err := raftv1.NewForwardClient(cc).AddMember(s.forwardContext(ctx), req, grpc.Trailer(&tr))
 		return resp, relay(ctx, tr, err)
 	}
 	if err := s.addMember(ctx, req); err != nil {
@@ -490,7 +512,7 @@ func (s *Server) RemoveMember(ctx context.Context, req *apiv1.RemoveMemberReques
 	}
 	if !local {
 		var tr metadata.MD
-		resp, err := apiv1.NewRaftdClient(cc).RemoveMember(metadata.AppendToOutgoingContext(ctx, forwardedKey, "1"), req, grpc.Trailer(&tr))
+		resp, err := raftv1.NewForwardClient(cc).RemoveMember(s.forwardContext(ctx), req, grpc.Trailer(&tr))
 		return resp, relay(ctx, tr, err)
 	}
 	if err := s.cfg.Node.RemoveMember(ctx, req.GetId()); err != nil {
@@ -510,7 +532,7 @@ func (s *Server) TransferLeader(ctx context.Context, req *apiv1.TransferLeaderRe
 	}
 	if !local {
 		var tr metadata.MD
-		resp, err := apiv1.NewRaftdClient(cc).TransferLeader(metadata.AppendToOutgoingContext(ctx, forwardedKey, "1"), req, grpc.Trailer(&tr))
+		resp, err := raftv1.NewForwardClient(cc).TransferLeader(s.forwardContext(ctx), req, grpc.Trailer(&tr))
 		return resp, relay(ctx, tr, err)
 	}
 	if err := s.cfg.Node.TransferLeader(ctx, req.GetId()); err != nil {
@@ -530,7 +552,7 @@ func (s *Server) ActivateFSMVersion(ctx context.Context, req *apiv1.ActivateFSMV
 	}
 	if !local {
 		var tr metadata.MD
-		resp, err := apiv1.NewRaftdClient(cc).ActivateFSMVersion(metadata.AppendToOutgoingContext(ctx, forwardedKey, "1"), req, grpc.Trailer(&tr))
+		resp, err := raftv1.NewForwardClient(cc).ActivateFSMVersion(s.forwardContext(ctx), req, grpc.Trailer(&tr))
 		return resp, relay(ctx, tr, err)
 	}
 	// DESIGN "Rolling FSM upgrades": refused while any member lacks it.
@@ -581,6 +603,9 @@ const snapshotChunkBytes = 1 << 20
 // DownloadSnapshot implements apiv1.RaftdServer.
 func (s *Server) DownloadSnapshot(req *apiv1.DownloadSnapshotRequest, stream grpc.ServerStreamingServer[apiv1.SnapshotChunk]) error {
 	ctx := stream.Context()
+	if s.cfg.SnapshotNeedsClientCert && !pki.VerifiedClient(ctx) {
+		return notApplied(ctx, codes.PermissionDenied, "snapshot: node %d serves snapshots only to clients with a certificate from its trusted CA (--trusted-ca-file); pass --cert and --key", s.cfg.Node.ID())
+	}
 	meta, rc, err := s.cfg.Node.ExportSnapshot(ctx, req.GetTakeNew())
 	if errors.Is(err, node.ErrNoSnapshot) && !req.GetTakeNew() {
 		return notApplied(ctx, codes.FailedPrecondition, "snapshot: node %d has no snapshot yet (use --new to take one)", s.cfg.Node.ID())

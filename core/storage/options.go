@@ -12,8 +12,9 @@ import (
 // Options configures a Store. A nil *Options means all defaults.
 type Options struct {
 	// FS is the filesystem everything (Pebble files and snapshot files) is
-	// written through. The default is the operating system's; tests use
-	// vfs.NewMem() or an errorfs wrapper.
+	// written through. The default is the operating system's, on which the
+	// store creates directories 0700 and files 0600; tests use vfs.NewMem()
+	// or an errorfs wrapper.
 	FS vfs.FS
 	// Logger receives the store's messages and Pebble's own. The default
 	// discards them. Pebble never writes to stderr directly.
@@ -48,7 +49,7 @@ func (o *Options) withDefaults() Options {
 		r = *o
 	}
 	if r.FS == nil {
-		r.FS = vfs.Default
+		r.FS = privateFS{vfs.Default}
 	}
 	if r.Logger == nil {
 		r.Logger = slog.New(slog.DiscardHandler)
