@@ -7,16 +7,20 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
+	"github.com/raftd/raftd/core/pki"
 	"github.com/raftd/raftd/core/server"
 	apiv1 "github.com/raftd/raftd/proto/api/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -40,6 +44,9 @@ type Client struct {
 	Addrs []string
 	// Timeout bounds a whole Call, retries included. Zero: only ctx.
 	Timeout time.Duration
+	// TLS, if set, is the TLS configuration of the connections (core/pki
+	// ClientConfig); nil is plaintext.
+	TLS *tls.Config
 }
 
 // Error is a call that a node answered with an error.
@@ -59,19 +66,37 @@ func (e *Error) Error() string { return fmt.Sprintf("%s (%s)", e.Status.Message(
 type UnreachableError struct {
 	// Addrs are the addresses that could not be connected to.
 	Addrs []string
+	// TLSErrs[i], if not nil, is why a TLS connection to Addrs[i] failed
+	// (a server certificate from an unknown CA, a client certificate
+	// refused); it is set only when the Client uses TLS.
+	TLSErrs []error
 	// TimedOut is set when the deadline ended the attempts before every
 	// address was tried.
 	TimedOut bool
 }
 
-func (e *UnreachableError) Error() string {
-	return fmt.Sprintf("cannot reach %v", e.Addrs)
+func (e *UnreachableError) Error() string { return "cannot reach " + e.List() }
+
+// List names the addresses, each with its TLS error if it had one.
+func (e *UnreachableError) List() string {
+	out := make([]string, len(e.Addrs))
+	for i, a := range e.Addrs {
+		out[i] = a
+		if i < len(e.TLSErrs) && e.TLSErrs[i] != nil {
+			out[i] += " (" + e.TLSErrs[i].Error() + ")"
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // Dial returns a connection to addr that accepts the API's largest
-// messages. It connects lazily.
-func Dial(addr string) (*grpc.ClientConn, error) {
-	return grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+// messages, over TLS with tc (nil: plaintext). It connects lazily.
+func Dial(addr string, tc *tls.Config) (*grpc.ClientConn, error) {
+	creds := insecure.NewCredentials()
+	if tc != nil {
+		creds = credentials.NewTLS(tc)
+	}
+	return grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(server.MaxResponseBytes), grpc.MaxCallSendMsgSize(server.MaxMessageBytes)))
 }
 
@@ -114,8 +139,9 @@ func (c *Client) Call(ctx context.Context, fn func(ctx context.Context, api apiv
 	var lastRefusal error
 	for {
 		var unreachable []string
+		var tlsErrs []error
 		for _, a := range c.Addrs {
-			cc, err := Dial(a)
+			cc, err := Dial(a, c.TLS)
 			if err != nil {
 				return fmt.Errorf("client: %s: %w", a, err)
 			}
@@ -125,6 +151,11 @@ func (c *Client) Call(ctx context.Context, fn func(ctx context.Context, api apiv
 			if err != nil {
 				cc.Close()
 				unreachable = append(unreachable, a)
+				var terr error
+				if c.TLS != nil && ctx.Err() == nil {
+					terr = pki.Probe(a, c.TLS, ConnectTimeout)
+				}
+				tlsErrs = append(tlsErrs, terr)
 				if ctx.Err() != nil {
 					break
 				}
@@ -143,7 +174,7 @@ func (c *Client) Call(ctx context.Context, fn func(ctx context.Context, api apiv
 			lastRefusal = e
 		}
 		if lastRefusal == nil {
-			return &UnreachableError{Addrs: unreachable, TimedOut: ctx.Err() != nil && len(unreachable) < len(c.Addrs)}
+			return &UnreachableError{Addrs: unreachable, TLSErrs: tlsErrs, TimedOut: ctx.Err() != nil && len(unreachable) < len(c.Addrs)}
 		}
 		select {
 		case <-ctx.Done():

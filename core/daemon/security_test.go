@@ -321,8 +321,10 @@ func TestStartTLSConfigErrors(t *testing.T) {
 	}{
 		"peer without CA":     {func(c *Config) { c.PeerTLS = pki.Files{CertFile: n.CertFile, KeyFile: n.KeyFile} }, "--peer-trusted-ca-file"},
 		"pinning without TLS": {func(c *Config) { c.PeerCertPinID = true }, "--peer-cert-pin-id need"},
-		"client auth no CA":   {func(c *Config) { c.ClientTLS, c.ClientCertAuth = pki.Files{CertFile: n.CertFile, KeyFile: n.KeyFile}, true }, "--client-cert-auth"},
-		"missing key":         {func(c *Config) { c.ClientTLS = pki.Files{CertFile: n.CertFile, KeyFile: n.KeyFile + ".nope"} }, ".nope"},
+		"client auth no CA": {func(c *Config) {
+			c.ClientTLS, c.ClientCertAuth = pki.Files{CertFile: n.CertFile, KeyFile: n.KeyFile}, true
+		}, "--client-cert-auth"},
+		"missing key": {func(c *Config) { c.ClientTLS = pki.Files{CertFile: n.CertFile, KeyFile: n.KeyFile + ".nope"} }, ".nope"},
 	} {
 		cfg := Config{ID: 1, DataDir: t.TempDir(), RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", FSM: kv.New(), NoSync: true}
 		tc.mod(&cfg)

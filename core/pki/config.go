@@ -5,7 +5,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"time"
 )
 
 // Files names the PEM files of one side of a TLS connection. The zero
@@ -105,4 +107,36 @@ func loadPool(file string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("%w: trusted CA file %s holds no PEM certificate", ErrBadFiles, file)
 	}
 	return pool, nil
+}
+
+// Probe connects to addr with cfg (a ClientConfig) and returns why a TLS
+// connection to it fails, or nil if the server accepts it within timeout.
+// Clients use it to explain a connection gRPC reports only as
+// unavailable: a server certificate from an unknown CA, a client
+// certificate refused.
+func Probe(addr string, cfg *tls.Config, timeout time.Duration) error {
+	cfg = cfg.Clone()
+	cfg.NextProtos = []string{"h2"}
+	if cfg.ServerName == "" {
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			cfg.ServerName = host
+		}
+	}
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: timeout}, "tcp", addr, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	// In TLS 1.3 the server checks the client's certificate after the
+	// client finished its side: its verdict comes with the first read.
+	_ = conn.SetReadDeadline(time.Now().Add(timeout))
+	var b [1]byte
+	if _, err := conn.Read(b[:]); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil
+		}
+		return err
+	}
+	return nil
 }

@@ -64,18 +64,15 @@ func InitCluster(dir string, nodes int, hosts []string, validFor time.Duration) 
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("pki: init: %w", err)
 	}
-	out := &ClusterFiles{Dir: dir, CACert: filepath.Join(dir, "ca.crt"), CAKey: filepath.Join(dir, "ca.key")}
+	names := ClusterFilesIn(dir, nodes)
 	// Refuse before writing anything, so that a rerun cannot replace a CA
 	// whose certificates are in use.
-	names := []string{out.CACert, out.CAKey, filepath.Join(dir, "client.crt"), filepath.Join(dir, "client.key")}
-	for i := 1; i <= nodes; i++ {
-		names = append(names, filepath.Join(dir, fmt.Sprintf("node-%d.crt", i)), filepath.Join(dir, fmt.Sprintf("node-%d.key", i)))
-	}
-	for _, n := range names {
+	for _, n := range append([]string{names.CACert, names.CAKey, names.Client.CertFile, names.Client.KeyFile}, names.nodeFiles()...) {
 		if _, err := os.Lstat(n); err == nil {
 			return nil, fmt.Errorf("pki: init: %s exists; refusing to overwrite certificates (use an empty directory)", n)
 		}
 	}
+	out := &ClusterFiles{Dir: dir, CACert: names.CACert, CAKey: names.CAKey}
 	now := time.Now()
 	caKey, err := newKey()
 	if err != nil {
@@ -139,19 +136,39 @@ func InitCluster(dir string, nodes int, hosts []string, validFor time.Duration) 
 	both := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
 	for i := 1; i <= nodes; i++ {
 		id := uint64(i)
-		f, err := leaf(NodeCommonName(id), NodeURI(id), both, hosts,
-			filepath.Join(dir, fmt.Sprintf("node-%d.crt", i)), filepath.Join(dir, fmt.Sprintf("node-%d.key", i)))
+		f, err := leaf(NodeCommonName(id), NodeURI(id), both, hosts, names.Nodes[i-1].CertFile, names.Nodes[i-1].KeyFile)
 		if err != nil {
 			return nil, err
 		}
 		out.Nodes = append(out.Nodes, f)
 	}
 	out.Client, err = leaf(ClientCommonName, &url.URL{Scheme: URIScheme, Host: "client", Path: "/admin"},
-		[]x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, nil, filepath.Join(dir, "client.crt"), filepath.Join(dir, "client.key"))
+		[]x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, nil, names.Client.CertFile, names.Client.KeyFile)
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// ClusterFilesIn returns the names InitCluster(dir, nodes, ...) writes,
+// without touching the file system.
+func ClusterFilesIn(dir string, nodes int) *ClusterFiles {
+	ca := filepath.Join(dir, "ca.crt")
+	cf := &ClusterFiles{Dir: dir, CACert: ca, CAKey: filepath.Join(dir, "ca.key"),
+		Client: Files{CertFile: filepath.Join(dir, "client.crt"), KeyFile: filepath.Join(dir, "client.key"), TrustedCAFile: ca}}
+	for i := 1; i <= nodes; i++ {
+		cf.Nodes = append(cf.Nodes, Files{CertFile: filepath.Join(dir, fmt.Sprintf("node-%d.crt", i)),
+			KeyFile: filepath.Join(dir, fmt.Sprintf("node-%d.key", i)), TrustedCAFile: ca})
+	}
+	return cf
+}
+
+func (cf *ClusterFiles) nodeFiles() []string {
+	var out []string
+	for _, f := range cf.Nodes {
+		out = append(out, f.CertFile, f.KeyFile)
+	}
+	return out
 }
 
 func newKey() (*ecdsa.PrivateKey, error) {

@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,6 +84,9 @@ func TestInitClusterFiles(t *testing.T) {
 	}
 	if id, err := pki.MemberID(readCert(t, cf.Client.CertFile)); !errors.Is(err, pki.ErrNoMemberID) {
 		t.Errorf("client certificate names member %d (err %v), want ErrNoMemberID", id, err)
+	}
+	if names := pki.ClusterFilesIn(cf.Dir, 3); !reflect.DeepEqual(names, cf) {
+		t.Errorf("ClusterFilesIn = %+v, InitCluster wrote %+v", names, cf)
 	}
 	// A second run into the same directory must not replace the CA.
 	before, _ := os.ReadFile(cf.CAKey)
@@ -382,5 +387,49 @@ func TestVerifiedClient(t *testing.T) {
 	ctx = peer.NewContext(context.Background(), &peer.Peer{AuthInfo: credentials.TLSInfo{State: tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{}}}}})
 	if !pki.VerifiedClient(ctx) {
 		t.Error("verified chain: not verified")
+	}
+}
+
+func TestProbe(t *testing.T) {
+	cf := initCluster(t, 1)
+	other := initCluster(t, 1)
+	srv, err := pki.ServerConfig(cf.Nodes[0], true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := tls.Listen("tcp", "127.0.0.1:0", srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if c.(*tls.Conn).Handshake() == nil {
+					_, _ = c.Write([]byte("x")) // like a gRPC server's preface
+				}
+			}()
+		}
+	}()
+	probe := func(f pki.Files) error {
+		c, err := pki.ClientConfig(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pki.Probe(lis.Addr().String(), c, 2*time.Second)
+	}
+	if err := probe(cf.Client); err != nil {
+		t.Errorf("good client: %v", err)
+	}
+	if err := probe(pki.Files{TrustedCAFile: cf.CACert}); err == nil || !strings.Contains(err.Error(), "certificate required") {
+		t.Errorf("no client certificate: %v, want certificate required", err)
+	}
+	if err := probe(other.Client); err == nil || !strings.Contains(err.Error(), "unknown authority") {
+		t.Errorf("server of another CA: %v, want unknown authority", err)
 	}
 }

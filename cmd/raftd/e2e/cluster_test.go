@@ -19,6 +19,7 @@ import (
 
 	apiv1 "github.com/raftd/raftd/proto/api/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
@@ -67,6 +68,9 @@ type cluster struct {
 	nodes map[uint64]*proc
 	ids   []uint64
 
+	// creds, if set, are the client API's transport credentials (TLS).
+	creds credentials.TransportCredentials
+
 	connMu sync.Mutex
 	conns  map[string]*grpc.ClientConn
 }
@@ -75,7 +79,14 @@ type cluster struct {
 // waits for a leader.
 func newCluster(t *testing.T, n int, fsm string, extra ...string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, fsm: fsm, nodes: map[uint64]*proc{}, conns: map[string]*grpc.ClientConn{}}
+	return startCluster(t, n, fsm, nil, nil, extra...)
+}
+
+// startCluster is newCluster with client credentials creds (nil:
+// plaintext) and, if nodeArgs is set, flags of each node's own.
+func startCluster(t *testing.T, n int, fsm string, creds credentials.TransportCredentials, nodeArgs func(id uint64) []string, extra ...string) *cluster {
+	t.Helper()
+	c := &cluster{t: t, fsm: fsm, nodes: map[uint64]*proc{}, conns: map[string]*grpc.ClientConn{}, creds: creds}
 	var peers []string
 	dir := t.TempDir()
 	for i := 1; i <= n; i++ {
@@ -89,6 +100,9 @@ func newCluster(t *testing.T, n int, fsm string, extra ...string) *cluster {
 		p := c.nodes[id]
 		p.args = append([]string{"run", "--fsm", fsm, "--id", fmt.Sprint(id), "--data-dir", p.dataDir,
 			"--raft-addr", p.raftAddr, "--api-addr", p.apiAddr, "--peers", strings.Join(peers, ","), "--log-level", "info"}, extra...)
+		if nodeArgs != nil {
+			p.args = append(p.args, nodeArgs(id)...)
+		}
 	}
 	t.Cleanup(c.cleanup)
 	for _, id := range c.ids {
@@ -208,8 +222,12 @@ func (c *cluster) client(id uint64) apiv1.RaftdClient {
 	defer c.connMu.Unlock()
 	cc, ok := c.conns[addr]
 	if !ok {
+		creds := c.creds
+		if creds == nil {
+			creds = insecure.NewCredentials()
+		}
 		var err error
-		cc, err = grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err = grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(creds))
 		if err != nil {
 			c.t.Fatal(err)
 		}

@@ -51,12 +51,12 @@ func scrape(t *testing.T, base string) map[string]float64 {
 
 // TestMetricsEndpoint runs a single node with --metrics-addr: /metrics
 // reflects an apply (applied index, leadership, a transport counter, the
-// Go runtime), /healthz and /debug/pprof/ answer 200, and the endpoint
-// goes away when the node stops.
+// Go runtime), /healthz and /debug/pprof/ (asked for with --enable-pprof)
+// answer 200, and the endpoint goes away when the node stops.
 func TestMetricsEndpoint(t *testing.T) {
 	maddr := freeAddr(t)
 	base := "http://" + maddr
-	c := newCluster(t, 1, bin("raftd-fsm-kv"), "--metrics-addr", maddr)
+	c := newCluster(t, 1, bin("raftd-fsm-kv"), "--metrics-addr", maddr, "--enable-pprof")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -96,7 +96,7 @@ func runBench(ctx context.Context, f *Factory, o *BenchOptions) error {
 	}
 	conns := make([]*grpc.ClientConn, o.Conns)
 	for i := range conns {
-		cc, err := client.Dial(target)
+		cc, err := client.Dial(target, c.TLS)
 		if err != nil {
 			return withCode(ExitFailure, err)
 		}

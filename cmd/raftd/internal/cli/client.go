@@ -2,10 +2,12 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"strings"
 	"time"
 
 	"github.com/raftd/raftd/core/client"
+	"github.com/raftd/raftd/core/pki"
 	apiv1 "github.com/raftd/raftd/proto/api/v1"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -20,20 +22,39 @@ type ClientOptions struct {
 	Addrs string
 	// Timeout bounds the whole command.
 	Timeout time.Duration
+	// TLS is --cacert, --cert and --key (or $RAFTD_CACERT, $RAFTD_CERT,
+	// $RAFTD_KEY); any of them turns TLS on.
+	TLS pki.Files
 }
 
 func addClientFlags(cmd *cobra.Command, o *ClientOptions) {
 	cmd.Flags().StringVar(&o.Addrs, "addr", "", "client API address(es), comma-separated, tried in turn (default $RAFTD_ADDR or "+DefaultAddr+")")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", 5*time.Second, "give up after this long")
+	cmd.Flags().StringVar(&o.TLS.TrustedCAFile, "cacert", "", "connect over TLS, trusting this CA (default $RAFTD_CACERT)")
+	cmd.Flags().StringVar(&o.TLS.CertFile, "cert", "", "client certificate (default $RAFTD_CERT)")
+	cmd.Flags().StringVar(&o.TLS.KeyFile, "key", "", "client certificate's key (default $RAFTD_KEY)")
 }
 
 // client returns the cluster client of the options, on --addr, then
-// $RAFTD_ADDR, then the default; errors are usage errors.
+// $RAFTD_ADDR, then the default, over TLS if --cacert, --cert or --key
+// (or their variables) are set; errors are usage errors.
 func (o *ClientOptions) client(f *Factory) (*client.Client, error) {
-	s := o.Addrs
-	if s == "" && f.Getenv != nil {
-		s = f.Getenv("RAFTD_ADDR")
+	for _, v := range []struct {
+		p   *string
+		env string
+	}{{&o.Addrs, "RAFTD_ADDR"}, {&o.TLS.TrustedCAFile, "RAFTD_CACERT"}, {&o.TLS.CertFile, "RAFTD_CERT"}, {&o.TLS.KeyFile, "RAFTD_KEY"}} {
+		if *v.p == "" && f.Getenv != nil {
+			*v.p = f.Getenv(v.env)
+		}
 	}
+	var tc *tls.Config
+	if o.TLS.Enabled() {
+		var err error
+		if tc, err = pki.ClientConfig(o.TLS); err != nil {
+			return nil, usageErrorf("%v", err)
+		}
+	}
+	s := o.Addrs
 	if s == "" {
 		s = DefaultAddr
 	}
@@ -54,7 +75,7 @@ func (o *ClientOptions) client(f *Factory) (*client.Client, error) {
 	if o.Timeout <= 0 {
 		return nil, usageErrorf("--timeout must be positive")
 	}
-	return &client.Client{Addrs: out, Timeout: o.Timeout}, nil
+	return &client.Client{Addrs: out, Timeout: o.Timeout, TLS: tc}, nil
 }
 
 // rpc calls one unary method through the cluster client (core/client:

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/raftd/raftd/core/daemon"
+	"github.com/raftd/raftd/core/pki"
 	"github.com/spf13/cobra"
 )
 
@@ -20,6 +22,9 @@ type DevOptions struct {
 	// API port at BasePort+2i-2; otherwise free ports are picked.
 	BasePort int
 	NoSync   bool
+	// TLS generates a CA and certificates in the data dir (reused if
+	// there) and runs every port over TLS with client certificates.
+	TLS bool
 	// PluginApplyTimeout and PluginCallTimeout are passed to every node
 	// (see RunOptions).
 	PluginApplyTimeout time.Duration
@@ -66,6 +71,7 @@ and runs until Ctrl-C.
 	cmd.Flags().StringVar(&opts.DataDir, "data-dir", "", "parent directory for the nodes' data dirs (default: a temporary directory, removed on exit)")
 	cmd.Flags().IntVar(&opts.BasePort, "base-port", 0, "use fixed ports from here instead of free ones")
 	cmd.Flags().BoolVar(&opts.NoSync, "unsafe-no-fsync", false, "skip fsync (faster, loses acknowledged writes on power loss)")
+	cmd.Flags().BoolVar(&opts.TLS, "tls", false, "TLS on every port, with a throwaway CA and certificates made in the data dir")
 	addPluginTimeoutFlags(cmd, &opts.PluginApplyTimeout, &opts.PluginCallTimeout)
 	addLogFlags(cmd, &opts.LogLevel, &opts.LogFormat, "warn")
 	bindConfig(cmd, f)
@@ -85,6 +91,12 @@ func runDev(ctx context.Context, f *Factory, opts *DevOptions) error {
 		defer os.RemoveAll(tmp)
 		dir = tmp
 	}
+	certs := pki.ClusterFilesIn(filepath.Join(dir, "tls"), opts.Nodes)
+	if _, err := os.Stat(certs.CACert); opts.TLS && err != nil {
+		if certs, err = pki.InitCluster(certs.Dir, opts.Nodes, nil, 0); err != nil {
+			return withCode(ExitFailure, fmt.Errorf("dev: %w", err))
+		}
+	}
 	log, err := daemon.NewLogger(f.ErrOut, opts.LogFormat, opts.LogLevel)
 	if err != nil {
 		return usageErrorf("dev: %v", err)
@@ -94,6 +106,10 @@ func runDev(ctx context.Context, f *Factory, opts *DevOptions) error {
 		cfg.PluginApplyTimeout, cfg.PluginCallTimeout = opts.PluginApplyTimeout, opts.PluginCallTimeout
 		cfg.HeartbeatInterval, cfg.ElectionTimeout = DefaultHeartbeatInterval, DefaultElectionTimeout
 		cfg.SnapshotEntries, cfg.SnapshotTrailing = DefaultSnapshotEntries, DefaultSnapshotTrailing
+		if opts.TLS {
+			n := certs.Nodes[cfg.ID-1]
+			cfg.ClientTLS, cfg.ClientCertAuth, cfg.PeerTLS, cfg.PeerCertPinID = n, true, n, true
+		}
 	})
 	if err != nil {
 		return withCode(ExitFailure, fmt.Errorf("dev: %w", err))
@@ -105,6 +121,10 @@ func runDev(ctx context.Context, f *Factory, opts *DevOptions) error {
 		addrs = append(addrs, n.APIAddr())
 	}
 	all := strings.Join(addrs, ",")
+	if opts.TLS {
+		fmt.Fprintf(f.Out, "\nTLS on every port; client certificate (or --cacert %s --cert %s --key %s):\n%s\n",
+			certs.Client.TrustedCAFile, certs.Client.CertFile, certs.Client.KeyFile, clientTLSEnv(certs.Client))
+	}
 	fmt.Fprintf(f.Out, `
 Try (in another terminal):
   export RAFTD_ADDR=%s

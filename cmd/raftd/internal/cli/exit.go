@@ -3,7 +3,6 @@ package cli
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/raftd/raftd/core/client"
@@ -57,7 +56,7 @@ func exitErr(op string, timeout time.Duration, err error) error {
 	case errors.As(err, &ue) && ue.TimedOut:
 		return withCode(ExitNotApplied, fmt.Errorf("%s: no node reachable within %s", op, timeout))
 	case errors.As(err, &ue):
-		return withCode(ExitNotApplied, fmt.Errorf("%s: cannot reach %s (is raftd running?)", op, strings.Join(ue.Addrs, ", ")))
+		return withCode(ExitNotApplied, fmt.Errorf("%s: cannot reach %s (is raftd running?)", op, ue.List()))
 	case !errors.As(err, &ce):
 		return withCode(ExitFailure, fmt.Errorf("%s: %w", op, err))
 	case ce.NotApplied:

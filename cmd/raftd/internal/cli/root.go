@@ -120,6 +120,7 @@ applied); 2 usage error; 3 certainly not applied.`,
 		NewCmdBench(f, nil),
 		NewCmdVersion(f),
 		NewCmdCompletion(f),
+		NewCmdCerts(f),
 	)
 	return root
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/raftd/raftd/core/daemon"
 	"github.com/raftd/raftd/core/node"
+	"github.com/raftd/raftd/core/pki"
 	"github.com/spf13/cobra"
 )
 
@@ -54,9 +55,17 @@ type RunOptions struct {
 	PluginApplyTimeout time.Duration
 	// PluginCallTimeout bounds the plugin's Info, Query and Digest (> 0).
 	PluginCallTimeout time.Duration
-	// MetricsAddr, if set, is where /metrics, /healthz and /debug/pprof/
-	// are served over HTTP (see metrics.go). Empty: off.
+	// MetricsAddr, if set, is where /metrics, /healthz and, with
+	// EnablePprof, /debug/pprof/ are served (core/daemon). Empty: off.
 	MetricsAddr string
+	EnablePprof bool
+	// ClientTLS and ClientCertAuth secure the client API and metrics;
+	// PeerTLS, PeerCertAllowedCN and PeerCertPinID the raft port
+	// (core/daemon Config, docs/security.md).
+	ClientTLS, PeerTLS pki.Files
+	ClientCertAuth     bool
+	PeerCertAllowedCN  string
+	PeerCertPinID      bool
 
 	// Resolved by validate.
 	peers []node.Peer
@@ -110,7 +119,17 @@ close storage, exit 0.
 	fl.StringVar(&opts.ClusterID, "cluster-id", "", "cluster identity (default: derived from --peers)")
 	fl.BoolVar(&opts.NoSync, "unsafe-no-fsync", false, "skip fsync (testing only: loses acknowledged writes on power loss)")
 	addLogFlags(cmd, &opts.LogLevel, &opts.LogFormat, "info")
-	fl.StringVar(&opts.MetricsAddr, "metrics-addr", "", "serve /metrics (Prometheus), /healthz and /debug/pprof/ over HTTP on this address (default: off)")
+	fl.StringVar(&opts.MetricsAddr, "metrics-addr", "", "serve /metrics (Prometheus) and /healthz on this address, over HTTPS with --cert-file (default: off)")
+	fl.BoolVar(&opts.EnablePprof, "enable-pprof", false, "also serve Go profiles at /debug/pprof/ on --metrics-addr")
+	fl.StringVar(&opts.ClientTLS.CertFile, "cert-file", "", "TLS certificate of the client API and metrics (with --key-file: TLS on)")
+	fl.StringVar(&opts.ClientTLS.KeyFile, "key-file", "", "TLS key of the client API and metrics")
+	fl.StringVar(&opts.ClientTLS.TrustedCAFile, "trusted-ca-file", "", "CA that client certificates must chain to")
+	fl.BoolVar(&opts.ClientCertAuth, "client-cert-auth", false, "require a client certificate from --trusted-ca-file")
+	fl.StringVar(&opts.PeerTLS.CertFile, "peer-cert-file", "", "TLS certificate of the raft port, both ways (with --peer-key-file and --peer-trusted-ca-file: peer TLS on)")
+	fl.StringVar(&opts.PeerTLS.KeyFile, "peer-key-file", "", "TLS key of the raft port")
+	fl.StringVar(&opts.PeerTLS.TrustedCAFile, "peer-trusted-ca-file", "", "CA that other members' certificates must chain to")
+	fl.StringVar(&opts.PeerCertAllowedCN, "peer-cert-allowed-cn", "", "accept only peer certificates with this common name")
+	fl.BoolVar(&opts.PeerCertPinID, "peer-cert-pin-id", false, "a peer certificate must name the member id it speaks for (URI SAN raftd://node/ID or CN raftd-node-ID)")
 	addPluginTimeoutFlags(cmd, &opts.PluginApplyTimeout, &opts.PluginCallTimeout)
 	bindConfig(cmd, f)
 	return cmd
@@ -251,7 +270,9 @@ func (o *RunOptions) daemonConfig(log *slog.Logger) daemon.Config {
 	}
 	return daemon.Config{
 		ID: o.ID, DataDir: o.DataDir, ClusterID: o.ClusterID, Peers: o.peers, Join: o.Join,
-		RaftAddr: o.RaftAddr, APIAddr: o.APIAddr, MetricsAddr: o.MetricsAddr,
+		RaftAddr: o.RaftAddr, APIAddr: o.APIAddr, MetricsAddr: o.MetricsAddr, EnablePprof: o.EnablePprof,
+		ClientTLS: o.ClientTLS, ClientCertAuth: o.ClientCertAuth,
+		PeerTLS: o.PeerTLS, PeerCertAllowedCN: o.PeerCertAllowedCN, PeerCertPinID: o.PeerCertPinID,
 		FSMPath: o.FSMPath, FSMSHA256: o.FSMSHA256,
 		PluginApplyTimeout: o.PluginApplyTimeout, PluginCallTimeout: o.PluginCallTimeout,
 		HeartbeatInterval: o.HeartbeatInterval, ElectionTimeout: o.ElectionTimeout,
