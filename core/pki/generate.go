@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -48,8 +49,8 @@ type ClusterFiles struct {
 // none may exist already): ca.crt, ca.key, node-<id>.crt, node-<id>.key,
 // client.crt, client.key. Keys are ECDSA P-256. Member certificates name
 // their member (MemberID) and are valid for hosts (DNS names or IP
-// addresses; nil means DefaultHosts) as server and client; validFor <= 0
-// means DefaultValidFor. It is meant for test clusters: production
+// addresses, blanks ignored; nil means DefaultHosts) as server and
+// client; validFor <= 0 means DefaultValidFor. It is meant for test clusters: production
 // clusters should use certificates from the team's own CA.
 func InitCluster(dir string, nodes int, hosts []string, validFor time.Duration) (*ClusterFiles, error) {
 	if nodes < 1 {
@@ -115,6 +116,9 @@ func InitCluster(dir string, nodes int, hosts []string, validFor time.Duration) 
 			URIs:        []*url.URL{uri},
 		}
 		for _, h := range hosts {
+			if h = strings.TrimSpace(h); h == "" {
+				continue
+			}
 			if ip := net.ParseIP(h); ip != nil {
 				tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
 			} else {

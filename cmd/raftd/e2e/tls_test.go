@@ -151,7 +151,7 @@ func TestTLSCluster(t *testing.T) {
 	}
 	// The leader tried node 4 and failed the handshake.
 	lead, _ = c.waitLeader(10*time.Second, 0, 4)
-	waitLog(t, c.nodes[lead].logPath, 20*time.Second, "peer 4 at "+p.raftAddr, "certificate signed by unknown authority")
+	waitLog(t, c.nodes[lead].logPath, 20*time.Second, "peer=4", "addr="+p.raftAddr, "certificate signed by unknown authority")
 	// Node 4 (its API is plaintext) holds nothing.
 	cc4 := &cluster{t: t, nodes: map[uint64]*proc{4: p}, conns: map[string]*grpc.ClientConn{}}
 	defer func() {

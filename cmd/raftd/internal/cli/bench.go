@@ -2,15 +2,10 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"math/rand/v2"
-	"sort"
-	"sync"
 	"time"
 
 	"github.com/raftd/raftd/core/client"
-	apiv1 "github.com/raftd/raftd/proto/api/v1"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 )
@@ -57,26 +52,6 @@ puts. The cluster must run the kv FSM.`,
 	return cmd
 }
 
-const alnum = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-
-func randString(r *rand.Rand, n int) string {
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = alnum[r.IntN(len(alnum))]
-	}
-	return string(b)
-}
-
-// BenchResult is what a bench run measured.
-type BenchResult struct {
-	Ops      int
-	Errors   int
-	Elapsed  time.Duration
-	P50, P99 time.Duration
-	Max      time.Duration
-	FirstErr error
-}
-
 func runBench(ctx context.Context, f *Factory, o *BenchOptions) error {
 	if o.Clients <= 0 || o.Duration <= 0 || o.ValueSize < 0 || o.KeySize <= 0 || o.Conns <= 0 {
 		return usageErrorf("bench: --clients, --duration, --key-size and --conns must be positive")
@@ -105,7 +80,8 @@ func runBench(ctx context.Context, f *Factory, o *BenchOptions) error {
 	}
 	fmt.Fprintf(f.ErrOut, "bench: %d clients, %s, %d B values, %d B keys, against %s (leader %d)\n",
 		o.Clients, o.Duration, o.ValueSize, o.KeySize, target, st.GetLeader())
-	res := benchRun(ctx, conns, o)
+	res := client.Bench(ctx, conns, client.BenchConfig{Clients: o.Clients, Duration: o.Duration,
+		KeySize: o.KeySize, ValueSize: o.ValueSize, Seed: o.Seed, Timeout: o.Timeout})
 	if res.Ops == 0 {
 		if res.FirstErr != nil {
 			return withCode(ExitFailure, fmt.Errorf("bench: no put succeeded: %v", res.FirstErr))
@@ -119,63 +95,4 @@ func runBench(ctx context.Context, f *Factory, o *BenchOptions) error {
 		fmt.Fprintf(f.ErrOut, "bench: first error: %v\n", res.FirstErr)
 	}
 	return nil
-}
-
-func benchRun(ctx context.Context, conns []*grpc.ClientConn, o *BenchOptions) BenchResult {
-	// Clients stop sending at end; requests in flight then finish under
-	// their own timeout, so that none is cut off and counted as an error.
-	end := time.Now().Add(o.Duration)
-	var (
-		mu       sync.Mutex
-		lats     []time.Duration
-		errs     int
-		firstErr error
-		wg       sync.WaitGroup
-	)
-	start := time.Now()
-	for c := 0; c < o.Clients; c++ {
-		wg.Add(1)
-		go func(c int) {
-			defer wg.Done()
-			r := rand.New(rand.NewPCG(o.Seed, uint64(c)))
-			cl := apiv1.NewRaftdClient(conns[c%len(conns)])
-			var mine []time.Duration
-			var myErrs int
-			var myFirst error
-			for ctx.Err() == nil && time.Now().Before(end) {
-				cmd, _ := json.Marshal(map[string]string{"op": "put", "key": randString(r, o.KeySize), "value": randString(r, o.ValueSize)})
-				t0 := time.Now()
-				rctx, rcancel := context.WithTimeout(ctx, o.Timeout)
-				_, err := cl.Apply(rctx, &apiv1.ApplyRequest{Command: cmd})
-				rcancel()
-				if err != nil {
-					if ctx.Err() != nil {
-						break
-					}
-					myErrs++
-					if myFirst == nil {
-						myFirst = err
-					}
-					continue
-				}
-				mine = append(mine, time.Since(t0))
-			}
-			mu.Lock()
-			lats = append(lats, mine...)
-			errs += myErrs
-			if firstErr == nil {
-				firstErr = myFirst
-			}
-			mu.Unlock()
-		}(c)
-	}
-	wg.Wait()
-	res := BenchResult{Ops: len(lats), Errors: errs, Elapsed: time.Since(start), FirstErr: firstErr}
-	if len(lats) > 0 {
-		sort.Slice(lats, func(i, j int) bool { return lats[i] < lats[j] })
-		res.P50 = lats[len(lats)*50/100]
-		res.P99 = lats[min(len(lats)-1, len(lats)*99/100)]
-		res.Max = lats[len(lats)-1]
-	}
-	return res
 }

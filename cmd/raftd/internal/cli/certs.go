@@ -30,7 +30,7 @@ team's own CA (docs/security.md).`,
 			if nodes < 1 || nodes > 1000 {
 				return usageErrorf("certs init: --nodes must be between 1 and 1000")
 			}
-			cf, err := pki.InitCluster(args[0], nodes, splitList(hosts), validFor)
+			cf, err := pki.InitCluster(args[0], nodes, strings.Split(hosts, ","), validFor)
 			if err != nil {
 				return withCode(ExitFailure, err)
 			}
@@ -45,16 +45,6 @@ team's own CA (docs/security.md).`,
 	initCmd.Flags().DurationVar(&validFor, "valid-for", pki.DefaultValidFor, "validity of the certificates")
 	cmd.AddCommand(initCmd)
 	return cmd
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, v := range strings.Split(s, ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			out = append(out, v)
-		}
-	}
-	return out
 }
 
 // nodeTLSFlags are the `raftd run` flags of a node with certificate n for

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -156,37 +157,6 @@ func validatePluginTimeouts(cmd string, apply, call time.Duration) error {
 	return nil
 }
 
-// parsePeers parses "1=host:port,2=host:port".
-func parsePeers(s string) (map[uint64]string, error) {
-	peers := map[uint64]string{}
-	addrs := map[string]uint64{}
-	for _, part := range strings.Split(s, ",") {
-		part = strings.TrimSpace(part)
-		if part == "" {
-			continue
-		}
-		k, v, ok := strings.Cut(part, "=")
-		if !ok {
-			return nil, fmt.Errorf("--peers: %q is not id=host:port", part)
-		}
-		id, err := strconv.ParseUint(k, 10, 64)
-		if err != nil || id == 0 {
-			return nil, fmt.Errorf("--peers: node id %q is not a positive integer", k)
-		}
-		if !strings.Contains(v, ":") {
-			return nil, fmt.Errorf("--peers: address %q of node %d is not host:port", v, id)
-		}
-		if _, dup := peers[id]; dup {
-			return nil, fmt.Errorf("--peers: node %d listed twice", id)
-		}
-		if other, dup := addrs[v]; dup {
-			return nil, fmt.Errorf("--peers: nodes %d and %d share address %s", other, id, v)
-		}
-		peers[id], addrs[v] = v, id
-	}
-	return peers, nil
-}
-
 // validate checks flags and resolves peers; errors are usage errors.
 func (o *RunOptions) validate(raftAddrSet bool) error {
 	if o.FSMPath == "" {
@@ -230,23 +200,21 @@ func (o *RunOptions) validate(raftAddrSet bool) error {
 	}
 	o.peers = nil
 	if o.Peers != "" {
-		p, err := parsePeers(o.Peers)
+		p, err := daemon.ParsePeers(o.Peers)
 		if err != nil {
 			return usageErrorf("run: %v", err)
 		}
-		addr, ok := p[o.ID]
-		if !ok && !o.Join {
+		i := slices.IndexFunc(p, func(p node.Peer) bool { return p.ID == o.ID })
+		if i < 0 && !o.Join {
 			return usageErrorf("run: --id %d is not in --peers %s", o.ID, o.Peers)
 		}
-		if ok {
-			if raftAddrSet && addr != o.RaftAddr {
-				return usageErrorf("run: --raft-addr %s differs from node %d's address %s in --peers", o.RaftAddr, o.ID, addr)
+		if i >= 0 {
+			if raftAddrSet && p[i].RaftAddr != o.RaftAddr {
+				return usageErrorf("run: --raft-addr %s differs from node %d's address %s in --peers", o.RaftAddr, o.ID, p[i].RaftAddr)
 			}
-			o.RaftAddr = addr
+			o.RaftAddr = p[i].RaftAddr
 		}
-		for id, a := range p {
-			o.peers = append(o.peers, node.Peer{ID: id, RaftAddr: a})
-		}
+		o.peers = p
 		if o.ClusterID == "" {
 			o.ClusterID = daemon.ClusterIDFor(o.peers)
 		}
