@@ -141,7 +141,7 @@ func TestTLSCluster(t *testing.T) {
 	c.ids = append(c.ids, 4)
 	c.start(4)
 	// Serving first, so that the leader's first attempt meets its TLS.
-	waitLog(t, p.logPath, 20*time.Second, "node 4 serving")
+	waitLog(t, p.logPath, 20*time.Second, " serving ", "node=4")
 	code, out, stderr = raftd(t, env, "members", "add", "--addr", all, "4", p.raftAddr)
 	if code != 0 || !strings.Contains(out, p.raftAddr) {
 		t.Fatalf("members add 4: %d %q %q", code, out, stderr)
