@@ -77,6 +77,7 @@ func allClientCalls(ctx context.Context, cc *grpc.ClientConn) map[string]error {
 	_, errs["RemoveMember"] = c.RemoveMember(ctx, &apiv1.RemoveMemberRequest{Id: 9})
 	_, errs["TransferLeader"] = c.TransferLeader(ctx, &apiv1.TransferLeaderRequest{Id: 1})
 	_, errs["ActivateFSMVersion"] = c.ActivateFSMVersion(ctx, &apiv1.ActivateFSMVersionRequest{Version: 1})
+	_, errs["SkipFSMCommand"] = c.SkipFSMCommand(ctx, &apiv1.SkipFSMCommandRequest{Index: 1})
 	stream, err := c.DownloadSnapshot(ctx, &apiv1.DownloadSnapshotRequest{TakeNew: true})
 	if err == nil {
 		_, err = stream.Recv()

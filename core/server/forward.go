@@ -128,3 +128,11 @@ func (f *forwardServer) ActivateFSMVersion(ctx context.Context, req *apiv1.Activ
 	}
 	return f.s.ActivateFSMVersion(ctx, req)
 }
+
+func (f *forwardServer) SkipFSMCommand(ctx context.Context, req *apiv1.SkipFSMCommandRequest) (*apiv1.SkipFSMCommandResponse, error) {
+	ctx, err := f.enter(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return f.s.SkipFSMCommand(ctx, req)
+}

@@ -587,7 +587,7 @@ func (s *Server) SkipFSMCommand(ctx context.Context, req *apiv1.SkipFSMCommandRe
 	}
 	if !local {
 		var tr metadata.MD
-		resp, err := apiv1.NewRaftdClient(cc).SkipFSMCommand(metadata.AppendToOutgoingContext(ctx, forwardedKey, "1"), req, grpc.Trailer(&tr))
+		resp, err := raftv1.NewForwardClient(cc).SkipFSMCommand(s.forwardContext(ctx), req, grpc.Trailer(&tr))
 		return resp, relay(ctx, tr, err)
 	}
 	res, err := s.cfg.Node.Skip(ctx, req.GetIndex())

@@ -30,7 +30,7 @@ var File_raft_v1_forward_proto protoreflect.FileDescriptor
 
 const file_raft_v1_forward_proto_rawDesc = "" +
 	"\n" +
-	"\x15raft/v1/forward.proto\x12\rraftd.raft.v1\x1a\x10api/v1/api.proto2\xb6\x04\n" +
+	"\x15raft/v1/forward.proto\x12\rraftd.raft.v1\x1a\x10api/v1/api.proto2\x93\x05\n" +
 	"\aForward\x12@\n" +
 	"\x05Apply\x12\x1a.raftd.api.v1.ApplyRequest\x1a\x1b.raftd.api.v1.ApplyResponse\x12@\n" +
 	"\x05Query\x12\x1a.raftd.api.v1.QueryRequest\x1a\x1b.raftd.api.v1.QueryResponse\x12C\n" +
@@ -38,7 +38,8 @@ const file_raft_v1_forward_proto_rawDesc = "" +
 	"\tAddMember\x12\x1e.raftd.api.v1.AddMemberRequest\x1a\x1d.raftd.api.v1.MembersResponse\x12P\n" +
 	"\fRemoveMember\x12!.raftd.api.v1.RemoveMemberRequest\x1a\x1d.raftd.api.v1.MembersResponse\x12[\n" +
 	"\x0eTransferLeader\x12#.raftd.api.v1.TransferLeaderRequest\x1a$.raftd.api.v1.TransferLeaderResponse\x12g\n" +
-	"\x12ActivateFSMVersion\x12'.raftd.api.v1.ActivateFSMVersionRequest\x1a(.raftd.api.v1.ActivateFSMVersionResponseB-Z+github.com/raftd/raftd/proto/raft/v1;raftv1b\x06proto3"
+	"\x12ActivateFSMVersion\x12'.raftd.api.v1.ActivateFSMVersionRequest\x1a(.raftd.api.v1.ActivateFSMVersionResponse\x12[\n" +
+	"\x0eSkipFSMCommand\x12#.raftd.api.v1.SkipFSMCommandRequest\x1a$.raftd.api.v1.SkipFSMCommandResponseB-Z+github.com/raftd/raftd/proto/raft/v1;raftv1b\x06proto3"
 
 var file_raft_v1_forward_proto_goTypes = []any{
 	(*v1.ApplyRequest)(nil),               // 0: raftd.api.v1.ApplyRequest
@@ -48,12 +49,14 @@ var file_raft_v1_forward_proto_goTypes = []any{
 	(*v1.RemoveMemberRequest)(nil),        // 4: raftd.api.v1.RemoveMemberRequest
 	(*v1.TransferLeaderRequest)(nil),      // 5: raftd.api.v1.TransferLeaderRequest
 	(*v1.ActivateFSMVersionRequest)(nil),  // 6: raftd.api.v1.ActivateFSMVersionRequest
-	(*v1.ApplyResponse)(nil),              // 7: raftd.api.v1.ApplyResponse
-	(*v1.QueryResponse)(nil),              // 8: raftd.api.v1.QueryResponse
-	(*v1.StatusResponse)(nil),             // 9: raftd.api.v1.StatusResponse
-	(*v1.MembersResponse)(nil),            // 10: raftd.api.v1.MembersResponse
-	(*v1.TransferLeaderResponse)(nil),     // 11: raftd.api.v1.TransferLeaderResponse
-	(*v1.ActivateFSMVersionResponse)(nil), // 12: raftd.api.v1.ActivateFSMVersionResponse
+	(*v1.SkipFSMCommandRequest)(nil),      // 7: raftd.api.v1.SkipFSMCommandRequest
+	(*v1.ApplyResponse)(nil),              // 8: raftd.api.v1.ApplyResponse
+	(*v1.QueryResponse)(nil),              // 9: raftd.api.v1.QueryResponse
+	(*v1.StatusResponse)(nil),             // 10: raftd.api.v1.StatusResponse
+	(*v1.MembersResponse)(nil),            // 11: raftd.api.v1.MembersResponse
+	(*v1.TransferLeaderResponse)(nil),     // 12: raftd.api.v1.TransferLeaderResponse
+	(*v1.ActivateFSMVersionResponse)(nil), // 13: raftd.api.v1.ActivateFSMVersionResponse
+	(*v1.SkipFSMCommandResponse)(nil),     // 14: raftd.api.v1.SkipFSMCommandResponse
 }
 var file_raft_v1_forward_proto_depIdxs = []int32{
 	0,  // 0: raftd.raft.v1.Forward.Apply:input_type -> raftd.api.v1.ApplyRequest
@@ -63,15 +66,17 @@ var file_raft_v1_forward_proto_depIdxs = []int32{
 	4,  // 4: raftd.raft.v1.Forward.RemoveMember:input_type -> raftd.api.v1.RemoveMemberRequest
 	5,  // 5: raftd.raft.v1.Forward.TransferLeader:input_type -> raftd.api.v1.TransferLeaderRequest
 	6,  // 6: raftd.raft.v1.Forward.ActivateFSMVersion:input_type -> raftd.api.v1.ActivateFSMVersionRequest
-	7,  // 7: raftd.raft.v1.Forward.Apply:output_type -> raftd.api.v1.ApplyResponse
-	8,  // 8: raftd.raft.v1.Forward.Query:output_type -> raftd.api.v1.QueryResponse
-	9,  // 9: raftd.raft.v1.Forward.Status:output_type -> raftd.api.v1.StatusResponse
-	10, // 10: raftd.raft.v1.Forward.AddMember:output_type -> raftd.api.v1.MembersResponse
-	10, // 11: raftd.raft.v1.Forward.RemoveMember:output_type -> raftd.api.v1.MembersResponse
-	11, // 12: raftd.raft.v1.Forward.TransferLeader:output_type -> raftd.api.v1.TransferLeaderResponse
-	12, // 13: raftd.raft.v1.Forward.ActivateFSMVersion:output_type -> raftd.api.v1.ActivateFSMVersionResponse
-	7,  // [7:14] is the sub-list for method output_type
-	0,  // [0:7] is the sub-list for method input_type
+	7,  // 7: raftd.raft.v1.Forward.SkipFSMCommand:input_type -> raftd.api.v1.SkipFSMCommandRequest
+	8,  // 8: raftd.raft.v1.Forward.Apply:output_type -> raftd.api.v1.ApplyResponse
+	9,  // 9: raftd.raft.v1.Forward.Query:output_type -> raftd.api.v1.QueryResponse
+	10, // 10: raftd.raft.v1.Forward.Status:output_type -> raftd.api.v1.StatusResponse
+	11, // 11: raftd.raft.v1.Forward.AddMember:output_type -> raftd.api.v1.MembersResponse
+	11, // 12: raftd.raft.v1.Forward.RemoveMember:output_type -> raftd.api.v1.MembersResponse
+	12, // 13: raftd.raft.v1.Forward.TransferLeader:output_type -> raftd.api.v1.TransferLeaderResponse
+	13, // 14: raftd.raft.v1.Forward.ActivateFSMVersion:output_type -> raftd.api.v1.ActivateFSMVersionResponse
+	14, // 15: raftd.raft.v1.Forward.SkipFSMCommand:output_type -> raftd.api.v1.SkipFSMCommandResponse
+	8,  // [8:16] is the sub-list for method output_type
+	0,  // [0:8] is the sub-list for method input_type
 	0,  // [0:0] is the sub-list for extension type_name
 	0,  // [0:0] is the sub-list for extension extendee
 	0,  // [0:0] is the sub-list for field type_name

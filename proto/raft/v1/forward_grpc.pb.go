@@ -32,6 +32,7 @@ const (
 	Forward_RemoveMember_FullMethodName       = "/raftd.raft.v1.Forward/RemoveMember"
 	Forward_TransferLeader_FullMethodName     = "/raftd.raft.v1.Forward/TransferLeader"
 	Forward_ActivateFSMVersion_FullMethodName = "/raftd.raft.v1.Forward/ActivateFSMVersion"
+	Forward_SkipFSMCommand_FullMethodName     = "/raftd.raft.v1.Forward/SkipFSMCommand"
 )
 
 // ForwardClient is the client API for Forward service.
@@ -39,8 +40,8 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // Forward carries, from one member to another, the client requests that
-// only the leader can serve (Apply, linearizable Query and the membership
-// and version changes) and the members' own status for a cluster-wide
+// only the leader can serve (Apply, linearizable Query, the membership and
+// version changes, and skipping a command replicas halted at) and the members' own status for a cluster-wide
 // Status. Requests and answers are those of the client API; a refusal
 // carries the same "raftd-outcome: not-applied" trailer.
 //
@@ -65,6 +66,8 @@ type ForwardClient interface {
 	// ActivateFSMVersion is raftd.api.v1.Raftd.ActivateFSMVersion, on the
 	// leader.
 	ActivateFSMVersion(ctx context.Context, in *v1.ActivateFSMVersionRequest, opts ...grpc.CallOption) (*v1.ActivateFSMVersionResponse, error)
+	// SkipFSMCommand is raftd.api.v1.Raftd.SkipFSMCommand, on the leader.
+	SkipFSMCommand(ctx context.Context, in *v1.SkipFSMCommandRequest, opts ...grpc.CallOption) (*v1.SkipFSMCommandResponse, error)
 }
 
 type forwardClient struct {
@@ -145,13 +148,23 @@ func (c *forwardClient) ActivateFSMVersion(ctx context.Context, in *v1.ActivateF
 	return out, nil
 }
 
+func (c *forwardClient) SkipFSMCommand(ctx context.Context, in *v1.SkipFSMCommandRequest, opts ...grpc.CallOption) (*v1.SkipFSMCommandResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(v1.SkipFSMCommandResponse)
+	err := c.cc.Invoke(ctx, Forward_SkipFSMCommand_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ForwardServer is the server API for Forward service.
 // All implementations must embed UnimplementedForwardServer
 // for forward compatibility.
 //
 // Forward carries, from one member to another, the client requests that
-// only the leader can serve (Apply, linearizable Query and the membership
-// and version changes) and the members' own status for a cluster-wide
+// only the leader can serve (Apply, linearizable Query, the membership and
+// version changes, and skipping a command replicas halted at) and the members' own status for a cluster-wide
 // Status. Requests and answers are those of the client API; a refusal
 // carries the same "raftd-outcome: not-applied" trailer.
 //
@@ -176,6 +189,8 @@ type ForwardServer interface {
 	// ActivateFSMVersion is raftd.api.v1.Raftd.ActivateFSMVersion, on the
 	// leader.
 	ActivateFSMVersion(context.Context, *v1.ActivateFSMVersionRequest) (*v1.ActivateFSMVersionResponse, error)
+	// SkipFSMCommand is raftd.api.v1.Raftd.SkipFSMCommand, on the leader.
+	SkipFSMCommand(context.Context, *v1.SkipFSMCommandRequest) (*v1.SkipFSMCommandResponse, error)
 	mustEmbedUnimplementedForwardServer()
 }
 
@@ -206,6 +221,9 @@ func (UnimplementedForwardServer) TransferLeader(context.Context, *v1.TransferLe
 }
 func (UnimplementedForwardServer) ActivateFSMVersion(context.Context, *v1.ActivateFSMVersionRequest) (*v1.ActivateFSMVersionResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ActivateFSMVersion not implemented")
+}
+func (UnimplementedForwardServer) SkipFSMCommand(context.Context, *v1.SkipFSMCommandRequest) (*v1.SkipFSMCommandResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SkipFSMCommand not implemented")
 }
 func (UnimplementedForwardServer) mustEmbedUnimplementedForwardServer() {}
 func (UnimplementedForwardServer) testEmbeddedByValue()                 {}
@@ -354,6 +372,24 @@ func _Forward_ActivateFSMVersion_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Forward_SkipFSMCommand_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(v1.SkipFSMCommandRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ForwardServer).SkipFSMCommand(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Forward_SkipFSMCommand_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ForwardServer).SkipFSMCommand(ctx, req.(*v1.SkipFSMCommandRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Forward_ServiceDesc is the grpc.ServiceDesc for Forward service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -388,6 +424,10 @@ var Forward_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ActivateFSMVersion",
 			Handler:    _Forward_ActivateFSMVersion_Handler,
+		},
+		{
+			MethodName: "SkipFSMCommand",
+			Handler:    _Forward_SkipFSMCommand_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
