@@ -543,6 +543,9 @@ func (a *applier) applyEntries(ents []raft.Entry, confStates map[uint64]raft.Con
 			if err != nil {
 				return fmt.Errorf("node: apply: conf change entry %d has a malformed context: %w", e.Index, err)
 			}
+			if c.FSM != "" && c.FSM != a.info.Name {
+				return wrongFSM(a.info.Name, c.FSM, fmt.Sprintf("log entry %d", e.Index))
+			}
 			if c.Proposer == a.n.id {
 				o.req = c.Req
 			}

@@ -52,7 +52,10 @@
 //
 // First boot with Config.Peers writes one ConfChangeAddNode entry per peer
 // at indexes 1..n, term 1, committed; every initial member writes the same
-// entries. Later boots read hard state, snapshot and log from Storage;
+// entries. The first one also records the cluster's FSM name: a node whose
+// state machine reports another name refuses to start on that log, or
+// fail-stops when it applies that entry (a node that joined), with
+// ErrWrongFSM naming both. Later boots read hard state, snapshot and log from Storage;
 // raft restarts at Applied = snapshot index and hands the committed entries
 // after it out again: membership changes are re-applied to raft, FSM
 // commands the state machine already holds (FSMInfo.Applied) are skipped.

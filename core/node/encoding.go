@@ -109,6 +109,10 @@ type ccContext struct {
 	APIAddr  string `json:"api_addr,omitempty"`
 	Proposer uint64 `json:"proposer,omitempty"`
 	Req      uint64 `json:"req,omitempty"`
+	// FSM is the cluster's FSM name, recorded in the first bootstrap entry
+	// (index 1): a node that runs another FSM refuses to start or to apply
+	// it.
+	FSM string `json:"fsm,omitempty"`
 }
 
 func decodeCCContext(b []byte) (ccContext, error) {

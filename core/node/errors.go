@@ -114,10 +114,11 @@ var (
 	// (Done, Err) instead of serving or sending that data (DESIGN
 	// "Durability and bad input").
 	ErrCorrupt = errors.New("node: stored data is corrupt")
-	// ErrWrongFSM: a snapshot holds the state of another FSM than the one
-	// this node runs (its header names both); the node refuses to restore
-	// or serve from it.
-	ErrWrongFSM = errors.New("node: snapshot of another state machine")
+	// ErrWrongFSM: the cluster's FSM, as its first log entry or a snapshot
+	// header records it, is another one than this node's state machine
+	// (the error names both); the node refuses to start, to install the
+	// snapshot, to apply the entry, or to switch to that state machine.
+	ErrWrongFSM = errors.New("node: wrong state machine")
 )
 
 // notAppliedError marks an error as certainly not applied (ErrNotApplied);

@@ -341,6 +341,8 @@ type testFSM struct {
 	// and then crash the FSM (StartSnapshot path).
 	crashMidSnapshot int
 	snapStarts       int // captures by StartSnapshot
+	// name is the FSM name Info reports; "" means "test".
+	name string
 }
 
 func newTestFSM() *testFSM {
@@ -353,7 +355,11 @@ func (f *testFSM) Info(ctx context.Context) (FSMInfo, error) {
 	if f.crashed {
 		return FSMInfo{}, fmt.Errorf("info: %w", ErrStateMachineCrashed)
 	}
-	return FSMInfo{Name: "test", MinVersion: f.versions[0], MaxVersion: f.versions[1], Applied: f.applied}, nil
+	name := f.name
+	if name == "" {
+		name = "test"
+	}
+	return FSMInfo{Name: name, MinVersion: f.versions[0], MaxVersion: f.versions[1], Applied: f.applied}, nil
 }
 
 func (f *testFSM) Apply(ctx context.Context, cmds []Command) ([][]byte, error) {

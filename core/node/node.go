@@ -141,15 +141,14 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: read latest snapshot: %w", err)
 	}
-	if hs.IsEmpty() && last == 0 && snap.IsEmpty() && len(cfg.Peers) > 0 {
-		if hs, last, err = n.bootstrap(); err != nil {
-			return nil, err
-		}
-	}
-
 	info, err := n.sm.Info(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("node: state machine info: %w", err)
+	}
+	if hs.IsEmpty() && last == 0 && snap.IsEmpty() && len(cfg.Peers) > 0 {
+		if hs, last, err = n.bootstrap(info.Name); err != nil {
+			return nil, err
+		}
 	}
 	// Restart invariants (RAFT-PITFALLS "Restart"): last >= commit >=
 	// applied >= snapshot index. Any violation is corruption: stop.
@@ -168,6 +167,11 @@ func New(cfg Config) (*Node, error) {
 
 	meta := newClusterMeta()
 	meta.conf = cs
+	if snap.IsEmpty() && last > 0 {
+		if err := n.checkLogFSM(info.Name); err != nil {
+			return nil, err
+		}
+	}
 	if !snap.IsEmpty() {
 		hdr, err := n.readSnapshot(ctx, n.sm, info.Name, snap, info.Applied < si)
 		if err != nil {
@@ -234,13 +238,18 @@ func readOnlyOption(lease bool) raft.ReadOnlyOption {
 	return raft.ReadOnlySafe
 }
 
-// bootstrap writes the initial membership entries (see New).
-func (n *Node) bootstrap() (raft.HardState, uint64, error) {
+// bootstrap writes the initial membership entries (see New). The first
+// one also records the cluster's FSM, fsmName.
+func (n *Node) bootstrap(fsmName string) (raft.HardState, uint64, error) {
 	peers := slices.Clone(n.cfg.Peers)
 	slices.SortFunc(peers, func(a, b Peer) int { return cmpU64(a.ID, b.ID) })
 	ents := make([]raft.Entry, len(peers))
 	for i, p := range peers {
-		ctx, err := jsonMarshal(ccContext{RaftAddr: p.RaftAddr, APIAddr: p.APIAddr})
+		c := ccContext{RaftAddr: p.RaftAddr, APIAddr: p.APIAddr}
+		if i == 0 {
+			c.FSM = fsmName
+		}
+		ctx, err := jsonMarshal(c)
 		if err != nil {
 			return raft.HardState{}, 0, err
 		}
@@ -252,6 +261,52 @@ func (n *Node) bootstrap() (raft.HardState, uint64, error) {
 		return hs, 0, fmt.Errorf("node: bootstrap: save initial membership: %w", err)
 	}
 	return hs, uint64(len(ents)), nil
+}
+
+// checkLogFSM compares fsmName, the FSM this node runs, with the FSM the
+// first log entry records (a log without a snapshot starts at index 1, the
+// bootstrap entry). A log written before the entry recorded it passes.
+func (n *Node) checkLogFSM(fsmName string) error {
+	first, err := n.st.FirstIndex()
+	if err != nil {
+		return fmt.Errorf("node: read first log index: %w", err)
+	}
+	if first != 1 {
+		return nil
+	}
+	ents, err := n.st.Entries(1, 2, 1<<20)
+	if err != nil || len(ents) == 0 {
+		return fmt.Errorf("node: read log entry 1: %w (%d entries)", err, len(ents))
+	}
+	if name, ok, err := entryFSM(ents[0]); err != nil {
+		return fmt.Errorf("node: log entry 1: %w", err)
+	} else if ok && name != fsmName {
+		return wrongFSM(fsmName, name, "log entry 1")
+	}
+	return nil
+}
+
+// entryFSM returns the FSM name a bootstrap entry records, if e is one
+// that does.
+func entryFSM(e raft.Entry) (string, bool, error) {
+	if e.Type != raft.EntryConfChange {
+		return "", false, nil
+	}
+	var cc raft.ConfChange
+	if err := cc.Unmarshal(e.Data); err != nil {
+		return "", false, fmt.Errorf("conf change entry %d is malformed: %w", e.Index, err)
+	}
+	c, err := decodeCCContext(cc.Context)
+	if err != nil {
+		return "", false, fmt.Errorf("conf change entry %d has a malformed context: %w", e.Index, err)
+	}
+	return c.FSM, c.FSM != "", nil
+}
+
+// wrongFSM is the ErrWrongFSM error for a node running local where the
+// cluster's FSM, as recorded in where, is cluster.
+func wrongFSM(local, cluster, where string) error {
+	return fmt.Errorf("%w: fsm %q cannot run this cluster's fsm %q (recorded in %s)", ErrWrongFSM, local, cluster, where)
 }
 
 // readSnapshot opens snap, checks its header against the metadata and
@@ -271,7 +326,7 @@ func (n *Node) readSnapshot(ctx context.Context, sm StateMachine, fsmName string
 		return hdr, fmt.Errorf("node: snapshot header is for index %d term %d, metadata says index %d term %d", hdr.Index, hdr.Term, snap.Metadata.Index, snap.Metadata.Term)
 	}
 	if hdr.FSMName != fsmName {
-		return hdr, fmt.Errorf("%w: snapshot at index %d holds the state of FSM %q; this node runs FSM %q", ErrWrongFSM, hdr.Index, hdr.FSMName, fsmName)
+		return hdr, wrongFSM(fsmName, hdr.FSMName, fmt.Sprintf("the snapshot at index %d", hdr.Index))
 	}
 	if restore {
 		w := &corruptWatch{rc: rc}

@@ -817,7 +817,7 @@ func TestSnapshotOfAnotherFSMRefused(t *testing.T) {
 			return n, f, err
 		}
 		_, _, err := start("kv")
-		if !errors.Is(err, ErrWrongFSM) || !strings.Contains(err.Error(), `FSM "kv"`) || !strings.Contains(err.Error(), `FSM "test"`) {
+		if !errors.Is(err, ErrWrongFSM) || !strings.Contains(err.Error(), `fsm "test" cannot run this cluster's fsm "kv"`) {
 			t.Fatalf("kv snapshot into the test FSM: %v", err)
 		}
 		n, f, err := start("test")
