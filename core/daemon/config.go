@@ -62,9 +62,10 @@ type Config struct {
 	// closed by Stop).
 	RaftAddr, APIAddr         string
 	RaftListener, APIListener net.Listener
-	// MetricsAddr, if set, serves /metrics (Prometheus) and /healthz over
-	// HTTP (HTTPS with ClientTLS), and /debug/pprof/ with EnablePprof.
-	// Empty: off.
+	// MetricsAddr, if set, serves /metrics (Prometheus), /healthz,
+	// /readyz and the status page at / (with /status.json) over HTTP
+	// (HTTPS with ClientTLS), and /debug/pprof/ with EnablePprof. Empty:
+	// off.
 	MetricsAddr string
 	// EnablePprof serves Go's profiles at /debug/pprof/ on MetricsAddr.
 	// The default is off: profiles expose the process's memory layout and
@@ -94,6 +95,11 @@ type Config struct {
 	// raftd-node-<id>): a node may only speak for the member its
 	// certificate names, and a dialed member must present its own.
 	PeerCertPinID bool
+	// ReadyMaxApplyLag is how far (in entries) the state machine may be
+	// behind the commit index while the node reports ready (/readyz and
+	// the gRPC health service on the API address). The default is
+	// DefaultReadyMaxApplyLag.
+	ReadyMaxApplyLag int
 
 	// FSM is a state machine run in this process. Exactly one of FSM and
 	// FSMPath is set.
@@ -158,6 +164,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.MaxEntryBytes <= 0 {
 		cfg.MaxEntryBytes = node.DefaultMaxEntryBytes
+	}
+	if cfg.ReadyMaxApplyLag <= 0 {
+		cfg.ReadyMaxApplyLag = DefaultReadyMaxApplyLag
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

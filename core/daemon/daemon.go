@@ -19,6 +19,7 @@ import (
 	"github.com/raftd/raftd/plugin/host"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // Daemon is one running node: storage, state machine (plugin process or in
@@ -227,9 +228,10 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		if ms, err = newMetricsServer(lis, n, slog.NewLogLogger(log.Handler(), slog.LevelWarn), cfg.EnablePprof, tr.Collector()); err != nil {
 			return nil, err
 		}
+		ms.readyMaxLag = uint64(cfg.ReadyMaxApplyLag)
 		ms.Start()
 		undo.add(func() { _ = ms.Close() })
-		log.Info("metrics: serving /metrics and /healthz", "url", scheme+ms.Addr(), "pprof", cfg.EnablePprof)
+		log.Info("metrics: serving the status page, /metrics, /healthz and /readyz", "url", scheme+ms.Addr(), "pprof", cfg.EnablePprof)
 	}
 
 	raftAddr, apiAddr := raftLis.Addr().String(), apiLis.Addr().String()
@@ -253,6 +255,13 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	}
 	apiSrv := grpc.NewServer(apiOpts...)
 	srv.Register(apiSrv)
+	// grpc.health.v1 on the API address, with /readyz's meaning.
+	hw := startHealth(n, uint64(cfg.ReadyMaxApplyLag), cfg.healthInterval())
+	healthpb.RegisterHealthServer(apiSrv, hw.hs)
+	undo.add(hw.stop)
+	if ms != nil {
+		ms.SetAPI(srv)
+	}
 	go raftSrv.Serve(raftLis)
 	undo.add(raftSrv.Stop)
 
@@ -262,12 +271,14 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	}
 	go apiSrv.Serve(apiLis)
 	campaignAlone(ctx, n)
+	hw.update() // ready now, not at the next tick
 
 	d = &Daemon{cfg: cfg, n: n, apiAddr: apiAddr, raftAddr: raftAddr, done: make(chan struct{})}
 	d.stop = func() error {
 		if ms != nil {
 			ms.SetStopping()
 		}
+		hw.stop()
 		// 0. A leader hands over first, so that the cluster need not wait
 		// an election timeout and other nodes stop forwarding to this one.
 		if !cfg.NoHandOver {

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/raftd/raftd/core/node"
+	apiv1 "github.com/raftd/raftd/proto/api/v1"
 )
 
 // Budgets of the observability endpoint (--metrics-addr).
@@ -34,6 +35,11 @@ const (
 type metricsNode interface {
 	Status(ctx context.Context) (node.Status, error)
 	Metrics() node.Metrics
+	Latencies() node.Latencies
+	// Leader, CommitIndex and Applied are read without the loop (readyz).
+	Leader() uint64
+	CommitIndex() uint64
+	Applied() uint64
 	// Ready is closed when the restart replay is over.
 	Ready() <-chan struct{}
 	// Done is closed when the node has stopped; Err then tells why (nil
@@ -45,9 +51,9 @@ type metricsNode interface {
 }
 
 // metricsServer is the operator endpoint of one node: /metrics
-// (Prometheus text format, on a private registry), /healthz and, if
-// enabled, /debug/pprof/ (on a private mux, not http.DefaultServeMux). Close is
-// idempotent.
+// (Prometheus text format, on a private registry), /healthz, /readyz, the
+// status page at / with its /status.json and, if enabled, /debug/pprof/
+// (on a private mux, not http.DefaultServeMux). Close is idempotent.
 type metricsServer struct {
 	n        metricsNode
 	srv      *http.Server
@@ -55,6 +61,19 @@ type metricsServer struct {
 	stopping atomic.Bool
 	served   chan struct{} // closed when Serve returns
 	started  atomic.Bool
+	// api is the node's client API server, set once it exists (SetAPI):
+	// the status fan-out and its refusal counts. Nil before.
+	api atomic.Pointer[apiServer]
+	// readyMaxLag is the readiness bound on commit - applied (see
+	// readiness). Set before Start.
+	readyMaxLag uint64
+}
+
+// apiServer is what the endpoint uses of the client API server
+// (*server.Server implements it).
+type apiServer interface {
+	Status(ctx context.Context, req *apiv1.StatusRequest) (*apiv1.StatusResponse, error)
+	Refused() map[string]uint64
 }
 
 // newMetricsServer prepares the endpoint for n on lis (a TLS listener for
@@ -67,15 +86,15 @@ func newMetricsServer(lis net.Listener, n metricsNode, errLog *log.Logger, pprof
 	cs := []prometheus.Collector{
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		nodeCollector{n: n, timeout: metricsStatusTimeout},
 		buildInfoCollector(),
 	}
+	m := &metricsServer{n: n, lis: lis, served: make(chan struct{}), readyMaxLag: DefaultReadyMaxApplyLag}
+	cs = append(cs, nodeCollector{n: n, timeout: metricsStatusTimeout, api: &m.api})
 	for _, c := range append(cs, extra...) {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: register collector: %w", err)
 		}
 	}
-	m := &metricsServer{n: n, lis: lis, served: make(chan struct{})}
 	mux := http.NewServeMux()
 	hopts := promhttp.HandlerOpts{
 		// A failed collector (say, Status timed out) costs its own
@@ -87,6 +106,9 @@ func newMetricsServer(lis net.Listener, n metricsNode, errLog *log.Logger, pprof
 	}
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, hopts))
 	mux.HandleFunc("/healthz", m.healthz)
+	mux.HandleFunc("/readyz", m.readyz)
+	mux.HandleFunc("GET /{$}", statusPage)
+	mux.HandleFunc("GET /status.json", m.statusJSON)
 	if pprof {
 		mux.HandleFunc("/debug/pprof/", httppprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", httppprof.Cmdline)
@@ -114,7 +136,11 @@ func (m *metricsServer) Start() {
 // Addr returns the bound address.
 func (m *metricsServer) Addr() string { return m.lis.Addr().String() }
 
-// SetStopping makes /healthz answer 503 "stopping" from now on.
+// SetAPI gives the endpoint the node's client API server, for the status
+// page and the refusal counts.
+func (m *metricsServer) SetAPI(a apiServer) { m.api.Store(&a) }
+
+// SetStopping makes /healthz and /readyz answer 503 "stopping" from now on.
 func (m *metricsServer) SetStopping() { m.stopping.Store(true) }
 
 // Close stops serving: in-flight requests get metricsShutdownTimeout, then
@@ -176,6 +202,7 @@ func (m *metricsServer) healthz(w http.ResponseWriter, _ *http.Request) {
 type nodeCollector struct {
 	n       metricsNode
 	timeout time.Duration
+	api     *atomic.Pointer[apiServer] // its Refused counts, once set
 }
 
 func gaugeDesc(name, help string, labels ...string) *prometheus.Desc {
@@ -234,6 +261,41 @@ var nodeCounters = []counterDef{
 	counter("commands_skipped", "Commands skipped on an fsm skip entry while apply was halted there.", func(m node.Metrics) uint64 { return m.CommandsSkipped }),
 }
 
+// Histograms and counters by label, from node.Latencies, node.Metrics and
+// the API server.
+var (
+	descProposalCommit  = prometheus.NewDesc("raftd_proposal_commit_seconds", "Time from a proposal on this node until its entry is committed.", nil, nil)
+	descCommitApply     = prometheus.NewDesc("raftd_commit_apply_seconds", "Time from an entry's commit until the state machine (plugin) has applied it, per entry.", nil, nil)
+	descStorageFsync    = prometheus.NewDesc("raftd_storage_fsync_seconds", "Duration of log store Save calls that fsync (write and sync).", nil, nil)
+	descSnapshotCreate  = prometheus.NewDesc("raftd_snapshot_create_seconds", "Duration of local snapshots, from capturing the state machine until the body is stored.", nil, nil)
+	descSnapshotRestore = prometheus.NewDesc("raftd_snapshot_restore_seconds", "Duration of state machine restores from a snapshot (from the leader, at start, after a plugin restart).", nil, nil)
+	descRead            = prometheus.NewDesc("raftd_read_seconds", "Duration of successful reads served by this node, by consistency (linearizable: ReadIndex round, wait for apply, query; stale: query).", []string{"consistency"}, nil)
+	descLeaderChanges   = prometheus.NewDesc("raftd_leader_changes_total", "Times this node learnt of a new leader (including itself).", nil, nil)
+	descRefused         = prometheus.NewDesc("raftd_proposals_refused_total", "Proposals refused before they entered the log (certainly not applied), by reason.", []string{"reason"}, nil)
+)
+
+// histogramBuckets are node.HistogramBounds in seconds.
+var histogramBuckets = func() []float64 {
+	out := make([]float64, len(node.HistogramBounds))
+	for i, b := range node.HistogramBounds {
+		out[i] = b.Seconds()
+	}
+	return out
+}()
+
+// constHistogram converts a node histogram (per-bucket counts) to a
+// Prometheus one (cumulative counts).
+func constHistogram(d *prometheus.Desc, h node.Histogram, labels ...string) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(histogramBuckets))
+	var cum uint64
+	for i, ub := range histogramBuckets {
+		cum += h.Counts[i]
+		buckets[ub] = cum
+	}
+	cum += h.Counts[len(histogramBuckets)]
+	return prometheus.MustNewConstHistogram(d, cum, h.Sum.Seconds(), buckets, labels...)
+}
+
 var nodeGauges = []*prometheus.Desc{descTerm, descCommitIndex, descAppliedIndex, descLastIndex, descSnapshotIndex,
 	descIsLeader, descLeaderID, descRole, descReady, descFSMVersion, descMembers, descMatchIndex, descSendingSnap, descNodeInfo,
 	descApplyHalted}
@@ -249,6 +311,38 @@ func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range nodeCounters {
 		ch <- d.desc
 	}
+	for _, d := range []*prometheus.Desc{descProposalCommit, descCommitApply, descStorageFsync, descSnapshotCreate,
+		descSnapshotRestore, descRead, descLeaderChanges, descRefused} {
+		ch <- d
+	}
+}
+
+// collectObservations sends the latency histograms and the counters by
+// reason; none of them needs the node's loop.
+func (c nodeCollector) collectObservations(ch chan<- prometheus.Metric, m node.Metrics) {
+	l := c.n.Latencies()
+	ch <- constHistogram(descProposalCommit, l.ProposalCommit)
+	ch <- constHistogram(descCommitApply, l.CommitApply)
+	ch <- constHistogram(descStorageFsync, l.StorageSync)
+	ch <- constHistogram(descSnapshotCreate, l.SnapshotCreate)
+	ch <- constHistogram(descSnapshotRestore, l.SnapshotRestore)
+	ch <- constHistogram(descRead, l.ReadLinearizable, "linearizable")
+	ch <- constHistogram(descRead, l.ReadStale, "stale")
+	ch <- prometheus.MustNewConstMetric(descLeaderChanges, prometheus.CounterValue, float64(m.LeaderChanges))
+	// One series per reason, the node's and the API server's added up
+	// (each refusal is counted once, where it happened).
+	refused := map[string]uint64{}
+	for r := range node.NumRefusals {
+		refused[r.String()] += m.Refused[r]
+	}
+	if a := c.api.Load(); a != nil {
+		for k, v := range (*a).Refused() {
+			refused[k] += v
+		}
+	}
+	for reason, v := range refused {
+		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(v), reason)
+	}
 }
 
 func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
@@ -261,6 +355,7 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		halted = h.Index
 	}
 	ch <- prometheus.MustNewConstMetric(descApplyHalted, prometheus.GaugeValue, float64(halted))
+	c.collectObservations(ch, m)
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	st, err := c.n.Status(ctx)

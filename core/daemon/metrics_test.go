@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -13,13 +14,17 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/raftd/raftd/core/node"
 	apiv1 "github.com/raftd/raftd/proto/api/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 )
 
 // fakeMetricsNode is a metricsNode with a settable status. With block set,
@@ -28,6 +33,10 @@ type fakeMetricsNode struct {
 	mu      sync.Mutex
 	st      node.Status
 	m       node.Metrics
+	lat     node.Latencies
+	lead    uint64
+	commit  uint64
+	applied uint64
 	block   bool
 	calls   int
 	ready   chan struct{}
@@ -55,6 +64,33 @@ func (f *fakeMetricsNode) Metrics() node.Metrics {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.m
+}
+func (f *fakeMetricsNode) Latencies() node.Latencies {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lat
+}
+func (f *fakeMetricsNode) Leader() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lead
+}
+func (f *fakeMetricsNode) CommitIndex() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.commit
+}
+func (f *fakeMetricsNode) Applied() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.applied
+}
+
+// setProgress sets what readiness reads.
+func (f *fakeMetricsNode) setProgress(lead, commit, applied uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lead, f.commit, f.applied = lead, commit, applied
 }
 func (f *fakeMetricsNode) Ready() <-chan struct{} { return f.ready }
 func (f *fakeMetricsNode) Done() <-chan struct{}  { return f.done }
@@ -136,10 +172,19 @@ func leaderStatus() node.Status {
 func TestMetricsScrape(t *testing.T) {
 	f := newFakeMetricsNode()
 	f.st = leaderStatus()
-	f.m = node.Metrics{Proposals: 11, CommandsApplied: 6, ApplyBatches: 3, Syncs: 2, StateMachineRestarts: 1}
+	f.m = node.Metrics{Proposals: 11, CommandsApplied: 6, ApplyBatches: 3, Syncs: 2, StateMachineRestarts: 1, LeaderChanges: 4}
+	f.m.Refused[node.RefusedTooLarge] = 2
+	f.m.Refused[node.RefusedNoLeader] = 5
+	// Three fsyncs: 1 ms, 3 ms, and one above the last bound.
+	f.lat.StorageSync.Counts[4] = 1
+	f.lat.StorageSync.Counts[6] = 1
+	f.lat.StorageSync.Counts[len(node.HistogramBounds)] = 1
+	f.lat.StorageSync.Sum = 10 * time.Minute
+	f.lat.ReadStale.Counts[0] = 7
 	extra := prometheus.NewCounter(prometheus.CounterOpts{Name: "raftd_test_extra_total", Help: "extra"})
 	extra.Add(3)
-	_, base := startMetrics(t, f, extra)
+	ms, base := startMetrics(t, f, extra)
+	ms.SetAPI(&fakeAPI{refused: map[string]uint64{"too_large": 1, "draining": 3}})
 
 	code, body := httpGet(t, base+"/metrics")
 	if code != http.StatusOK {
@@ -155,7 +200,20 @@ func TestMetricsScrape(t *testing.T) {
 		"raftd_sending_snapshots": 1, `raftd_node_info{fsm="kv",node_id="1"}`: 1,
 		"raftd_proposals_total": 11, "raftd_commands_applied_total": 6, "raftd_apply_batches_total": 3,
 		"raftd_storage_syncs_total": 2, "raftd_fsm_restarts_total": 1, "raftd_reads_total": 0,
-		"raftd_test_extra_total": 3, "raftd_apply_halted": 0,
+		"raftd_apply_halted":         0,
+		"raftd_test_extra_total":     3,
+		"raftd_leader_changes_total": 4,
+		// The node's and the API server's refusals add up.
+		`raftd_proposals_refused_total{reason="too_large"}`: 3, `raftd_proposals_refused_total{reason="no_leader"}`: 5,
+		`raftd_proposals_refused_total{reason="draining"}`: 3, `raftd_proposals_refused_total{reason="backpressure"}`: 0,
+		// Cumulative buckets in seconds.
+		"raftd_storage_fsync_seconds_count": 3, "raftd_storage_fsync_seconds_sum": 600,
+		`raftd_storage_fsync_seconds_bucket{le="0.0005"}`: 0, `raftd_storage_fsync_seconds_bucket{le="0.001"}`: 1,
+		`raftd_storage_fsync_seconds_bucket{le="0.0025"}`: 1, `raftd_storage_fsync_seconds_bucket{le="0.005"}`: 2,
+		`raftd_storage_fsync_seconds_bucket{le="300"}`: 2, `raftd_storage_fsync_seconds_bucket{le="+Inf"}`: 3,
+		`raftd_read_seconds_count{consistency="stale"}`: 7, `raftd_read_seconds_count{consistency="linearizable"}`: 0,
+		"raftd_proposal_commit_seconds_count": 0, "raftd_commit_apply_seconds_count": 0,
+		"raftd_snapshot_create_seconds_count": 0, "raftd_snapshot_restore_seconds_count": 0,
 	}
 	for k, v := range want {
 		if g, ok := got[k]; !ok || g != v {
@@ -189,6 +247,166 @@ func TestMetricsScrape(t *testing.T) {
 	_, body = httpGet(t, base+"/metrics")
 	if got = parseMetrics(t, body); got["raftd_apply_halted"] != 77 {
 		t.Errorf("raftd_apply_halted = %v, want 77", got["raftd_apply_halted"])
+	}
+}
+
+// fakeAPI is an apiServer with a fixed answer.
+type fakeAPI struct {
+	st      *apiv1.StatusResponse
+	err     error
+	refused map[string]uint64
+}
+
+func (a *fakeAPI) Status(ctx context.Context, _ *apiv1.StatusRequest) (*apiv1.StatusResponse, error) {
+	return a.st, a.err
+}
+func (a *fakeAPI) Refused() map[string]uint64 { return a.refused }
+
+// TestReadyz walks /readyz through the states readiness tells apart; the
+// answer is one line, 200 only when ready.
+func TestReadyz(t *testing.T) {
+	f := newFakeMetricsNode()
+	ms, base := startMetrics(t, f)
+	ms.readyMaxLag = 100
+	check := func(wantCode int, wantPrefix string) {
+		t.Helper()
+		code, body := httpGet(t, base+"/readyz")
+		if code != wantCode || !strings.HasPrefix(body, wantPrefix) || strings.Count(body, "\n") != 1 {
+			t.Errorf("/readyz: %d %q, want %d and one line starting %q", code, body, wantCode, wantPrefix)
+		}
+	}
+	f.setProgress(2, 10, 3)
+	check(http.StatusServiceUnavailable, "starting: replaying the log (applied 3, commit 10)")
+	close(f.ready)
+	check(http.StatusOK, "ok: leader 2, applied 3, commit 10")
+	f.setProgress(0, 10, 10)
+	check(http.StatusServiceUnavailable, "no leader known")
+	f.setProgress(1, 1000, 900)
+	check(http.StatusOK, "ok: leader 1, applied 900, commit 1000")
+	f.setProgress(1, 1000, 899)
+	check(http.StatusServiceUnavailable, "applied index 899 is 101 entries behind the commit index 1000 (bound 100)")
+	f.setProgress(1, 1000, 1000)
+	check(http.StatusOK, "ok")
+	f.mu.Lock()
+	f.st.Halted = &node.Halt{Index: 1001, Reason: "plugin panicked\nstack"}
+	f.mu.Unlock()
+	check(http.StatusServiceUnavailable, "apply halted at index 1001: plugin panicked")
+	f.mu.Lock()
+	f.st.Halted = nil
+	f.mu.Unlock()
+	check(http.StatusOK, "ok")
+	ms.SetStopping()
+	check(http.StatusServiceUnavailable, "stopping")
+
+	f2 := newFakeMetricsNode()
+	close(f2.ready)
+	f2.setProgress(1, 5, 5)
+	f2.doneErr = errors.New("node 1: storage: disk on fire\nmore")
+	close(f2.done)
+	_, base2 := startMetrics(t, f2)
+	if code, body := httpGet(t, base2+"/readyz"); code != http.StatusServiceUnavailable || body != "failed: node 1: storage: disk on fire\n" {
+		t.Errorf("/readyz of a failed node: %d %q", code, body)
+	}
+}
+
+// TestHealthWatcher: the gRPC health service follows readiness on the
+// fake clock, for the server as a whole and for the client API, and
+// answers NOT_SERVING for good once stopped.
+func TestHealthWatcher(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeMetricsNode()
+		close(f.ready)
+		f.setProgress(1, 5, 5)
+		hw := startHealth(f, 100, 10*time.Millisecond)
+		check := func(want healthpb.HealthCheckResponse_ServingStatus) {
+			t.Helper()
+			for _, svc := range []string{"", "raftd.api.v1.Raftd"} {
+				resp, err := hw.hs.Check(context.Background(), &healthpb.HealthCheckRequest{Service: svc})
+				if err != nil || resp.GetStatus() != want {
+					t.Errorf("Check(%q) = %v, %v; want %v", svc, resp.GetStatus(), err, want)
+				}
+			}
+		}
+		check(healthpb.HealthCheckResponse_SERVING)
+		f.setProgress(0, 5, 5)
+		time.Sleep(10 * time.Millisecond)
+		synctest.Wait()
+		check(healthpb.HealthCheckResponse_NOT_SERVING)
+		f.setProgress(3, 6, 6)
+		time.Sleep(10 * time.Millisecond)
+		synctest.Wait()
+		check(healthpb.HealthCheckResponse_SERVING)
+		hw.stop()
+		hw.stop()
+		check(healthpb.HealthCheckResponse_NOT_SERVING)
+	})
+}
+
+// TestStatusPage: / serves the page, /status.json the API server's status
+// fan-out as protojson with every field present, and a one-line JSON
+// error (503) before the API exists or when the status fails.
+func TestStatusPage(t *testing.T) {
+	f := newFakeMetricsNode()
+	ms, base := startMetrics(t, f)
+	code, body := httpGet(t, base+"/status.json")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, `"error":"starting`) {
+		t.Errorf("/status.json before the API: %d %s", code, body)
+	}
+	api := &fakeAPI{st: &apiv1.StatusResponse{Leader: 2, Term: 7, Nodes: []*apiv1.NodeStatus{
+		{Id: 1, Role: "follower", Term: 7, Leader: 2, CommitIndex: 12, AppliedIndex: 11, Fsm: &apiv1.FSMStatus{Name: "kv", Version: 1, MinVersion: 1, MaxVersion: 2, BinarySha256: "ab12"}},
+		{Id: 2, Role: "leader", Term: 7, Leader: 2, CommitIndex: 12, AppliedIndex: 12, Followers: []*apiv1.FollowerProgress{{Id: 1, MatchIndex: 12}}},
+		{Id: 3, RaftAddr: "127.0.0.1:9", Error: "unreachable at 127.0.0.1:9: connection refused"},
+	}}}
+	ms.SetAPI(api)
+	code, body = httpGet(t, base+"/status.json")
+	if code != http.StatusOK {
+		t.Fatalf("/status.json: %d %s", code, body)
+	}
+	var got struct {
+		Leader string `json:"leader"`
+		Term   string `json:"term"`
+		Nodes  []struct {
+			ID           string `json:"id"`
+			Role         string `json:"role"`
+			SnapshotIdx  string `json:"snapshot_index"`
+			AppliedIndex string `json:"applied_index"`
+			Error        string `json:"error"`
+			Fsm          *struct {
+				Name         string `json:"name"`
+				BinarySha256 string `json:"binary_sha256"`
+			} `json:"fsm"`
+			Followers []struct {
+				MatchIndex string `json:"match_index"`
+			} `json:"followers"`
+		} `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(body), &got); err != nil {
+		t.Fatalf("/status.json is not JSON: %v\n%s", err, body)
+	}
+	if got.Leader != "2" || got.Term != "7" || len(got.Nodes) != 3 || got.Nodes[0].Role != "follower" ||
+		got.Nodes[0].AppliedIndex != "11" || got.Nodes[0].SnapshotIdx != "0" || got.Nodes[0].Fsm == nil ||
+		got.Nodes[0].Fsm.BinarySha256 != "ab12" || got.Nodes[1].Followers[0].MatchIndex != "12" ||
+		!strings.HasPrefix(got.Nodes[2].Error, "unreachable") {
+		t.Errorf("/status.json: %s", body)
+	}
+
+	api.err = status.Error(codes.DeadlineExceeded, "status: deadline exceeded")
+	code, body = httpGet(t, base+"/status.json")
+	if code != http.StatusServiceUnavailable || body != `{"error":"status: status: deadline exceeded"}`+"\n" {
+		t.Errorf("/status.json on error: %d %q", code, body)
+	}
+
+	code, body = httpGet(t, base+"/")
+	if code != http.StatusOK || !strings.Contains(body, "<title>raftd status</title>") || !strings.Contains(body, `fetch("status.json"`) {
+		t.Errorf("/: %d %.300s", code, body)
+	}
+	for _, bad := range []string{"http:", "https:", "//cdn", "src=\"/"} {
+		if strings.Contains(body, bad) {
+			t.Errorf("the status page refers to %q: it must be self-contained", bad)
+		}
+	}
+	if code, _ := httpGet(t, base+"/index.html"); code != http.StatusNotFound {
+		t.Errorf("/index.html: %d, want 404 (only / serves the page)", code)
 	}
 }
 
@@ -393,6 +611,26 @@ func TestStartMetrics(t *testing.T) {
 	if code, body := httpGet(t, base+"/healthz"); code != http.StatusOK || body != "ok\n" {
 		t.Errorf("/healthz: %d %q", code, body)
 	}
+	// The apply went through a proposal, a commit, an fsync-less Save
+	// (NoSync still asks Save to sync) and an apply.
+	for _, k := range []string{"raftd_proposal_commit_seconds_count", "raftd_commit_apply_seconds_count", "raftd_storage_fsync_seconds_count"} {
+		if m[k] < 1 {
+			t.Errorf("%s = %v after an apply, want >= 1", k, m[k])
+		}
+	}
+	if m["raftd_leader_changes_total"] != 1 {
+		t.Errorf("raftd_leader_changes_total = %v, want 1", m["raftd_leader_changes_total"])
+	}
+	if code, body := httpGet(t, base+"/readyz"); code != http.StatusOK || !strings.HasPrefix(body, "ok: leader 1,") {
+		t.Errorf("/readyz: %d %q", code, body)
+	}
+	if code, body := httpGet(t, base+"/status.json"); code != http.StatusOK || !strings.Contains(body, `"role":"leader"`) || !strings.Contains(body, `"leader":"1"`) {
+		t.Errorf("/status.json: %d %s", code, body)
+	}
+	hc := healthClient(t, d.APIAddr())
+	if resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("grpc health: %v %v, want SERVING", resp.GetStatus(), err)
+	}
 
 	if err := d.Stop(); err != nil {
 		t.Fatalf("Stop: %v", err)
@@ -402,6 +640,17 @@ func TestStartMetrics(t *testing.T) {
 		resp.Body.Close()
 		t.Fatalf("/healthz answered %d after Stop", resp.StatusCode)
 	}
+}
+
+// healthClient is a grpc.health.v1 client of addr.
+func healthClient(t *testing.T, addr string) healthpb.HealthClient {
+	t.Helper()
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return healthpb.NewHealthClient(cc)
 }
 
 // TestStartMetricsAddrInUse: a taken metrics address fails the start

@@ -344,6 +344,12 @@ type Metrics struct {
 	ApplySpills          uint64 // committed batches left in Storage for the state machine to read back (apply backlog full, or halted)
 	Halts                uint64 // times apply halted (halt.go)
 	CommandsSkipped      uint64 // commands skipped on an fsm skip entry
+	// LeaderChanges counts the times this node learnt of a new leader
+	// (including itself).
+	LeaderChanges uint64
+	// Refused counts proposals refused before they entered the log, by
+	// Refusal.
+	Refused [NumRefusals]uint64
 }
 
 type metrics struct {
@@ -351,12 +357,16 @@ type metrics struct {
 	readIndexRounds, reads, applyBatches, commandsApplied, snapshotsTaken  atomic.Uint64
 	snapshotsInstalled, snapshotsSent, compactions, smRestarts, stepErrors atomic.Uint64
 	throttled, snapshotsStarted, halts, commandsSkipped, spills            atomic.Uint64
+
+	leaderChanges atomic.Uint64
+	refused       [NumRefusals]atomic.Uint64
+	lat           latencies
 }
 
 // Metrics returns the node's counters.
 func (n *Node) Metrics() Metrics {
 	m := &n.m
-	return Metrics{
+	out := Metrics{
 		Proposals: m.proposals.Load(), ProposalsDropped: m.proposalsDropped.Load(),
 		Saves: m.saves.Load(), Syncs: m.syncs.Load(), EntriesSaved: m.entriesSaved.Load(),
 		MessagesSent: m.messagesSent.Load(), ReadIndexRounds: m.readIndexRounds.Load(),
@@ -366,5 +376,10 @@ func (n *Node) Metrics() Metrics {
 		StateMachineRestarts: m.smRestarts.Load(), StepErrors: m.stepErrors.Load(),
 		ThrottledRounds: m.throttled.Load(), SnapshotsStarted: m.snapshotsStarted.Load(),
 		Halts: m.halts.Load(), CommandsSkipped: m.commandsSkipped.Load(), ApplySpills: m.spills.Load(),
+		LeaderChanges: m.leaderChanges.Load(),
 	}
+	for i := range m.refused {
+		out.Refused[i] = m.refused[i].Load()
+	}
+	return out
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/raftd/raftd/core/raft"
 )
@@ -29,6 +30,7 @@ type applyTask struct {
 	lo, hi     uint64 // entries to read from Storage when ents is nil and hi > 0
 	bytes      int64  // bytes of ents, counted in applier.backlogBytes
 	confStates map[uint64]raft.ConfState
+	at         time.Time // when the loop handed it over
 }
 
 // last is the index of the task's last entry (0: none).
@@ -37,6 +39,27 @@ func (t *applyTask) last() uint64 {
 		return t.ents[n-1].Index
 	}
 	return t.hi
+}
+
+// first is the index of the task's first entry (0: none).
+func (t *applyTask) first() uint64 {
+	if len(t.ents) > 0 {
+		return t.ents[0].Index
+	}
+	return t.lo
+}
+
+// observeApplied records the commit-to-apply latency of the entries of
+// tasks that are now applied (a halted apply leaves some unapplied).
+func (a *applier) observeApplied(tasks []applyTask) {
+	now := time.Now()
+	for i := range tasks {
+		t := &tasks[i]
+		lo, hi := t.first(), min(t.last(), a.applied)
+		if lo > 0 && hi >= lo && !t.at.IsZero() {
+			a.n.m.lat.commitApply.observeN(now.Sub(t.at), hi-lo+1)
+		}
+	}
 }
 
 // entryBytes is what an entry costs in the apply backlog.
@@ -234,6 +257,7 @@ func (a *applier) run() {
 			}
 		}
 		err := a.process(tasks)
+		a.observeApplied(tasks)
 		a.backlogBytes.Add(-handed)
 		a.spilled.Add(-ranges)
 		if err == nil && a.snapshotDue() {

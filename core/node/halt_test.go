@@ -137,6 +137,9 @@ func TestPoisonCommandHaltsApply(t *testing.T) {
 			if err := n.AddLearner(ctx, Peer{ID: 9, RaftAddr: "raft-9"}); !errors.Is(err, ErrHalted) || !errors.Is(err, ErrNotApplied) {
 				t.Fatalf("node %d: membership change while halted: %v; want halted, not applied", id, err)
 			}
+			if got := n.Metrics().Refused[RefusedHalted]; got != 2 {
+				t.Errorf("node %d: Refused[halted] = %d, want 2", id, got)
+			}
 			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			_, err = n.Read(rctx, []byte("sum"))
 			cancel()

@@ -138,6 +138,10 @@ func (n *Node) handleReady() error {
 		// BEFORE any message that depends on them leaves (Raft §5.1, figure 2;
 		// RAFT-PITFALLS "Votes and terms").
 		if !rd.HardState.IsEmpty() || len(rd.Entries) > 0 {
+			var t0 time.Time
+			if rd.MustSync {
+				t0 = time.Now()
+			}
 			if err := n.st.Save(n.hs, rd.Entries, rd.MustSync); err != nil {
 				if len(rd.Entries) > 0 {
 					return fmt.Errorf("node: storage: save entries [%d,%d]: %w", rd.Entries[0].Index, rd.Entries[len(rd.Entries)-1].Index, err)
@@ -146,6 +150,7 @@ func (n *Node) handleReady() error {
 			}
 			n.m.saves.Add(1)
 			if rd.MustSync {
+				n.m.lat.storageSync.observe(time.Since(t0))
 				n.m.syncs.Add(1)
 			}
 			n.m.entriesSaved.Add(uint64(len(rd.Entries)))
@@ -177,7 +182,7 @@ func (n *Node) handleReady() error {
 		// changes to raft now (raft needs them in order, the FSM never sees
 		// them).
 		if !rd.Snapshot.IsEmpty() || len(rd.CommittedEntries) > 0 {
-			t := applyTask{ents: rd.CommittedEntries}
+			t := applyTask{ents: rd.CommittedEntries, at: time.Now()}
 			if !rd.Snapshot.IsEmpty() {
 				s := rd.Snapshot
 				t.snap = &s
@@ -317,6 +322,9 @@ func (n *Node) onSoftState(ss raft.SoftState) {
 	old := n.soft
 	n.soft = ss
 	if old.Lead != ss.Lead {
+		if ss.Lead != raft.None {
+			n.m.leaderChanges.Add(1)
+		}
 		n.lead.Store(ss.Lead)
 		n.leadCh.signal()
 		// A read index request in flight may have been lost with the old

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/raftd/raftd/core/raft"
 )
@@ -117,7 +118,6 @@ func New(cfg Config) (*Node, error) {
 		quitc:       make(chan struct{}),
 		donec:       make(chan struct{}),
 		readyc:      make(chan struct{}),
-		waits:       newWaitRegistry(),
 		book:        map[uint64]Peer{},
 		sendingSnap: map[uint64]bool{},
 		leadCh:      newBroadcast(),
@@ -125,6 +125,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	var seed [16]byte
 	_, _ = rand.Read(seed[:])
+	n.waits = newWaitRegistry(&n.m.lat.proposalCommit)
 	n.reqSeq.Store(binary.LittleEndian.Uint64(seed[:8]) >> 2)
 	n.readNonce = binary.LittleEndian.Uint64(seed[8:])
 
@@ -329,10 +330,12 @@ func (n *Node) readSnapshot(ctx context.Context, sm StateMachine, fsmName string
 		return hdr, wrongFSM(fsmName, hdr.FSMName, fmt.Sprintf("the snapshot at index %d", hdr.Index))
 	}
 	if restore {
+		t0 := time.Now()
 		w := &corruptWatch{rc: rc}
 		if err := restoreFSM(ctx, sm, hdr, w); err != nil {
 			return hdr, fmt.Errorf("node: restore state machine from snapshot at index %d: %w", snap.Metadata.Index, w.or(err))
 		}
+		n.m.lat.snapshotRestore.observe(time.Since(t0))
 		n.m.snapshotsInstalled.Add(1)
 	}
 	return hdr, nil
@@ -444,6 +447,10 @@ func (n *Node) Leader() uint64 { return n.lead.Load() }
 
 // Applied returns the index the state machine has applied up to.
 func (n *Node) Applied() uint64 { return n.applied.Load() }
+
+// CommitIndex returns the highest index this node knows to be committed
+// (as of its last persisted hard state).
+func (n *Node) CommitIndex() uint64 { return n.commit.Load() }
 
 // broadcast is a resettable "something changed" signal.
 type broadcast struct {

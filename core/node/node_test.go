@@ -943,6 +943,9 @@ func TestSlowStateMachineThrottlesProposals(t *testing.T) {
 		if refused.Load() == 0 {
 			t.Fatalf("nothing refused: %+v", n.Metrics())
 		}
+		if m := n.Metrics(); m.Refused[RefusedBackpressure] == 0 || m.Refused[RefusedBackpressure]+m.Refused[RefusedDropped] != uint64(refused.Load()) {
+			t.Errorf("Refused: backpressure %d + dropped %d, clients saw %d refusals", m.Refused[RefusedBackpressure], m.Refused[RefusedDropped], refused.Load())
+		}
 		if b := maxBacklog.Load(); b > limit {
 			t.Fatalf("in-memory apply backlog reached %d bytes, limit %d", b, limit)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/raftd/raftd/core/raft"
 )
@@ -17,6 +18,7 @@ type confProposal struct {
 func (n *Node) propose(batch []*proposal) {
 	n.m.proposals.Add(uint64(len(batch)))
 	if n.soft.Lead == raft.None {
+		n.refused(RefusedNoLeader, len(batch))
 		for _, p := range batch {
 			n.waits.fail(p.req, NotApplied(fmt.Errorf("node %d: %w", n.id, raft.ErrNoLeader)))
 		}
@@ -37,12 +39,14 @@ func (n *Node) propose(batch []*proposal) {
 		switch {
 		case p.admin:
 		case halted != nil:
+			n.refused(RefusedHalted, 1)
 			n.waits.fail(p.req, NotApplied(halted))
 			continue
 		case p.cc == nil:
 			sz := int64(len(p.data)) + 48
 			if admitted+sz > budget {
 				n.m.throttled.Add(1)
+				n.refused(RefusedBackpressure, 1)
 				n.waits.fail(p.req, NotApplied(fmt.Errorf("%w: the state machine is behind by about %d bytes of committed entries (apply backlog limit %d); retry later", ErrOverloaded, n.app.backlogBytes.Load(), n.cfg.MaxApplyBacklogBytes)))
 				continue
 			}
@@ -55,6 +59,7 @@ func (n *Node) propose(batch []*proposal) {
 			continue
 		}
 		if n.soft.RaftState == raft.StateLeader && n.lastConfIndex > n.applied.Load() {
+			n.refused(RefusedConfChange, 1)
 			n.waits.fail(p.req, NotApplied(fmt.Errorf("%w (entry %d not applied yet): %w", ErrConfChangeInProgress, n.lastConfIndex, errDropped)))
 			continue
 		}
@@ -82,6 +87,11 @@ func (n *Node) proposeFailed(ps []*proposal, err error) {
 		return
 	}
 	n.m.proposalsDropped.Add(uint64(len(ps)))
+	if errors.Is(err, raft.ErrNoLeader) {
+		n.refused(RefusedNoLeader, len(ps))
+	} else {
+		n.refused(RefusedDropped, len(ps))
+	}
 	if !errors.Is(err, errDropped) && !errors.Is(err, raft.ErrNoLeader) {
 		err = fmt.Errorf("%w: %w", errDropped, err)
 	}
@@ -110,6 +120,7 @@ func (n *Node) Propose(ctx context.Context, data []byte) ([]byte, error) {
 // ProposeEntry is Propose that also returns the entry's index and term.
 func (n *Node) ProposeEntry(ctx context.Context, data []byte) (Result, error) {
 	if len(data) > n.cfg.MaxEntryBytes {
+		n.refused(RefusedTooLarge, 1)
 		return Result{}, NotApplied(fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), n.cfg.MaxEntryBytes))
 	}
 	req := n.reqSeq.Add(1)
@@ -119,8 +130,10 @@ func (n *Node) ProposeEntry(ctx context.Context, data []byte) (Result, error) {
 // wait registers p, hands it to the loop and waits for its outcome.
 func (n *Node) wait(ctx context.Context, p *proposal) (Result, error) {
 	p.done = make(chan propResult, 1)
+	p.start = time.Now()
 	select {
 	case <-n.quitc:
+		n.refused(RefusedStopped, 1)
 		return Result{}, NotApplied(ErrStopped)
 	default:
 	}
@@ -132,6 +145,7 @@ func (n *Node) wait(ctx context.Context, p *proposal) (Result, error) {
 		return Result{}, NotApplied(fmt.Errorf("node: not proposed: %w", ctx.Err()))
 	case <-n.quitc:
 		n.waits.cancel(p.req)
+		n.refused(RefusedStopped, 1)
 		return Result{}, NotApplied(ErrStopped)
 	}
 	select {

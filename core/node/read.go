@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	"github.com/raftd/raftd/core/raft"
 )
@@ -83,10 +84,15 @@ func (n *Node) onReadState(rs raft.ReadState) {
 // this node applied it, then queries. Concurrent reads share one ReadIndex
 // round. Followers serve reads too (the leader only confirms the index).
 func (n *Node) Read(ctx context.Context, q []byte) ([]byte, error) {
+	t0 := time.Now()
 	if _, err := n.ReadIndex(ctx); err != nil {
 		return nil, err
 	}
-	return n.query(ctx, q)
+	res, err := n.query(ctx, q)
+	if err == nil {
+		n.m.lat.readLinearizable.observe(time.Since(t0))
+	}
+	return res, err
 }
 
 // ReadIndex returns an index at which a linearizable read may be served,
@@ -142,7 +148,12 @@ func (n *Node) StaleRead(ctx context.Context, q []byte) ([]byte, error) {
 		return nil, NotApplied(ErrStopped)
 	default:
 	}
-	return n.query(ctx, q)
+	t0 := time.Now()
+	res, err := n.query(ctx, q)
+	if err == nil {
+		n.m.lat.readStale.observe(time.Since(t0))
+	}
+	return res, err
 }
 
 func (n *Node) query(ctx context.Context, q []byte) ([]byte, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/raftd/raftd/core/raft"
 )
@@ -34,6 +35,7 @@ type snapJob struct {
 	cancel context.CancelFunc
 	reqs   []chan snapReply // ExportSnapshot callers waiting for it
 	epoch  uint64           // applier.restarts when it started
+	start  time.Time        // when the state machine was asked for its state
 	// cancelled is set (apply goroutine) when the node gave up on the job.
 	cancelled bool
 
@@ -75,6 +77,7 @@ func (a *applier) startSnapshot() error {
 		return nil
 	}
 	meta := raft.SnapshotMetadata{Index: a.applied, Term: a.appliedTerm, ConfState: a.meta.clone().conf}
+	start := time.Now()
 	view, err := a.sm.Snapshot(a.ctx)
 	if err != nil {
 		return a.snapshotFailed(meta, reqs, err)
@@ -88,7 +91,7 @@ func (a *applier) startSnapshot() error {
 	}
 
 	ctx, cancel := context.WithCancel(a.ctx)
-	j := &snapJob{meta: meta, cancel: cancel, reqs: reqs, epoch: a.restarts, done: make(chan struct{})}
+	j := &snapJob{meta: meta, cancel: cancel, reqs: reqs, epoch: a.restarts, start: start, done: make(chan struct{})}
 	a.job = j
 	a.n.m.snapshotsStarted.Add(1)
 	go func() {
@@ -145,6 +148,7 @@ func (a *applier) finishSnapshot() error {
 	a.job = nil
 	switch {
 	case j.err == nil:
+		a.n.m.lat.snapshotCreate.observe(time.Since(j.start))
 		a.snapshotTaken(raft.Snapshot{Metadata: j.meta, Data: j.desc}, j.reqs)
 		return nil
 	case j.cancelled:

@@ -3,6 +3,7 @@ package node
 import (
 	"fmt"
 	"sync"
+	"time"
 )
 
 // proposal is one caller waiting for its entry to be applied.
@@ -27,6 +28,10 @@ type proposal struct {
 	why      string // the leadership change, for the error
 
 	done chan propResult // buffered(1); written once, by whoever removes p
+
+	// start is when the caller proposed (for the proposal-to-commit
+	// latency); zeroed once the commit is observed.
+	start time.Time
 }
 
 type propResult struct {
@@ -55,15 +60,19 @@ type propResult struct {
 //   - node shutdown: ErrOutcomeUnknown;
 //   - the caller's context (the caller removes itself).
 type waitRegistry struct {
+	// commitLat receives each proposal's proposal-to-commit latency.
+	commitLat *histogram
+
 	mu       sync.Mutex
+	commit   uint64 // highest commit index seen by committed
 	byReq    map[uint64]*proposal
 	byIndex  map[uint64]*proposal // the proposal whose entry is at that index in this node's log
 	replaced map[uint64]*proposal // by req: proposals with replaced set
 	graced   map[uint64]*proposal // by req: proposals with a deadline
 }
 
-func newWaitRegistry() *waitRegistry {
-	return &waitRegistry{byReq: map[uint64]*proposal{}, byIndex: map[uint64]*proposal{},
+func newWaitRegistry(commitLat *histogram) *waitRegistry {
+	return &waitRegistry{commitLat: commitLat, byReq: map[uint64]*proposal{}, byIndex: map[uint64]*proposal{},
 		replaced: map[uint64]*proposal{}, graced: map[uint64]*proposal{}}
 }
 
@@ -163,13 +172,49 @@ func (w *waitRegistry) written(es []observedEntry) {
 
 // committed resolves the callers whose entry was replaced in this node's
 // log by an entry that is now committed (index <= commit): a committed
-// entry never changes, so theirs can never be applied.
+// entry never changes, so theirs can never be applied. It also records the
+// proposal-to-commit latency of the callers whose entry it commits.
 func (w *waitRegistry) committed(commit uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if commit > w.commit {
+		lo := w.commit + 1
+		w.commit = commit
+		w.observeCommitted(lo, commit)
+	}
 	for _, p := range w.replaced {
 		if p.index <= commit {
 			w.removeLocked(p, propResult{err: NotApplied(fmt.Errorf("%w: another entry was committed at index %d", errDropped, p.index))})
+		}
+	}
+}
+
+// observeCommitted records the proposal-to-commit latency of the callers
+// whose entry is in this node's log at an index in [lo, hi], newly
+// committed. It looks up whichever is smaller: the range or the callers.
+// The caller holds w.mu.
+func (w *waitRegistry) observeCommitted(lo, hi uint64) {
+	if len(w.byIndex) == 0 {
+		return
+	}
+	now := time.Now()
+	observe := func(p *proposal) {
+		if !p.start.IsZero() {
+			w.commitLat.observe(now.Sub(p.start))
+			p.start = time.Time{}
+		}
+	}
+	if hi-lo < uint64(len(w.byIndex)) {
+		for i := lo; i <= hi; i++ {
+			if p := w.byIndex[i]; p != nil {
+				observe(p)
+			}
+		}
+		return
+	}
+	for i, p := range w.byIndex {
+		if i >= lo && i <= hi {
+			observe(p)
 		}
 	}
 }

@@ -84,6 +84,8 @@ type Server struct {
 	draining bool
 	inflight int
 	idle     chan struct{} // closed when draining and inflight reaches 0
+
+	refused refusals // Apply requests refused here, by reason
 }
 
 // enter admits a request that may write (Apply and the admin calls), or
@@ -164,12 +166,15 @@ func (s *Server) Close() error {
 // Apply implements apiv1.RaftdServer.
 func (s *Server) Apply(ctx context.Context, req *apiv1.ApplyRequest) (*apiv1.ApplyResponse, error) {
 	if len(req.GetCommand()) == 0 {
+		s.refused.add(refusedInvalid)
 		return nil, notApplied(ctx, codes.InvalidArgument, "apply: empty command")
 	}
 	if n := len(req.GetCommand()); n > s.cfg.MaxEntryBytes {
+		s.refused.add(refusedTooLarge)
 		return nil, notApplied(ctx, codes.InvalidArgument, "apply: command is %d bytes, over the limit of %d bytes (--max-entry-bytes)", n, s.cfg.MaxEntryBytes)
 	}
 	if err := s.enter(ctx, "apply"); err != nil {
+		s.refused.add(refusedDraining)
 		return nil, err
 	}
 	defer s.leave()
@@ -256,6 +261,11 @@ func relay(ctx context.Context, trailer metadata.MD, err error) error {
 func (s *Server) forwardApply(ctx context.Context, lead uint64, req *apiv1.ApplyRequest) (*apiv1.ApplyResponse, error) {
 	cc, err := s.leaderConn(ctx, "apply", lead)
 	if err != nil {
+		if lead == 0 {
+			s.refused.add(refusedNoLeader)
+		} else {
+			s.refused.add(refusedLeaderUnreachable)
+		}
 		return nil, err
 	}
 	var tr metadata.MD

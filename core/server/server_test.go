@@ -188,6 +188,25 @@ func wantNotApplied(t *testing.T, err error, tr metadata.MD, code codes.Code, su
 	}
 }
 
+// TestRefusedCounts: the server counts the Applies it refuses itself.
+func TestRefusedCounts(t *testing.T) {
+	c := startCluster(t, 1)
+	srv := server.New(server.Config{Node: c.nodes[1].Node(), MaxEntryBytes: 8})
+	defer srv.Close()
+	for _, cmd := range []string{"", "123456789", "123456789"} {
+		if _, err := srv.Apply(ctx(t), &apiv1.ApplyRequest{Command: []byte(cmd)}); status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("apply %q: %v, want InvalidArgument", cmd, err)
+		}
+	}
+	if _, err := srv.Apply(ctx(t), &apiv1.ApplyRequest{Command: []byte(`{"op":"x"}`[:8])}); err != nil {
+		t.Fatalf("apply of 8 bytes: %v", err)
+	}
+	got := srv.Refused()
+	if got["invalid"] != 1 || got["too_large"] != 2 || got["draining"] != 0 {
+		t.Fatalf("Refused() = %v, want invalid 1, too_large 2", got)
+	}
+}
+
 func TestRefusals(t *testing.T) {
 	c := startCluster(t, 3)
 	var tr metadata.MD
@@ -247,6 +266,15 @@ func TestNoLeaderIsNotApplied(t *testing.T) {
 	tr = nil
 	_, err = c.Query(ctx(t), &apiv1.QueryRequest{Query: []byte(`{"op":"get","key":"a"}`)}, grpc.Trailer(&tr))
 	wantNotApplied(t, err, tr, codes.Unavailable, "no leader")
+	// Refused by the server itself, counted there (the node never saw it).
+	srv := server.New(server.Config{Node: d.Node()})
+	defer srv.Close()
+	if _, err := srv.Apply(ctx(t), &apiv1.ApplyRequest{Command: []byte("x")}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("apply without a leader: %v", err)
+	}
+	if got := srv.Refused()["no_leader"]; got != 1 {
+		t.Fatalf("Refused()[no_leader] = %d, want 1 (%v)", got, srv.Refused())
+	}
 	// A stale read needs no leader.
 	q, err := c.Query(ctx(t), &apiv1.QueryRequest{Query: []byte(`{"op":"get","key":"a"}`), Consistency: apiv1.Consistency_CONSISTENCY_STALE})
 	if err != nil || string(q.Result) != `{"found":false,"value":""}` {
@@ -321,6 +349,9 @@ func TestDrainRefusesNewAndWaitsForInflight(t *testing.T) {
 	}
 	if _, err := srv.Apply(context.Background(), &apiv1.ApplyRequest{Command: []byte("y")}); status.Code(err) != codes.Unavailable {
 		t.Fatalf("Apply while draining: %v, want Unavailable", err)
+	}
+	if got := srv.Refused(); got["draining"] != 1 || got["no_leader"] != 0 || len(got) != 5 {
+		t.Fatalf("Refused() = %v, want draining 1 and the other reasons 0", got)
 	}
 	release()
 	if err := <-done; err != nil {

@@ -7,7 +7,8 @@ import (
 )
 
 // Collector returns a Prometheus collector for the transport's counters
-// (raftd_transport_*) and per-peer stream state. Register it with the
+// (raftd_transport_*), per-peer stream state and snapshot transfer
+// durations (raftd_snapshot_send_seconds). Register it with the
 // caller's registry; it reads the live counters at every scrape.
 func (t *Transport) Collector() prometheus.Collector { return collector{t} }
 
@@ -23,14 +24,27 @@ var (
 	descPeerConnected    = prometheus.NewDesc("raftd_transport_peer_connected", "1 if the message stream to the peer is up.", []string{"peer"}, nil)
 )
 
+// newSnapSendHistogram is raftd_snapshot_send_seconds, the duration of
+// outbound snapshot transfers that completed: open the body, stream it,
+// and the follower's acknowledgement.
+func newSnapSendHistogram() prometheus.Histogram {
+	return prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "raftd_snapshot_send_seconds",
+		Help:    "Duration of completed outbound snapshot transfers to followers (leader).",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
+	})
+}
+
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descMessagesSent, descBatchesSent, descMessagesDropped,
 		descMessagesReceived, descSnapshotsSent, descSnapshotsRecv, descPeerConnected} {
 		ch <- d
 	}
+	c.t.snapSend.Describe(ch)
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
+	c.t.snapSend.Collect(ch)
 	st := c.t.Stats()
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)

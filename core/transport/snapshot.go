@@ -61,10 +61,11 @@ func (t *Transport) startSnapshot(p *peer, m raft.Message) {
 	go func() {
 		defer t.wg.Done()
 		var err error
+		started := time.Now()
 		if p == nil {
 			err = fmt.Errorf("transport: snapshot to unknown peer %d", m.To)
 		} else {
-			x := &transfer{to: m.To, started: time.Now()}
+			x := &transfer{to: m.To, started: started}
 			if m.Snapshot != nil {
 				x.index = m.Snapshot.Metadata.Index
 			}
@@ -86,6 +87,7 @@ func (t *Transport) startSnapshot(p *peer, m raft.Message) {
 			t.opts.Logger.Warn("transport: snapshot failed", "to", m.To, "err", err)
 		} else {
 			t.stats.snapshotsSent.Add(1)
+			t.snapSend.Observe(time.Since(started).Seconds())
 		}
 		t.opts.Handler.ReportSnapshot(m.To, st)
 	}()

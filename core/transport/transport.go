@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
@@ -184,6 +185,8 @@ type Transport struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	stats  counters
+	// snapSend observes completed outbound snapshot transfers (seconds).
+	snapSend prometheus.Histogram
 
 	mu     sync.RWMutex
 	closed bool
@@ -217,6 +220,7 @@ func New(opts Options) *Transport {
 		unreach:    make(map[uint64]struct{}),
 		xfers:      make(map[*transfer]struct{}),
 		unreachSig: make(chan struct{}, 1),
+		snapSend:   newSnapSendHistogram(),
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.dialOpts = append([]grpc.DialOption{

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -494,6 +495,32 @@ func TestSnapshotStreamedInChunks(t *testing.T) {
 	if st := n1.tr.Stats(); st.SnapshotsSent != 1 || n2.tr.Stats().SnapshotsReceived != 1 {
 		t.Fatalf("stats: %+v", st)
 	}
+	if n, sum := snapSendObserved(t, n1.tr); n != 1 || sum <= 0 {
+		t.Fatalf("raftd_snapshot_send_seconds: %d observations, sum %v; want 1 transfer", n, sum)
+	}
+	if n, _ := snapSendObserved(t, n2.tr); n != 0 {
+		t.Fatalf("the receiver observed %d snapshot sends", n)
+	}
+}
+
+// snapSendObserved returns the count and sum of tr's
+// raftd_snapshot_send_seconds, as scraped.
+func snapSendObserved(t *testing.T, tr *Transport) (uint64, float64) {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(tr.Collector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "raftd_snapshot_send_seconds" {
+			h := mf.GetMetric()[0].GetHistogram()
+			return h.GetSampleCount(), h.GetSampleSum()
+		}
+	}
+	t.Fatal("raftd_snapshot_send_seconds not collected")
+	return 0, 0
 }
 
 func TestSnapshotFailures(t *testing.T) {
