@@ -30,7 +30,7 @@ SIM_STEPS ?= 2000
 FUZZTIME  ?= 60s
 RACE_PKGS := ./core/node/... ./core/transport/... ./core/server/... ./plugin/host/...
 
-.PHONY: help build node run test test-node test-go test-race vet proto proto-check proto-lint proto-breaking proto-release sim fuzz soak bench clean
+.PHONY: help build docs node run test test-node test-go test-race vet proto proto-check proto-lint proto-breaking proto-release sim fuzz soak bench clean
 
 help:
 	@echo "make run    build everything and start a local 3-node kv cluster"
@@ -40,11 +40,18 @@ help:
 	@echo "make soak   long end-to-end and crash runs"
 	@echo "make bench  benchmarks"
 	@echo "make proto  regenerate the protobuf code (buf as a Go tool; no protoc)"
+	@echo "make docs   regenerate docs/cli, the command reference"
 	@echo "make proto-release  record the protos of a release for the breaking check"
 
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+# docs/cli is the command and flag reference, generated from the command
+# tree with cobra/doc. TestCLIReference (run by make test) fails while it
+# is stale; this rewrites it.
+docs:
+	$(GO) test ./cmd/raftd/internal/cli -run '^TestCLIReference$$' -count=1 -update-docs
 
 # The Node.js kv plugin needs its dependencies installed from the lock file.
 # Without npm the Node plugin (and its tests) are skipped, not failed.

@@ -196,11 +196,12 @@ func Do[Req, Resp any](ctx context.Context, c *Client, method func(apiv1.RaftdCl
 	return resp, err
 }
 
-// DownloadSnapshot streams a node's latest snapshot body (a new one taken at
-// its applied index first if takeNew) into w and returns its header. The
-// first node of Addrs that answers serves it; put the leader first to get
-// the leader's.
-func (c *Client) DownloadSnapshot(ctx context.Context, takeNew bool, w io.Writer) (*apiv1.SnapshotHeader, error) {
+// DownloadSnapshot streams a node's latest snapshot (a new one taken at its
+// applied index first if takeNew) into w and returns its header. The first
+// node of Addrs that answers serves it; put the leader first to get the
+// leader's. onHeader, if not nil, is called with the header before the
+// data (its Size tells how much follows).
+func (c *Client) DownloadSnapshot(ctx context.Context, takeNew bool, w io.Writer, onHeader func(*apiv1.SnapshotHeader)) (*apiv1.SnapshotHeader, error) {
 	var hdr *apiv1.SnapshotHeader
 	err := c.Call(ctx, func(ctx context.Context, api apiv1.RaftdClient, opts ...grpc.CallOption) error {
 		stream, err := api.DownloadSnapshot(ctx, &apiv1.DownloadSnapshotRequest{TakeNew: takeNew}, opts...)
@@ -217,6 +218,9 @@ func (c *Client) DownloadSnapshot(ctx context.Context, takeNew bool, w io.Writer
 			}
 			if ch.GetHeader() != nil {
 				hdr = ch.GetHeader()
+				if onHeader != nil {
+					onHeader(hdr)
+				}
 			}
 			if _, err := w.Write(ch.GetData()); err != nil {
 				return err

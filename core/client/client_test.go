@@ -62,11 +62,21 @@ func TestCall(t *testing.T) {
 	if !errors.As(err, &ue) || len(ue.Addrs) != 2 || ue.TimedOut {
 		t.Fatalf("dead cluster: %v", err)
 	}
-	// A snapshot taken on demand is streamed with its header.
+	// A snapshot taken on demand is streamed with its header first, which
+	// announces the stream's exact size.
 	var body bytes.Buffer
-	hdr, err := c.DownloadSnapshot(ctx, true, &body)
+	var announced int64 = -2
+	hdr, err := c.DownloadSnapshot(ctx, true, &body, func(h *apiv1.SnapshotHeader) {
+		if body.Len() != 0 {
+			t.Errorf("header after %d bytes of data", body.Len())
+		}
+		announced = h.GetSize()
+	})
 	if err != nil || hdr.GetIndex() == 0 || body.Len() == 0 {
 		t.Fatalf("download: header %v, %d bytes, %v", hdr, body.Len(), err)
+	}
+	if announced != int64(body.Len()) || hdr.GetSize() != announced {
+		t.Fatalf("download: header announced %d bytes (returned header %d), received %d", announced, hdr.GetSize(), body.Len())
 	}
 }
 

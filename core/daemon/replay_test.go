@@ -53,7 +53,9 @@ func TestAwaitReplayProgress(t *testing.T) {
 		f.applied.Store(100)
 		var buf syncBuffer
 		errc := make(chan error, 1)
-		go func() { errc <- awaitReplay(context.Background(), f, slog.New(NewTextHandler(&buf, slog.LevelInfo)), 5*time.Second) }()
+		go func() {
+			errc <- awaitReplay(context.Background(), f, slog.New(NewTextHandler(&buf, slog.LevelInfo)), 5*time.Second)
+		}()
 		synctest.Wait()
 		f.applied.Store(550)
 		time.Sleep(5 * time.Second)

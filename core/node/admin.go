@@ -248,6 +248,8 @@ func (n *Node) Campaign(ctx context.Context) error {
 // ExportSnapshot opens this node's latest snapshot as a stream in the
 // core/snapshot framing (header, state machine body, trailer), taking a new
 // one at the applied index first if takeNew. The caller closes the reader.
+// The reader has a method Size() int64: the stream's length in bytes, or
+// -1 when the Storage's OpenSnapshot header does not give the body's Size.
 func (n *Node) ExportSnapshot(ctx context.Context, takeNew bool) (raft.SnapshotMetadata, io.ReadCloser, error) {
 	var snap raft.Snapshot
 	if takeNew {

@@ -50,6 +50,14 @@ func (w *corruptWatch) Read(p []byte) (int, error) {
 
 func (w *corruptWatch) Close() error { return w.rc.Close() }
 
+// Size is the length of the stream read, or -1 if unknown.
+func (w *corruptWatch) Size() int64 {
+	if s, ok := w.rc.(interface{ Size() int64 }); ok {
+		return s.Size()
+	}
+	return -1
+}
+
 // or returns the damaged-data error w saw, if any, else err.
 func (w *corruptWatch) or(err error) error {
 	if w.err != nil {
@@ -81,7 +89,11 @@ func (n *Node) openStream(snap raft.Snapshot, what string) (io.ReadCloser, error
 		if err != nil {
 			return nil, err
 		}
-		return encodedSnapshot{Reader: snapshot.Encode(h, body), body: body}, nil
+		size := int64(-1)
+		if h.Size > 0 {
+			size = int64(len(h.Append(nil))) + h.Size + int64(snapshot.TrailerBytes)
+		}
+		return encodedSnapshot{Reader: snapshot.Encode(h, body), body: body, size: size}, nil
 	}, what)
 }
 
@@ -89,6 +101,8 @@ func (n *Node) openStream(snap raft.Snapshot, what string) (io.ReadCloser, error
 type encodedSnapshot struct {
 	io.Reader
 	body io.Closer
+	size int64 // the stream's length, -1 if unknown
 }
 
 func (e encodedSnapshot) Close() error { return e.body.Close() }
+func (e encodedSnapshot) Size() int64  { return e.size }

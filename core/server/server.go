@@ -624,7 +624,11 @@ func (s *Server) DownloadSnapshot(req *apiv1.DownloadSnapshotRequest, stream grp
 		return toStatus(ctx, "snapshot", err)
 	}
 	defer rc.Close()
-	hdr := &apiv1.SnapshotHeader{Index: meta.Index, Term: meta.Term, Size: -1,
+	size := int64(-1)
+	if sz, ok := rc.(interface{ Size() int64 }); ok {
+		size = sz.Size()
+	}
+	hdr := &apiv1.SnapshotHeader{Index: meta.Index, Term: meta.Term, Size: size,
 		Voters: meta.ConfState.Voters, Learners: meta.ConfState.Learners}
 	if err := stream.Send(&apiv1.SnapshotChunk{Header: hdr}); err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"strconv"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
@@ -78,6 +79,12 @@ func attrs(args []any, goplugin bool) []any {
 			k = "path"
 		case goplugin && k == "id":
 			k = "pid"
+			if s, ok := args[i+1].(string); ok {
+				if pid, err := strconv.Atoi(s); err == nil {
+					out = append(out, k, pid) // a number, as in raftd's own records
+					continue
+				}
+			}
 		}
 		out = append(out, k, args[i+1])
 	}

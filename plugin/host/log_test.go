@@ -65,7 +65,7 @@ func TestSlogHclogStderrAndPID(t *testing.T) {
 	stderr.Debug("Traceback (most recent call last):")           // raw line: shown
 	stderr.Debug("plugin address", "timestamp", "2026-01-01T00") // hclog JSON at debug: hidden
 	stderr.Warn("disk slow", "id", "a7", "timestamp", "2026-01-01T00")
-	root.Info("plugin process exited", "plugin", "/bin/raftd-fsm-kv", "id", 4242)
+	root.Info("plugin process exited", "plugin", "/bin/raftd-fsm-kv", "id", "4242")
 	root.Named("stdio").Debug("stdio EOF, exiting copy loop") // not stderr: hidden
 	root.Debug("configuring client automatic mTLS")           // hidden
 

@@ -1383,7 +1383,8 @@ type SnapshotHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Index uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
 	Term  uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
-	// size is the body size in bytes, or -1 if unknown.
+	// size is the number of bytes the data chunks that follow carry (the
+	// whole snapshot stream: header, body, trailer), or -1 if unknown.
 	Size          int64    `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
 	Voters        []uint64 `protobuf:"varint,4,rep,packed,name=voters,proto3" json:"voters,omitempty"`
 	Learners      []uint64 `protobuf:"varint,5,rep,packed,name=learners,proto3" json:"learners,omitempty"`

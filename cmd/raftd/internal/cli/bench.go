@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/raftd/raftd/cmd/raftd/internal/progress"
 	"github.com/raftd/raftd/core/client"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -20,6 +21,8 @@ type BenchOptions struct {
 	// Conns is the number of gRPC connections the clients share.
 	Conns int
 	Seed  uint64
+	// JSON prints bench.Summary; Progress reports progress on stderr.
+	JSON, Progress bool
 }
 
 // NewCmdBench returns `raftd bench`: kv puts from concurrent clients.
@@ -32,10 +35,12 @@ func NewCmdBench(f *Factory, runF func(*BenchOptions) error) *cobra.Command {
 leader (found through status) from --clients concurrent clients, each
 waiting for its put to be acknowledged before sending the next, for
 --duration. It prints throughput and latency percentiles of acknowledged
-puts. The cluster must run the kv FSM.`,
+puts (--json: {"ops","errors","elapsed_seconds","ops_per_second","p50_ms",
+"p99_ms","max_ms"}). The cluster must run the kv FSM.`,
 		Example: `  raftd bench --addr 127.0.0.1:8101 --clients 64 --duration 10s --value-size 128 --key-size 16`,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts.Progress = progress.Enabled(f.ErrOut, cmd.Flags().Changed("progress"), opts.Progress)
 			if runF != nil {
 				return runF(opts)
 			}
@@ -49,6 +54,8 @@ puts. The cluster must run the kv FSM.`,
 	cmd.Flags().IntVar(&opts.KeySize, "key-size", 16, "key size in bytes")
 	cmd.Flags().IntVar(&opts.Conns, "conns", 4, "gRPC connections shared by the clients")
 	cmd.Flags().Uint64Var(&opts.Seed, "seed", 1, "seed for keys and values")
+	addJSONFlag(cmd, &opts.JSON, `{"ops":…,"errors":…,"elapsed_seconds":…,"ops_per_second":…,"p50_ms":…,"p99_ms":…,"max_ms":…}`)
+	addProgressFlag(cmd, &opts.Progress)
 	return cmd
 }
 
@@ -80,19 +87,32 @@ func runBench(ctx context.Context, f *Factory, o *BenchOptions) error {
 	}
 	fmt.Fprintf(f.ErrOut, "bench: %d clients, %s, %d B values, %d B keys, against %s (leader %d)\n",
 		o.Clients, o.Duration, o.ValueSize, o.KeySize, target, st.GetLeader())
-	res := client.Bench(ctx, conns, client.BenchConfig{Clients: o.Clients, Duration: o.Duration,
-		KeySize: o.KeySize, ValueSize: o.ValueSize, Seed: o.Seed, Timeout: o.Timeout})
-	if res.Ops == 0 {
-		if res.FirstErr != nil {
-			return withCode(ExitFailure, fmt.Errorf("bench: no put succeeded: %v", res.FirstErr))
+	bo := client.BenchConfig{Clients: o.Clients, Duration: o.Duration, Timeout: o.Timeout, KeySize: o.KeySize, ValueSize: o.ValueSize, Seed: o.Seed}
+	if o.Progress {
+		// A terminal gets one line redrawn, anything else a line a second.
+		pre, post := "", "\n"
+		if progress.IsTerminal(f.ErrOut) {
+			pre, post = "\r", "\x1b[K"
 		}
-		return withCode(ExitFailure, fmt.Errorf("bench: no put succeeded"))
+		bo.Every, bo.Report = time.Second, func(p client.BenchProgress) { fmt.Fprintf(f.ErrOut, "%sbench: %s%s", pre, p, post) }
+		defer func() {
+			if pre != "" {
+				fmt.Fprintln(f.ErrOut)
+			}
+		}()
 	}
-	fmt.Fprintf(f.Out, "ops: %d in %.2fs, errors: %d\n", res.Ops, res.Elapsed.Seconds(), res.Errors)
-	fmt.Fprintf(f.Out, "throughput: %.0f ops/s\n", float64(res.Ops)/res.Elapsed.Seconds())
-	fmt.Fprintf(f.Out, "latency: p50 %s  p99 %s  max %s\n", res.P50.Round(10*time.Microsecond), res.P99.Round(10*time.Microsecond), res.Max.Round(10*time.Microsecond))
+	res := client.Bench(ctx, conns, bo)
+	if res.Ops == 0 {
+		return withCode(ExitFailure, fmt.Errorf("bench: no put succeeded: %v", res.FirstErr))
+	}
 	if res.FirstErr != nil {
 		fmt.Fprintf(f.ErrOut, "bench: first error: %v\n", res.FirstErr)
 	}
+	if o.JSON {
+		return writeJSON(f, res.Summary())
+	}
+	r := func(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }
+	fmt.Fprintf(f.Out, "ops: %d in %.2fs, errors: %d\nthroughput: %.0f ops/s\nlatency: p50 %s  p99 %s  max %s\n",
+		res.Ops, res.Elapsed.Seconds(), res.Errors, float64(res.Ops)/res.Elapsed.Seconds(), r(res.P50), r(res.P99), r(res.Max))
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/raftd/raftd/cmd/raftd/internal/config"
 	"github.com/raftd/raftd/core/daemon"
 	"github.com/raftd/raftd/core/pki"
 	"github.com/spf13/cobra"
@@ -44,7 +45,7 @@ its own plugin process and its own data dir (temporary, deleted on exit,
 unless --data-dir is given), prints their addresses and example commands,
 and runs until Ctrl-C.
 
-`+configHelp,
+` + config.Help,
 		Example: `  raftd dev --fsm ./bin/raftd-fsm-kv --nodes 3`,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"text/tabwriter"
 
+	"github.com/raftd/raftd/cmd/raftd/internal/progress"
 	"github.com/raftd/raftd/plugin/conformance"
 	apiv1 "github.com/raftd/raftd/proto/api/v1"
 	"github.com/spf13/cobra"
@@ -125,7 +126,7 @@ on PASS, 1 with the first divergence otherwise.`,
 			case to.FSM == "":
 				return usageErrorf("fsm test: --fsm PLUGIN is required")
 			}
-			if isTerminal(f.ErrOut) {
+			if progress.IsTerminal(f.ErrOut) {
 				to.Progress = f.ErrOut
 			}
 			rep, err := conformance.Run(cmd.Context(), to)

@@ -15,6 +15,7 @@ type MembersOptions struct {
 	ID       uint64
 	RaftAddr string
 	Learner  bool
+	JSON     bool
 }
 
 // NewCmdMembers returns `raftd members [list|add|remove]`.
@@ -29,20 +30,39 @@ func NewCmdMembers(f *Factory) *cobra.Command {
 		Use: "list", Short: "List the members", Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			resp, err := rpc(cmd.Context(), f, &list.ClientOptions, "members", apiv1.RaftdClient.Members, &apiv1.MembersRequest{})
-			return printMembers(f, resp, err)
+			return printMembers(f, resp, err, list.JSON)
 		},
 	}
-	addClientFlags(listCmd, &list.ClientOptions)
 	// `raftd members` alone lists.
-	addClientFlags(cmd, &list.ClientOptions)
+	for _, c := range []*cobra.Command{listCmd, cmd} {
+		addClientFlags(c, &list.ClientOptions)
+		addJSONFlag(c, &list.JSON, `{"leader":1,"members":[{"id":1,"raft_addr":"…","learner":false},…]}`)
+	}
 	cmd.RunE = listCmd.RunE
 
 	add := &MembersOptions{}
 	addCmd := &cobra.Command{
 		Use:   "add ID RAFT_ADDR",
 		Short: "Add a voter (or a learner with --learner; a learner added again without --learner is promoted)",
-		Example: `  raftd members add 4 127.0.0.1:7401 --learner
-  raftd run --fsm ./bin/raftd-fsm-kv --id 4 --raft-addr 127.0.0.1:7401 --api-addr 127.0.0.1:8401 --join`,
+		Long: `Add makes node ID, reachable at RAFT_ADDR (its --raft-addr), a member.
+
+Start the new node first, on an empty data dir, with --join (wait to be
+added instead of bootstrapping a cluster of its own) and the cluster's id
+(--cluster-id, the cluster_id of raftd status --json; or the --peers the
+cluster was first started with, from which that id is derived). --peers
+also tells it where the members are, to answer the leader before it has
+the membership from the log. Then add it as a learner, wait until its
+applied index has caught up with the leader's (raftd status), and add it
+again without --learner to make it a voter. One change at a time: a second
+one while the first is in flight is refused (exit 3).`,
+		Example: `  # on the new node's machine
+  raftd run --fsm ./bin/raftd-fsm-kv --id 4 --data-dir /var/lib/raftd/n4 \
+    --raft-addr 127.0.0.1:7401 --api-addr 127.0.0.1:8401 --join \
+    --cluster-id 048c2e4e65b0ed44 --peers 1=127.0.0.1:7101,2=127.0.0.1:7201,3=127.0.0.1:7301
+  # from anywhere
+  raftd members add 4 127.0.0.1:7401 --learner
+  raftd status                      # until node 4's APPLIED reaches the leader's
+  raftd members add 4 127.0.0.1:7401`,
 		Args: exactArgs(2, "ID and RAFT_ADDR"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id, err := parseID(args[0])
@@ -52,11 +72,12 @@ func NewCmdMembers(f *Factory) *cobra.Command {
 			add.ID, add.RaftAddr = id, args[1]
 			resp, err := rpc(cmd.Context(), f, &add.ClientOptions, "add member", apiv1.RaftdClient.AddMember,
 				&apiv1.AddMemberRequest{Id: add.ID, RaftAddr: add.RaftAddr, Learner: add.Learner})
-			return printMembers(f, resp, err)
+			return printMembers(f, resp, err, add.JSON)
 		},
 	}
 	addClientFlags(addCmd, &add.ClientOptions)
 	addCmd.Flags().BoolVar(&add.Learner, "learner", false, "add as a non-voting learner")
+	addJSONFlag(addCmd, &add.JSON, "the membership after the change, as members --json")
 
 	rm := &MembersOptions{}
 	rmCmd := &cobra.Command{
@@ -68,10 +89,11 @@ func NewCmdMembers(f *Factory) *cobra.Command {
 			}
 			rm.ID = id
 			resp, err := rpc(cmd.Context(), f, &rm.ClientOptions, "remove member", apiv1.RaftdClient.RemoveMember, &apiv1.RemoveMemberRequest{Id: rm.ID})
-			return printMembers(f, resp, err)
+			return printMembers(f, resp, err, rm.JSON)
 		},
 	}
 	addClientFlags(rmCmd, &rm.ClientOptions)
+	addJSONFlag(rmCmd, &rm.JSON, "the membership after the change, as members --json")
 	cmd.AddCommand(listCmd, addCmd, rmCmd)
 	return cmd
 }
@@ -85,9 +107,24 @@ func parseID(s string) (uint64, error) {
 }
 
 // printMembers prints the membership in resp, or returns err.
-func printMembers(f *Factory, resp *apiv1.MembersResponse, err error) error {
+func printMembers(f *Factory, resp *apiv1.MembersResponse, err error, asJSON bool) error {
 	if err != nil {
 		return err
+	}
+	if asJSON {
+		type member struct {
+			ID       uint64 `json:"id"`
+			RaftAddr string `json:"raft_addr"`
+			Learner  bool   `json:"learner"`
+		}
+		out := struct {
+			Leader  uint64   `json:"leader"`
+			Members []member `json:"members"`
+		}{Leader: resp.GetLeader(), Members: []member{}}
+		for _, m := range resp.GetMembers() {
+			out.Members = append(out.Members, member{m.GetId(), m.GetRaftAddr(), m.GetLearner()})
+		}
+		return writeJSON(f, out)
 	}
 	tw := tabwriter.NewWriter(f.Out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tRAFT ADDR\tKIND\tLEADER")
@@ -107,30 +144,39 @@ func printMembers(f *Factory, resp *apiv1.MembersResponse, err error) error {
 
 // NewCmdLeader returns `raftd leader [transfer ID]`.
 func NewCmdLeader(f *Factory) *cobra.Command {
-	show := &ClientOptions{}
+	show := &StatusOptions{}
 	cmd := &cobra.Command{
 		Use:   "leader",
 		Short: "Print the leader's id and addresses; `leader transfer ID` hands leadership over",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			resp, err := fetchStatus(cmd.Context(), f, show)
+			resp, err := fetchStatus(cmd.Context(), f, &show.ClientOptions)
 			if err != nil {
 				return err
 			}
 			if resp.GetLeader() == 0 {
 				return withCode(ExitFailure, fmt.Errorf("leader: no leader at term %d", resp.GetTerm()))
 			}
+			out := struct {
+				ID       uint64 `json:"id"`
+				RaftAddr string `json:"raft_addr"`
+				APIAddr  string `json:"api_addr"`
+				Term     uint64 `json:"term"`
+			}{ID: resp.GetLeader(), Term: resp.GetTerm()}
 			for _, n := range resp.GetNodes() {
-				if n.GetId() == resp.GetLeader() {
-					fmt.Fprintf(f.Out, "%d raft=%s api=%s term=%d\n", n.GetId(), n.GetRaftAddr(), n.GetApiAddr(), resp.GetTerm())
-					return nil
+				if n.GetId() == out.ID {
+					out.RaftAddr, out.APIAddr = n.GetRaftAddr(), n.GetApiAddr()
 				}
 			}
-			fmt.Fprintf(f.Out, "%d term=%d\n", resp.GetLeader(), resp.GetTerm())
-			return nil
+			if show.JSON {
+				return writeJSON(f, out)
+			}
+			_, err = fmt.Fprintf(f.Out, "%d raft=%s api=%s term=%d\n", out.ID, dash(out.RaftAddr), dash(out.APIAddr), out.Term)
+			return err
 		},
 	}
-	addClientFlags(cmd, show)
+	addClientFlags(cmd, &show.ClientOptions)
+	addJSONFlag(cmd, &show.JSON, `{"id":1,"raft_addr":"…","api_addr":"…","term":3}; exit 1 when there is no leader`)
 	tr := &ClientOptions{}
 	transfer := &cobra.Command{
 		Use: "transfer ID", Short: "Transfer leadership to voter ID", Args: exactArgs(1, "ID"),

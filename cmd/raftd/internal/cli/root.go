@@ -181,32 +181,10 @@ func firstLine(s string) string {
 	return strings.TrimSpace(s)
 }
 
-// configHelp ends the help of the commands that bindConfig binds.
-const configHelp = `Every flag can also be set in the environment as RAFTD_<FLAG> (upper case,
-dashes as underscores: RAFTD_METRICS_ADDR, RAFTD_LOG_FORMAT) or as a key of
-the YAML file --config FILE (also RAFTD_CONFIG; keys are flag names:
-"metrics-addr: 127.0.0.1:9101"). The command line wins over the
-environment, which wins over the file. An unknown key or a bad value is an
-error (exit 2).`
-
-// bindConfig adds --config to cmd and, before it runs, sets the flags left
-// off the command line from RAFTD_<FLAG> and then from that file.
+// bindConfig lets every flag of cmd be set from RAFTD_<FLAG> and --config
+// FILE (package config); errors are usage errors.
 func bindConfig(cmd *cobra.Command, f *Factory) {
-	var path string
-	cmd.Flags().StringVar(&path, "config", "", "YAML file of flag values, keyed by flag name (default $RAFTD_CONFIG)")
-	cmd.PreRunE = func(cmd *cobra.Command, _ []string) error {
-		getenv := f.Getenv
-		if getenv == nil {
-			getenv = func(string) string { return "" }
-		}
-		if path == "" {
-			path = getenv("RAFTD_CONFIG")
-		}
-		if err := config.Apply(cmd.Flags(), getenv, path, "config", "help"); err != nil {
-			return usageErrorf("%s: %v", cmd.Name(), err)
-		}
-		return nil
-	}
+	config.Bind(cmd, f.Getenv, func(err error) error { return usageErrorf("%s: %v", cmd.Name(), err) })
 }
 
 // addLogFlags registers --log-level and --log-format (run and dev).

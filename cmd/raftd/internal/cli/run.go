@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/raftd/raftd/cmd/raftd/internal/config"
 	"github.com/raftd/raftd/core/daemon"
 	"github.com/raftd/raftd/core/node"
 	"github.com/raftd/raftd/core/pki"
@@ -86,7 +87,7 @@ read membership, hard state and log from the data dir. SIGINT/SIGTERM stop
 the node cleanly: stop accepting, finish in-flight applies, stop the plugin,
 close storage, exit 0.
 
-`+configHelp,
+` + config.Help,
 		Example: `  raftd run --fsm ./bin/raftd-fsm-kv
   raftd run --fsm ./bin/raftd-fsm-kv --id 1 --data-dir /tmp/n1 \
     --raft-addr 127.0.0.1:7101 --api-addr 127.0.0.1:8101 \

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 
+	"github.com/raftd/raftd/cmd/raftd/internal/progress"
 	"github.com/raftd/raftd/core/daemon"
 	"github.com/raftd/raftd/core/node"
 	apiv1 "github.com/raftd/raftd/proto/api/v1"
@@ -19,6 +19,9 @@ type SnapshotSaveOptions struct {
 	ClientOptions
 	File    string
 	TakeNew bool
+	// Progress is set when progress goes to stderr (--progress, or a
+	// terminal).
+	Progress bool
 }
 
 // NewCmdSnapshot returns `raftd snapshot save|restore`.
@@ -35,10 +38,12 @@ func NewCmdSnapshot(f *Factory) *cobra.Command {
 		Args:  exactArgs(1, "FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			save.File = args[0]
+			save.Progress = progress.Enabled(f.ErrOut, cmd.Flags().Changed("progress"), save.Progress)
 			return runSnapshotSave(cmd.Context(), f, save)
 		},
 	}
 	addClientFlags(saveCmd, &save.ClientOptions)
+	addProgressFlag(saveCmd, &save.Progress)
 	saveCmd.Flags().BoolVar(&save.TakeNew, "new", false, "take a fresh snapshot at the applied index first")
 	saveCmd.Flags().Lookup("timeout").DefValue = "5m"
 	_ = saveCmd.Flags().Set("timeout", "5m")
@@ -56,43 +61,17 @@ raftd run and the same --id, --data-dir and --raft-addr, then add members.`,
 		Args: exactArgs(1, "FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ro.File = args[0]
+			ro.Progress = progress.Enabled(f.ErrOut, cmd.Flags().Changed("progress"), ro.Progress)
 			return runSnapshotRestore(f, ro, cmd.Flags().Changed("cluster-id"))
 		},
 	}
+	addProgressFlag(restoreCmd, &ro.Progress)
 	restoreCmd.Flags().StringVar(&ro.DataDir, "data-dir", DefaultDataDir, "the new, empty data dir")
 	restoreCmd.Flags().Uint64Var(&ro.ID, "id", 1, "id of the node that will run on it")
 	restoreCmd.Flags().StringVar(&ro.RaftAddr, "raft-addr", DefaultRaftAddr, "peer address of that node")
 	restoreCmd.Flags().StringVar(&ro.ClusterID, "cluster-id", "", "cluster id (default: derived from --id and --raft-addr, as raftd run does)")
 	cmd.AddCommand(saveCmd, restoreCmd)
 	return cmd
-}
-
-// progressWriter reports bytes written to a terminal (the size of a
-// snapshot is not known in advance).
-type progressWriter struct {
-	w       io.Writer
-	out     io.Writer
-	n, last int64
-	tty     bool
-}
-
-func (p *progressWriter) Write(b []byte) (int, error) {
-	n, err := p.w.Write(b)
-	p.n += int64(n)
-	if p.tty && p.n-p.last >= 1<<20 {
-		p.last = p.n
-		fmt.Fprintf(p.out, "\r%d MiB", p.n>>20)
-	}
-	return n, err
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 func runSnapshotSave(ctx context.Context, f *Factory, o *SnapshotSaveOptions) error {
@@ -117,14 +96,18 @@ func runSnapshotSave(ctx context.Context, f *Factory, o *SnapshotSaveOptions) er
 		from.Addrs = o.Addrs
 		fmt.Fprintf(f.ErrOut, "snapshot save: leader unknown (%v); downloading from the addressed node\n", err)
 	}
-	pw := &progressWriter{w: tmp, out: f.ErrOut, tty: isTerminal(f.ErrOut)}
 	c, err := from.client(f)
 	if err != nil {
 		return err
 	}
-	hdr, err := c.DownloadSnapshot(ctx, o.TakeNew, pw)
+	meter := newMeter(f, o.Progress, "snapshot save")
+	hdr, err := c.DownloadSnapshot(ctx, o.TakeNew, meter.Writer(tmp), func(h *apiv1.SnapshotHeader) { meter.SetTotal(h.GetSize()) })
 	if err != nil {
 		return exitErr("snapshot save", o.Timeout, err)
+	}
+	meter.Done()
+	if size := hdr.GetSize(); size >= 0 && size != meter.N() {
+		return withCode(ExitFailure, fmt.Errorf("snapshot save: received %d bytes, the node announced %d", meter.N(), size))
 	}
 	if err := tmp.Sync(); err != nil {
 		return withCode(ExitFailure, fmt.Errorf("snapshot save: %w", err))
@@ -135,10 +118,7 @@ func runSnapshotSave(ctx context.Context, f *Factory, o *SnapshotSaveOptions) er
 	if err := os.Rename(tmp.Name(), o.File); err != nil {
 		return withCode(ExitFailure, fmt.Errorf("snapshot save: %w", err))
 	}
-	if pw.tty {
-		fmt.Fprintln(f.ErrOut)
-	}
-	fmt.Fprintf(f.Out, "saved snapshot at index %d term %d (%d bytes) from %s to %s\n", hdr.GetIndex(), hdr.GetTerm(), pw.n, source, o.File)
+	fmt.Fprintf(f.Out, "saved snapshot at index %d term %d (%d bytes) from %s to %s\n", hdr.GetIndex(), hdr.GetTerm(), meter.N(), source, o.File)
 	return nil
 }
 
@@ -162,6 +142,7 @@ type SnapshotRestoreOptions struct {
 	ID        uint64
 	RaftAddr  string
 	ClusterID string
+	Progress  bool
 }
 
 func runSnapshotRestore(f *Factory, o *SnapshotRestoreOptions, clusterIDSet bool) error {
@@ -179,7 +160,12 @@ func runSnapshotRestore(f *Factory, o *SnapshotRestoreOptions, clusterIDSet bool
 		return withCode(ExitFailure, fmt.Errorf("snapshot restore: %w", err))
 	}
 	defer in.Close()
-	hdr, clusterID, err := daemon.RestoreSnapshot(o.DataDir, node.Peer{ID: o.ID, RaftAddr: o.RaftAddr}, o.ClusterID, in)
+	meter := newMeter(f, o.Progress, "snapshot restore")
+	if fi, err := in.Stat(); err == nil {
+		meter.SetTotal(fi.Size())
+	}
+	hdr, clusterID, err := daemon.RestoreSnapshot(o.DataDir, node.Peer{ID: o.ID, RaftAddr: o.RaftAddr}, o.ClusterID, meter.Reader(in))
+	meter.Done()
 	if err != nil {
 		return withCode(ExitFailure, fmt.Errorf("snapshot restore %s: %s", o.File, firstLine(err.Error())))
 	}
@@ -187,4 +173,19 @@ func runSnapshotRestore(f *Factory, o *SnapshotRestoreOptions, clusterIDSet bool
 	fmt.Fprintf(f.Out, "restored %s (fsm %s, index %d, term %d) into %s as node %d at %s (cluster %s)\n",
 		o.File, hdr.FSMName, hdr.Index, hdr.Term, o.DataDir, o.ID, o.RaftAddr, o.ClusterID)
 	return nil
+}
+
+// addProgressFlag registers --progress: progress on stderr (on a terminal
+// by default).
+func addProgressFlag(cmd *cobra.Command, on *bool) {
+	cmd.Flags().BoolVar(on, "progress", false, "report progress on stderr (default: only when stderr is a terminal)")
+}
+
+// newMeter returns the progress meter of a command: silent (counting only)
+// unless on.
+func newMeter(f *Factory, on bool, what string) *progress.Meter {
+	if !on {
+		return progress.New(nil, false, what)
+	}
+	return progress.New(f.ErrOut, progress.IsTerminal(f.ErrOut), what)
 }

@@ -28,7 +28,7 @@ func NewCmdVersion(f *Factory) *cobra.Command {
 			return err
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"version","commit","modified","go_version","platform"}`)
+	addJSONFlag(cmd, &asJSON, `{"version":…,"commit":…,"modified":…,"go_version":…,"platform":…}`)
 	return cmd
 }
 
@@ -68,4 +68,9 @@ func writeJSON(f *Factory, v any) error {
 	}
 	_, err = fmt.Fprintln(f.Out, string(b))
 	return err
+}
+
+// addJSONFlag registers --json; shape describes what is printed.
+func addJSONFlag(cmd *cobra.Command, on *bool, shape string) {
+	cmd.Flags().BoolVar(on, "json", false, "print one JSON object: "+shape)
 }

@@ -23,9 +23,35 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
 )
+
+// Help ends the long help of a command that Bind binds.
+const Help = `Every flag can also be set in the environment as RAFTD_<FLAG> (upper case,
+dashes as underscores: RAFTD_METRICS_ADDR, RAFTD_LOG_FORMAT) or as a key of
+the YAML file --config FILE (also RAFTD_CONFIG; keys are flag names:
+"metrics-addr: 127.0.0.1:9101"). The command line wins over the
+environment, which wins over the file. An unknown key or a bad value is an
+error (exit 2).`
+
+// Bind adds --config FILE to cmd and, before cmd runs, sets the flags its
+// command line left unset (Apply) from getenv and from that file, or the
+// file $RAFTD_CONFIG names. onErr makes the command's error of Apply's.
+func Bind(cmd *cobra.Command, getenv func(string) string, onErr func(error) error) {
+	var path string
+	cmd.Flags().StringVar(&path, "config", "", "YAML file of flag values, keyed by flag name (default $RAFTD_CONFIG)")
+	cmd.PreRunE = func(cmd *cobra.Command, _ []string) error {
+		if path == "" && getenv != nil {
+			path = getenv(EnvPrefix + "CONFIG")
+		}
+		if err := Apply(cmd.Flags(), getenv, path, "config", "help"); err != nil {
+			return onErr(err)
+		}
+		return nil
+	}
+}
 
 // EnvPrefix starts the name of every flag's environment variable.
 const EnvPrefix = "RAFTD_"
