@@ -109,6 +109,8 @@ func (f *FSM) ApplyBatch(ctx context.Context, es []fsm.Entry) ([][]byte, error) 
 	return out, nil
 }
 
+// The results of put and delete. They are shared: a result is never
+// modified by the FSM or by the caller (fsm.FSM's contract).
 var (
 	resOK    = []byte(`{"ok":true}`)
 	resNotOK = []byte(`{"ok":false}`)
@@ -130,16 +132,16 @@ func (f *FSM) apply(data []byte, version uint32) []byte {
 			return jsoncmd.Error("value must be a string")
 		}
 		f.tree.ReplaceOrInsert(key, val)
-		return append([]byte(nil), resOK...)
+		return resOK
 	case "delete":
 		key, ok := c.String("key")
 		if !ok {
 			return jsoncmd.Error("key must be a string")
 		}
 		if _, _, existed := f.tree.Delete(key); existed {
-			return append([]byte(nil), resOK...)
+			return resOK
 		}
-		return append([]byte(nil), resNotOK...)
+		return resNotOK
 	case "cas":
 		key, ok := c.String("key")
 		if !ok {
