@@ -40,6 +40,9 @@ type Status struct {
 	Progress map[uint64]Progress
 	// SendingSnapshot lists followers the leader is streaming a snapshot to.
 	SendingSnapshot []uint64
+	// Sessions is the number of client sessions the node keeps
+	// (sessions.go) as of Applied.
+	Sessions int
 	// Ready reports whether the restart replay is over.
 	Ready bool
 	// Halted is set while apply is halted (halt.go).
@@ -81,6 +84,7 @@ func (n *Node) fillApplierStatus(st *Status) {
 	st.FSM = a.statusInfo
 	st.FSMVersion, st.FSMVersionIndex = a.statusMeta.version, a.statusMeta.versionIndex
 	a.statusMu.Unlock()
+	st.Sessions = int(a.sessionCount.Load())
 	select {
 	case <-n.readyc:
 		st.Ready = true
@@ -351,7 +355,8 @@ type Metrics struct {
 	LeaderChanges uint64
 	// Refused counts proposals refused before they entered the log, by
 	// Refusal.
-	Refused [NumRefusals]uint64
+	Refused              [NumRefusals]uint64
+	CommandsDeduplicated uint64 // keyed commands not delivered: duplicates, expired sessions (sessions.go)
 }
 
 type metrics struct {
@@ -360,9 +365,10 @@ type metrics struct {
 	snapshotsInstalled, snapshotsSent, compactions, smRestarts, stepErrors atomic.Uint64
 	throttled, snapshotsStarted, halts, commandsSkipped, spills            atomic.Uint64
 
-	leaderChanges atomic.Uint64
-	refused       [NumRefusals]atomic.Uint64
-	lat           latencies
+	leaderChanges        atomic.Uint64
+	refused              [NumRefusals]atomic.Uint64
+	lat                  latencies
+	commandsDeduplicated atomic.Uint64
 }
 
 // Metrics returns the node's counters.
@@ -378,7 +384,8 @@ func (n *Node) Metrics() Metrics {
 		StateMachineRestarts: m.smRestarts.Load(), StepErrors: m.stepErrors.Load(),
 		ThrottledRounds: m.throttled.Load(), SnapshotsStarted: m.snapshotsStarted.Load(),
 		Halts: m.halts.Load(), CommandsSkipped: m.commandsSkipped.Load(), ApplySpills: m.spills.Load(),
-		LeaderChanges: m.leaderChanges.Load(),
+		LeaderChanges:        m.leaderChanges.Load(),
+		CommandsDeduplicated: m.commandsDeduplicated.Load(),
 	}
 	for i := range m.refused {
 		out.Refused[i] = m.refused[i].Load()

@@ -120,6 +120,25 @@ type applier struct {
 	skipped   []uint64        // commands skipped above lastSnap's index; a replay skips them too
 	resumedBy map[uint64]bool // skip entry index -> this node skipped its target on it
 
+	// Client sessions (sessions.go).
+	//
+	// sessions is the client session table, part of the replicated state
+	// like meta. It has taken the entries up to sessionsAt into account:
+	// applied, except when a halt cut a batch short after its keyed
+	// commands were decided; the decisions of those not applied yet wait
+	// in decided for the entries to come again, so that every entry is
+	// decided once, in log order, as on every other replica.
+	sessions   *sessionTable
+	sessionsAt uint64
+	decided    map[uint64]sessionDecision
+	// undelivered lists, in order, the keyed commands above lastSnap's
+	// index that were not delivered to the state machine (duplicates,
+	// expired sessions): a replay after a state machine restart skips
+	// them.
+	undelivered []uint64
+	// sessionCount is sessions.len(), for Status.
+	sessionCount atomic.Int64
+
 	// Local snapshots (snapjob.go).
 	job           *snapJob         // the snapshot whose body is being written, or nil
 	pendingReqs   []chan snapReply // ExportSnapshot callers not yet served
@@ -136,14 +155,15 @@ type snapReply struct {
 	err  error
 }
 
-func newApplier(n *Node, meta clusterMeta, snap raft.Snapshot, info FSMInfo, fsmApplied uint64) *applier {
+func newApplier(n *Node, meta clusterMeta, sessions *sessionTable, snap raft.Snapshot, info FSMInfo, fsmApplied uint64) *applier {
 	a := &applier{
 		n: n, sm: n.sm, ctx: context.Background(),
 		signal: make(chan struct{}, 1), donec: make(chan struct{}),
-		meta: meta, applied: snap.Metadata.Index, appliedTerm: snap.Metadata.Term,
+		meta: meta, sessions: sessions, applied: snap.Metadata.Index, appliedTerm: snap.Metadata.Term,
 		fsmApplied: fsmApplied, lastSnap: snap, info: info, handedHi: snap.Metadata.Index,
-		resumedBy: map[uint64]bool{},
+		resumedBy: map[uint64]bool{}, sessionsAt: snap.Metadata.Index, decided: map[uint64]sessionDecision{},
 	}
+	a.sessionCount.Store(int64(sessions.len()))
 	a.publishStatus()
 	return a
 }
@@ -393,11 +413,14 @@ func (a *applier) install(snap raft.Snapshot) error {
 		return nil // raft never installs an older snapshot; be safe
 	}
 	a.cancelSnapshot() // no body streams while the state is replaced
-	var hdr SnapshotHeader
+	var (
+		hdr      SnapshotHeader
+		sessions *sessionTable
+	)
 	a.queryMu.Lock()
 	err := a.withRestarts(si, func() error {
 		var err error
-		hdr, err = a.restoreFrom(snap)
+		hdr, sessions, err = a.restoreFrom(snap)
 		return err
 	})
 	a.queryMu.Unlock()
@@ -405,6 +428,9 @@ func (a *applier) install(snap raft.Snapshot) error {
 		return err
 	}
 	a.meta = metaFromHeader(hdr)
+	a.sessions, a.undelivered, a.sessionsAt = sessions, nil, si
+	clear(a.decided)
+	a.sessionCount.Store(int64(sessions.len()))
 	a.meta.conf = snap.Metadata.ConfState
 	if err := a.checkVersion(a.meta.version, a.meta.versionIndex); err != nil {
 		return err
@@ -425,9 +451,9 @@ func (a *applier) install(snap raft.Snapshot) error {
 	return nil
 }
 
-// restoreFrom restores the FSM from snap and returns its header. The
-// caller holds queryMu exclusively.
-func (a *applier) restoreFrom(snap raft.Snapshot) (SnapshotHeader, error) {
+// restoreFrom restores the FSM from snap and returns its header and
+// session table. The caller holds queryMu exclusively.
+func (a *applier) restoreFrom(snap raft.Snapshot) (SnapshotHeader, *sessionTable, error) {
 	return a.n.readSnapshot(a.ctx, a.sm, a.info.Name, snap, true)
 }
 
@@ -444,9 +470,12 @@ func (a *applier) checkVersion(v uint32, at uint64) error {
 func (a *applier) applyEntries(ents []raft.Entry, confStates map[uint64]raft.ConfState) error {
 	maxBatch := a.n.cfg.MaxApplyBatch
 	var (
-		cmds  []Command
-		obs   []observedEntry // every entry of the batch, for result routing
-		cmdAt []int           // obs position of cmds[i]
+		cmds   []Command
+		obs    []observedEntry   // every entry of the batch, for result routing
+		cmdAt  []int             // obs position of cmds[i]
+		cmdRec []*sessionResult  // where to keep cmds[i]'s result (keyed commands), or nil
+		dups   []dupAnswer       // keyed duplicates of the batch, answered after it
+		decs   []sessionDecision // keyed commands of the batch decided now
 	)
 	flush := func() error {
 		if len(obs) == 0 {
@@ -466,6 +495,13 @@ func (a *applier) applyEntries(ents []raft.Entry, confStates map[uint64]raft.Con
 				} else {
 					o.val = r.val
 				}
+				if rec := cmdRec[i]; rec != nil {
+					if r.err != nil {
+						rec.state = resultLost
+					} else {
+						rec.keep(r.val)
+					}
+				}
 			}
 			if len(res) > 0 {
 				a.n.m.applyBatches.Add(1)
@@ -473,24 +509,36 @@ func (a *applier) applyEntries(ents []raft.Entry, confStates map[uint64]raft.Con
 				a.fsmApplied = max(a.fsmApplied, cmds[len(res)-1].Index)
 			}
 		}
+		// NB: after the results above: a duplicate may repeat a command of
+		// this very batch.
+		for _, d := range dups {
+			d.rec.answer(&obs[d.at], d.id)
+		}
 		done := obs
 		if halt != nil {
 			// Everything before the failing command is processed; it and
-			// the rest are not.
+			// the rest are not. Their session decisions stand: they come
+			// again after the halt (sessionsAt).
 			done = obs[:cmdAt[len(halt.results)]]
+			for _, d := range decs {
+				if d.index >= halt.index {
+					a.decided[d.index] = d
+				}
+			}
 		}
 		if len(done) > 0 {
 			// Publish first: a caller that got its result sees Applied() >=
 			// its index.
 			last := done[len(done)-1]
 			a.applied, a.appliedTerm = last.index, last.term
+			a.sessionCount.Store(int64(a.sessions.len()))
 			a.publish()
 			a.n.waits.applied(done)
 		}
 		if halt != nil {
 			a.enterHalt(halt.index, halt.attempts, halt.cause)
 		}
-		cmds, obs, cmdAt = cmds[:0], obs[:0], cmdAt[:0]
+		cmds, obs, cmdAt, cmdRec, dups, decs = cmds[:0], obs[:0], cmdAt[:0], cmdRec[:0], dups[:0], decs[:0]
 		return nil
 	}
 	for _, e := range ents {
@@ -504,6 +552,11 @@ func (a *applier) applyEntries(ents []raft.Entry, confStates map[uint64]raft.Con
 			return fmt.Errorf("node: apply: expected entry %d, got %d (gap in committed entries)", a.applied+1+uint64(len(obs)), e.Index)
 		}
 		o := observedEntry{index: e.Index, term: e.Term}
+		fresh := e.Index > a.sessionsAt // not seen by the session table yet
+		if fresh {
+			a.sessions.expire(e.Index)
+			a.sessionsAt = e.Index
+		}
 		switch e.Type {
 		case raft.EntryNormal:
 			if len(e.Data) == 0 {
@@ -516,7 +569,7 @@ func (a *applier) applyEntries(ents []raft.Entry, confStates map[uint64]raft.Con
 			if env.proposer == a.n.id {
 				o.req = env.req
 			}
-			if env.kind != kindCommand {
+			if env.kind != kindCommand && env.kind != kindSession {
 				// NB: commands before an entry that changes the node's
 				// state are applied first, so that a halt on one of them
 				// never leaves the change recorded ahead of the applied
@@ -526,19 +579,48 @@ func (a *applier) applyEntries(ents []raft.Entry, confStates map[uint64]raft.Con
 				}
 			}
 			switch env.kind {
-			case kindCommand:
+			case kindCommand, kindSession:
+				var rec *sessionResult
+				if env.kind == kindSession {
+					d := a.decide(env.id, e, fresh)
+					rec = d.rec
+					if fresh {
+						decs = append(decs, d)
+					}
+					if d.v != verdictApply {
+						if fresh {
+							a.undelivered = append(a.undelivered, e.Index)
+							a.n.m.commandsDeduplicated.Add(1)
+						}
+						if d.v == verdictDuplicate {
+							dups = append(dups, dupAnswer{at: len(obs), rec: rec, id: env.id})
+						} else {
+							o.err = sessionExpired(env.id, e.Index)
+						}
+						break
+					}
+				}
 				switch {
 				case e.Index == a.skipNext:
 					a.skipNext = 0
 					a.skipped = append(a.skipped, e.Index)
 					a.snapAfterSkip = true
 					a.n.m.commandsSkipped.Add(1)
+					if rec != nil {
+						rec.state = resultLost // not applied here
+					}
 					o.err = NotApplied(fmt.Errorf("%w: entry %d was skipped by fsm skip after the state machine kept failing on it", ErrSkipped, e.Index))
 				case e.Index > a.fsmApplied:
 					cmdAt = append(cmdAt, len(obs))
 					cmds = append(cmds, Command{Index: e.Index, Term: e.Term, Data: env.payload, Version: a.meta.version})
-				case o.req != 0:
-					o.err = fmt.Errorf("%w: entry %d was applied before a state machine restart; its result is lost", ErrOutcomeUnknown, e.Index)
+					cmdRec = append(cmdRec, rec)
+				default:
+					if rec != nil {
+						rec.state = resultLost
+					}
+					if o.req != 0 {
+						o.err = fmt.Errorf("%w: entry %d was applied before a state machine restart; its result is lost", ErrOutcomeUnknown, e.Index)
+					}
 				}
 			case kindVersion:
 				if err := a.checkVersion(env.version, e.Index); err != nil {
@@ -596,6 +678,39 @@ func (a *applier) applyEntries(ents []raft.Entry, confStates map[uint64]raft.Con
 // skippedHere is the result of a skip entry on the node that proposed it
 // when that node skipped the command on it.
 var skippedHere = []byte("skipped")
+
+// sessionDecision is what the session table decided for the keyed
+// command at index.
+type sessionDecision struct {
+	index uint64
+	v     verdict
+	rec   *sessionResult
+}
+
+// decide returns the session decision for the keyed command id at entry
+// e: made now if the table has not seen e (fresh), else the one made
+// before a halt cut e's batch short.
+func (a *applier) decide(id RequestID, e raft.Entry, fresh bool) sessionDecision {
+	if fresh {
+		v, rec := a.sessions.decide(id, e.Index, e.Term)
+		return sessionDecision{index: e.Index, v: v, rec: rec}
+	}
+	d, ok := a.decided[e.Index]
+	if !ok {
+		// Invariant: every keyed command above applied and at or below
+		// sessionsAt has its decision waiting.
+		panic(fmt.Sprintf("node: apply: keyed command at index %d has no session decision (sessions at %d, applied %d)", e.Index, a.sessionsAt, a.applied))
+	}
+	delete(a.decided, e.Index)
+	return d
+}
+
+// dupAnswer is a keyed duplicate at obs position at, answered with rec.
+type dupAnswer struct {
+	at  int
+	rec *sessionResult
+	id  RequestID
+}
 
 type cmdResult struct {
 	val []byte
@@ -757,7 +872,7 @@ func (a *applier) recover(target, limit uint64) (uint64, error) {
 	}
 	version := uint32(1)
 	if !snap.IsEmpty() {
-		hdr, err := a.restoreOrHeader(snap, held < si)
+		hdr, _, err := a.restoreOrHeader(snap, held < si)
 		if err != nil {
 			return 0, err
 		}
@@ -774,7 +889,7 @@ func (a *applier) recover(target, limit uint64) (uint64, error) {
 			// (it is next in the apply queue). It covers every committed
 			// entry, so restore it instead of replaying.
 			if s2, serr := a.n.st.Snapshot(); serr == nil && s2.Metadata.Index > target {
-				if _, err := a.restoreFrom(s2); err != nil {
+				if _, _, err := a.restoreFrom(s2); err != nil {
 					return 0, err
 				}
 				return s2.Metadata.Index, nil
@@ -798,8 +913,8 @@ func (a *applier) recover(target, limit uint64) (uint64, error) {
 			switch env.kind {
 			case kindVersion:
 				version = env.version
-			case kindCommand:
-				if e.Index > held && !slices.Contains(a.skipped, e.Index) {
+			case kindCommand, kindSession:
+				if e.Index > held && !slices.Contains(a.skipped, e.Index) && !a.wasUndelivered(e.Index) {
 					cmds = append(cmds, Command{Index: e.Index, Term: e.Term, Data: env.payload, Version: version})
 				}
 			}
@@ -821,8 +936,8 @@ func (a *applier) recover(target, limit uint64) (uint64, error) {
 }
 
 // restoreOrHeader restores the FSM from snap (restore) or only reads its
-// header.
-func (a *applier) restoreOrHeader(snap raft.Snapshot, restore bool) (SnapshotHeader, error) {
+// header and session table.
+func (a *applier) restoreOrHeader(snap raft.Snapshot, restore bool) (SnapshotHeader, *sessionTable, error) {
 	return a.n.readSnapshot(a.ctx, a.sm, a.info.Name, snap, restore)
 }
 
@@ -831,6 +946,21 @@ func (a *applier) restoreOrHeader(snap raft.Snapshot, restore bool) (SnapshotHea
 func (a *applier) withRecover(target uint64) error {
 	_, err := a.recoverRetry(target, target)
 	return err
+}
+
+// wasUndelivered reports whether the keyed command at index was not
+// delivered to the state machine (index > lastSnap's index).
+func (a *applier) wasUndelivered(index uint64) bool {
+	_, found := slices.BinarySearch(a.undelivered, index)
+	return found
+}
+
+// pruneUndelivered forgets the undelivered commands a new latest snapshot
+// covers.
+func (a *applier) pruneUndelivered() {
+	si := a.lastSnap.Metadata.Index
+	k, _ := slices.BinarySearch(a.undelivered, si+1)
+	a.undelivered = slices.Delete(a.undelivered, 0, k)
 }
 
 // publish makes the applied index visible to readers and Status.

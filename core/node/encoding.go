@@ -17,16 +17,21 @@ import (
 //	kindCommand  uvarint(proposer) uvarint(request id) payload
 //	kindVersion  uvarint(proposer) uvarint(request id) uvarint(version)
 //	kindSkip     uvarint(proposer) uvarint(request id) uvarint(index)
+//	kindSession  uvarint(proposer) uvarint(request id) uvarint(len) client
+//	             uvarint(seq) uvarint(acked) payload
 //
 // proposer and request id route the result back to the waiting caller on
 // the proposing node; every other replica ignores them. Only kindCommand
-// payloads reach StateMachine.Apply. A kindSkip entry (Node.Skip) names the
-// index of a command that replicas whose apply is halted there skip; it
-// changes nothing on the others.
+// and kindSession payloads reach StateMachine.Apply, a kindSession one at
+// most once per (client, seq) (sessions.go): client, seq and acked are the
+// client's RequestID, and every replica decides on them alike. A kindSkip
+// entry (Node.Skip) names the index of a command that replicas whose apply
+// is halted there skip; it changes nothing on the others.
 const (
 	kindCommand byte = 1
 	kindVersion byte = 2
 	kindSkip    byte = 3
+	kindSession byte = 4
 )
 
 // envelopeOverhead bounds the bytes encodeEnvelope adds to a payload.
@@ -36,9 +41,10 @@ type envelope struct {
 	kind     byte
 	proposer uint64
 	req      uint64
-	payload  []byte // kindCommand
-	version  uint32 // kindVersion
-	skip     uint64 // kindSkip: the index of the command to skip
+	payload  []byte    // kindCommand, kindSession
+	version  uint32    // kindVersion
+	skip     uint64    // kindSkip: the index of the command to skip
+	id       RequestID // kindSession
 }
 
 func encodeCommand(proposer, req uint64, payload []byte) []byte {
@@ -46,6 +52,18 @@ func encodeCommand(proposer, req uint64, payload []byte) []byte {
 	b = append(b, kindCommand)
 	b = binary.AppendUvarint(b, proposer)
 	b = binary.AppendUvarint(b, req)
+	return append(b, payload...)
+}
+
+func encodeSession(proposer, req uint64, id RequestID, payload []byte) []byte {
+	b := make([]byte, 0, envelopeOverhead+3*binary.MaxVarintLen64+len(id.Client)+len(payload))
+	b = append(b, kindSession)
+	b = binary.AppendUvarint(b, proposer)
+	b = binary.AppendUvarint(b, req)
+	b = binary.AppendUvarint(b, uint64(len(id.Client)))
+	b = append(b, id.Client...)
+	b = binary.AppendUvarint(b, id.Seq)
+	b = binary.AppendUvarint(b, id.Acked)
 	return append(b, payload...)
 }
 
@@ -85,6 +103,21 @@ func decodeEnvelope(data []byte) (envelope, error) {
 	switch e.kind {
 	case kindCommand:
 		e.payload = rest
+	case kindSession:
+		cl, n := binary.Uvarint(rest)
+		if n <= 0 || cl == 0 || cl > MaxClientIDBytes || cl > uint64(len(rest)-n) {
+			return e, errors.New("bad request id client")
+		}
+		e.id.Client = string(rest[n : n+int(cl)])
+		rest = rest[n+int(cl):]
+		if e.id.Seq, n = binary.Uvarint(rest); n <= 0 || e.id.Seq == 0 {
+			return e, errors.New("bad request id seq")
+		}
+		rest = rest[n:]
+		if e.id.Acked, n = binary.Uvarint(rest); n <= 0 || e.id.Acked > e.id.Seq {
+			return e, errors.New("bad request id acked")
+		}
+		e.payload = rest[n:]
 	case kindVersion:
 		v, n := binary.Uvarint(rest)
 		if n <= 0 || n != len(rest) || v == 0 || v > 1<<32-1 {

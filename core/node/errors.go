@@ -19,7 +19,11 @@ import (
 //     context error for a request that never reached the loop.
 //   - ErrOutcomeUnknown: handed to raft, fate unknown (the context ended,
 //     leadership changed, the node stopped while it waited). It may still
-//     be applied; only a request that is safe to repeat may be retried.
+//     be applied; only a request that is safe to repeat may be retried: a
+//     command with a RequestID is (sessions.go). With the reason
+//     ErrSessionExpired or ErrResultNotKept, a command with a RequestID
+//     was not applied again, and retrying with that id gets the same
+//     answer.
 //   - neither: a context error of a call that changes nothing by itself
 //     (a read or a leadership transfer that ran out of time), or a failure
 //     of the state machine serving a read.
@@ -72,6 +76,17 @@ var (
 	// backlog exceeds Config.MaxApplyBacklogBytes); new proposals are
 	// refused until it catches up (backpressure).
 	ErrOverloaded = errors.New("node: overloaded")
+	// ErrSessionExpired (with ErrOutcomeUnknown): the command's RequestID
+	// belongs to a session the cluster no longer keeps, or has a seq below
+	// what the session still answers for. It may have been applied under
+	// that id before; it was not applied again. Retrying with the same id
+	// gets the same answer (sessions.go).
+	ErrSessionExpired = errors.New("node: client session expired")
+	// ErrResultNotKept (with ErrOutcomeUnknown): the command's RequestID
+	// was applied before, but its result was not kept (over
+	// MaxKeptResultBytes, or lost to a state machine restart); it was not
+	// applied again.
+	ErrResultNotKept = errors.New("node: result of the first application not kept")
 )
 
 // Halt describes a halted apply: the state machine failed on the command

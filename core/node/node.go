@@ -173,12 +173,13 @@ func New(cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
+	sessions := newSessionTable()
 	if !snap.IsEmpty() {
-		hdr, err := n.readSnapshot(ctx, n.sm, info.Name, snap, info.Applied < si)
+		hdr, st, err := n.readSnapshot(ctx, n.sm, info.Name, snap, info.Applied < si)
 		if err != nil {
 			return nil, err
 		}
-		meta = metaFromHeader(hdr)
+		meta, sessions = metaFromHeader(hdr), st
 		meta.conf = snap.Metadata.ConfState
 	}
 	if meta.version < info.MinVersion || meta.version > info.MaxVersion {
@@ -226,7 +227,7 @@ func New(cfg Config) (*Node, error) {
 		close(n.readyc)
 	}
 
-	n.app = newApplier(n, meta, snap, info, fsmApplied)
+	n.app = newApplier(n, meta, sessions, snap, info, fsmApplied)
 	go n.app.run()
 	go n.run()
 	return n, nil
@@ -311,34 +312,39 @@ func wrongFSM(local, cluster, where string) error {
 }
 
 // readSnapshot opens snap, checks its header against the metadata and
-// against fsmName (the state machine this node runs) and, if restore,
-// restores sm from its body.
+// against fsmName (the state machine this node runs), reads the session
+// table at the start of its body (sessions.go) and, if restore, restores sm
+// from the rest of the body.
 //
 // NB: damaged data wins over what the state machine made of it (a plugin
 // may report a broken stream as a crash, which would restart it and read the
 // same bytes again), so a corruption found while reading is the error.
-func (n *Node) readSnapshot(ctx context.Context, sm StateMachine, fsmName string, snap raft.Snapshot, restore bool) (SnapshotHeader, error) {
+func (n *Node) readSnapshot(ctx context.Context, sm StateMachine, fsmName string, snap raft.Snapshot, restore bool) (SnapshotHeader, *sessionTable, error) {
 	hdr, rc, err := n.st.OpenSnapshot(snap)
 	if err != nil {
-		return SnapshotHeader{}, fmt.Errorf("node: open snapshot at index %d: %w", snap.Metadata.Index, err)
+		return SnapshotHeader{}, nil, fmt.Errorf("node: open snapshot at index %d: %w", snap.Metadata.Index, err)
 	}
 	defer rc.Close()
 	if hdr.Index != snap.Metadata.Index || hdr.Term != snap.Metadata.Term {
-		return hdr, fmt.Errorf("node: snapshot header is for index %d term %d, metadata says index %d term %d", hdr.Index, hdr.Term, snap.Metadata.Index, snap.Metadata.Term)
+		return hdr, nil, fmt.Errorf("node: snapshot header is for index %d term %d, metadata says index %d term %d", hdr.Index, hdr.Term, snap.Metadata.Index, snap.Metadata.Term)
 	}
 	if hdr.FSMName != fsmName {
-		return hdr, wrongFSM(fsmName, hdr.FSMName, fmt.Sprintf("the snapshot at index %d", hdr.Index))
+		return hdr, nil, wrongFSM(fsmName, hdr.FSMName, fmt.Sprintf("the snapshot at index %d", hdr.Index))
+	}
+	w := &corruptWatch{rc: rc}
+	sessions, body, err := readSection(hdr, w)
+	if err != nil {
+		return hdr, nil, fmt.Errorf("node: snapshot at index %d: %w", snap.Metadata.Index, w.or(err))
 	}
 	if restore {
 		t0 := time.Now()
-		w := &corruptWatch{rc: rc}
-		if err := restoreFSM(ctx, sm, hdr, w); err != nil {
-			return hdr, fmt.Errorf("node: restore state machine from snapshot at index %d: %w", snap.Metadata.Index, w.or(err))
+		if err := restoreFSM(ctx, sm, hdr, body); err != nil {
+			return hdr, nil, fmt.Errorf("node: restore state machine from snapshot at index %d: %w", snap.Metadata.Index, w.or(err))
 		}
 		n.m.lat.snapshotRestore.observe(time.Since(t0))
 		n.m.snapshotsInstalled.Add(1)
 	}
-	return hdr, nil
+	return hdr, sessions, nil
 }
 
 // restoreFSM restores sm from the FSM part of a snapshot body and then

@@ -106,6 +106,10 @@ type Result struct {
 	Value []byte
 	Index uint64
 	Term  uint64
+	// Duplicate is set when the command's RequestID had been applied
+	// before: Value, Index and Term are those of that first application,
+	// and this proposal changed nothing.
+	Duplicate bool
 }
 
 // Propose appends data to the log as an FSM command, waits until it is
@@ -119,12 +123,29 @@ func (n *Node) Propose(ctx context.Context, data []byte) ([]byte, error) {
 
 // ProposeEntry is Propose that also returns the entry's index and term.
 func (n *Node) ProposeEntry(ctx context.Context, data []byte) (Result, error) {
+	return n.ProposeWithID(ctx, RequestID{}, data)
+}
+
+// ProposeWithID is ProposeEntry for a command with a client's request id:
+// the command is applied at most once per id, however often and through
+// whichever nodes it is proposed, and a proposal of an id that was already
+// applied returns the first application's result with Duplicate set
+// (sessions.go). A zero id is ProposeEntry. A malformed id is refused
+// (ErrBadRequest, not applied); an id whose session the cluster no longer
+// keeps gets ErrSessionExpired (outcome unknown: not applied again).
+func (n *Node) ProposeWithID(ctx context.Context, id RequestID, data []byte) (Result, error) {
 	if len(data) > n.cfg.MaxEntryBytes {
 		n.refused(RefusedTooLarge, 1)
 		return Result{}, NotApplied(fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), n.cfg.MaxEntryBytes))
 	}
 	req := n.reqSeq.Add(1)
-	return n.wait(ctx, &proposal{req: req, data: encodeCommand(n.id, req, data)})
+	if id.IsZero() {
+		return n.wait(ctx, &proposal{req: req, data: encodeCommand(n.id, req, data)})
+	}
+	if err := id.validate(); err != nil {
+		return Result{}, NotApplied(err)
+	}
+	return n.wait(ctx, &proposal{req: req, data: encodeSession(n.id, req, id, data)})
 }
 
 // wait registers p, hands it to the loop and waits for its outcome.
@@ -150,19 +171,19 @@ func (n *Node) wait(ctx context.Context, p *proposal) (Result, error) {
 	}
 	select {
 	case r := <-p.done:
-		return Result{Value: r.val, Index: r.index, Term: r.term}, r.err
+		return Result{Value: r.val, Index: r.index, Term: r.term, Duplicate: r.dup}, r.err
 	case <-ctx.Done():
 		if n.waits.cancel(p.req) {
 			return Result{}, fmt.Errorf("%w: %w", ErrOutcomeUnknown, ctx.Err())
 		}
 		r := <-p.done
-		return Result{Value: r.val, Index: r.index, Term: r.term}, r.err
+		return Result{Value: r.val, Index: r.index, Term: r.term, Duplicate: r.dup}, r.err
 	case <-n.donec:
 		// Queued after the loop stopped (shutdown failed everyone else).
 		if n.waits.cancel(p.req) {
 			return Result{}, fmt.Errorf("%w: %w", ErrOutcomeUnknown, ErrStopped)
 		}
 		r := <-p.done
-		return Result{Value: r.val, Index: r.index, Term: r.term}, r.err
+		return Result{Value: r.val, Index: r.index, Term: r.term, Duplicate: r.dup}, r.err
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/raftd/raftd/core/raft"
+	"github.com/raftd/raftd/core/snapshot"
 )
 
 // Local snapshots (apply goroutine).
@@ -82,7 +83,15 @@ func (a *applier) startSnapshot() error {
 	if err != nil {
 		return a.snapshotFailed(meta, reqs, err)
 	}
-	sink, err := a.n.st.BeginSnapshot(headerFromMeta(meta.Index, meta.Term, a.meta, a.info.Name, view.Format()))
+	hdr := headerFromMeta(meta.Index, meta.Term, a.meta, a.info.Name, view.Format())
+	// NB: the session table is encoded here, between two batches, which
+	// fixes it at the snapshot's index; the FSM's part is written later.
+	var section []byte
+	if a.sessions.len() > 0 {
+		hdr.NodeSection = snapshot.NodeSectionSessions
+		section = a.sessions.appendTo(nil)
+	}
+	sink, err := a.n.st.BeginSnapshot(hdr)
 	if err != nil {
 		view.Release()
 		err = fmt.Errorf("node: storage: begin snapshot at index %d: %w", meta.Index, err)
@@ -95,7 +104,10 @@ func (a *applier) startSnapshot() error {
 	a.job = j
 	a.n.m.snapshotsStarted.Add(1)
 	go func() {
-		err := view.WriteTo(ctx, sink)
+		_, err := sink.Write(section)
+		if err == nil {
+			err = view.WriteTo(ctx, sink)
+		}
 		view.Release()
 		if err == nil {
 			if j.desc, err = sink.Commit(); err != nil {
@@ -188,6 +200,7 @@ func (a *applier) snapshotTaken(s raft.Snapshot, reqs []chan snapReply) {
 	if s.Metadata.Index > a.lastSnap.Metadata.Index {
 		a.lastSnap = s
 		a.pruneSkipped()
+		a.pruneUndelivered()
 		select {
 		case a.n.snapc <- s:
 		case <-a.n.quitc:

@@ -38,6 +38,7 @@ type propResult struct {
 	val   []byte
 	index uint64
 	term  uint64
+	dup   bool
 	err   error
 }
 
@@ -140,6 +141,10 @@ type observedEntry struct {
 	index, term, req uint64
 	val              []byte
 	err              error // for applied entries whose result is unknown
+	// dup: a keyed command already applied at (resIndex, resTerm), whose
+	// result val is (sessions.go).
+	dup               bool
+	resIndex, resTerm uint64
 }
 
 // written records entries appended to this node's log (Ready.Entries).
@@ -234,7 +239,11 @@ func (w *waitRegistry) applied(es []observedEntry) {
 			continue
 		}
 		if p := w.byReq[e.req]; p != nil {
-			w.removeLocked(p, propResult{val: e.val, index: e.index, term: e.term, err: e.err})
+			r := propResult{val: e.val, index: e.index, term: e.term, err: e.err}
+			if e.dup {
+				r.dup, r.index, r.term = true, e.resIndex, e.resTerm
+			}
+			w.removeLocked(p, r)
 		}
 	}
 }

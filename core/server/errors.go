@@ -34,6 +34,9 @@ func notApplied(ctx context.Context, c codes.Code, format string, args ...any) e
 //	node.ErrHalted           with node.ErrOutcomeUnknown (a caller that was waiting
 //	                         when apply halted): Aborted, outcome unknown; alone
 //	                         (a linearizable read beyond the halt): FailedPrecondition
+//	node.ErrSessionExpired,  AlreadyExists: a request id the cluster will not
+//	node.ErrResultNotKept    apply again nor answer with a result; retrying it
+//	                         gets the same answer (a new id applies anew)
 //	node.ErrOutcomeUnknown   Unavailable, outcome unknown
 //	anything else            Internal
 func toStatus(ctx context.Context, op string, err error) error {
@@ -55,6 +58,8 @@ func toStatus(ctx context.Context, op string, err error) error {
 		return status.Errorf(codes.Aborted, "%s: %v", op, err)
 	case errors.Is(err, node.ErrHalted):
 		return status.Errorf(codes.FailedPrecondition, "%s: %v", op, err)
+	case errors.Is(err, node.ErrSessionExpired), errors.Is(err, node.ErrResultNotKept):
+		return status.Errorf(codes.AlreadyExists, "%s: %v", op, err)
 	case errors.Is(err, node.ErrOutcomeUnknown):
 		return status.Errorf(codes.Unavailable, "%s: %v", op, err)
 	}

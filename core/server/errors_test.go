@@ -52,6 +52,8 @@ func TestToStatus(t *testing.T) {
 		{&node.HaltedError{Halt: node.Halt{Index: 7}, What: "read"}, codes.FailedPrecondition, false},
 		{node.NotApplied(fmt.Errorf("%w: entry 7", node.ErrSkipped)), codes.FailedPrecondition, true},
 		{node.NotApplied(fmt.Errorf("%w: backlog", node.ErrOverloaded)), codes.ResourceExhausted, true},
+		{fmt.Errorf("%w: %w: seq 1", node.ErrOutcomeUnknown, node.ErrSessionExpired), codes.AlreadyExists, false},
+		{fmt.Errorf("%w: %w: too large", node.ErrOutcomeUnknown, node.ErrResultNotKept), codes.AlreadyExists, false},
 		{context.DeadlineExceeded, codes.DeadlineExceeded, false},
 		{errors.New("plugin query failed"), codes.Internal, false},
 		{status.Error(codes.Aborted, "relayed from the leader"), codes.Aborted, false},

@@ -184,11 +184,18 @@ func (s *Server) Apply(ctx context.Context, req *apiv1.ApplyRequest) (*apiv1.App
 	}
 	// NB: should leadership move after the check above, raft forwards the
 	// proposal to the new leader or refuses it (not applied).
-	r, err := n.ProposeEntry(ctx, req.GetCommand())
+	var id node.RequestID
+	if rid := req.GetRequestId(); rid != nil {
+		if len(rid.GetClient()) == 0 {
+			return nil, notApplied(ctx, codes.InvalidArgument, "apply: request id without a client")
+		}
+		id = node.RequestID{Client: string(rid.GetClient()), Seq: rid.GetSeq(), Acked: rid.GetAcked()}
+	}
+	r, err := n.ProposeWithID(ctx, id, req.GetCommand())
 	if err != nil {
 		return nil, toStatus(ctx, "apply", err)
 	}
-	return &apiv1.ApplyResponse{Result: r.Value, Index: r.Index, Term: r.Term}, nil
+	return &apiv1.ApplyResponse{Result: r.Value, Index: r.Index, Term: r.Term, Duplicate: r.Duplicate}, nil
 }
 
 // Query implements apiv1.RaftdServer.

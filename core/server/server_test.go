@@ -175,6 +175,42 @@ func TestFollowerForwardsApplyAndQuery(t *testing.T) {
 	}
 }
 
+// TestRequestIDAppliesOnce: an Apply with a request id, sent through a
+// follower and then to the leader, is applied once; the second answer
+// is the first application's, marked duplicate. A request id without a
+// client is refused (not applied); one of an expired session gets
+// AlreadyExists without the not-applied mark.
+func TestRequestIDAppliesOnce(t *testing.T) {
+	c := startCluster(t, 3)
+	id := &apiv1.RequestID{Client: []byte("client-1"), Seq: 1}
+	put := func(v string) []byte { return []byte(`{"op":"put","key":"a","value":"` + v + `"}`) }
+	first, err := c.clients[2].Apply(ctx(t), &apiv1.ApplyRequest{Command: put("1"), RequestId: id})
+	if err != nil || first.Duplicate {
+		t.Fatalf("first apply: %v %v", first, err)
+	}
+	// Another command under the same id is not applied: the id names the
+	// command.
+	again, err := c.clients[1].Apply(ctx(t), &apiv1.ApplyRequest{Command: put("2"), RequestId: id})
+	if err != nil || !again.Duplicate || again.Index != first.Index || again.Term != first.Term || string(again.Result) != string(first.Result) {
+		t.Fatalf("retry: %v %v; first %v", again, err, first)
+	}
+	q, err := c.clients[3].Query(ctx(t), &apiv1.QueryRequest{Query: []byte(`{"op":"get","key":"a"}`)})
+	if err != nil || string(q.Result) != `{"found":true,"value":"1"}` {
+		t.Fatalf("get a: %v %v", q, err)
+	}
+	var tr metadata.MD
+	_, err = c.clients[2].Apply(ctx(t), &apiv1.ApplyRequest{Command: put("3"), RequestId: &apiv1.RequestID{Seq: 1}}, grpc.Trailer(&tr))
+	wantNotApplied(t, err, tr, codes.InvalidArgument, "request id without a client")
+	tr = nil
+	_, err = c.clients[2].Apply(ctx(t), &apiv1.ApplyRequest{Command: put("3"), RequestId: &apiv1.RequestID{Client: []byte("c"), Seq: 1, Acked: 2}}, grpc.Trailer(&tr))
+	wantNotApplied(t, err, tr, codes.InvalidArgument, "beyond its own seq")
+	tr = nil
+	_, err = c.clients[2].Apply(ctx(t), &apiv1.ApplyRequest{Command: put("3"), RequestId: &apiv1.RequestID{Client: []byte("gone"), Seq: 5, Acked: 5}}, grpc.Trailer(&tr))
+	if status.Code(err) != codes.AlreadyExists || server.IsNotApplied(tr) {
+		t.Fatalf("expired session: %v (not-applied mark %v), want AlreadyExists unmarked", err, server.IsNotApplied(tr))
+	}
+}
+
 func wantNotApplied(t *testing.T, err error, tr metadata.MD, code codes.Code, substr string) {
 	t.Helper()
 	if status.Code(err) != code {

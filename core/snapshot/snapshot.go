@@ -1,12 +1,15 @@
 // Package snapshot is the one framing of a raftd snapshot, wherever its
 // bytes are: a file in a data dir (core/storage), the stream a leader
 // sends a follower and the file `raftd snapshot save` writes (core/node).
-// A snapshot is one header, the state machine's body, and a trailer that
-// checks the body:
+// A snapshot is one header, the body, and a trailer that checks the body:
 //
 //	magic "RAFTDSN2" | header length u32 | header | CRC32C(header) u32 |
 //	body (any length) |
 //	body length u64 | CRC32C(body) u32 | magic "RAFTDSN2"
+//
+// The body is the state machine's state, preceded by the node's own
+// section when the header names one (Header.NodeSection: the client
+// session table); the trailer checks both.
 //
 // All integers are big-endian; CRC32C is Castagnoli. The header names the
 // last entry the state reflects (index, term), the membership and address
@@ -85,8 +88,16 @@ type Header struct {
 	// it (0: the initial version).
 	FSMVersion      uint32
 	FSMVersionIndex uint64
-	// FSMFormat names the body's encoding (e.g. "raftd.kv.v1").
+	// FSMFormat names the encoding of the FSM's part of the body (e.g.
+	// "raftd.kv.v1").
 	FSMFormat string
+	// NodeSection, when not 0, is the format of the node's section that
+	// begins the body, before the FSM's part: NodeSectionSessions is the
+	// client session table (core/node sessions.go). 0: no section, the
+	// body is the FSM's alone (every snapshot of a node that never kept a
+	// session). The header records a non-zero value after the peers; a
+	// header without it reads as 0.
+	NodeSection uint32
 	// Size and CRC32C describe the body. They are in the trailer, not in
 	// the header record: Append ignores them, ReadHeader leaves them zero,
 	// and the readers of a body (NewReader, ParseTrailer, Unmarshal) fill
@@ -94,6 +105,10 @@ type Header struct {
 	Size   int64
 	CRC32C uint32
 }
+
+// NodeSectionSessions is the NodeSection of a body that begins with the
+// client session table of core/node, version 1.
+const NodeSectionSessions = 1
 
 // Append appends the header part of h's stream (magic, length, record,
 // checksum) to b.
@@ -109,9 +124,11 @@ func (h Header) Append(b []byte) []byte {
 //
 //	index u64 | term u64 | uvarint fsm version | uvarint fsm version index |
 //	uvarint len | fsm name | uvarint len | fsm format |
-//	conf state | uvarint peers | per peer: uvarint id | uvarint len | raft addr | uvarint len | api addr
+//	conf state | uvarint peers | per peer: uvarint id | uvarint len | raft addr | uvarint len | api addr |
+//	[uvarint node section]
 //
-// A conf state is uvarint count, then each voter id (uvarint), then the
+// The node section is written only when it is not 0, so that a header
+// without one is what builds before it wrote (and read). A conf state is uvarint count, then each voter id (uvarint), then the
 // learners the same way.
 func (h Header) record() []byte {
 	b := make([]byte, 0, 64+len(h.FSMName)+len(h.FSMFormat)+10*(len(h.ConfState.Voters)+len(h.ConfState.Learners))+40*len(h.Peers))
@@ -128,6 +145,9 @@ func (h Header) record() []byte {
 		b = binary.AppendUvarint(b, p.ID)
 		b = appendString(b, p.RaftAddr)
 		b = appendString(b, p.APIAddr)
+	}
+	if h.NodeSection != 0 {
+		b = binary.AppendUvarint(b, uint64(h.NodeSection))
 	}
 	return b
 }
@@ -240,6 +260,12 @@ func parseRecord(b []byte) (Header, error) {
 	for i := uint64(0); d.err == nil && i < np; i++ {
 		h.Peers = append(h.Peers, Peer{ID: d.uvarint(), RaftAddr: d.string(), APIAddr: d.string()})
 	}
+	var ns uint64
+	if d.err == nil && len(d.b) != 0 {
+		if ns = d.uvarint(); d.err == nil && (ns == 0 || ns > 1<<32-1) {
+			d.fail("node section %d out of range", ns)
+		}
+	}
 	if d.err == nil && len(d.b) != 0 {
 		d.fail("%d trailing bytes", len(d.b))
 	}
@@ -250,6 +276,7 @@ func parseRecord(b []byte) (Header, error) {
 		return Header{}, fmt.Errorf("%w: header: %w", ErrCorrupt, d.err)
 	}
 	h.FSMVersion = uint32(v)
+	h.NodeSection = uint32(ns)
 	return h, nil
 }
 

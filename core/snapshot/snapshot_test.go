@@ -61,7 +61,9 @@ func decode(stream io.Reader) (Header, []byte, error) {
 // descriptor, for bodies from empty to several reader buffers, read in
 // any chunking.
 func TestRoundTrip(t *testing.T) {
-	for _, h := range []Header{{Index: 1, Term: 1, FSMName: "c", FSMVersion: 1}, fullHeader()} {
+	withSessions := fullHeader()
+	withSessions.NodeSection = NodeSectionSessions
+	for _, h := range []Header{{Index: 1, Term: 1, FSMName: "c", FSMVersion: 1}, fullHeader(), withSessions} {
 		for _, n := range []int{0, 1, TrailerBytes - 1, TrailerBytes, TrailerBytes + 1, 64 << 10, 300<<10 + 17} {
 			b := body(n)
 			stream := encode(t, h, b)
@@ -92,6 +94,29 @@ func TestRoundTrip(t *testing.T) {
 			if err != nil || !reflect.DeepEqual(got, want) {
 				t.Fatalf("descriptor: %+v, %v", got, err)
 			}
+		}
+	}
+}
+
+// TestNodeSectionField: a header without a node section is recorded as
+// before the field existed (builds that do not know it read it), one with
+// a section ends with it, and a record that ends with an explicit 0, or a
+// value beyond 32 bits, is refused.
+func TestNodeSectionField(t *testing.T) {
+	plain := fullHeader().record()
+	h := fullHeader()
+	h.NodeSection = NodeSectionSessions
+	with := h.record()
+	if !bytes.Equal(with[:len(plain)], plain) || !bytes.Equal(with[len(plain):], []byte{NodeSectionSessions}) {
+		t.Fatalf("record with a node section is %x, want the plain record %x then 01", with, plain)
+	}
+	got, err := parseRecord(with)
+	if err != nil || got.NodeSection != NodeSectionSessions {
+		t.Fatalf("parse: %+v, %v", got, err)
+	}
+	for _, tail := range [][]byte{{0}, {0x80, 0x80, 0x80, 0x80, 0x10}, {1, 1}} {
+		if _, err := parseRecord(append(bytes.Clone(plain), tail...)); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("record ending %x: err %v, want ErrCorrupt", tail, err)
 		}
 	}
 }
