@@ -232,3 +232,17 @@ func (c *Client) DownloadSnapshot(ctx context.Context, takeNew bool, w io.Writer
 	}
 	return hdr, err
 }
+
+// LeaderAPIAddr returns the client API address of the leader in st, an
+// answer of Status: the node to send to so that nothing is forwarded.
+func LeaderAPIAddr(st *apiv1.StatusResponse) (string, error) {
+	if st.GetLeader() == 0 {
+		return "", errors.New("no leader")
+	}
+	for _, n := range st.GetNodes() {
+		if n.GetId() == st.GetLeader() && n.GetApiAddr() != "" && n.GetError() == "" {
+			return n.GetApiAddr(), nil
+		}
+	}
+	return "", fmt.Errorf("leader %d has no reachable client address", st.GetLeader())
+}

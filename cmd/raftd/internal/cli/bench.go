@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/raftd/raftd/cmd/raftd/internal/progress"
+	"github.com/raftd/raftd/cmd/raftd/internal/view"
 	"github.com/raftd/raftd/core/client"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -72,7 +73,7 @@ func runBench(ctx context.Context, f *Factory, o *BenchOptions) error {
 	if err != nil {
 		return err
 	}
-	target, err := leaderAPIAddr(st)
+	target, err := client.LeaderAPIAddr(st)
 	if err != nil {
 		target = c.Addrs[0]
 	}
@@ -109,7 +110,7 @@ func runBench(ctx context.Context, f *Factory, o *BenchOptions) error {
 		fmt.Fprintf(f.ErrOut, "bench: first error: %v\n", res.FirstErr)
 	}
 	if o.JSON {
-		return writeJSON(f, res.Summary())
+		return view.JSON(f.Out, res.Summary())
 	}
 	r := func(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }
 	fmt.Fprintf(f.Out, "ops: %d in %.2fs, errors: %d\nthroughput: %.0f ops/s\nlatency: p50 %s  p99 %s  max %s\n",

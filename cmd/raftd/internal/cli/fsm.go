@@ -3,9 +3,9 @@ package cli
 import (
 	"fmt"
 	"strconv"
-	"text/tabwriter"
 
 	"github.com/raftd/raftd/cmd/raftd/internal/progress"
+	"github.com/raftd/raftd/cmd/raftd/internal/view"
 	"github.com/raftd/raftd/plugin/conformance"
 	apiv1 "github.com/raftd/raftd/proto/api/v1"
 	"github.com/spf13/cobra"
@@ -27,23 +27,13 @@ func NewCmdFSM(f *Factory) *cobra.Command {
 				return err
 			}
 			if st.JSON {
-				return writeStatusJSON(f.Out, resp)
+				return view.StatusJSON(f.Out, resp)
 			}
-			tw := tabwriter.NewWriter(f.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tFSM\tSUPPORTS\tACTIVE\tACTIVATED AT\tBINARY SHA256")
-			for _, n := range resp.GetNodes() {
-				if n.GetError() != "" {
-					fmt.Fprintf(tw, "%d\tunreachable: %s\n", n.GetId(), oneLine(n.GetError()))
-					continue
-				}
-				x := n.GetFsm()
-				fmt.Fprintf(tw, "%d\t%s\t[%d, %d]\t%d\t%d\t%s\n", n.GetId(), dash(x.GetName()), x.GetMinVersion(), x.GetMaxVersion(), x.GetVersion(), x.GetActivatedIndex(), dash(x.GetBinarySha256()))
-			}
-			return tw.Flush()
+			return view.FSMTable(f.Out, resp)
 		},
 	}
 	addClientFlags(statusCmd, &st.ClientOptions)
-	statusCmd.Flags().BoolVar(&st.JSON, "json", false, "print the status as JSON")
+	addJSONFlag(statusCmd, &st.JSON, "the object of raftd status --json")
 
 	act := &ClientOptions{}
 	activateCmd := &cobra.Command{

@@ -3,8 +3,8 @@ package cli
 import (
 	"fmt"
 	"strconv"
-	"text/tabwriter"
 
+	"github.com/raftd/raftd/cmd/raftd/internal/view"
 	apiv1 "github.com/raftd/raftd/proto/api/v1"
 	"github.com/spf13/cobra"
 )
@@ -111,35 +111,7 @@ func printMembers(f *Factory, resp *apiv1.MembersResponse, err error, asJSON boo
 	if err != nil {
 		return err
 	}
-	if asJSON {
-		type member struct {
-			ID       uint64 `json:"id"`
-			RaftAddr string `json:"raft_addr"`
-			Learner  bool   `json:"learner"`
-		}
-		out := struct {
-			Leader  uint64   `json:"leader"`
-			Members []member `json:"members"`
-		}{Leader: resp.GetLeader(), Members: []member{}}
-		for _, m := range resp.GetMembers() {
-			out.Members = append(out.Members, member{m.GetId(), m.GetRaftAddr(), m.GetLearner()})
-		}
-		return writeJSON(f, out)
-	}
-	tw := tabwriter.NewWriter(f.Out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tRAFT ADDR\tKIND\tLEADER")
-	for _, m := range resp.GetMembers() {
-		kind := "voter"
-		if m.GetLearner() {
-			kind = "learner"
-		}
-		lead := ""
-		if m.GetId() == resp.GetLeader() {
-			lead = "*"
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", m.GetId(), m.GetRaftAddr(), kind, lead)
-	}
-	return tw.Flush()
+	return view.Members(f.Out, resp, asJSON)
 }
 
 // NewCmdLeader returns `raftd leader [transfer ID]`.
@@ -169,9 +141,9 @@ func NewCmdLeader(f *Factory) *cobra.Command {
 				}
 			}
 			if show.JSON {
-				return writeJSON(f, out)
+				return view.JSON(f.Out, out)
 			}
-			_, err = fmt.Fprintf(f.Out, "%d raft=%s api=%s term=%d\n", out.ID, dash(out.RaftAddr), dash(out.APIAddr), out.Term)
+			_, err = fmt.Fprintf(f.Out, "%d raft=%s api=%s term=%d\n", out.ID, view.Dash(out.RaftAddr), view.Dash(out.APIAddr), out.Term)
 			return err
 		},
 	}

@@ -24,6 +24,7 @@ import (
 	"syscall"
 
 	"github.com/raftd/raftd/cmd/raftd/internal/config"
+	"github.com/raftd/raftd/cmd/raftd/internal/view"
 	"github.com/raftd/raftd/core/daemon"
 	"github.com/spf13/cobra"
 )
@@ -63,16 +64,11 @@ func Run(ctx context.Context, f *Factory, args []string) int {
 	if errors.As(err, &ee) {
 		code = ee.code
 	}
-	fmt.Fprintf(f.ErrOut, "raftd: %s\n", oneLine(err.Error()))
+	fmt.Fprintf(f.ErrOut, "raftd: %s\n", view.OneLine(err.Error()))
 	if code == ExitUsage {
 		fmt.Fprintln(f.ErrOut, "Run 'raftd --help' for usage.")
 	}
 	return code
-}
-
-func oneLine(s string) string {
-	s = strings.TrimSpace(s)
-	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
 }
 
 // NewCmdRoot returns the raftd command tree.

@@ -2,12 +2,12 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 
 	"github.com/raftd/raftd/cmd/raftd/internal/progress"
+	"github.com/raftd/raftd/core/client"
 	"github.com/raftd/raftd/core/daemon"
 	"github.com/raftd/raftd/core/node"
 	apiv1 "github.com/raftd/raftd/proto/api/v1"
@@ -88,7 +88,7 @@ func runSnapshotSave(ctx context.Context, f *Factory, o *SnapshotSaveOptions) er
 	source := "the addressed node"
 	st, err := fetchStatus(ctx, f, &o.ClientOptions)
 	if err == nil {
-		from.Addrs, err = leaderAPIAddr(st)
+		from.Addrs, err = client.LeaderAPIAddr(st)
 	}
 	if err == nil {
 		source = fmt.Sprintf("leader %d", st.GetLeader())
@@ -120,19 +120,6 @@ func runSnapshotSave(ctx context.Context, f *Factory, o *SnapshotSaveOptions) er
 	}
 	fmt.Fprintf(f.Out, "saved snapshot at index %d term %d (%d bytes) from %s to %s\n", hdr.GetIndex(), hdr.GetTerm(), meter.N(), source, o.File)
 	return nil
-}
-
-// leaderAPIAddr returns the leader's client API address in st.
-func leaderAPIAddr(st *apiv1.StatusResponse) (string, error) {
-	if st.GetLeader() == 0 {
-		return "", errors.New("no leader")
-	}
-	for _, n := range st.GetNodes() {
-		if n.GetId() == st.GetLeader() && n.GetApiAddr() != "" && n.GetError() == "" {
-			return n.GetApiAddr(), nil
-		}
-	}
-	return "", fmt.Errorf("leader %d has no reachable client address", st.GetLeader())
 }
 
 // SnapshotRestoreOptions configures `raftd snapshot restore`.

@@ -2,13 +2,8 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-	"io"
-	"strconv"
-	"strings"
-	"text/tabwriter"
 
+	"github.com/raftd/raftd/cmd/raftd/internal/view"
 	apiv1 "github.com/raftd/raftd/proto/api/v1"
 	"github.com/spf13/cobra"
 )
@@ -60,153 +55,8 @@ func runStatus(ctx context.Context, f *Factory, opts *StatusOptions) error {
 		return err
 	}
 	if opts.JSON {
-		return writeStatusJSON(f.Out, resp)
+		return view.StatusJSON(f.Out, resp)
 	}
-	writeStatusTable(f.Out, resp)
+	view.StatusTable(f.Out, resp)
 	return nil
-}
-
-// The JSON shapes of `status --json`: a contract (DESIGN "status --json").
-type (
-	statusJSON struct {
-		Leader uint64 `json:"leader"`
-		Term   uint64 `json:"term"`
-		Nodes  []any  `json:"nodes"`
-	}
-	fsmJSON struct {
-		Name           string `json:"name"`
-		Version        uint32 `json:"version"`
-		MinVersion     uint32 `json:"min_version,omitempty"`
-		MaxVersion     uint32 `json:"max_version,omitempty"`
-		ActivatedIndex uint64 `json:"activated_index,omitempty"`
-		BinarySHA256   string `json:"binary_sha256,omitempty"`
-	}
-	haltJSON struct {
-		Index  uint64 `json:"index"`
-		Reason string `json:"reason"`
-	}
-	followerJSON struct {
-		ID         uint64 `json:"id"`
-		MatchIndex uint64 `json:"match_index"`
-		NextIndex  uint64 `json:"next_index"`
-		State      string `json:"state,omitempty"`
-		Learner    bool   `json:"learner,omitempty"`
-	}
-	nodeJSON struct {
-		ID            uint64         `json:"id"`
-		RaftAddr      string         `json:"raft_addr"`
-		APIAddr       string         `json:"api_addr"`
-		Role          string         `json:"role"`
-		Term          uint64         `json:"term"`
-		Leader        uint64         `json:"leader"`
-		CommitIndex   uint64         `json:"commit_index"`
-		AppliedIndex  uint64         `json:"applied_index"`
-		LastIndex     uint64         `json:"last_index"`
-		SnapshotIndex uint64         `json:"snapshot_index"`
-		FSM           fsmJSON        `json:"fsm"`
-		ClusterID     string         `json:"cluster_id,omitempty"`
-		Followers     []followerJSON `json:"followers,omitempty"`
-		Halted        *haltJSON      `json:"halted,omitempty"`
-	}
-	nodeErrJSON struct {
-		ID       uint64 `json:"id"`
-		RaftAddr string `json:"raft_addr"`
-		APIAddr  string `json:"api_addr"`
-		Error    string `json:"error"`
-	}
-)
-
-func writeStatusJSON(w io.Writer, resp *apiv1.StatusResponse) error {
-	out := statusJSON{Leader: resp.GetLeader(), Term: resp.GetTerm(), Nodes: []any{}}
-	for _, n := range resp.GetNodes() {
-		if n.GetError() != "" {
-			out.Nodes = append(out.Nodes, nodeErrJSON{ID: n.GetId(), RaftAddr: n.GetRaftAddr(), APIAddr: n.GetApiAddr(), Error: n.GetError()})
-			continue
-		}
-		nj := nodeJSON{
-			ID: n.GetId(), RaftAddr: n.GetRaftAddr(), APIAddr: n.GetApiAddr(), Role: n.GetRole(),
-			Term: n.GetTerm(), Leader: n.GetLeader(), CommitIndex: n.GetCommitIndex(),
-			AppliedIndex: n.GetAppliedIndex(), LastIndex: n.GetLastIndex(), SnapshotIndex: n.GetSnapshotIndex(),
-			ClusterID: n.GetClusterId(),
-			FSM: fsmJSON{
-				Name: n.GetFsm().GetName(), Version: n.GetFsm().GetVersion(),
-				MinVersion: n.GetFsm().GetMinVersion(), MaxVersion: n.GetFsm().GetMaxVersion(),
-				ActivatedIndex: n.GetFsm().GetActivatedIndex(), BinarySHA256: n.GetFsm().GetBinarySha256(),
-			},
-		}
-		if h := n.GetHalted(); h != nil {
-			nj.Halted = &haltJSON{Index: h.GetIndex(), Reason: h.GetReason()}
-		}
-		for _, p := range n.GetFollowers() {
-			nj.Followers = append(nj.Followers, followerJSON{ID: p.GetId(), MatchIndex: p.GetMatchIndex(), NextIndex: p.GetNextIndex(), State: p.GetState(), Learner: p.GetLearner()})
-		}
-		out.Nodes = append(out.Nodes, nj)
-	}
-	b, err := json.Marshal(out)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintln(w, string(b))
-	return err
-}
-
-func writeStatusTable(w io.Writer, resp *apiv1.StatusResponse) {
-	leader := "none"
-	if resp.GetLeader() != 0 {
-		leader = strconv.FormatUint(resp.GetLeader(), 10)
-	}
-	fmt.Fprintf(w, "leader %s, term %d\n\n", leader, resp.GetTerm())
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tRAFT ADDR\tAPI ADDR\tROLE\tTERM\tLEADER\tCOMMIT\tAPPLIED\tLAST\tSNAPSHOT\tFSM\tMATCH")
-	var match map[uint64]uint64
-	for _, n := range resp.GetNodes() {
-		if n.GetRole() == "leader" {
-			match = map[uint64]uint64{n.GetId(): n.GetLastIndex()}
-			for _, p := range n.GetFollowers() {
-				match[p.GetId()] = p.GetMatchIndex()
-			}
-		}
-	}
-	var notes []string
-	for _, n := range resp.GetNodes() {
-		if n.GetError() != "" {
-			fmt.Fprintf(tw, "%d\t%s\t%s\tunreachable\t-\t-\t-\t-\t-\t-\t-\t-\n", n.GetId(), dash(n.GetRaftAddr()), dash(n.GetApiAddr()))
-			notes = append(notes, fmt.Sprintf("node %d: %s", n.GetId(), oneLine(n.GetError())))
-			continue
-		}
-		fsm := "-"
-		if n.GetFsm().GetName() != "" {
-			fsm = fmt.Sprintf("%s v%d", n.GetFsm().GetName(), n.GetFsm().GetVersion())
-		}
-		m := "-"
-		if v, ok := match[n.GetId()]; ok {
-			m = strconv.FormatUint(v, 10)
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n",
-			n.GetId(), dash(n.GetRaftAddr()), dash(n.GetApiAddr()), n.GetRole(), n.GetTerm(), n.GetLeader(),
-			n.GetCommitIndex(), n.GetAppliedIndex(), n.GetLastIndex(), n.GetSnapshotIndex(), fsm, m)
-	}
-	tw.Flush()
-	for _, note := range notes {
-		fmt.Fprintln(w, note)
-	}
-	for _, n := range resp.GetNodes() {
-		if h := n.GetHalted(); h != nil {
-			fmt.Fprintf(w, "node %d: apply HALTED at index %d: %s\n  (raftd fsm skip %d skips that command on every node halted there)\n", n.GetId(), h.GetIndex(), oneLine(h.GetReason()), h.GetIndex())
-		}
-	}
-	for _, n := range resp.GetNodes() {
-		for _, p := range n.GetFollowers() {
-			if strings.EqualFold(p.GetState(), "snapshot") {
-				fmt.Fprintf(w, "node %d is receiving a snapshot from the leader\n", p.GetId())
-			}
-		}
-	}
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }

@@ -1,9 +1,9 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 
+	"github.com/raftd/raftd/cmd/raftd/internal/view"
 	"github.com/raftd/raftd/core/buildinfo"
 	"github.com/spf13/cobra"
 )
@@ -18,7 +18,7 @@ func NewCmdVersion(f *Factory) *cobra.Command {
 		RunE: func(*cobra.Command, []string) error {
 			in := buildinfo.Get()
 			if asJSON {
-				return writeJSON(f, in)
+				return view.JSON(f.Out, in)
 			}
 			mod := ""
 			if in.Modified {
@@ -58,16 +58,6 @@ and flags. Load it in the current shell, or install it for every new one.`,
 			return usageErrorf("completion: unknown shell %q (bash, zsh or fish)", args[0])
 		},
 	}
-}
-
-// writeJSON prints v as one line of JSON on stdout.
-func writeJSON(f *Factory, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintln(f.Out, string(b))
-	return err
 }
 
 // addJSONFlag registers --json; shape describes what is printed.

@@ -1,0 +1,222 @@
+// Package view renders the client API's answers for people (tables) and
+// for scripts (one JSON object per command, whose shapes are a contract:
+// DESIGN "status --json", docs/operations.md).
+package view
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	apiv1 "github.com/raftd/raftd/proto/api/v1"
+)
+
+// JSON writes v as one line of JSON.
+func JSON(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
+}
+
+// Dash is s, or "-" for an empty s (a table cell).
+func Dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// OneLine joins the lines of s with single spaces.
+func OneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// The JSON shapes of `status --json`: a contract (DESIGN "status --json").
+type (
+	statusJSON struct {
+		Leader uint64 `json:"leader"`
+		Term   uint64 `json:"term"`
+		Nodes  []any  `json:"nodes"`
+	}
+	fsmJSON struct {
+		Name           string `json:"name"`
+		Version        uint32 `json:"version"`
+		MinVersion     uint32 `json:"min_version,omitempty"`
+		MaxVersion     uint32 `json:"max_version,omitempty"`
+		ActivatedIndex uint64 `json:"activated_index,omitempty"`
+		BinarySHA256   string `json:"binary_sha256,omitempty"`
+	}
+	haltJSON struct {
+		Index  uint64 `json:"index"`
+		Reason string `json:"reason"`
+	}
+	followerJSON struct {
+		ID         uint64 `json:"id"`
+		MatchIndex uint64 `json:"match_index"`
+		NextIndex  uint64 `json:"next_index"`
+		State      string `json:"state,omitempty"`
+		Learner    bool   `json:"learner,omitempty"`
+	}
+	nodeJSON struct {
+		ID            uint64         `json:"id"`
+		RaftAddr      string         `json:"raft_addr"`
+		APIAddr       string         `json:"api_addr"`
+		Role          string         `json:"role"`
+		Term          uint64         `json:"term"`
+		Leader        uint64         `json:"leader"`
+		CommitIndex   uint64         `json:"commit_index"`
+		AppliedIndex  uint64         `json:"applied_index"`
+		LastIndex     uint64         `json:"last_index"`
+		SnapshotIndex uint64         `json:"snapshot_index"`
+		FSM           fsmJSON        `json:"fsm"`
+		ClusterID     string         `json:"cluster_id,omitempty"`
+		Followers     []followerJSON `json:"followers,omitempty"`
+		Halted        *haltJSON      `json:"halted,omitempty"`
+	}
+	nodeErrJSON struct {
+		ID       uint64 `json:"id"`
+		RaftAddr string `json:"raft_addr"`
+		APIAddr  string `json:"api_addr"`
+		Error    string `json:"error"`
+	}
+)
+
+// StatusJSON writes resp as the one object of `raftd status --json`.
+func StatusJSON(w io.Writer, resp *apiv1.StatusResponse) error {
+	out := statusJSON{Leader: resp.GetLeader(), Term: resp.GetTerm(), Nodes: []any{}}
+	for _, n := range resp.GetNodes() {
+		if n.GetError() != "" {
+			out.Nodes = append(out.Nodes, nodeErrJSON{ID: n.GetId(), RaftAddr: n.GetRaftAddr(), APIAddr: n.GetApiAddr(), Error: n.GetError()})
+			continue
+		}
+		nj := nodeJSON{
+			ID: n.GetId(), RaftAddr: n.GetRaftAddr(), APIAddr: n.GetApiAddr(), Role: n.GetRole(),
+			Term: n.GetTerm(), Leader: n.GetLeader(), CommitIndex: n.GetCommitIndex(),
+			AppliedIndex: n.GetAppliedIndex(), LastIndex: n.GetLastIndex(), SnapshotIndex: n.GetSnapshotIndex(),
+			ClusterID: n.GetClusterId(),
+			FSM: fsmJSON{
+				Name: n.GetFsm().GetName(), Version: n.GetFsm().GetVersion(),
+				MinVersion: n.GetFsm().GetMinVersion(), MaxVersion: n.GetFsm().GetMaxVersion(),
+				ActivatedIndex: n.GetFsm().GetActivatedIndex(), BinarySHA256: n.GetFsm().GetBinarySha256(),
+			},
+		}
+		if h := n.GetHalted(); h != nil {
+			nj.Halted = &haltJSON{Index: h.GetIndex(), Reason: h.GetReason()}
+		}
+		for _, p := range n.GetFollowers() {
+			nj.Followers = append(nj.Followers, followerJSON{ID: p.GetId(), MatchIndex: p.GetMatchIndex(), NextIndex: p.GetNextIndex(), State: p.GetState(), Learner: p.GetLearner()})
+		}
+		out.Nodes = append(out.Nodes, nj)
+	}
+	return JSON(w, out)
+}
+
+// StatusTable writes resp as `raftd status` shows it: a table of the
+// members, then notes (unreachable and halted nodes, snapshot transfers).
+func StatusTable(w io.Writer, resp *apiv1.StatusResponse) {
+	leader := "none"
+	if resp.GetLeader() != 0 {
+		leader = strconv.FormatUint(resp.GetLeader(), 10)
+	}
+	fmt.Fprintf(w, "leader %s, term %d\n\n", leader, resp.GetTerm())
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tRAFT ADDR\tAPI ADDR\tROLE\tTERM\tLEADER\tCOMMIT\tAPPLIED\tLAST\tSNAPSHOT\tFSM\tMATCH")
+	var match map[uint64]uint64
+	for _, n := range resp.GetNodes() {
+		if n.GetRole() == "leader" {
+			match = map[uint64]uint64{n.GetId(): n.GetLastIndex()}
+			for _, p := range n.GetFollowers() {
+				match[p.GetId()] = p.GetMatchIndex()
+			}
+		}
+	}
+	var notes []string
+	for _, n := range resp.GetNodes() {
+		if n.GetError() != "" {
+			fmt.Fprintf(tw, "%d\t%s\t%s\tunreachable\t-\t-\t-\t-\t-\t-\t-\t-\n", n.GetId(), Dash(n.GetRaftAddr()), Dash(n.GetApiAddr()))
+			notes = append(notes, fmt.Sprintf("node %d: %s", n.GetId(), OneLine(n.GetError())))
+			continue
+		}
+		fsm := "-"
+		if n.GetFsm().GetName() != "" {
+			fsm = fmt.Sprintf("%s v%d", n.GetFsm().GetName(), n.GetFsm().GetVersion())
+		}
+		m := "-"
+		if v, ok := match[n.GetId()]; ok {
+			m = strconv.FormatUint(v, 10)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n",
+			n.GetId(), Dash(n.GetRaftAddr()), Dash(n.GetApiAddr()), n.GetRole(), n.GetTerm(), n.GetLeader(),
+			n.GetCommitIndex(), n.GetAppliedIndex(), n.GetLastIndex(), n.GetSnapshotIndex(), fsm, m)
+	}
+	tw.Flush()
+	for _, note := range notes {
+		fmt.Fprintln(w, note)
+	}
+	for _, n := range resp.GetNodes() {
+		if h := n.GetHalted(); h != nil {
+			fmt.Fprintf(w, "node %d: apply HALTED at index %d: %s\n  (raftd fsm skip %d skips that command on every node halted there)\n", n.GetId(), h.GetIndex(), OneLine(h.GetReason()), h.GetIndex())
+		}
+	}
+	for _, n := range resp.GetNodes() {
+		for _, p := range n.GetFollowers() {
+			if strings.EqualFold(p.GetState(), "snapshot") {
+				fmt.Fprintf(w, "node %d is receiving a snapshot from the leader\n", p.GetId())
+			}
+		}
+	}
+}
+
+// Members writes the membership in resp: a table, or with asJSON
+// {"leader":1,"members":[{"id":1,"raft_addr":"…","learner":false},…]}.
+func Members(w io.Writer, resp *apiv1.MembersResponse, asJSON bool) error {
+	if asJSON {
+		type member struct {
+			ID       uint64 `json:"id"`
+			RaftAddr string `json:"raft_addr"`
+			Learner  bool   `json:"learner"`
+		}
+		out := struct {
+			Leader  uint64   `json:"leader"`
+			Members []member `json:"members"`
+		}{Leader: resp.GetLeader(), Members: []member{}}
+		for _, m := range resp.GetMembers() {
+			out.Members = append(out.Members, member{m.GetId(), m.GetRaftAddr(), m.GetLearner()})
+		}
+		return JSON(w, out)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tRAFT ADDR\tKIND\tLEADER")
+	for _, m := range resp.GetMembers() {
+		kind, lead := "voter", ""
+		if m.GetLearner() {
+			kind = "learner"
+		}
+		if m.GetId() == resp.GetLeader() {
+			lead = "*"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", m.GetId(), m.GetRaftAddr(), kind, lead)
+	}
+	return tw.Flush()
+}
+
+// FSMTable writes the plugin of every node in resp (`raftd fsm status`).
+func FSMTable(w io.Writer, resp *apiv1.StatusResponse) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tFSM\tSUPPORTS\tACTIVE\tACTIVATED AT\tBINARY SHA256")
+	for _, n := range resp.GetNodes() {
+		if n.GetError() != "" {
+			fmt.Fprintf(tw, "%d\tunreachable: %s\n", n.GetId(), OneLine(n.GetError()))
+			continue
+		}
+		x := n.GetFsm()
+		fmt.Fprintf(tw, "%d\t%s\t[%d, %d]\t%d\t%d\t%s\n", n.GetId(), Dash(x.GetName()), x.GetMinVersion(), x.GetMaxVersion(), x.GetVersion(), x.GetActivatedIndex(), Dash(x.GetBinarySha256()))
+	}
+	return tw.Flush()
+}
