@@ -249,7 +249,7 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	raftSrv := grpc.NewServer(raftOpts...)
 	tr.Register(raftSrv)
 	srv.RegisterForward(raftSrv)
-	apiOpts := server.ServerOptions()
+	apiOpts := server.ServerOptions(cfg.MaxEntryBytes)
 	if sec.client != nil {
 		apiOpts = append(apiOpts, grpc.Creds(credentials.NewTLS(sec.client)))
 	}

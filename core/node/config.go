@@ -19,6 +19,14 @@ const (
 	DefaultMaxApplyBatch     = 1024
 	// DefaultMaxApplyBacklogBytes is the default Config.MaxApplyBacklogBytes.
 	DefaultMaxApplyBacklogBytes = 64 << 20
+	// DefaultMaxUncommittedEntriesSize is the default
+	// Config.MaxUncommittedEntriesSize.
+	DefaultMaxUncommittedEntriesSize = 32 << 20
+	// DefaultMaxCommittedSizePerReady is the default
+	// Config.MaxCommittedSizePerReady.
+	DefaultMaxCommittedSizePerReady = 8 << 20
+	// DefaultMaxInflightBytes is the default Config.MaxInflightBytes.
+	DefaultMaxInflightBytes = 16 << 20
 )
 
 // Peer is a member's id and addresses.
@@ -91,11 +99,21 @@ type Config struct {
 	// fail-stop the node. The default is 3.
 	MaxRestarts int
 
-	// MaxSizePerMsg, MaxInflightMsgs, MaxCommittedSizePerReady and
-	// MaxUncommittedEntriesSize pass through to raft.Config (defaults:
-	// 1 MiB, 256, raft's default, unlimited).
+	// MaxSizePerMsg, MaxInflightMsgs, MaxInflightBytes,
+	// MaxCommittedSizePerReady and MaxUncommittedEntriesSize pass through
+	// to raft.Config. They bound memory in bytes:
+	//   - MaxSizePerMsg: the entries of one MsgApp (default 1 MiB);
+	//   - MaxInflightMsgs and MaxInflightBytes: the unacknowledged MsgApps
+	//     per follower (defaults 256 and DefaultMaxInflightBytes, 16 MiB);
+	//   - MaxCommittedSizePerReady: the committed entries handed out per
+	//     Ready, so a restart replay reads the log in pieces instead of
+	//     all at once (default DefaultMaxCommittedSizePerReady, 8 MiB);
+	//   - MaxUncommittedEntriesSize: the leader's uncommitted tail;
+	//     proposals beyond it are refused (raft.ErrProposalDropped, not
+	//     applied) (default DefaultMaxUncommittedEntriesSize, 32 MiB).
 	MaxSizePerMsg             uint64
 	MaxInflightMsgs           int
+	MaxInflightBytes          uint64
 	MaxCommittedSizePerReady  uint64
 	MaxUncommittedEntriesSize uint64
 	// LeaseReads switches raft to ReadOnlyLeaseBased (relies on bounded
@@ -163,6 +181,15 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.MaxInflightMsgs == 0 {
 		cfg.MaxInflightMsgs = DefaultMaxInflightMsgs
+	}
+	if cfg.MaxInflightBytes == 0 {
+		cfg.MaxInflightBytes = DefaultMaxInflightBytes
+	}
+	if cfg.MaxCommittedSizePerReady == 0 {
+		cfg.MaxCommittedSizePerReady = DefaultMaxCommittedSizePerReady
+	}
+	if cfg.MaxUncommittedEntriesSize == 0 {
+		cfg.MaxUncommittedEntriesSize = DefaultMaxUncommittedEntriesSize
 	}
 	if cfg.Seed == 0 {
 		cfg.Seed = int64(cfg.ID*0x9E3779B97F4A7C15) ^ time.Now().UnixNano()

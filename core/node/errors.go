@@ -15,8 +15,10 @@ import (
 //     certainly was not applied and may be retried, on this node or any
 //     other. The reason is wrapped as well: ErrTooLarge, ErrStopped,
 //     ErrNotReady, ErrConfChangeInProgress, ErrUnsupportedVersion,
-//     ErrNoSnapshot, raft.ErrNoLeader, raft.ErrProposalDropped, or a
-//     context error for a request that never reached the loop.
+//     ErrNoSnapshot, ErrHalted, ErrOverloaded, ErrSkipped (a committed
+//     command this replica skipped), raft.ErrNoLeader,
+//     raft.ErrProposalDropped, or a context error for a request that never
+//     reached the loop.
 //   - ErrOutcomeUnknown: handed to raft, fate unknown (the context ended,
 //     leadership changed, the node stopped while it waited). It may still
 //     be applied; only a request that is safe to repeat may be retried: a

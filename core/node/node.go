@@ -202,6 +202,7 @@ func New(cfg Config) (*Node, error) {
 		MaxCommittedSizePerReady:  cfg.MaxCommittedSizePerReady,
 		MaxUncommittedEntriesSize: cfg.MaxUncommittedEntriesSize,
 		MaxInflightMsgs:           cfg.MaxInflightMsgs,
+		MaxInflightBytes:          cfg.MaxInflightBytes,
 		ReadOnlyOption:            readOnlyOption(cfg.LeaseReads),
 		Logger:                    raftLogger{cfg.Logger},
 	})

@@ -1072,3 +1072,51 @@ func TestLateInitialMemberCatchesUpBySnapshot(t *testing.T) {
 		}
 	})
 }
+
+// A restart replay does not hold the log in memory: raft hands the
+// committed entries out in pieces (MaxCommittedSizePerReady) and beyond
+// MaxApplyBacklogBytes the applier reads them back from storage as the
+// state machine gets to them.
+func TestRestartReplayIsBoundedInBytes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const backlog = 32 << 10
+		c := newCluster(t, 3, func(cfg *Config) { cfg.SnapshotEntries = -1 })
+		lead := c.waitLeader()
+		ctx := context.Background()
+		pad := strings.Repeat("x", 1000)
+		for i := range 300 {
+			if _, err := c.nodes[lead].Propose(ctx, []byte(fmt.Sprintf("put:k%d:%s", i, pad))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f := lead%3 + 1
+		c.waitApplied(c.nodes[lead].Applied())
+		c.stop(f)
+		c.fsms[f] = newTestFSM()
+		c.fsms[f].applyDelay = time.Millisecond
+		c.tune = func(cfg *Config) {
+			cfg.SnapshotEntries = -1
+			if cfg.ID == f {
+				cfg.MaxCommittedSizePerReady = 16 << 10
+				cfg.MaxApplyBacklogBytes = backlog
+				cfg.MaxApplyBatch = 8
+			}
+		}
+		n := c.start(f)
+		select {
+		case <-n.Ready():
+		case <-time.After(time.Minute):
+			t.Fatalf("node %d did not finish its replay (applied %d)", f, n.Applied())
+		}
+		m := n.Metrics()
+		t.Logf("replay of 300 entries of 1 KiB: in-memory backlog peak %d bytes (limit %d), %d batches left in storage", n.app.backlogPeak.Load(), backlog, m.ApplySpills)
+		if p := n.app.backlogPeak.Load(); p > backlog {
+			t.Fatalf("replay held %d bytes of entries in memory, limit %d", p, backlog)
+		}
+		if m.ApplySpills == 0 {
+			t.Fatalf("the replay never read entries back from storage: %+v", m)
+		}
+		c.waitApplied(c.nodes[lead].Applied())
+		c.checkFSMs()
+	})
+}

@@ -34,9 +34,25 @@ const MaxMessageBytes = 32 << 20
 // MaxResponseBytes is what clients should accept as the largest answer.
 const MaxResponseBytes = math.MaxInt32
 
-// ServerOptions returns the gRPC server options the API needs.
-func ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes)}
+// MaxConcurrentStreams bounds the calls one client connection may have in
+// progress on the API (further calls wait on the client side for a slot):
+// with the receive limit it bounds what one connection can make the
+// server hold, about MaxConcurrentStreams x (2 x maxEntryBytes + 64 KiB).
+const MaxConcurrentStreams = 128
+
+// ServerOptions returns the gRPC server options the API needs: a request
+// may be up to twice maxEntryBytes plus 64 KiB (at most MaxMessageBytes),
+// so that a command somewhat over --max-entry-bytes still reaches the
+// handler and gets its clear refusal, and a connection carries at most
+// MaxConcurrentStreams calls at once.
+func ServerOptions(maxEntryBytes int) []grpc.ServerOption {
+	if maxEntryBytes <= 0 {
+		maxEntryBytes = DefaultMaxEntryBytes
+	}
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(min(2*maxEntryBytes+64<<10, MaxMessageBytes)),
+		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
+	}
 }
 
 // Config configures a Server.

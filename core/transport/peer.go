@@ -28,6 +28,9 @@ type peer struct {
 	// dialOpts are the transport's dial options with this peer's own.
 	dialOpts []grpc.DialOption
 	queue    chan raft.Message
+	// queuedBytes is the estimated size of the messages in queue
+	// (Options.QueueBytes); every receive from queue goes through take.
+	queuedBytes atomic.Int64
 	// ctx is cancelled by RemovePeer, by AddPeer with a new address, and by
 	// Close. It bounds the peer's stream and its snapshot transfers.
 	ctx    context.Context
@@ -128,7 +131,8 @@ func (p *peer) dropFor(d time.Duration) bool {
 			return false
 		case <-timer.C:
 			return true
-		case <-p.queue:
+		case m := <-p.queue:
+			p.take(&m)
 			p.t.stats.messagesDropped.Add(1)
 			p.t.reportUnreachable(p.id)
 		}
@@ -203,6 +207,7 @@ func (p *peer) session() (sent bool, err error) {
 				ended <- err // for the deferred wait
 				return sent, err
 			case m := <-p.queue:
+				p.take(&m)
 				if n, ok := p.admit(&m); ok {
 					batch = append(batch, m)
 					size = n
@@ -213,6 +218,7 @@ func (p *peer) session() (sent bool, err error) {
 		for size > 0 && size < p.t.opts.MaxBatchBytes {
 			select {
 			case m := <-p.queue:
+				p.take(&m)
 				n, ok := p.admit(&m)
 				switch {
 				case !ok:
@@ -275,6 +281,9 @@ func (p *peer) admit(m *raft.Message) (int, bool) {
 }
 
 // estimateSize is an upper-bound estimate of m's encoded size.
+// take accounts for m leaving the queue.
+func (p *peer) take(m *raft.Message) { p.queuedBytes.Add(-int64(estimateSize(m))) }
+
 func estimateSize(m *raft.Message) int {
 	n := 96 + len(m.Context)
 	for i := range m.Entries {

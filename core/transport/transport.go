@@ -68,6 +68,13 @@ const (
 var ErrClosed = errors.New("transport: closed")
 
 // Options configures a Transport. Zero fields take the documented defaults.
+// MaxConcurrentStreams bounds the streams of one connection to the peer
+// server (ServerOptions).
+const MaxConcurrentStreams = 256
+
+// DefaultQueueBytes is the default Options.QueueBytes.
+const DefaultQueueBytes = 32 << 20
+
 type Options struct {
 	// ID is this node's id. Required: non-zero.
 	ID uint64
@@ -79,8 +86,14 @@ type Options struct {
 	// Snapshots opens outgoing snapshot bodies. If nil, every outgoing
 	// MsgSnap is reported as SnapshotFailure.
 	Snapshots SnapshotSource
-	// QueueMessages bounds each peer's outbound queue. The default is 4096.
+	// QueueMessages bounds each peer's outbound queue in messages. The
+	// default is 4096.
 	QueueMessages int
+	// QueueBytes bounds each peer's outbound queue in bytes (the entries
+	// and snapshot metadata the queued messages carry): a message that
+	// would take a non-empty queue beyond it is dropped like one for a full
+	// queue (raft retransmits). The default is DefaultQueueBytes (32 MiB).
+	QueueBytes int
 	// MaxBatchBytes is the approximate size at which the sender stops
 	// adding messages to one MessageBatch (one message is always sent, even
 	// if larger). The default is 4 MiB.
@@ -138,6 +151,7 @@ func (o *Options) withDefaults() {
 		}
 	}
 	def(&o.QueueMessages, 4096)
+	def(&o.QueueBytes, DefaultQueueBytes)
 	def(&o.MaxBatchBytes, 4<<20)
 	def(&o.MaxMessageBytes, 64<<20)
 	def(&o.SnapshotChunkBytes, MaxSnapshotChunkBytes)
@@ -258,6 +272,10 @@ func (t *Transport) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(t.opts.MaxMessageBytes),
 		grpc.MaxSendMsgSize(t.opts.MaxMessageBytes),
+		// One Raft stream per peer, its snapshot transfers and the client
+		// calls a member forwards: far below this; it bounds what one
+		// connection can make this node hold.
+		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             min(t.opts.KeepaliveTime, 5*time.Second),
 			PermitWithoutStream: true,
@@ -378,9 +396,17 @@ func (t *Transport) Send(msgs []raft.Message) {
 			t.reportUnreachable(m.To)
 			continue
 		}
+		n := int64(estimateSize(m))
+		if q := p.queuedBytes.Load(); q > 0 && q+n > int64(t.opts.QueueBytes) {
+			t.stats.messagesDropped.Add(1)
+			t.reportUnreachable(m.To)
+			continue
+		}
+		p.queuedBytes.Add(n)
 		select {
 		case p.queue <- *m:
 		default:
+			p.queuedBytes.Add(-n)
 			t.stats.messagesDropped.Add(1)
 			t.reportUnreachable(m.To)
 		}

@@ -332,6 +332,54 @@ func TestSlowOrDeadPeerNeverBlocksSend(t *testing.T) {
 	}
 }
 
+// The per-peer queue is bounded in bytes too (Options.QueueBytes): a slow
+// peer holds at most that much of the sender's memory, whatever the
+// message count; what is over is dropped and reported, and the accounting
+// returns to zero once the queue drains.
+func TestPeerQueueBoundedInBytes(t *testing.T) {
+	bn := newBufnet()
+	release := make(chan struct{})
+	slow := newRecorder()
+	slow.process = func(ctx context.Context, m raft.Message) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}
+	const limit = 1 << 20
+	n1 := startNode(t, bn, 1, newRecorder(), func(o *Options) { o.QueueBytes = limit })
+	n2 := startNode(t, bn, 2, slow, nil)
+	n1.tr.AddPeer(2, n2.addr)
+	n1.tr.mu.RLock()
+	p := n1.tr.peers[2]
+	n1.tr.mu.RUnlock()
+	payload := bytes.Repeat([]byte{'x'}, 64<<10)
+	var peak int64
+	for i := range 2000 {
+		n1.tr.Send([]raft.Message{app(1, 2, uint64(i+1), payload)})
+		peak = max(peak, p.queuedBytes.Load())
+	}
+	t.Logf("peak queued %d bytes (limit %d), %d dropped", peak, limit, n1.tr.Stats().MessagesDropped)
+	if peak > limit {
+		t.Fatalf("queue held %d bytes, limit %d", peak, limit)
+	}
+	if n1.tr.Stats().MessagesDropped == 0 {
+		t.Fatal("nothing dropped")
+	}
+	if id := recv(t, n1.h.unreachable, "unreachable report for 2"); id != 2 {
+		t.Fatalf("unreachable report for %d", id)
+	}
+	close(release)
+	deadline := time.Now().Add(10 * time.Second)
+	for p.queuedBytes.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("queued bytes stay at %d after the peer drained", p.queuedBytes.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func TestOversizedMessageDropped(t *testing.T) {
 	bn := newBufnet()
 	n1 := startNode(t, bn, 1, newRecorder(), func(o *Options) { o.MaxMessageBytes = 64 << 10 })
