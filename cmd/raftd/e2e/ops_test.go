@@ -87,7 +87,7 @@ func TestSnapshotSaveRestore(t *testing.T) {
 		t.Fatalf("snapshot restore: %d %q %q", code, out, stderr)
 	}
 	code, _, stderr = raftd(t, nil, "run", "--fsm", bin("raftd-fsm-counter"), "--data-dir", wrongDir, "--raft-addr", wrongRaft, "--api-addr", freeAddr(t))
-	if code == 0 || !strings.Contains(stderr, `FSM "kv"`) || !strings.Contains(stderr, `FSM "counter"`) {
+	if code == 0 || !strings.Contains(stderr, `fsm "kv"`) || !strings.Contains(stderr, `fsm "counter"`) {
 		t.Fatalf("counter plugin on a kv snapshot: exit %d, stderr %q", code, stderr)
 	}
 	t.Logf("counter plugin on a kv snapshot: exit %d: %s", code, strings.TrimSpace(stderr))
