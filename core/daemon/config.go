@@ -131,8 +131,9 @@ type Config struct {
 	// plugin). Nil discards. Start adds the attribute node=ID.
 	Logger *slog.Logger
 	// ReplayProgressInterval is how often Start logs the progress of a
-	// restart replay ("replaying the log", replayed=N of=M). The default
-	// is DefaultReplayProgressInterval.
+	// restart replay ("replaying the log", replayed=N of=M) once it has
+	// run for a second (a shorter replay is not logged). The default is
+	// DefaultReplayProgressInterval.
 	ReplayProgressInterval time.Duration
 }
 

@@ -331,9 +331,14 @@ type replayingNode interface {
 	ReplayTarget() uint64
 }
 
-// awaitReplay returns once n has replayed its log (Ready), logging where
-// it is every interval, so that a long replay after a restart shows
-// progress rather than silence.
+// replayQuiet is how long a restart replay runs before awaitReplay says
+// so: a short one (a few entries, the bootstrap) is not worth a line.
+const replayQuiet = time.Second
+
+// awaitReplay returns once n has replayed its log (Ready). A replay still
+// running after replayQuiet is logged then, every interval after, and at
+// its end, so that a long replay after a restart shows progress rather
+// than silence.
 func awaitReplay(ctx context.Context, n replayingNode, log *slog.Logger, every time.Duration) error {
 	select {
 	case <-n.Ready():
@@ -342,18 +347,25 @@ func awaitReplay(ctx context.Context, n replayingNode, log *slog.Logger, every t
 	}
 	target, t0 := n.ReplayTarget(), time.Now()
 	from := min(n.Applied(), target)
-	log.Info("replaying the log", "from", from, "to", target, "entries", target-from)
-	tick := time.NewTicker(every)
-	defer tick.Stop()
+	done := func() uint64 { return min(n.Applied(), target) - from }
+	quiet := time.NewTimer(replayQuiet)
+	defer quiet.Stop()
+	var tick <-chan time.Time // from the end of the quiet period
 	for {
 		select {
 		case <-n.Ready():
-			log.Info("replayed the log", "entries", target-from, "elapsed", time.Since(t0).Round(time.Millisecond).String())
+			if tick != nil {
+				log.Info("replayed the log", "entries", target-from, "elapsed", time.Since(t0).Round(time.Millisecond).String())
+			}
 			return nil
-		case <-tick.C:
-			done := min(n.Applied(), target) - from
-			log.Info("replaying the log", "replayed", done, "of", target-from, "index", n.Applied(),
-				"percent", done*100/max(target-from, 1))
+		case <-quiet.C:
+			log.Info("replaying the log", "from", from, "to", target, "entries", target-from, "replayed", done())
+			t := time.NewTicker(every)
+			defer t.Stop()
+			tick = t.C
+		case <-tick:
+			log.Info("replaying the log", "replayed", done(), "of", target-from, "index", n.Applied(),
+				"percent", done()*100/max(target-from, 1))
 		case <-n.Done():
 			return fmt.Errorf("node %d stopped during start: %w", n.ID(), n.Err())
 		case <-ctx.Done():

@@ -45,8 +45,9 @@ func (s *syncBuffer) lines() []string {
 	return strings.Split(strings.TrimSuffix(s.b.String(), "\n"), "\n")
 }
 
-// TestAwaitReplayProgress: a replay logs where it starts, its progress
-// every interval, and its end (on a fake clock).
+// TestAwaitReplayProgress: a replay still running after replayQuiet
+// logs where it started, its progress every interval, and its end (on a
+// fake clock).
 func TestAwaitReplayProgress(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &fakeReplay{ready: make(chan struct{}), done: make(chan struct{}), target: 1000}
@@ -57,8 +58,11 @@ func TestAwaitReplayProgress(t *testing.T) {
 			errc <- awaitReplay(context.Background(), f, slog.New(NewTextHandler(&buf, slog.LevelInfo)), 5*time.Second)
 		}()
 		synctest.Wait()
+		if buf.b.Len() != 0 {
+			t.Fatalf("logged before the quiet period ended: %q", buf.b.String())
+		}
 		f.applied.Store(550)
-		time.Sleep(5 * time.Second)
+		time.Sleep(replayQuiet)
 		synctest.Wait()
 		f.applied.Store(775)
 		time.Sleep(5 * time.Second)
@@ -69,10 +73,9 @@ func TestAwaitReplayProgress(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := []string{
-			`INFO replaying the log from=100 to=1000 entries=900$`,
-			`INFO replaying the log replayed=450 of=900 index=550 percent=50$`,
+			`INFO replaying the log from=100 to=1000 entries=900 replayed=450$`,
 			`INFO replaying the log replayed=675 of=900 index=775 percent=75$`,
-			`INFO replayed the log entries=900 elapsed=10s$`,
+			`INFO replayed the log entries=900 elapsed=6s$`,
 		}
 		got := buf.lines()
 		if len(got) != len(want) {
@@ -86,20 +89,34 @@ func TestAwaitReplayProgress(t *testing.T) {
 	})
 }
 
-// TestAwaitReplayQuiet: a node with nothing to replay logs nothing; one
-// that stops during the replay is an error naming it.
+// TestAwaitReplayQuiet: a node with nothing to replay, or one whose
+// replay ends within replayQuiet, logs nothing; one that stops during the
+// replay is an error naming it.
 func TestAwaitReplayQuiet(t *testing.T) {
-	var buf syncBuffer
-	log := slog.New(NewTextHandler(&buf, slog.LevelInfo))
-	f := &fakeReplay{ready: make(chan struct{}), done: make(chan struct{})}
-	close(f.ready)
-	if err := awaitReplay(context.Background(), f, log, time.Millisecond); err != nil || buf.b.Len() != 0 {
-		t.Fatalf("ready node: %v, logged %q", err, buf.b.String())
-	}
-	f = &fakeReplay{ready: make(chan struct{}), done: make(chan struct{}), target: 10, err: errors.New("storage: corrupt")}
-	close(f.done)
-	err := awaitReplay(context.Background(), f, log, time.Hour)
-	if err == nil || !strings.Contains(err.Error(), "node 3 stopped during start: storage: corrupt") {
-		t.Fatalf("stopped node: %v", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		var buf syncBuffer
+		log := slog.New(NewTextHandler(&buf, slog.LevelInfo))
+		f := &fakeReplay{ready: make(chan struct{}), done: make(chan struct{})}
+		close(f.ready)
+		if err := awaitReplay(context.Background(), f, log, time.Millisecond); err != nil {
+			t.Fatalf("ready node: %v", err)
+		}
+		f = &fakeReplay{ready: make(chan struct{}), done: make(chan struct{}), target: 3}
+		go func() {
+			time.Sleep(replayQuiet - time.Millisecond)
+			close(f.ready)
+		}()
+		if err := awaitReplay(context.Background(), f, log, time.Millisecond); err != nil {
+			t.Fatalf("short replay: %v", err)
+		}
+		if buf.b.Len() != 0 {
+			t.Fatalf("logged %q", buf.b.String())
+		}
+		f = &fakeReplay{ready: make(chan struct{}), done: make(chan struct{}), target: 10, err: errors.New("storage: corrupt")}
+		close(f.done)
+		err := awaitReplay(context.Background(), f, log, time.Hour)
+		if err == nil || !strings.Contains(err.Error(), "node 3 stopped during start: storage: corrupt") {
+			t.Fatalf("stopped node: %v", err)
+		}
+	})
 }

@@ -112,6 +112,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "--fsm", "x", "--peers", "1=a:1,1=b:2"}, "node 1 listed twice"},
 		{[]string{"run", "--fsm", "x", "--id", "4", "--peers", "1=a:1"}, "--id 4 is not in --peers"},
 		{[]string{"run", "--fsm", "x", "--election-timeout", "100ms"}, "at least twice"},
+		{[]string{"run", "--fsm", "x", "--id", "4", "--join", "--cluster-id", "c1"}, "--join needs --peers"},
 		{[]string{"apply"}, "expected one COMMAND"},
 		{[]string{"query", "--consistency", "eventual", "{}"}, "is not linearizable or stale"},
 		{[]string{"frobnicate"}, "unknown command"},

@@ -129,13 +129,13 @@ func runDev(ctx context.Context, f *Factory, opts *DevOptions) error {
 	fmt.Fprintf(f.Out, `
 Try (in another terminal):
   export RAFTD_ADDR=%s
-  raftd apply '{"op":"put","key":"a","value":"1"}'
-  raftd query '{"op":"get","key":"a"}'
-  raftd query --consistency stale --addr %s '{"op":"list","prefix":""}'
-  raftd status
+  %[3]s apply '{"op":"put","key":"a","value":"1"}'
+  %[3]s query '{"op":"get","key":"a"}'
+  %[3]s query --consistency stale --addr %[2]s '{"op":"list","prefix":""}'
+  %[3]s status
 
 Ctrl-C stops the cluster.
-`, all, addrs[len(addrs)-1])
+`, all, addrs[len(addrs)-1], invokedAs())
 	failed := make(chan *daemon.Daemon, len(nodes))
 	for _, n := range nodes {
 		go func(n *daemon.Daemon) {
@@ -155,4 +155,19 @@ Ctrl-C stops the cluster.
 		}
 		return stopErr
 	}
+}
+
+// invokedAs is how to run this binary from the current directory, for the
+// hints: "./bin/raftd" under make run, "raftd" when found on $PATH.
+func invokedAs() string {
+	a := os.Args[0]
+	if !strings.ContainsRune(a, os.PathSeparator) {
+		return a
+	}
+	if wd, err := os.Getwd(); err == nil {
+		if rel, err := filepath.Rel(wd, a); err == nil && !strings.HasPrefix(rel, "..") {
+			return "./" + rel
+		}
+	}
+	return a
 }

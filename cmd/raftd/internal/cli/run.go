@@ -111,7 +111,7 @@ close storage, exit 0.
 	fl.StringVar(&opts.RaftAddr, "raft-addr", DefaultRaftAddr, "peer (Raft) listen address")
 	fl.StringVar(&opts.APIAddr, "api-addr", DefaultAPIAddr, "client API listen address")
 	fl.StringVar(&opts.Peers, "peers", "", "initial members id=raft-addr,... (first boot only; default: this node alone)")
-	fl.BoolVar(&opts.Join, "join", false, "start without bootstrapping; wait to be added with raftd members add")
+	fl.BoolVar(&opts.Join, "join", false, "start empty and wait to be added (raftd members add); needs --peers, and --cluster-id unless --peers is the cluster's first")
 	fl.DurationVar(&opts.HeartbeatInterval, "heartbeat-interval", DefaultHeartbeatInterval, "leader heartbeat interval")
 	fl.DurationVar(&opts.ElectionTimeout, "election-timeout", DefaultElectionTimeout, "election timeout T (randomized in [T, 2T))")
 	fl.IntVar(&opts.MaxEntryBytes, "max-entry-bytes", node.DefaultMaxEntryBytes, "largest command accepted")
@@ -199,6 +199,10 @@ func (o *RunOptions) validate(raftAddrSet bool) error {
 		return err
 	}
 	o.peers = nil
+	if o.Join && o.Peers == "" {
+		// Without addresses it could not answer the leader that adds it.
+		return usageErrorf("run: --join needs --peers: the members' raft addresses (id=host:port,...), to answer the leader")
+	}
 	if o.Peers != "" {
 		p, err := daemon.ParsePeers(o.Peers)
 		if err != nil {
