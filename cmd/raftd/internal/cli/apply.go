@@ -2,9 +2,12 @@ package cli
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
 
-	apiv1 "github.com/raftd/raftd/proto/api/v1"
+	rclient "github.com/raftd/raftd/client"
 	"github.com/spf13/cobra"
 )
 
@@ -12,6 +15,8 @@ import (
 type ApplyOptions struct {
 	ClientOptions
 	Command string
+	// RequestID is --request-id; empty: a random one per invocation.
+	RequestID string
 }
 
 // NewCmdApply returns `raftd apply COMMAND`. runF, if set, replaces the
@@ -24,9 +29,17 @@ func NewCmdApply(f *Factory, runF func(*ApplyOptions) error) *cobra.Command {
 		Long: `Apply sends COMMAND to the cluster; it is committed through the log and
 applied on every replica. The FSM's result is printed on stdout.
 
+The command carries a request id (--request-id, or a random one): apply
+retries it through the --addr nodes until --timeout, and the cluster
+applies one id at most once, so a retry after a lost answer or a leader
+change gets the first result instead of applying again. Run apply again
+with the same --request-id after an unknown outcome to learn it safely.
+
 Exit codes: 0 applied; 3 certainly not applied (no leader, too large,
-invalid); 1 outcome unknown (timeout or connection lost after sending).`,
+invalid); 1 outcome unknown (timeout or connection lost after sending;
+the message names the request id to retry with).`,
 		Example: `  raftd apply --addr 127.0.0.1:8101 '{"op":"put","key":"a","value":"1"}'
+  raftd apply --request-id order-1234 '{"op":"add","delta":1}'   # at most once
   raftd apply - < command.json     # COMMAND "-" reads it from stdin`,
 		Args: exactArgs(1, "one COMMAND"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -42,6 +55,7 @@ invalid); 1 outcome unknown (timeout or connection lost after sending).`,
 		},
 	}
 	addClientFlags(cmd, &opts.ClientOptions)
+	cmd.Flags().StringVar(&opts.RequestID, "request-id", "", "apply at most once per ID (1 to 64 bytes); a retry gets the first result (default: random)")
 	return cmd
 }
 
@@ -49,10 +63,35 @@ func runApply(ctx context.Context, f *Factory, opts *ApplyOptions) error {
 	if opts.Command == "" {
 		return usageErrorf("apply: empty command")
 	}
-	resp, err := rpc(ctx, f, &opts.ClientOptions, "apply", apiv1.RaftdClient.Apply, &apiv1.ApplyRequest{Command: []byte(opts.Command)})
+	id := opts.RequestID
+	if len(id) > rclient.MaxClientIDBytes {
+		return usageErrorf("--request-id: %d bytes, at most %d", len(id), rclient.MaxClientIDBytes)
+	}
+	if id == "" {
+		b := make([]byte, 16)
+		_, _ = rand.Read(b)
+		id = hex.EncodeToString(b)
+	}
+	cc, err := opts.client(f)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(f.Out, string(resp.GetResult()))
+	c, err := rclient.New(rclient.Config{Endpoints: cc.Addrs, TLS: cc.TLS})
+	if err != nil {
+		return withCode(ExitFailure, err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	res, err := c.ApplyWithID(ctx, rclient.RequestID{Client: []byte(id), Seq: 1}, []byte(opts.Command))
+	switch {
+	case errors.Is(err, rclient.ErrNotApplied):
+		return withCode(ExitNotApplied, err)
+	case err != nil:
+		return withCode(ExitFailure, fmt.Errorf("%w; retry with --request-id %s to apply it at most once", err, id))
+	case res.Duplicate:
+		fmt.Fprintf(f.ErrOut, "apply: request id %s was applied before, at index %d; its result:\n", id, res.Index)
+	}
+	fmt.Fprintln(f.Out, string(res.Value))
 	return nil
 }

@@ -138,10 +138,25 @@ func TestApplyQuery(t *testing.T) {
 	if code != 0 || out != "{\"ok\":true}\n" {
 		t.Fatalf("apply: exit %d out %q err %q", code, out, stderr)
 	}
+	// One request id applies once: a second apply with it, even of
+	// another command, answers the first result and changes nothing.
+	for i, v := range []string{"2", "3"} {
+		code, out, stderr = run(t, nil, "apply", "--addr", addr, "--request-id", "order-1", `{"op":"put","key":"a","value":"`+v+`"}`)
+		if code != 0 || out != "{\"ok\":true}\n" || (i == 1) != strings.Contains(stderr, "request id order-1 was applied before") {
+			t.Fatalf("apply %d with --request-id: exit %d out %q err %q", i, code, out, stderr)
+		}
+	}
+	code, out, _ = run(t, nil, "query", "--addr", addr, `{"op":"get","key":"a"}`)
+	if code != 0 || out != "{\"found\":true,\"value\":\"2\"}\n" {
+		t.Fatalf("after two applies with one request id: %q", out)
+	}
+	if code, _, stderr = run(t, nil, "apply", "--addr", addr, "--request-id", strings.Repeat("x", 65), "{}"); code != ExitUsage {
+		t.Fatalf("long --request-id: exit %d, stderr %q", code, stderr)
+	}
 	// RAFTD_ADDR, with a dead address first: the next one is tried.
 	env := map[string]string{"RAFTD_ADDR": deadAddr(t) + "," + addr}
 	code, out, stderr = run(t, env, "query", `{"op":"get","key":"a"}`)
-	if code != 0 || out != "{\"found\":true,\"value\":\"1\"}\n" {
+	if code != 0 || out != "{\"found\":true,\"value\":\"2\"}\n" {
 		t.Fatalf("query: exit %d out %q err %q", code, out, stderr)
 	}
 }
@@ -175,7 +190,7 @@ func TestApplyExitCodes(t *testing.T) {
 	// Sent but no answer (the leader cannot commit): outcome unknown.
 	lead, _ := startLonelyLeader(t)
 	code, _, stderr = run(t, nil, "apply", "--addr", lead.APIAddr(), "--timeout", "300ms", `{"op":"put","key":"a","value":"1"}`)
-	if code != ExitFailure || !strings.Contains(stderr, "outcome unknown") {
+	if code != ExitFailure || !strings.Contains(stderr, "outcome unknown") || !strings.Contains(stderr, "retry with --request-id ") {
 		t.Fatalf("no quorum: exit %d, stderr %q", code, stderr)
 	}
 	if strings.Count(stderr, "\n") != 1 {
