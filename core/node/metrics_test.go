@@ -273,3 +273,22 @@ func TestRefusalNames(t *testing.T) {
 		t.Errorf("out of range refusal named %q", NumRefusals.String())
 	}
 }
+
+// BenchmarkHistogramObserve is the cost of one latency observation on the
+// hot path (a clock read and the histogram update), run in parallel to
+// show contention on the shared counters.
+//
+//	go test -run '^$' -bench HistogramObserve ./core/node
+func BenchmarkHistogramObserve(b *testing.B) {
+	var h histogram
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		t0 := time.Now()
+		for pb.Next() {
+			h.observe(time.Since(t0))
+		}
+	})
+	if h.snapshot().Count() != uint64(b.N) {
+		b.Fatalf("%d observations, want %d", h.snapshot().Count(), b.N)
+	}
+}

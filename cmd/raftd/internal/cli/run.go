@@ -120,7 +120,7 @@ close storage, exit 0.
 	fl.StringVar(&opts.ClusterID, "cluster-id", "", "cluster identity (default: derived from --peers)")
 	fl.BoolVar(&opts.NoSync, "unsafe-no-fsync", false, "skip fsync (testing only: loses acknowledged writes on power loss)")
 	addLogFlags(cmd, &opts.LogLevel, &opts.LogFormat, "info")
-	fl.StringVar(&opts.MetricsAddr, "metrics-addr", "", "serve /metrics (Prometheus) and /healthz on this address, over HTTPS with --cert-file (default: off)")
+	fl.StringVar(&opts.MetricsAddr, "metrics-addr", "", "serve the status page (/), /metrics (Prometheus), /healthz and /readyz on this address, over HTTPS with --cert-file (default: off)")
 	fl.BoolVar(&opts.EnablePprof, "enable-pprof", false, "also serve Go profiles at /debug/pprof/ on --metrics-addr")
 	fl.StringVar(&opts.ClientTLS.CertFile, "cert-file", "", "TLS certificate of the client API and metrics (with --key-file: TLS on)")
 	fl.StringVar(&opts.ClientTLS.KeyFile, "key-file", "", "TLS key of the client API and metrics")
