@@ -17,10 +17,22 @@ import (
 	"github.com/raftd/raftd/core/raft"
 )
 
+// evictTail empties the store's in-memory copy of the entries it saved
+// last (tail.go), so that the next reads go to disk: damage done behind the
+// store's back is on disk only, and reads from memory return the entries
+// as they were saved.
+func evictTail(s *Store) {
+	s.mu.Lock()
+	s.tail.reset()
+	s.mu.Unlock()
+}
+
 // corruptEntry rewrites the stored value of entry index with one bit
-// flipped, directly through Pebble (bypassing the checksum).
+// flipped, directly through Pebble (bypassing the checksum), and evicts the
+// tail cache.
 func corruptEntry(t *testing.T, s *Store, index uint64) {
 	t.Helper()
+	defer evictTail(s)
 	k := logKey(index)
 	v, closer, err := s.db.Get(k)
 	if err != nil {
@@ -176,6 +188,7 @@ func TestGapDetectedOnOpen(t *testing.T) {
 	if err := s.db.Delete(logKey(4), nil); err != nil {
 		t.Fatal(err)
 	}
+	evictTail(s)
 	_, err := s.Entries(1, 11, ^uint64(0))
 	wantCorruption(t, err, 4)
 	s.Close()

@@ -85,6 +85,8 @@ type Store struct {
 	last, lastTerm uint64
 	// installed is the snapshot installed by ApplySnapshot (empty if none).
 	installed raft.Snapshot
+	// tail caches the entries saved last (tail.go).
+	tail tail
 
 	snaps snapshotFiles
 }
@@ -432,6 +434,10 @@ func (s *Store) fail(err error) error {
 // or below the compacted index are ignored. A gap after LastIndex is an
 // error.
 //
+// The store keeps the last entries saved in memory for Entries and Term,
+// sharing their Data: the caller must not modify it afterwards (raft never
+// does).
+//
 // When Save returns nil and sync is true, the data is durable. An error is
 // an environmental failure (I/O, full disk): the store refuses further
 // writes and the driver must stop. Concurrent Save calls share fsyncs.
@@ -545,6 +551,7 @@ func (s *Store) SaveAsync(hs raft.HardState, ents []raft.Entry, sync bool) (wait
 	}
 	if len(ents) > 0 {
 		s.last, s.lastTerm = newLast, newLastTerm
+		s.tail.saved(ents)
 	}
 	if !hs.IsEmpty() {
 		s.hs = hs
@@ -613,6 +620,7 @@ func (s *Store) Compact(index uint64) error {
 		return s.fail(fmt.Errorf("storage: compact %d in %s: %w", index, s.dir, err))
 	}
 	s.trunc = ts
+	s.tail.compacted(index)
 	return nil
 }
 
@@ -678,6 +686,7 @@ func (s *Store) applySnapshot(snap raft.Snapshot) (wait func() error, err error)
 	}
 	s.installed = installed
 	s.trunc = ts
+	s.tail.reset()
 	s.last, s.lastTerm = m.Index, m.Term
 	s.hs = hs
 	return wait, nil
@@ -780,6 +789,9 @@ func (s *Store) termLocked(i uint64) (uint64, error) {
 	case i == s.last:
 		return s.lastTerm, nil
 	}
+	if t, ok := s.tail.term(i); ok {
+		return t, nil
+	}
 	k := logKey(i)
 	v, closer, err := s.db.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
@@ -806,9 +818,11 @@ const arenaBytes = 64 << 10
 // Entries returns the entries in [lo, hi), stopping before the total
 // Entry.Size() would exceed maxBytes but always returning at least one
 // entry when lo < hi. ErrCompacted if lo < FirstIndex(); ErrUnavailable if
-// hi > LastIndex()+1. Every entry's checksum is verified; a mismatch is a
-// *CorruptionError. The returned entries' Data share larger buffers; the
-// caller may keep but must not modify them.
+// hi > LastIndex()+1. Every entry read from disk has its checksum
+// verified; a mismatch is a *CorruptionError. The entries saved last by
+// this Store are answered from memory (tail.go). The returned entries'
+// Data share larger buffers (or the buffers given to Save); the caller may
+// keep but must not modify them.
 func (s *Store) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
 	s.mu.RLock()
 	if s.closed {
@@ -829,6 +843,10 @@ func (s *Store) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
 	case lo == hi:
 		s.mu.RUnlock()
 		return nil, nil
+	case s.tail.covers(lo, hi):
+		ents := s.tail.entries(lo, hi, maxBytes)
+		s.mu.RUnlock()
+		return ents, nil
 	}
 	// The iterator sees exactly the state described by the fields read
 	// above: writers change both under the exclusive lock.
@@ -888,7 +906,11 @@ func (s *Store) readEntries(it *pebble.Iterator, lo, hi, maxBytes uint64) ([]raf
 			e.Data = nil
 		} else {
 			if cap(arena)-len(arena) < len(e.Data) {
-				arena = make([]byte, 0, max(arenaBytes, len(e.Data)))
+				// Room for the rest of the range if its entries are of
+				// this size, up to arenaBytes: a read of a few entries
+				// does not allocate a whole arena.
+				want := uint64(len(e.Data)) * (hi - next)
+				arena = make([]byte, 0, max(min(arenaBytes, want), uint64(len(e.Data))))
 			}
 			start := len(arena)
 			arena = append(arena, e.Data...)
