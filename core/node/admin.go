@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/raftd/raftd/core/raft"
 	"github.com/raftd/raftd/core/snapshot"
@@ -46,8 +47,11 @@ type Status struct {
 	// Ready reports whether the restart replay is over.
 	Ready bool
 	// Halted is set while apply is halted (halt.go).
-	Halted  *Halt
-	Metrics Metrics
+	Halted *Halt
+	// Checkpoint is the last checkpoint whose verdict this node applied
+	// and matched (checkpoint.go); nil if none since it started.
+	Checkpoint *Checkpoint
+	Metrics    Metrics
 }
 
 // Member is one member of the configuration.
@@ -91,6 +95,7 @@ func (n *Node) fillApplierStatus(st *Status) {
 	default:
 	}
 	st.Halted = n.Halted()
+	st.Checkpoint = n.ck.lastAgreed()
 	st.Metrics = n.Metrics()
 }
 
@@ -357,6 +362,13 @@ type Metrics struct {
 	// Refusal.
 	Refused              [NumRefusals]uint64
 	CommandsDeduplicated uint64 // keyed commands not delivered: duplicates, expired sessions (sessions.go)
+	Checkpoints          uint64 // checkpoint entries applied (checkpoint.go)
+	CheckpointsAgreed    uint64 // verdicts applied whose digest matched this node's
+	Divergences          uint64 // halts for divergence (included in Halts)
+	CheckpointDigests    uint64 // checkpoint digests hashed
+	// CheckpointDigestTime is the time spent hashing them (off the apply
+	// goroutine).
+	CheckpointDigestTime time.Duration
 }
 
 type metrics struct {
@@ -365,10 +377,11 @@ type metrics struct {
 	snapshotsInstalled, snapshotsSent, compactions, smRestarts, stepErrors atomic.Uint64
 	throttled, snapshotsStarted, halts, commandsSkipped, spills            atomic.Uint64
 
-	leaderChanges        atomic.Uint64
-	refused              [NumRefusals]atomic.Uint64
-	lat                  latencies
-	commandsDeduplicated atomic.Uint64
+	leaderChanges                                                     atomic.Uint64
+	refused                                                           [NumRefusals]atomic.Uint64
+	lat                                                               latencies
+	commandsDeduplicated                                              atomic.Uint64
+	checkpoints, checkpointsAgreed, divergences, digests, digestNanos atomic.Uint64
 }
 
 // Metrics returns the node's counters.
@@ -386,6 +399,8 @@ func (n *Node) Metrics() Metrics {
 		Halts: m.halts.Load(), CommandsSkipped: m.commandsSkipped.Load(), ApplySpills: m.spills.Load(),
 		LeaderChanges:        m.leaderChanges.Load(),
 		CommandsDeduplicated: m.commandsDeduplicated.Load(),
+		Checkpoints:          m.checkpoints.Load(), CheckpointsAgreed: m.checkpointsAgreed.Load(), Divergences: m.divergences.Load(),
+		CheckpointDigests: m.digests.Load(), CheckpointDigestTime: time.Duration(m.digestNanos.Load()),
 	}
 	for i := range m.refused {
 		out.Refused[i] = m.refused[i].Load()

@@ -140,8 +140,9 @@ type Command struct {
 // concurrently with each other. Query and Info may be called concurrently
 // with Apply and Snapshot (never with Restore); Query must observe at least
 // the state left by the last Apply that returned. The body of a
-// StateSnapshot is written concurrently with Apply, Query, Info and
-// Digest, never with Restore or Restarter.Restart.
+// StateSnapshot is written concurrently with Apply, Query, Info, Digest
+// and Snapshot (a local snapshot's view and a checkpoint's view may be
+// open at once), never with Restore or Restarter.Restart.
 //
 // Apply must be deterministic. A command the FSM rejects is a result (for
 // example {"error":"…"}), not an error; a non-nil error means "stop

@@ -139,6 +139,11 @@ type applier struct {
 	// sessionCount is sessions.len(), for Status.
 	sessionCount atomic.Int64
 
+	// Digest checkpoints (checkpoint.go).
+	ckptLast     uint64 // index of the last checkpoint entry applied
+	ckptAwaiting uint64 // a checkpoint applied here whose verdict is not (0: none)
+	verdictFor   uint64 // checkpoint index of the last verdict applied
+
 	// Local snapshots (snapjob.go).
 	job           *snapJob         // the snapshot whose body is being written, or nil
 	pendingReqs   []chan snapReply // ExportSnapshot callers not yet served
@@ -245,9 +250,10 @@ func (a *applier) requestSnapshot(ctx context.Context) (raft.Snapshot, error) {
 
 func (a *applier) run() {
 	defer close(a.donec)
-	// Whatever way it exits: no snapshot body is written after the node
-	// stopped, and nobody keeps waiting for one.
+	// Whatever way it exits: no snapshot body is written (or hashed) after
+	// the node stopped, and nobody keeps waiting for one.
 	defer a.stopSnapshots()
+	defer a.cancelDigests()
 	for {
 		a.mu.Lock()
 		tasks, reqs := a.tasks, a.snapReqs
@@ -280,6 +286,9 @@ func (a *applier) run() {
 		a.observeApplied(tasks)
 		a.backlogBytes.Add(-handed)
 		a.spilled.Add(-ranges)
+		if err == nil {
+			a.maybeCheckpoint()
+		}
 		if err == nil && a.snapshotDue() {
 			err = a.startSnapshot()
 		}
@@ -413,6 +422,11 @@ func (a *applier) install(snap raft.Snapshot) error {
 		return nil // raft never installs an older snapshot; be safe
 	}
 	a.cancelSnapshot() // no body streams while the state is replaced
+	a.cancelDigests()
+	// The state becomes the leader's: digests of this node's own earlier
+	// states compare nothing any more.
+	a.n.ck.drop(0)
+	a.ckptAwaiting = 0
 	var (
 		hdr      SnapshotHeader
 		sessions *sessionTable
@@ -636,6 +650,15 @@ func (a *applier) applyEntries(ents []raft.Entry, confStates map[uint64]raft.Con
 					delete(a.resumedBy, e.Index)
 					o.val = skippedHere
 				}
+			case kindCheckpoint:
+				if err := a.checkpointAt(e.Index); err != nil {
+					return err
+				}
+			case kindVerdict:
+				if h := a.verdict(e.Index, env.ckpt, env.digest); h != nil {
+					a.haltDiverged(*h)
+					return nil
+				}
 			}
 		case raft.EntryConfChange:
 			if err := flush(); err != nil || a.halt != nil {
@@ -856,6 +879,7 @@ func (a *applier) restart() error {
 // and a read must never see that.
 func (a *applier) recover(target, limit uint64) (uint64, error) {
 	a.cancelSnapshot() // before the restart; it may also advance lastSnap
+	a.cancelDigests()
 	a.queryMu.Lock()
 	defer a.queryMu.Unlock()
 	if err := a.restart(); err != nil {

@@ -99,6 +99,20 @@ type Config struct {
 	// fail-stop the node. The default is 3.
 	MaxRestarts int
 
+	// CheckpointEntries is how many applied entries make the leader commit
+	// a digest checkpoint (checkpoint.go). The default is
+	// DefaultCheckpointEntries; negative disables automatic checkpoints
+	// (Verify still runs one). They run only with CheckpointPeers set.
+	CheckpointEntries int
+	// CheckpointTimeout bounds how long the leader waits for the members'
+	// digests of one checkpoint. The default is DefaultCheckpointTimeout.
+	CheckpointTimeout time.Duration
+	// CheckpointPeers asks other members for their checkpoint digests
+	// (core/server over the peer port). Nil: only this node's digest is
+	// known, so a checkpoint decides only in a cluster of one voter, and
+	// no automatic checkpoint is taken.
+	CheckpointPeers CheckpointPeers
+
 	// MaxSizePerMsg, MaxInflightMsgs, MaxInflightBytes,
 	// MaxCommittedSizePerReady and MaxUncommittedEntriesSize pass through
 	// to raft.Config. They bound memory in bytes:
@@ -130,6 +144,10 @@ type Config struct {
 	// it, a deliberately wrong order. Only tests set it, to show that the
 	// persist-before-send tests catch the mistake.
 	unsafeSendBeforeSave bool
+	// unsafeNoDigestCompare makes verdicts compare nothing (no replica
+	// halts on one). Only tests set it, to show that the divergence tests
+	// catch a node that does not compare.
+	unsafeNoDigestCompare bool
 }
 
 // withDefaults validates cfg and returns a copy with defaults filled in.
@@ -172,6 +190,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.MaxApplyBacklogBytes <= 0 {
 		cfg.MaxApplyBacklogBytes = DefaultMaxApplyBacklogBytes
+	}
+	if cfg.CheckpointEntries == 0 {
+		cfg.CheckpointEntries = DefaultCheckpointEntries
+	}
+	if cfg.CheckpointTimeout <= 0 {
+		cfg.CheckpointTimeout = DefaultCheckpointTimeout
 	}
 	if cfg.MaxRestarts <= 0 {
 		cfg.MaxRestarts = 3

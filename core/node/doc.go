@@ -95,6 +95,16 @@
 // waiting for that definite outcome for Config.LeaderChangeWait (default
 // one election timeout), then gets ErrOutcomeUnknown.
 //
+// # Digest checkpoints
+//
+// Every Config.CheckpointEntries entries (and on Verify) the leader commits
+// a checkpoint entry; each replica hashes its state at exactly that index
+// from a point-in-time view, off the apply goroutine; the leader collects
+// the digests (Config.CheckpointPeers) and commits a verdict entry with
+// the majority's digest. A replica whose digest differs halts apply at the
+// verdict (Halt.Checkpoint) and stays in raft; with no majority every
+// replica halts. See checkpoint.go.
+//
 // # Failures
 //
 // A Storage error, an undecodable entry, a state machine error that is not

@@ -27,12 +27,28 @@ import (
 // client's RequestID, and every replica decides on them alike. A kindSkip
 // entry (Node.Skip) names the index of a command that replicas whose apply
 // is halted there skip; it changes nothing on the others.
+//
+// kindCheckpoint and kindVerdict are the digest checkpoints of
+// checkpoint.go:
+//
+//	kindCheckpoint uvarint(proposer) uvarint(request id)
+//	kindVerdict  uvarint(proposer) uvarint(request id) uvarint(checkpoint index)
+//	             uvarint(len) digest (len 0: no majority)
 const (
 	kindCommand byte = 1
 	kindVersion byte = 2
 	kindSkip    byte = 3
 	kindSession byte = 4
+	// kindCheckpoint: every replica records the state machine's digest
+	// at this index (checkpoint.go).
+	kindCheckpoint byte = 5
+	// kindVerdict: the leader's verdict on a checkpoint: the digest a
+	// majority of voters reported, or none (no majority).
+	kindVerdict byte = 6
 )
+
+// maxDigestBytes bounds a digest in a verdict entry.
+const maxDigestBytes = 64
 
 // envelopeOverhead bounds the bytes encodeEnvelope adds to a payload.
 const envelopeOverhead = 1 + 2*binary.MaxVarintLen64
@@ -45,6 +61,8 @@ type envelope struct {
 	version  uint32    // kindVersion
 	skip     uint64    // kindSkip: the index of the command to skip
 	id       RequestID // kindSession
+	ckpt     uint64    // kindVerdict: the checkpoint's index
+	digest   []byte    // kindVerdict: the agreed digest (nil: no majority)
 }
 
 func encodeCommand(proposer, req uint64, payload []byte) []byte {
@@ -81,6 +99,23 @@ func encodeSkip(proposer, req, index uint64) []byte {
 	b = binary.AppendUvarint(b, proposer)
 	b = binary.AppendUvarint(b, req)
 	return binary.AppendUvarint(b, index)
+}
+
+func encodeCheckpoint(proposer, req uint64) []byte {
+	b := make([]byte, 0, envelopeOverhead)
+	b = append(b, kindCheckpoint)
+	b = binary.AppendUvarint(b, proposer)
+	return binary.AppendUvarint(b, req)
+}
+
+func encodeVerdict(proposer, req, ckpt uint64, digest []byte) []byte {
+	b := make([]byte, 0, envelopeOverhead+2*binary.MaxVarintLen64+len(digest))
+	b = append(b, kindVerdict)
+	b = binary.AppendUvarint(b, proposer)
+	b = binary.AppendUvarint(b, req)
+	b = binary.AppendUvarint(b, ckpt)
+	b = binary.AppendUvarint(b, uint64(len(digest)))
+	return append(b, digest...)
 }
 
 // decodeEnvelope parses non-empty entry data. The payload aliases data.
@@ -130,6 +165,24 @@ func decodeEnvelope(data []byte) (envelope, error) {
 			return e, errors.New("bad skip index")
 		}
 		e.skip = v
+	case kindCheckpoint:
+		if len(rest) != 0 {
+			return e, errors.New("bad checkpoint entry")
+		}
+	case kindVerdict:
+		c, n := binary.Uvarint(rest)
+		if n <= 0 || c == 0 {
+			return e, errors.New("bad verdict checkpoint index")
+		}
+		rest = rest[n:]
+		l, n := binary.Uvarint(rest)
+		if n <= 0 || l > maxDigestBytes || l != uint64(len(rest)-n) {
+			return e, errors.New("bad verdict digest")
+		}
+		e.ckpt = c
+		if l > 0 {
+			e.digest = rest[n:]
+		}
 	default:
 		return e, fmt.Errorf("unknown entry kind %d", e.kind)
 	}

@@ -74,6 +74,10 @@ var (
 	// an `fsm skip` entry (Node.Skip) while its apply was halted there. It
 	// is wrapped with ErrNotApplied: this replica never applied it.
 	ErrSkipped = errors.New("node: command skipped")
+	// ErrNoCheckpoint: this node has no digest for the checkpoint index
+	// asked for (no checkpoint entry there, its state came from a
+	// snapshot beyond it, or the digest was dropped).
+	ErrNoCheckpoint = errors.New("node: no checkpoint digest")
 	// ErrOverloaded: the state machine is too far behind (the apply
 	// backlog exceeds Config.MaxApplyBacklogBytes); new proposals are
 	// refused until it catches up (backpressure).
@@ -91,15 +95,28 @@ var (
 	ErrResultNotKept = errors.New("node: result of the first application not kept")
 )
 
-// Halt describes a halted apply: the state machine failed on the command
-// at Index again after Config.MaxRestarts restarts, each restoring the
-// latest snapshot and replaying the log. The node applied everything
-// before Index and stays in raft (it replicates, votes and may lead); it
-// applies nothing more until an `fsm skip` entry for Index (Node.Skip) is
-// committed or a snapshot from the leader covers Index.
+// Halt describes a halted apply. The node applied everything before Index
+// and stays in raft (it replicates and votes); it applies nothing more
+// until the halt is resolved. Two causes:
+//
+//   - a command failure (Checkpoint == 0): the state machine failed on the
+//     command at Index again after Config.MaxRestarts restarts, each
+//     restoring the latest snapshot and replaying the log. An `fsm skip`
+//     entry for Index (Node.Skip) or a snapshot from the leader that covers
+//     Index resolves it.
+//   - divergence (Checkpoint > 0): the entry at Index is the verdict on the
+//     digest checkpoint at index Checkpoint, and this replica's digest there
+//     differs from the one a majority of voters reported, or no digest had
+//     a majority (checkpoint.go). Nothing resolves it but rebuilding the
+//     replica (docs/operations.md): the node refuses snapshots from the
+//     leader, which would replace the evidence, and hands leadership over
+//     whenever it has it.
 type Halt struct {
 	Index  uint64
 	Reason string
+	// Checkpoint is the index of the checkpoint whose verdict halted a
+	// divergent replica; 0 for a command failure.
+	Checkpoint uint64
 }
 
 // HaltedError reports that a request met a halted node. It matches

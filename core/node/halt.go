@@ -40,6 +40,10 @@ import (
 // skip entry. A snapshot installed from the leader beyond X also resumes
 // it.
 //
+// A replica whose state diverged from the majority's halts the same way at
+// a checkpoint's verdict entry (Halt.Checkpoint, checkpoint.go); a skip
+// entry does not resume it.
+//
 // The halt is not persisted: it is recomputed. A restarted node replays
 // the log, fails on X again the same way and halts there again, rather
 // than crash-loop; on halting it searches the committed entries beyond X
@@ -55,14 +59,29 @@ import (
 // enterHalt halts apply at index x; everything before x is applied and the
 // state machine holds exactly that.
 func (a *applier) enterHalt(x uint64, attempts int, cause error) {
-	h := Halt{Index: x, Reason: fmt.Sprintf("state machine %q failed on the command at index %d %d times in a row (restarted, restored and replayed between attempts): %s",
-		a.info.Name, x, attempts, firstLine(cause.Error()))}
+	a.setHalt(Halt{Index: x, Reason: fmt.Sprintf("state machine %q failed on the command at index %d %d times in a row (restarted, restored and replayed between attempts): %s",
+		a.info.Name, x, attempts, firstLine(cause.Error()))},
+		"apply halted: the node stays in the cluster; `raftd fsm skip INDEX` skips the command on every replica halted there")
+}
+
+// haltDiverged halts apply at h.Index, a verdict entry on the checkpoint
+// at h.Checkpoint that this replica's state does not match
+// (checkpoint.go). A leader hands leadership over.
+func (a *applier) haltDiverged(h Halt) {
+	a.n.m.divergences.Add(1)
+	a.setHalt(h, "apply halted for divergence: the node stays in the cluster but applies nothing more and refuses snapshots from the leader; rebuild it (docs/operations.md)")
+	select {
+	case a.n.ctrlc <- a.n.maybeHandOff:
+	default: // the loop retries every election timeout
+	}
+}
+
+func (a *applier) setHalt(h Halt, msg string) {
 	a.halt = &h
-	a.scanned = x
+	a.scanned = h.Index
 	a.n.halt.Store(&h)
 	a.n.m.halts.Add(1)
-	a.n.cfg.Logger.Error("apply halted: the node stays in the cluster; `raftd fsm skip INDEX` skips the command on every replica halted there",
-		"index", x, "reason", h.Reason)
+	a.n.cfg.Logger.Error(msg, "index", h.Index, "reason", h.Reason)
 	a.n.waits.failAll(fmt.Errorf("%w: %w", ErrOutcomeUnknown, &HaltedError{Halt: h, What: "the entry is committed; this node applies it only after the halt is resolved"}))
 	a.n.appliedCh.signal() // reads waiting for an index beyond the halt
 }
@@ -80,7 +99,8 @@ func (a *applier) resume(why string) {
 // command and applies the rest (read back from Storage), which may halt
 // again at a later index.
 func (a *applier) whileHalted() error {
-	for a.halt != nil && !a.covered {
+	// A divergence halt (Checkpoint > 0) is not resolved by a skip.
+	for a.halt != nil && !a.covered && a.halt.Checkpoint == 0 {
 		at, err := a.findSkip()
 		if err != nil || at == 0 {
 			return err

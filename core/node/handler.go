@@ -60,6 +60,11 @@ func (n *Node) ReceiveSnapshot(ctx context.Context, m raft.Message, body io.Read
 	wrap := func(err error) error {
 		return fmt.Errorf("node: receive snapshot %d from %d: %w", meta.Index, m.From, err)
 	}
+	if h := n.halt.Load(); h != nil && h.Checkpoint != 0 {
+		// The operator decides what becomes of a diverged state
+		// (checkpoint.go): the snapshot would replace the evidence.
+		return wrap(&HaltedError{Halt: *h, What: "refusing snapshots from the leader until this replica is rebuilt"})
+	}
 	hdr, r, err := snapshot.NewReader(body)
 	if err != nil {
 		return wrap(err)

@@ -182,6 +182,9 @@ type network struct {
 	sent    atomic.Int64
 	// drop, when set, drops the messages it returns true for.
 	drop func(from, to uint64, m raft.Message) bool
+	// digestGate, when set, holds every checkpoint digest request between
+	// nodes (netPeers) until it is closed.
+	digestGate chan struct{}
 }
 
 func (nw *network) setDrop(f func(from, to uint64, m raft.Message) bool) {
@@ -297,6 +300,35 @@ func (t *transport) Send(msgs []raft.Message) {
 		}
 	}
 }
+
+// netPeers asks other nodes of the network for their checkpoint digests,
+// as core/server does over the peer port: an isolated node reaches none.
+type netPeers struct {
+	nw   *network
+	from uint64
+}
+
+func (p *netPeers) CheckpointDigest(ctx context.Context, id, index uint64) ([]byte, error) {
+	if p.nw.node(p.from) == nil {
+		return nil, fmt.Errorf("node %d: isolated", p.from)
+	}
+	n := p.nw.node(id)
+	if n == nil {
+		return nil, fmt.Errorf("node %d unreachable", id)
+	}
+	p.nw.mu.Lock()
+	gate := p.nw.digestGate
+	p.nw.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return n.CheckpointDigest(ctx, index)
+}
+
 func (t *transport) AddPeer(id uint64, addr string) {}
 func (t *transport) RemovePeer(id uint64)           {}
 func (t *transport) Close() error                   { return nil }
@@ -343,6 +375,11 @@ type testFSM struct {
 	snapStarts       int // captures by StartSnapshot
 	// name is the FSM name Info reports; "" means "test".
 	name string
+	// skew makes the FSM nondeterministic from command index skewFrom on:
+	// add:N adds N+skew (the result reports it; the state diverges from
+	// replicas with another skew).
+	skew     int64
+	skewFrom uint64
 }
 
 func newTestFSM() *testFSM {
@@ -407,6 +444,9 @@ func (f *testFSM) Apply(ctx context.Context, cmds []Command) ([][]byte, error) {
 		switch {
 		case strings.HasPrefix(s, "add:"):
 			n, _ := strconv.ParseInt(s[4:], 10, 64)
+			if f.skewFrom != 0 && c.Index >= f.skewFrom {
+				n += f.skew
+			}
 			f.sum += n
 			out[i] = []byte(fmt.Sprintf("sum=%d", f.sum))
 		case strings.HasPrefix(s, "echo:"):
@@ -602,6 +642,9 @@ func (c *cluster) config(id uint64) Config {
 	cfg := Config{
 		ID: id, Peers: c.peers, Storage: c.stores[id], Transport: &transport{nw: c.nw, id: id},
 		StateMachine: c.fsms[id], HeartbeatInterval: testTick, ElectionTimeout: 10 * testTick, Seed: int64(id),
+		// Checkpoints only where a test asks for them (Verify, or
+		// CheckpointEntries in tune).
+		CheckpointEntries: -1, CheckpointPeers: &netPeers{nw: c.nw, from: id}, Logger: testLogger.With("node", id),
 	}
 	if c.tune != nil {
 		c.tune(&cfg)

@@ -37,6 +37,9 @@ func (n *Node) run() {
 			n.ticks++
 			n.retryReads()
 			n.waits.expire(n.ticks)
+			if n.ticks%uint64(n.cfg.electionTicks()) == 0 {
+				n.maybeHandOff() // a transfer that did not happen is retried
+			}
 		case m := <-n.recvc:
 			n.step(m)
 		drainRecv:
@@ -126,6 +129,13 @@ func (n *Node) handleReady() error {
 		// 1. Install a snapshot first: the entries that follow build on it.
 		if !rd.Snapshot.IsEmpty() {
 			si := rd.Snapshot.Metadata.Index
+			if h := n.halt.Load(); h != nil && h.Checkpoint != 0 {
+				// ReceiveSnapshot refuses snapshots while halted for
+				// divergence; this one raced the halt. Installing it would
+				// replace the evidence: stop before storing it, and the
+				// restarted node halts again on the verdict.
+				return fmt.Errorf("node: refusing to install the leader's snapshot at index %d over a state that diverged (apply halted at index %d: %s)", si, h.Index, h.Reason)
+			}
 			if err := n.st.ApplySnapshot(rd.Snapshot); err != nil {
 				return fmt.Errorf("node: storage: install snapshot at index %d: %w", si, err)
 			}
@@ -321,6 +331,12 @@ func (n *Node) applyConfChange(e raft.Entry) (raft.ConfState, error) {
 func (n *Node) onSoftState(ss raft.SoftState) {
 	old := n.soft
 	n.soft = ss
+	if ss.RaftState == raft.StateLeader && old.RaftState != raft.StateLeader && n.halt.Load() != nil {
+		select {
+		case n.ctrlc <- n.maybeHandOff: // next round, outside this Ready
+		default: // retried every election timeout
+		}
+	}
 	if old.Lead != ss.Lead {
 		if ss.Lead != raft.None {
 			n.m.leaderChanges.Add(1)

@@ -70,6 +70,8 @@ type Node struct {
 	appliedCh broadcast
 	halt      atomic.Pointer[Halt] // non-nil while apply is halted (halt.go)
 
+	ck checkpoints // digest checkpoints (checkpoint.go)
+
 	m metrics
 
 	// Loop-owned state.
@@ -122,6 +124,7 @@ func New(cfg Config) (*Node, error) {
 		sendingSnap: map[uint64]bool{},
 		leadCh:      newBroadcast(),
 		appliedCh:   newBroadcast(),
+		ck:          newCheckpoints(),
 	}
 	var seed [16]byte
 	_, _ = rand.Read(seed[:])
@@ -231,6 +234,7 @@ func New(cfg Config) (*Node, error) {
 	n.app = newApplier(n, meta, sessions, snap, info, fsmApplied)
 	go n.app.run()
 	go n.run()
+	go n.runCheckpoints()
 	return n, nil
 }
 

@@ -60,7 +60,8 @@ func (a *applier) snapshotDue() bool {
 	}
 	every := a.n.cfg.SnapshotEntries
 	return every > 0 && a.applied > a.snapFailedAt &&
-		a.applied-a.lastSnap.Metadata.Index >= uint64(every)
+		a.applied-a.lastSnap.Metadata.Index >= uint64(every) &&
+		!a.checkpointHoldsSnapshot() // a restart must replay the checkpoint (checkpoint.go)
 }
 
 // startSnapshot starts a snapshot at the applied index for the pending
