@@ -413,10 +413,10 @@ func handOver(n *node.Node, log *slog.Logger) {
 		return
 	}
 	if err := n.TransferLeader(ctx, best); err != nil {
-		log.Warn("shutdown: leadership transfer failed", "to", best, "err", err)
+		log.Warn("shutdown: leadership transfer failed", "peer", best, "err", err)
 		return
 	}
-	log.Info("shutdown: handed leadership over", "to", best)
+	log.Info("shutdown: handed leadership over", "peer", best)
 }
 
 // gracefulStop stops s, waiting up to d for in-flight calls.

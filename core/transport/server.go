@@ -132,7 +132,7 @@ func (s *server) Stream(srv raftv1.Raft_StreamServer) error {
 				continue
 			}
 			if m.Type == raft.MsgSnap {
-				log.Warn("transport: dropped a MsgSnap sent on the message stream", "from", from)
+				log.Warn("transport: dropped a MsgSnap sent on the message stream", "peer", from)
 				continue
 			}
 			s.t.stats.messagesReceived.Add(1)
@@ -140,7 +140,7 @@ func (s *server) Stream(srv raftv1.Raft_StreamServer) error {
 				if ctx.Err() != nil {
 					return status.FromContextError(ctx.Err()).Err()
 				}
-				log.Debug("transport: process failed", "type", m.Type, "from", from, "err", err)
+				log.Debug("transport: process failed", "type", m.Type, "peer", from, "err", err)
 			}
 		}
 	}

@@ -956,7 +956,7 @@ func TestReceiverDropsInvalidMessages(t *testing.T) {
 			t.Fatalf("got %+v, want the heartbeat with commit %d", m, want)
 		}
 	}
-	for _, s := range []string{"message from 3 on the stream of node 1", "message for 3 delivered to node 2", "local message MsgHup", "MsgSnap sent on the message stream from=1"} {
+	for _, s := range []string{"message from 3 on the stream of node 1", "message for 3 delivered to node 2", "local message MsgHup", "MsgSnap sent on the message stream peer=1"} {
 		if !n2.log.contains(s) {
 			t.Errorf("no warning %q", s)
 		}

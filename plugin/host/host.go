@@ -357,7 +357,7 @@ func (p *process) fail(reason Reason, cause error) {
 		if graceful {
 			p.log.Debug("stopping plugin", "pid", p.pid, "reason", string(reason))
 		} else {
-			p.log.Error("plugin broken", "pid", p.pid, "reason", string(reason), "error", cause)
+			p.log.Error("plugin broken", "pid", p.pid, "reason", string(reason), "err", cause)
 		}
 		stop(p.gp, p.pid, graceful)
 		close(p.killed)

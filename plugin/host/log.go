@@ -21,7 +21,7 @@ import (
 //
 // Every record carries pid=PID once the process has started. go-plugin's
 // own attributes are renamed to raftd's (its plugin=PATH becomes path, its
-// id=PID pid) and the plugin's hclog timestamp is dropped (the record has
+// id=PID pid, its error err) and the plugin's hclog timestamp is dropped (the record has
 // its own time). A line of the plugin's stderr that is not hclog JSON (a
 // Python traceback, a Node.js console.error) is logged at Info with
 // stream=stderr: go-plugin would log it at Debug, hiding a plugin's
@@ -77,6 +77,8 @@ func attrs(args []any, goplugin bool) []any {
 			continue
 		case goplugin && k == "plugin":
 			k = "path"
+		case goplugin && k == "error":
+			k = "err"
 		case goplugin && k == "id":
 			k = "pid"
 			if s, ok := args[i+1].(string); ok {

@@ -65,7 +65,7 @@ func TestSlogHclogStderrAndPID(t *testing.T) {
 	stderr.Debug("Traceback (most recent call last):")           // raw line: shown
 	stderr.Debug("plugin address", "timestamp", "2026-01-01T00") // hclog JSON at debug: hidden
 	stderr.Warn("disk slow", "id", "a7", "timestamp", "2026-01-01T00")
-	root.Info("plugin process exited", "plugin", "/bin/raftd-fsm-kv", "id", "4242")
+	root.Info("plugin process exited", "plugin", "/bin/raftd-fsm-kv", "id", "4242", "error", "exit status 2")
 	root.Named("stdio").Debug("stdio EOF, exiting copy loop") // not stderr: hidden
 	root.Debug("configuring client automatic mTLS")           // hidden
 
@@ -82,7 +82,7 @@ func TestSlogHclogStderrAndPID(t *testing.T) {
 		{"level": "INFO", "msg": "starting plugin", "plugin": "kv", "path": "/bin/raftd-fsm-kv"},
 		{"level": "INFO", "msg": "Traceback (most recent call last):", "plugin": "kv", "stream": "stderr", "pid": 4242.0},
 		{"level": "WARN", "msg": "disk slow", "plugin": "kv", "id": "a7", "pid": 4242.0},
-		{"level": "INFO", "msg": "plugin process exited", "plugin": "kv", "path": "/bin/raftd-fsm-kv", "pid": 4242.0},
+		{"level": "INFO", "msg": "plugin process exited", "plugin": "kv", "path": "/bin/raftd-fsm-kv", "pid": 4242.0, "err": "exit status 2"},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %d records, want %d:\n%v", len(got), len(want), got)
