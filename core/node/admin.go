@@ -350,6 +350,7 @@ type Metrics struct {
 	SnapshotsSent        uint64 // MsgSnap handed to the transport
 	Compactions          uint64
 	StateMachineRestarts uint64
+	StateMachineReloads  uint64 // state machines replaced (ReplaceStateMachine)
 	StepErrors           uint64
 	ThrottledRounds      uint64 // proposals refused because the apply backlog was full (ErrOverloaded)
 	ApplySpills          uint64 // committed batches left in Storage for the state machine to read back (apply backlog full, or halted)
@@ -375,6 +376,7 @@ type metrics struct {
 	proposals, proposalsDropped, saves, syncs, entriesSaved, messagesSent  atomic.Uint64
 	readIndexRounds, reads, applyBatches, commandsApplied, snapshotsTaken  atomic.Uint64
 	snapshotsInstalled, snapshotsSent, compactions, smRestarts, stepErrors atomic.Uint64
+	smReloads                                                              atomic.Uint64
 	throttled, snapshotsStarted, halts, commandsSkipped, spills            atomic.Uint64
 
 	leaderChanges                                                     atomic.Uint64
@@ -394,7 +396,7 @@ func (n *Node) Metrics() Metrics {
 		Reads: m.reads.Load(), ApplyBatches: m.applyBatches.Load(), CommandsApplied: m.commandsApplied.Load(),
 		SnapshotsTaken: m.snapshotsTaken.Load(), SnapshotsInstalled: m.snapshotsInstalled.Load(),
 		SnapshotsSent: m.snapshotsSent.Load(), Compactions: m.compactions.Load(),
-		StateMachineRestarts: m.smRestarts.Load(), StepErrors: m.stepErrors.Load(),
+		StateMachineRestarts: m.smRestarts.Load(), StepErrors: m.stepErrors.Load(), StateMachineReloads: m.smReloads.Load(),
 		ThrottledRounds: m.throttled.Load(), SnapshotsStarted: m.snapshotsStarted.Load(),
 		Halts: m.halts.Load(), CommandsSkipped: m.commandsSkipped.Load(), ApplySpills: m.spills.Load(),
 		LeaderChanges:        m.leaderChanges.Load(),

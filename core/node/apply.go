@@ -74,18 +74,21 @@ const replayChunkBytes = 4 << 20
 // starts snapshots between batches (snapjob.go), restarts a crashed state
 // machine and halts apply on a command it keeps failing on (halt.go).
 type applier struct {
-	n   *Node
+	n *Node
+	// sm is the state machine; the apply goroutine replaces it (reload.go)
+	// holding queryMu, so queries read it holding queryMu shared.
 	sm  StateMachine
 	ctx context.Context // never cancelled: apply has no deadline (STYLE §5)
 
-	mu       sync.Mutex
-	tasks    []applyTask
-	closed   bool // finish queued tasks, then exit
-	aborted  bool // exit after the current batch
-	fatalE   error
-	signal   chan struct{}
-	snapReqs []chan snapReply
-	donec    chan struct{}
+	mu         sync.Mutex
+	tasks      []applyTask
+	closed     bool // finish queued tasks, then exit
+	aborted    bool // exit after the current batch
+	fatalE     error
+	signal     chan struct{}
+	snapReqs   []chan snapReply
+	reloadReqs []*reloadReq
+	donec      chan struct{}
 	// backlogBytes is the size of the entries handed over in memory and
 	// not yet processed; spilled counts the tasks handed over as ranges
 	// (entries left in Storage) and not yet processed. Together they are
@@ -149,6 +152,10 @@ type applier struct {
 	pendingReqs   []chan snapReply // ExportSnapshot callers not yet served
 	snapFailedAt  uint64           // no automatic retry before applied passes it
 	snapAfterSkip bool             // take a snapshot as soon as possible (a command was skipped)
+
+	// State machine reloads (reload.go).
+	reload         *reload      // in progress, or nil
+	pendingReloads []*reloadReq // waiting their turn
 
 	statusMu   sync.Mutex
 	statusMeta clusterMeta // copy of meta for Status
@@ -256,11 +263,12 @@ func (a *applier) run() {
 	defer a.cancelDigests()
 	for {
 		a.mu.Lock()
-		tasks, reqs := a.tasks, a.snapReqs
-		a.tasks, a.snapReqs = nil, nil
+		tasks, reqs, reloads := a.tasks, a.snapReqs, a.reloadReqs
+		a.tasks, a.snapReqs, a.reloadReqs = nil, nil, nil
 		closed, aborted := a.closed, a.aborted
 		a.mu.Unlock()
 		a.pendingReqs = append(a.pendingReqs, reqs...)
+		a.pendingReloads = append(a.pendingReloads, reloads...)
 		if aborted {
 			return
 		}
@@ -268,6 +276,7 @@ func (a *applier) run() {
 			a.fail(err)
 			return
 		}
+		a.pollReload()
 		if len(tasks) == 0 && !a.snapshotDue() {
 			if closed {
 				return
@@ -427,6 +436,7 @@ func (a *applier) install(snap raft.Snapshot) error {
 	// states compare nothing any more.
 	a.n.ck.drop(0)
 	a.ckptAwaiting = 0
+	a.cancelReload(fmt.Sprintf("a snapshot at index %d from the leader replaces the state", si))
 	var (
 		hdr      SnapshotHeader
 		sessions *sessionTable
@@ -521,6 +531,7 @@ func (a *applier) applyEntries(ents []raft.Entry, confStates map[uint64]raft.Con
 				a.n.m.applyBatches.Add(1)
 				a.n.m.commandsApplied.Add(uint64(len(res)))
 				a.fsmApplied = max(a.fsmApplied, cmds[len(res)-1].Index)
+				a.mirror(cmds[:len(res)], res)
 			}
 		}
 		// NB: after the results above: a duplicate may repeat a command of
@@ -865,6 +876,9 @@ func (a *applier) restart() error {
 	if info.MinVersion == 0 || info.MaxVersion < info.MinVersion {
 		return fmt.Errorf("node: restarted state machine %q reports an invalid version range [%d,%d]", info.Name, info.MinVersion, info.MaxVersion)
 	}
+	if info.Name != a.info.Name {
+		return wrongFSM(info.Name, a.info.Name, "the state machine before its restart")
+	}
 	a.info = info
 	a.publishStatus()
 	return nil
@@ -880,6 +894,7 @@ func (a *applier) restart() error {
 func (a *applier) recover(target, limit uint64) (uint64, error) {
 	a.cancelSnapshot() // before the restart; it may also advance lastSnap
 	a.cancelDigests()
+	a.cancelReload("the running state machine failed and is being restarted")
 	a.queryMu.Lock()
 	defer a.queryMu.Unlock()
 	if err := a.restart(); err != nil {

@@ -159,7 +159,7 @@ func (n *Node) StaleRead(ctx context.Context, q []byte) ([]byte, error) {
 func (n *Node) query(ctx context.Context, q []byte) ([]byte, error) {
 	n.app.queryMu.RLock()
 	defer n.app.queryMu.RUnlock()
-	return n.sm.Query(ctx, q)
+	return n.app.sm.Query(ctx, q)
 }
 
 // waitApplied blocks until the applied index reaches idx. If apply is

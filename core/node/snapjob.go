@@ -49,8 +49,8 @@ type snapJob struct {
 
 // snapshotDue reports whether a snapshot should be started now.
 func (a *applier) snapshotDue() bool {
-	if a.job != nil {
-		return false // at most one in flight
+	if a.job != nil || a.reload != nil {
+		return false // at most one body of the state machine in flight
 	}
 	if len(a.pendingReqs) > 0 {
 		return true
@@ -213,6 +213,7 @@ func (a *applier) snapshotTaken(s raft.Snapshot, reqs []chan snapReply) {
 // stopSnapshots runs when the apply goroutine exits.
 func (a *applier) stopSnapshots() {
 	a.cancelSnapshot()
+	a.stopReloads()
 	a.mu.Lock()
 	reqs := append(a.pendingReqs, a.snapReqs...)
 	a.pendingReqs, a.snapReqs = nil, nil
