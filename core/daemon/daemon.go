@@ -29,6 +29,7 @@ import (
 type Daemon struct {
 	cfg      Config
 	n        *node.Node
+	fsm      *fsmSlot
 	apiAddr  string
 	raftAddr string
 
@@ -116,9 +117,8 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 			undo.run()
 		}
 	}()
-	var sum string
 	if cfg.FSMPath != "" {
-		if sum, err = CheckPlugin(cfg.FSMPath, cfg.FSMSHA256); err != nil {
+		if _, err = CheckPlugin(cfg.FSMPath, cfg.FSMSHA256); err != nil {
 			return nil, err
 		}
 	}
@@ -171,6 +171,7 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 
 	// One adapter for both: an FSM in this process, or the plugin host's
 	// client (an fsm.FSM too) for a plugin process.
+	slot := &fsmSlot{cfg: cfg, log: log}
 	f := cfg.FSM
 	if f == nil {
 		plug, err := host.Start(ctx, host.Config{Path: cfg.FSMPath, SHA256: cfg.FSMSHA256, Logger: log,
@@ -178,10 +179,11 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("fsm plugin %s: %s", cfg.FSMPath, firstLine(err.Error()))
 		}
-		f = plug
+		f, slot.plug = plug, plug
 	}
 	sm := statemachine.New(f)
-	undo.add(func() { sm.Close() })
+	slot.sm = sm
+	undo.add(func() { slot.close() })
 
 	h := &lateHandler{}
 	topts := transport.Options{ID: cfg.ID, ClusterID: cfg.ClusterID, Handler: h, Snapshots: h, Logger: log}
@@ -212,6 +214,7 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
 	}
 	h.n.Store(n)
+	slot.n = n
 	undo.add(func() {
 		sctx, cancel := context.WithTimeout(context.Background(), nodeStopTimeout)
 		defer cancel()
@@ -236,7 +239,10 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 
 	raftAddr, apiAddr := raftLis.Addr().String(), apiLis.Addr().String()
 	scfg := server.Config{Node: n, RaftAddr: raftAddr, APIAddr: apiAddr, ClusterID: cfg.ClusterID,
-		FSMSHA256: sum, MaxEntryBytes: cfg.MaxEntryBytes, SnapshotNeedsClientCert: sec.client != nil}
+		FSMSHA256: slot.binarySHA256, MaxEntryBytes: cfg.MaxEntryBytes, SnapshotNeedsClientCert: sec.client != nil}
+	if slot.plug != nil {
+		scfg.ReloadFSM = slot.reload
+	}
 	// The peer port answers Raft traffic and requests forwarded by other
 	// members (whose answers, query results, are not size-limited); the
 	// client API is only on the api address.
@@ -273,7 +279,7 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	campaignAlone(ctx, n)
 	hw.update() // ready now, not at the next tick
 
-	d = &Daemon{cfg: cfg, n: n, apiAddr: apiAddr, raftAddr: raftAddr, done: make(chan struct{})}
+	d = &Daemon{cfg: cfg, n: n, fsm: slot, apiAddr: apiAddr, raftAddr: raftAddr, done: make(chan struct{})}
 	d.stop = func() error {
 		if ms != nil {
 			ms.SetStopping()
@@ -303,7 +309,7 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		_ = tr.Close()
 		_ = srv.Close()
 		// 4. State machine, then storage.
-		perr := sm.Close()
+		perr := slot.close()
 		serr := st.Close()
 		if nerr != nil && errors.Is(nerr, context.DeadlineExceeded) {
 			nerr = fmt.Errorf("node %d did not stop within %s", cfg.ID, nodeStopTimeout)

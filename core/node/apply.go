@@ -684,7 +684,7 @@ func (a *applier) applyEntries(ents []raft.Entry, confStates map[uint64]raft.Con
 				return fmt.Errorf("node: apply: conf change entry %d has a malformed context: %w", e.Index, err)
 			}
 			if c.FSM != "" && c.FSM != a.info.Name {
-				return wrongFSM(a.info.Name, c.FSM, fmt.Sprintf("log entry %d", e.Index))
+				return wrongFSM(a.info.Name, c.FSM, fmt.Sprintf("recorded in log entry %d", e.Index))
 			}
 			if c.Proposer == a.n.id {
 				o.req = c.Req
@@ -877,7 +877,7 @@ func (a *applier) restart() error {
 		return fmt.Errorf("node: restarted state machine %q reports an invalid version range [%d,%d]", info.Name, info.MinVersion, info.MaxVersion)
 	}
 	if info.Name != a.info.Name {
-		return wrongFSM(info.Name, a.info.Name, "the state machine before its restart")
+		return wrongFSM(info.Name, a.info.Name, "the one it ran before restarting")
 	}
 	a.info = info
 	a.publishStatus()

@@ -288,7 +288,7 @@ func (n *Node) checkLogFSM(fsmName string) error {
 	if name, ok, err := entryFSM(ents[0]); err != nil {
 		return fmt.Errorf("node: log entry 1: %w", err)
 	} else if ok && name != fsmName {
-		return wrongFSM(fsmName, name, "log entry 1")
+		return wrongFSM(fsmName, name, "recorded in log entry 1")
 	}
 	return nil
 }
@@ -310,10 +310,10 @@ func entryFSM(e raft.Entry) (string, bool, error) {
 	return c.FSM, c.FSM != "", nil
 }
 
-// wrongFSM is the ErrWrongFSM error for a node running local where the
-// cluster's FSM, as recorded in where, is cluster.
+// wrongFSM is the ErrWrongFSM error for a state machine local where the
+// cluster's FSM is cluster; where says how the node knows.
 func wrongFSM(local, cluster, where string) error {
-	return fmt.Errorf("%w: fsm %q cannot run this cluster's fsm %q (recorded in %s)", ErrWrongFSM, local, cluster, where)
+	return fmt.Errorf("%w: fsm %q cannot run this cluster's fsm %q (%s)", ErrWrongFSM, local, cluster, where)
 }
 
 // readSnapshot opens snap, checks its header against the metadata and
@@ -334,7 +334,7 @@ func (n *Node) readSnapshot(ctx context.Context, sm StateMachine, fsmName string
 		return hdr, nil, fmt.Errorf("node: snapshot header is for index %d term %d, metadata says index %d term %d", hdr.Index, hdr.Term, snap.Metadata.Index, snap.Metadata.Term)
 	}
 	if hdr.FSMName != fsmName {
-		return hdr, nil, wrongFSM(fsmName, hdr.FSMName, fmt.Sprintf("the snapshot at index %d", hdr.Index))
+		return hdr, nil, wrongFSM(fsmName, hdr.FSMName, fmt.Sprintf("recorded in the snapshot at index %d", hdr.Index))
 	}
 	w := &corruptWatch{rc: rc}
 	sessions, body, err := readSection(hdr, w)

@@ -168,7 +168,6 @@ func (n *Node) ReplaceStateMachine(ctx context.Context, sm StateMachine) (Reload
 	}
 }
 
-
 // pollReload starts the next reload when nothing else writes a body of
 // the running state machine, and finishes the one whose transfer is done.
 func (a *applier) pollReload() {
@@ -220,7 +219,7 @@ func (a *applier) startReload(req *reloadReq) {
 // reloadFits reports why info cannot replace the running state machine.
 func (a *applier) reloadFits(info FSMInfo) error {
 	if info.Name != a.info.Name {
-		return wrongFSM(info.Name, a.info.Name, "the running state machine")
+		return wrongFSM(info.Name, a.info.Name, "the one it runs")
 	}
 	if v := a.meta.version; v < info.MinVersion || v > info.MaxVersion {
 		return fmt.Errorf("%w: new state machine %q supports versions [%d,%d] but version %d is active since index %d",

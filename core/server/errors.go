@@ -78,7 +78,8 @@ func refusalCode(err error) codes.Code {
 	case errors.Is(err, node.ErrTooLarge), errors.Is(err, node.ErrBadRequest):
 		return codes.InvalidArgument
 	case errors.Is(err, node.ErrConfChangeInProgress), errors.Is(err, node.ErrUnsupportedVersion),
-		errors.Is(err, node.ErrNoSnapshot), errors.Is(err, node.ErrHalted), errors.Is(err, node.ErrSkipped):
+		errors.Is(err, node.ErrNoSnapshot), errors.Is(err, node.ErrHalted), errors.Is(err, node.ErrSkipped),
+		errors.Is(err, node.ErrReload), errors.Is(err, node.ErrWrongFSM):
 		return codes.FailedPrecondition
 	case errors.Is(err, node.ErrOverloaded):
 		return codes.ResourceExhausted

@@ -15,7 +15,10 @@ func nodeStatus(st node.Status, cfg Config) *apiv1.NodeStatus {
 		CommitIndex: st.Commit, AppliedIndex: st.Applied, LastIndex: st.LastIndex, SnapshotIndex: st.SnapshotIndex,
 		ClusterId: cfg.ClusterID,
 		Fsm: &apiv1.FSMStatus{Name: st.FSM.Name, Version: max(st.FSMVersion, 1), MinVersion: st.FSM.MinVersion,
-			MaxVersion: st.FSM.MaxVersion, ActivatedIndex: st.FSMVersionIndex, BinarySha256: cfg.FSMSHA256},
+			MaxVersion: st.FSM.MaxVersion, ActivatedIndex: st.FSMVersionIndex, DowngradeSafeTo: st.FSM.DowngradeSafeTo},
+	}
+	if cfg.FSMSHA256 != nil {
+		ns.Fsm.BinarySha256 = cfg.FSMSHA256()
 	}
 	if h := st.Halted; h != nil {
 		ns.Halted = &apiv1.Halt{Index: h.Index, Reason: h.Reason}

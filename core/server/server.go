@@ -59,9 +59,15 @@ func ServerOptions(maxEntryBytes int) []grpc.ServerOption {
 type Config struct {
 	// Node is the local node. Required.
 	Node *node.Node
-	// RaftAddr, APIAddr, ClusterID and FSMSHA256 (the plugin binary's
-	// digest, "" for an FSM in process) fill the matching NodeStatus fields.
-	RaftAddr, APIAddr, ClusterID, FSMSHA256 string
+	// RaftAddr, APIAddr and ClusterID fill the matching NodeStatus fields.
+	RaftAddr, APIAddr, ClusterID string
+	// FSMSHA256, if set, returns the running plugin binary's digest (it
+	// changes with a reload or a restart from a replaced file); nil for an
+	// FSM in process.
+	FSMSHA256 func() string
+	// ReloadFSM, if set, replaces the node's FSM plugin (ReloadFSM); nil
+	// refuses the call (an FSM in process).
+	ReloadFSM func(ctx context.Context, path, sha256 string) (FSMReload, error)
 	// MaxEntryBytes limits the size of an Apply command. The default is
 	// DefaultMaxEntryBytes.
 	MaxEntryBytes int
@@ -588,19 +594,15 @@ func (s *Server) ActivateFSMVersion(ctx context.Context, req *apiv1.ActivateFSMV
 		resp, err := raftv1.NewForwardClient(cc).ActivateFSMVersion(s.forwardContext(ctx), req, grpc.Trailer(&tr))
 		return resp, relay(ctx, tr, err)
 	}
-	// DESIGN "Rolling FSM upgrades": refused while any member lacks it.
+	// DESIGN "Rolling FSM upgrades": refused while any member lacks it,
+	// and a downgrade unless asked for and declared safe (fsm.go).
 	st, err := s.Status(ctx, &apiv1.StatusRequest{})
 	if err != nil {
 		return nil, err
 	}
 	v := req.GetVersion()
-	for _, ns := range st.GetNodes() {
-		if ns.GetError() != "" {
-			return nil, notApplied(ctx, codes.FailedPrecondition, "fsm activate: node %d is unreachable, cannot confirm it supports version %d: %s", ns.GetId(), v, ns.GetError())
-		}
-		if f := ns.GetFsm(); v < f.GetMinVersion() || v > f.GetMaxVersion() {
-			return nil, notApplied(ctx, codes.FailedPrecondition, "fsm activate: node %d's plugin %s supports versions [%d, %d], not %d", ns.GetId(), f.GetName(), f.GetMinVersion(), f.GetMaxVersion(), v)
-		}
+	if err := checkActivation(st.GetNodes(), s.cfg.Node.ID(), v, req.GetAllowDowngrade()); err != nil {
+		return nil, notApplied(ctx, codes.FailedPrecondition, "fsm activate: %v", err)
 	}
 	idx, err := s.cfg.Node.ActivateFSMVersion(ctx, v)
 	if err != nil {

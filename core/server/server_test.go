@@ -262,6 +262,55 @@ func TestRefusals(t *testing.T) {
 		tr = stream.Trailer()
 	}
 	wantNotApplied(t, err, tr, codes.FailedPrecondition, "has no snapshot yet")
+
+	// Nodes with their FSM in process have no plugin to reload; a request
+	// without a path is refused before that.
+	tr = nil
+	_, err = c.clients[2].ReloadFSM(ctx(t), &apiv1.ReloadFSMRequest{Path: "/bin/true"}, grpc.Trailer(&tr))
+	wantNotApplied(t, err, tr, codes.FailedPrecondition, "runs its FSM in process")
+	tr = nil
+	_, err = c.clients[2].ReloadFSM(ctx(t), &apiv1.ReloadFSMRequest{}, grpc.Trailer(&tr))
+	wantNotApplied(t, err, tr, codes.InvalidArgument, "plugin path is required")
+}
+
+// TestActivateDowngrade: once version 2 is active, version 1 is refused
+// without allow_downgrade (through a follower), and accepted with it since
+// kv declares downgrade_safe_to 1; status reports the versions and what the
+// plugin declares.
+func TestActivateDowngrade(t *testing.T) {
+	c := startCluster(t, 3)
+	if _, err := c.clients[2].ActivateFSMVersion(ctx(t), &apiv1.ActivateFSMVersionRequest{Version: 2}); err != nil {
+		t.Fatal(err)
+	}
+	var tr metadata.MD
+	_, err := c.clients[2].ActivateFSMVersion(ctx(t), &apiv1.ActivateFSMVersionRequest{Version: 1}, grpc.Trailer(&tr))
+	wantNotApplied(t, err, tr, codes.FailedPrecondition, "version 1 is below the active version 2")
+	resp, err := c.clients[3].ActivateFSMVersion(ctx(t), &apiv1.ActivateFSMVersionRequest{Version: 1, AllowDowngrade: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Followers apply the entry shortly after the leader.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, err := c.clients[1].Status(ctx(t), &apiv1.StatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var bad []string
+		for _, n := range st.GetNodes() {
+			f := n.GetFsm()
+			if f.GetVersion() != 1 || f.GetActivatedIndex() != resp.GetIndex() || f.GetDowngradeSafeTo() != 1 || f.GetBinarySha256() != "" {
+				bad = append(bad, fmt.Sprintf("node %d fsm status %v", n.GetId(), f))
+			}
+		}
+		if len(bad) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s; want version 1 at %d, downgrade_safe_to 1, no binary", strings.Join(bad, "; "), resp.GetIndex())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // deadAddr returns a loopback address nobody listens on.

@@ -148,6 +148,7 @@ type Client struct {
 	mu     sync.Mutex
 	proc   *process // nil after Close
 	closed bool
+	sha256 string // of the binary as read when proc was started
 
 	applyMu sync.Mutex // serializes Apply and Restart
 }
@@ -164,48 +165,48 @@ var (
 // error within StartTimeout; no process is left behind.
 func Start(ctx context.Context, cfg Config) (*Client, error) {
 	c := &Client{cfg: cfg.withDefaults()}
-	if err := checkBinary(c.cfg.Path, c.cfg.SHA256); err != nil {
+	sum, err := checkBinary(c.cfg.Path, c.cfg.SHA256)
+	if err != nil {
 		return nil, err
 	}
 	p, err := c.launch(ctx)
 	if err != nil {
 		return nil, err
 	}
-	c.proc = p
+	c.proc, c.sha256 = p, sum
 	return c, nil
 }
 
 // checkBinary verifies that path is an executable regular file and, when
-// want is set, that its SHA-256 is want.
-func checkBinary(path, want string) error {
+// want is set, that its SHA-256 is want. It returns the file's SHA-256.
+func checkBinary(path, want string) (string, error) {
 	if path == "" {
-		return errors.New("host: no plugin path given")
+		return "", errors.New("host: no plugin path given")
 	}
 	st, err := os.Stat(path)
 	if err != nil {
-		return fmt.Errorf("host: plugin %s: %w", path, err)
+		return "", fmt.Errorf("host: plugin %s: %w", path, err)
 	}
 	if !st.Mode().IsRegular() {
-		return fmt.Errorf("host: plugin %s: not a regular file", path)
+		return "", fmt.Errorf("host: plugin %s: not a regular file", path)
 	}
 	if st.Mode().Perm()&0o111 == 0 {
-		return fmt.Errorf("host: plugin %s: not executable", path)
+		return "", fmt.Errorf("host: plugin %s: not executable", path)
 	}
-	if want == "" {
-		return nil
-	}
-	want = strings.ToLower(strings.TrimSpace(want))
-	if b, err := hex.DecodeString(want); err != nil || len(b) != sha256.Size {
-		return fmt.Errorf("host: expected sha256 %q is not 64 hex digits", want)
+	if want != "" {
+		want = strings.ToLower(strings.TrimSpace(want))
+		if b, err := hex.DecodeString(want); err != nil || len(b) != sha256.Size {
+			return "", fmt.Errorf("host: expected sha256 %q is not 64 hex digits", want)
+		}
 	}
 	got, err := FileSHA256(path)
 	if err != nil {
-		return err
+		return "", err
 	}
-	if got != want {
-		return fmt.Errorf("host: plugin %s: sha256 %s does not match the expected %s", path, got, want)
+	if want != "" && got != want {
+		return "", fmt.Errorf("host: plugin %s: sha256 %s does not match the expected %s", path, got, want)
 	}
-	return nil
+	return got, nil
 }
 
 // FileSHA256 returns the lower-case hex SHA-256 of a file (what raftd fsm
@@ -479,7 +480,8 @@ func (c *Client) Restart(ctx context.Context) error {
 	<-old.killed
 	c.applyMu.Lock()
 	defer c.applyMu.Unlock()
-	if err := checkBinary(c.cfg.Path, c.cfg.SHA256); err != nil {
+	sum, err := checkBinary(c.cfg.Path, c.cfg.SHA256)
+	if err != nil {
 		return err
 	}
 	p, err := c.launch(ctx)
@@ -493,9 +495,22 @@ func (c *Client) Restart(ctx context.Context) error {
 		<-p.killed
 		return ErrClosed
 	}
-	c.proc = p
+	c.proc, c.sha256 = p, sum
 	return nil
 }
+
+// BinarySHA256 returns the hex SHA-256 of the plugin executable as it was
+// read when the current process was started (by Start or the last
+// Restart): a binary replaced on disk shows up after the next restart.
+// NB: the file is hashed just before it is run, not atomically with it.
+func (c *Client) BinarySHA256() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sha256
+}
+
+// Path returns the plugin executable's path.
+func (c *Client) Path() string { return c.cfg.Path }
 
 // Close stops the plugin (graceful Shutdown, SIGKILL after 2 s) and waits
 // until the process is gone. Later calls return ErrClosed.

@@ -286,6 +286,50 @@ func TestSHA256(t *testing.T) {
 	}
 }
 
+// TestBinarySHA256FollowsRestarts: the digest the client reports is that
+// of the binary its current process was started from: after the file is
+// replaced, the next restart reports the new one.
+func TestBinarySHA256FollowsRestarts(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "plugin")
+	cp := func(from string) string {
+		b, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmp := path + ".new"
+		if err := os.WriteFile(tmp, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil { // as an install would
+			t.Fatal(err)
+		}
+		sum, err := host.FileSHA256(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sum
+	}
+	kvSum := cp(bins["raftd-fsm-kv"])
+	c, err := host.Start(context.Background(), host.Config{Path: path, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := c.BinarySHA256(); got != kvSum {
+		t.Fatalf("BinarySHA256 = %s, want %s", got, kvSum)
+	}
+	counterSum := cp(bins["raftd-fsm-counter"])
+	if got := c.BinarySHA256(); got != kvSum {
+		t.Fatalf("before a restart BinarySHA256 = %s, want the running %s", got, kvSum)
+	}
+	if err := c.Restart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.BinarySHA256(); got != counterSum || counterSum == kvSum {
+		t.Fatalf("after a restart BinarySHA256 = %s, want %s (kv %s)", got, counterSum, kvSum)
+	}
+}
+
 func TestBadPaths(t *testing.T) {
 	dir := t.TempDir()
 	script := filepath.Join(dir, "notaplugin")

@@ -455,10 +455,15 @@ type FSMStatus struct {
 	MaxVersion uint32 `protobuf:"varint,4,opt,name=max_version,json=maxVersion,proto3" json:"max_version,omitempty"`
 	// activated_index is the log index at which version became active.
 	ActivatedIndex uint64 `protobuf:"varint,5,opt,name=activated_index,json=activatedIndex,proto3" json:"activated_index,omitempty"`
-	// binary_sha256 is the hex digest of the plugin binary.
-	BinarySha256  string `protobuf:"bytes,6,opt,name=binary_sha256,json=binarySha256,proto3" json:"binary_sha256,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// binary_sha256 is the hex digest of the running plugin's binary, as
+	// read when its process was last started (start, restart after a crash,
+	// reload).
+	BinarySha256 string `protobuf:"bytes,6,opt,name=binary_sha256,json=binarySha256,proto3" json:"binary_sha256,omitempty"`
+	// downgrade_safe_to is what the plugin declares (0: no downgrade safe;
+	// see proto/fsm/v1 InfoResponse).
+	DowngradeSafeTo uint32 `protobuf:"varint,7,opt,name=downgrade_safe_to,json=downgradeSafeTo,proto3" json:"downgrade_safe_to,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *FSMStatus) Reset() {
@@ -531,6 +536,13 @@ func (x *FSMStatus) GetBinarySha256() string {
 		return x.BinarySha256
 	}
 	return ""
+}
+
+func (x *FSMStatus) GetDowngradeSafeTo() uint32 {
+	if x != nil {
+		return x.DowngradeSafeTo
+	}
+	return 0
 }
 
 // FollowerProgress is the leader's view of one follower.
@@ -1248,10 +1260,13 @@ func (x *TransferLeaderResponse) GetLeader() uint64 {
 
 // ActivateFSMVersionRequest names the FSM version to activate.
 type ActivateFSMVersionRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Version uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	// allow_downgrade permits a version below the active one, if every
+	// member's plugin declares it safe (downgrade_safe_to <= version).
+	AllowDowngrade bool `protobuf:"varint,2,opt,name=allow_downgrade,json=allowDowngrade,proto3" json:"allow_downgrade,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ActivateFSMVersionRequest) Reset() {
@@ -1289,6 +1304,13 @@ func (x *ActivateFSMVersionRequest) GetVersion() uint32 {
 		return x.Version
 	}
 	return 0
+}
+
+func (x *ActivateFSMVersionRequest) GetAllowDowngrade() bool {
+	if x != nil {
+		return x.AllowDowngrade
+	}
+	return false
 }
 
 // ActivateFSMVersionResponse reports the index at which it took effect.
@@ -1629,6 +1651,189 @@ func (x *SnapshotChunk) GetData() []byte {
 	return nil
 }
 
+// ReloadFSMRequest names the plugin executable to switch to.
+type ReloadFSMRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// path is the executable on the answering node's machine.
+	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// sha256, if set, is the hex SHA-256 the executable must have.
+	Sha256        string `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReloadFSMRequest) Reset() {
+	*x = ReloadFSMRequest{}
+	mi := &file_api_v1_api_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReloadFSMRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReloadFSMRequest) ProtoMessage() {}
+
+func (x *ReloadFSMRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_api_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReloadFSMRequest.ProtoReflect.Descriptor instead.
+func (*ReloadFSMRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_api_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ReloadFSMRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ReloadFSMRequest) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+// ReloadFSMResponse describes the switch.
+type ReloadFSMResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// index is the switch point: the old plugin applied up to index, the new
+	// one applies from index + 1.
+	Index uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// snapshot_index is the index of the state handed over by restore;
+	// mirrored commands in (snapshot_index, index] were then applied to the
+	// new plugin (with the same results as the old one).
+	SnapshotIndex uint64 `protobuf:"varint,3,opt,name=snapshot_index,json=snapshotIndex,proto3" json:"snapshot_index,omitempty"`
+	Mirrored      uint64 `protobuf:"varint,4,opt,name=mirrored,proto3" json:"mirrored,omitempty"`
+	// state_bytes is the size of the state handed over.
+	StateBytes int64 `protobuf:"varint,5,opt,name=state_bytes,json=stateBytes,proto3" json:"state_bytes,omitempty"`
+	// digest is both plugins' state digest at index.
+	Digest []byte `protobuf:"bytes,6,opt,name=digest,proto3" json:"digest,omitempty"`
+	// fsm is the new plugin (with the cluster's active version).
+	Fsm *FSMStatus `protobuf:"bytes,7,opt,name=fsm,proto3" json:"fsm,omitempty"`
+	// old_binary_sha256 is the replaced plugin's binary digest.
+	OldBinarySha256 string `protobuf:"bytes,8,opt,name=old_binary_sha256,json=oldBinarySha256,proto3" json:"old_binary_sha256,omitempty"`
+	// duration_micros runs from the request to the switch; stall_micros is
+	// how long applying paused for the switch.
+	DurationMicros int64 `protobuf:"varint,9,opt,name=duration_micros,json=durationMicros,proto3" json:"duration_micros,omitempty"`
+	StallMicros    int64 `protobuf:"varint,10,opt,name=stall_micros,json=stallMicros,proto3" json:"stall_micros,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ReloadFSMResponse) Reset() {
+	*x = ReloadFSMResponse{}
+	mi := &file_api_v1_api_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReloadFSMResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReloadFSMResponse) ProtoMessage() {}
+
+func (x *ReloadFSMResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_api_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReloadFSMResponse.ProtoReflect.Descriptor instead.
+func (*ReloadFSMResponse) Descriptor() ([]byte, []int) {
+	return file_api_v1_api_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ReloadFSMResponse) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *ReloadFSMResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *ReloadFSMResponse) GetSnapshotIndex() uint64 {
+	if x != nil {
+		return x.SnapshotIndex
+	}
+	return 0
+}
+
+func (x *ReloadFSMResponse) GetMirrored() uint64 {
+	if x != nil {
+		return x.Mirrored
+	}
+	return 0
+}
+
+func (x *ReloadFSMResponse) GetStateBytes() int64 {
+	if x != nil {
+		return x.StateBytes
+	}
+	return 0
+}
+
+func (x *ReloadFSMResponse) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
+func (x *ReloadFSMResponse) GetFsm() *FSMStatus {
+	if x != nil {
+		return x.Fsm
+	}
+	return nil
+}
+
+func (x *ReloadFSMResponse) GetOldBinarySha256() string {
+	if x != nil {
+		return x.OldBinarySha256
+	}
+	return ""
+}
+
+func (x *ReloadFSMResponse) GetDurationMicros() int64 {
+	if x != nil {
+		return x.DurationMicros
+	}
+	return 0
+}
+
+func (x *ReloadFSMResponse) GetStallMicros() int64 {
+	if x != nil {
+		return x.StallMicros
+	}
+	return 0
+}
+
 var File_api_v1_api_proto protoreflect.FileDescriptor
 
 const file_api_v1_api_proto_rawDesc = "" +
@@ -1654,7 +1859,7 @@ const file_api_v1_api_proto_rawDesc = "" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12#\n" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\"%\n" +
 	"\rStatusRequest\x12\x14\n" +
-	"\x05local\x18\x01 \x01(\bR\x05local\"\xc9\x01\n" +
+	"\x05local\x18\x01 \x01(\bR\x05local\"\xf5\x01\n" +
 	"\tFSMStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\rR\aversion\x12\x1f\n" +
@@ -1663,7 +1868,8 @@ const file_api_v1_api_proto_rawDesc = "" +
 	"\vmax_version\x18\x04 \x01(\rR\n" +
 	"maxVersion\x12'\n" +
 	"\x0factivated_index\x18\x05 \x01(\x04R\x0eactivatedIndex\x12#\n" +
-	"\rbinary_sha256\x18\x06 \x01(\tR\fbinarySha256\"\x92\x01\n" +
+	"\rbinary_sha256\x18\x06 \x01(\tR\fbinarySha256\x12*\n" +
+	"\x11downgrade_safe_to\x18\a \x01(\rR\x0fdowngradeSafeTo\"\x92\x01\n" +
 	"\x10FollowerProgress\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1f\n" +
 	"\vmatch_index\x18\x02 \x01(\x04R\n" +
@@ -1717,9 +1923,10 @@ const file_api_v1_api_proto_rawDesc = "" +
 	"\x15TransferLeaderRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\"0\n" +
 	"\x16TransferLeaderResponse\x12\x16\n" +
-	"\x06leader\x18\x01 \x01(\x04R\x06leader\"5\n" +
+	"\x06leader\x18\x01 \x01(\x04R\x06leader\"^\n" +
 	"\x19ActivateFSMVersionRequest\x12\x18\n" +
-	"\aversion\x18\x01 \x01(\rR\aversion\"2\n" +
+	"\aversion\x18\x01 \x01(\rR\aversion\x12'\n" +
+	"\x0fallow_downgrade\x18\x02 \x01(\bR\x0eallowDowngrade\"2\n" +
 	"\x1aActivateFSMVersionResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"-\n" +
 	"\x15SkipFSMCommandRequest\x12\x14\n" +
@@ -1741,11 +1948,27 @@ const file_api_v1_api_proto_rawDesc = "" +
 	"fsmVersion\"Y\n" +
 	"\rSnapshotChunk\x124\n" +
 	"\x06header\x18\x01 \x01(\v2\x1c.raftd.api.v1.SnapshotHeaderR\x06header\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data*_\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\">\n" +
+	"\x10ReloadFSMRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
+	"\x06sha256\x18\x02 \x01(\tR\x06sha256\"\xe1\x02\n" +
+	"\x11ReloadFSMResponse\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12%\n" +
+	"\x0esnapshot_index\x18\x03 \x01(\x04R\rsnapshotIndex\x12\x1a\n" +
+	"\bmirrored\x18\x04 \x01(\x04R\bmirrored\x12\x1f\n" +
+	"\vstate_bytes\x18\x05 \x01(\x03R\n" +
+	"stateBytes\x12\x16\n" +
+	"\x06digest\x18\x06 \x01(\fR\x06digest\x12)\n" +
+	"\x03fsm\x18\a \x01(\v2\x17.raftd.api.v1.FSMStatusR\x03fsm\x12*\n" +
+	"\x11old_binary_sha256\x18\b \x01(\tR\x0foldBinarySha256\x12'\n" +
+	"\x0fduration_micros\x18\t \x01(\x03R\x0edurationMicros\x12!\n" +
+	"\fstall_micros\x18\n" +
+	" \x01(\x03R\vstallMicros*_\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x01\x12\x15\n" +
-	"\x11CONSISTENCY_STALE\x10\x022\xb3\x06\n" +
+	"\x11CONSISTENCY_STALE\x10\x022\x81\a\n" +
 	"\x05Raftd\x12@\n" +
 	"\x05Apply\x12\x1a.raftd.api.v1.ApplyRequest\x1a\x1b.raftd.api.v1.ApplyResponse\x12@\n" +
 	"\x05Query\x12\x1a.raftd.api.v1.QueryRequest\x1a\x1b.raftd.api.v1.QueryResponse\x12C\n" +
@@ -1756,7 +1979,8 @@ const file_api_v1_api_proto_rawDesc = "" +
 	"\x0eTransferLeader\x12#.raftd.api.v1.TransferLeaderRequest\x1a$.raftd.api.v1.TransferLeaderResponse\x12g\n" +
 	"\x12ActivateFSMVersion\x12'.raftd.api.v1.ActivateFSMVersionRequest\x1a(.raftd.api.v1.ActivateFSMVersionResponse\x12[\n" +
 	"\x0eSkipFSMCommand\x12#.raftd.api.v1.SkipFSMCommandRequest\x1a$.raftd.api.v1.SkipFSMCommandResponse\x12X\n" +
-	"\x10DownloadSnapshot\x12%.raftd.api.v1.DownloadSnapshotRequest\x1a\x1b.raftd.api.v1.SnapshotChunk0\x01B+Z)github.com/raftd/raftd/proto/api/v1;apiv1b\x06proto3"
+	"\x10DownloadSnapshot\x12%.raftd.api.v1.DownloadSnapshotRequest\x1a\x1b.raftd.api.v1.SnapshotChunk0\x01\x12L\n" +
+	"\tReloadFSM\x12\x1e.raftd.api.v1.ReloadFSMRequest\x1a\x1f.raftd.api.v1.ReloadFSMResponseB+Z)github.com/raftd/raftd/proto/api/v1;apiv1b\x06proto3"
 
 var (
 	file_api_v1_api_proto_rawDescOnce sync.Once
@@ -1771,7 +1995,7 @@ func file_api_v1_api_proto_rawDescGZIP() []byte {
 }
 
 var file_api_v1_api_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_api_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_api_v1_api_proto_goTypes = []any{
 	(Consistency)(0),                   // 0: raftd.api.v1.Consistency
 	(*ApplyRequest)(nil),               // 1: raftd.api.v1.ApplyRequest
@@ -1799,6 +2023,8 @@ var file_api_v1_api_proto_goTypes = []any{
 	(*DownloadSnapshotRequest)(nil),    // 23: raftd.api.v1.DownloadSnapshotRequest
 	(*SnapshotHeader)(nil),             // 24: raftd.api.v1.SnapshotHeader
 	(*SnapshotChunk)(nil),              // 25: raftd.api.v1.SnapshotChunk
+	(*ReloadFSMRequest)(nil),           // 26: raftd.api.v1.ReloadFSMRequest
+	(*ReloadFSMResponse)(nil),          // 27: raftd.api.v1.ReloadFSMResponse
 }
 var file_api_v1_api_proto_depIdxs = []int32{
 	2,  // 0: raftd.api.v1.ApplyRequest.request_id:type_name -> raftd.api.v1.RequestID
@@ -1809,31 +2035,34 @@ var file_api_v1_api_proto_depIdxs = []int32{
 	9,  // 5: raftd.api.v1.StatusResponse.nodes:type_name -> raftd.api.v1.NodeStatus
 	12, // 6: raftd.api.v1.MembersResponse.members:type_name -> raftd.api.v1.Member
 	24, // 7: raftd.api.v1.SnapshotChunk.header:type_name -> raftd.api.v1.SnapshotHeader
-	1,  // 8: raftd.api.v1.Raftd.Apply:input_type -> raftd.api.v1.ApplyRequest
-	4,  // 9: raftd.api.v1.Raftd.Query:input_type -> raftd.api.v1.QueryRequest
-	6,  // 10: raftd.api.v1.Raftd.Status:input_type -> raftd.api.v1.StatusRequest
-	13, // 11: raftd.api.v1.Raftd.Members:input_type -> raftd.api.v1.MembersRequest
-	15, // 12: raftd.api.v1.Raftd.AddMember:input_type -> raftd.api.v1.AddMemberRequest
-	16, // 13: raftd.api.v1.Raftd.RemoveMember:input_type -> raftd.api.v1.RemoveMemberRequest
-	17, // 14: raftd.api.v1.Raftd.TransferLeader:input_type -> raftd.api.v1.TransferLeaderRequest
-	19, // 15: raftd.api.v1.Raftd.ActivateFSMVersion:input_type -> raftd.api.v1.ActivateFSMVersionRequest
-	21, // 16: raftd.api.v1.Raftd.SkipFSMCommand:input_type -> raftd.api.v1.SkipFSMCommandRequest
-	23, // 17: raftd.api.v1.Raftd.DownloadSnapshot:input_type -> raftd.api.v1.DownloadSnapshotRequest
-	3,  // 18: raftd.api.v1.Raftd.Apply:output_type -> raftd.api.v1.ApplyResponse
-	5,  // 19: raftd.api.v1.Raftd.Query:output_type -> raftd.api.v1.QueryResponse
-	11, // 20: raftd.api.v1.Raftd.Status:output_type -> raftd.api.v1.StatusResponse
-	14, // 21: raftd.api.v1.Raftd.Members:output_type -> raftd.api.v1.MembersResponse
-	14, // 22: raftd.api.v1.Raftd.AddMember:output_type -> raftd.api.v1.MembersResponse
-	14, // 23: raftd.api.v1.Raftd.RemoveMember:output_type -> raftd.api.v1.MembersResponse
-	18, // 24: raftd.api.v1.Raftd.TransferLeader:output_type -> raftd.api.v1.TransferLeaderResponse
-	20, // 25: raftd.api.v1.Raftd.ActivateFSMVersion:output_type -> raftd.api.v1.ActivateFSMVersionResponse
-	22, // 26: raftd.api.v1.Raftd.SkipFSMCommand:output_type -> raftd.api.v1.SkipFSMCommandResponse
-	25, // 27: raftd.api.v1.Raftd.DownloadSnapshot:output_type -> raftd.api.v1.SnapshotChunk
-	18, // [18:28] is the sub-list for method output_type
-	8,  // [8:18] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	7,  // 8: raftd.api.v1.ReloadFSMResponse.fsm:type_name -> raftd.api.v1.FSMStatus
+	1,  // 9: raftd.api.v1.Raftd.Apply:input_type -> raftd.api.v1.ApplyRequest
+	4,  // 10: raftd.api.v1.Raftd.Query:input_type -> raftd.api.v1.QueryRequest
+	6,  // 11: raftd.api.v1.Raftd.Status:input_type -> raftd.api.v1.StatusRequest
+	13, // 12: raftd.api.v1.Raftd.Members:input_type -> raftd.api.v1.MembersRequest
+	15, // 13: raftd.api.v1.Raftd.AddMember:input_type -> raftd.api.v1.AddMemberRequest
+	16, // 14: raftd.api.v1.Raftd.RemoveMember:input_type -> raftd.api.v1.RemoveMemberRequest
+	17, // 15: raftd.api.v1.Raftd.TransferLeader:input_type -> raftd.api.v1.TransferLeaderRequest
+	19, // 16: raftd.api.v1.Raftd.ActivateFSMVersion:input_type -> raftd.api.v1.ActivateFSMVersionRequest
+	21, // 17: raftd.api.v1.Raftd.SkipFSMCommand:input_type -> raftd.api.v1.SkipFSMCommandRequest
+	23, // 18: raftd.api.v1.Raftd.DownloadSnapshot:input_type -> raftd.api.v1.DownloadSnapshotRequest
+	26, // 19: raftd.api.v1.Raftd.ReloadFSM:input_type -> raftd.api.v1.ReloadFSMRequest
+	3,  // 20: raftd.api.v1.Raftd.Apply:output_type -> raftd.api.v1.ApplyResponse
+	5,  // 21: raftd.api.v1.Raftd.Query:output_type -> raftd.api.v1.QueryResponse
+	11, // 22: raftd.api.v1.Raftd.Status:output_type -> raftd.api.v1.StatusResponse
+	14, // 23: raftd.api.v1.Raftd.Members:output_type -> raftd.api.v1.MembersResponse
+	14, // 24: raftd.api.v1.Raftd.AddMember:output_type -> raftd.api.v1.MembersResponse
+	14, // 25: raftd.api.v1.Raftd.RemoveMember:output_type -> raftd.api.v1.MembersResponse
+	18, // 26: raftd.api.v1.Raftd.TransferLeader:output_type -> raftd.api.v1.TransferLeaderResponse
+	20, // 27: raftd.api.v1.Raftd.ActivateFSMVersion:output_type -> raftd.api.v1.ActivateFSMVersionResponse
+	22, // 28: raftd.api.v1.Raftd.SkipFSMCommand:output_type -> raftd.api.v1.SkipFSMCommandResponse
+	25, // 29: raftd.api.v1.Raftd.DownloadSnapshot:output_type -> raftd.api.v1.SnapshotChunk
+	27, // 30: raftd.api.v1.Raftd.ReloadFSM:output_type -> raftd.api.v1.ReloadFSMResponse
+	20, // [20:31] is the sub-list for method output_type
+	9,  // [9:20] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_api_v1_api_proto_init() }
@@ -1847,7 +2076,7 @@ func file_api_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_v1_api_proto_rawDesc), len(file_api_v1_api_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

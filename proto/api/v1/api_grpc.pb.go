@@ -43,6 +43,7 @@ const (
 	Raftd_ActivateFSMVersion_FullMethodName = "/raftd.api.v1.Raftd/ActivateFSMVersion"
 	Raftd_SkipFSMCommand_FullMethodName     = "/raftd.api.v1.Raftd/SkipFSMCommand"
 	Raftd_DownloadSnapshot_FullMethodName   = "/raftd.api.v1.Raftd/DownloadSnapshot"
+	Raftd_ReloadFSM_FullMethodName          = "/raftd.api.v1.Raftd/ReloadFSM"
 )
 
 // RaftdClient is the client API for Raftd service.
@@ -77,6 +78,13 @@ type RaftdClient interface {
 	// DownloadSnapshot streams the answering node's latest snapshot: first a
 	// chunk carrying only the header, then data chunks of at most 1 MiB.
 	DownloadSnapshot(ctx context.Context, in *DownloadSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error)
+	// ReloadFSM replaces the answering node's FSM plugin by the executable at
+	// path on that node's machine, without restarting the node or leaving
+	// Raft: the new plugin is given the state and takes over at an exact log
+	// index (docs/upgrades.md). Never forwarded: it acts on the node that
+	// answers. A refusal (FailedPrecondition, InvalidArgument, marked not
+	// applied) leaves the running plugin in place.
+	ReloadFSM(ctx context.Context, in *ReloadFSMRequest, opts ...grpc.CallOption) (*ReloadFSMResponse, error)
 }
 
 type raftdClient struct {
@@ -196,6 +204,16 @@ func (c *raftdClient) DownloadSnapshot(ctx context.Context, in *DownloadSnapshot
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Raftd_DownloadSnapshotClient = grpc.ServerStreamingClient[SnapshotChunk]
 
+func (c *raftdClient) ReloadFSM(ctx context.Context, in *ReloadFSMRequest, opts ...grpc.CallOption) (*ReloadFSMResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReloadFSMResponse)
+	err := c.cc.Invoke(ctx, Raftd_ReloadFSM_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RaftdServer is the server API for Raftd service.
 // All implementations must embed UnimplementedRaftdServer
 // for forward compatibility.
@@ -228,6 +246,13 @@ type RaftdServer interface {
 	// DownloadSnapshot streams the answering node's latest snapshot: first a
 	// chunk carrying only the header, then data chunks of at most 1 MiB.
 	DownloadSnapshot(*DownloadSnapshotRequest, grpc.ServerStreamingServer[SnapshotChunk]) error
+	// ReloadFSM replaces the answering node's FSM plugin by the executable at
+	// path on that node's machine, without restarting the node or leaving
+	// Raft: the new plugin is given the state and takes over at an exact log
+	// index (docs/upgrades.md). Never forwarded: it acts on the node that
+	// answers. A refusal (FailedPrecondition, InvalidArgument, marked not
+	// applied) leaves the running plugin in place.
+	ReloadFSM(context.Context, *ReloadFSMRequest) (*ReloadFSMResponse, error)
 	mustEmbedUnimplementedRaftdServer()
 }
 
@@ -267,6 +292,9 @@ func (UnimplementedRaftdServer) SkipFSMCommand(context.Context, *SkipFSMCommandR
 }
 func (UnimplementedRaftdServer) DownloadSnapshot(*DownloadSnapshotRequest, grpc.ServerStreamingServer[SnapshotChunk]) error {
 	return status.Errorf(codes.Unimplemented, "method DownloadSnapshot not implemented")
+}
+func (UnimplementedRaftdServer) ReloadFSM(context.Context, *ReloadFSMRequest) (*ReloadFSMResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ReloadFSM not implemented")
 }
 func (UnimplementedRaftdServer) mustEmbedUnimplementedRaftdServer() {}
 func (UnimplementedRaftdServer) testEmbeddedByValue()               {}
@@ -462,6 +490,24 @@ func _Raftd_DownloadSnapshot_Handler(srv interface{}, stream grpc.ServerStream) 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Raftd_DownloadSnapshotServer = grpc.ServerStreamingServer[SnapshotChunk]
 
+func _Raftd_ReloadFSM_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReloadFSMRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RaftdServer).ReloadFSM(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Raftd_ReloadFSM_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RaftdServer).ReloadFSM(ctx, req.(*ReloadFSMRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Raftd_ServiceDesc is the grpc.ServiceDesc for Raftd service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -504,6 +550,10 @@ var Raftd_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SkipFSMCommand",
 			Handler:    _Raftd_SkipFSMCommand_Handler,
+		},
+		{
+			MethodName: "ReloadFSM",
+			Handler:    _Raftd_ReloadFSM_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -2,7 +2,9 @@ package cli
 
 import (
 	"fmt"
+	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/raftd/raftd/cmd/raftd/internal/progress"
 	"github.com/raftd/raftd/cmd/raftd/internal/view"
@@ -11,11 +13,11 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// NewCmdFSM returns `raftd fsm status|activate|skip|test`.
+// NewCmdFSM returns `raftd fsm status|activate|reload|skip|test`.
 func NewCmdFSM(f *Factory) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "fsm",
-		Short: "FSM plugin status, rolling version activation, skipping a command apply halted on, conformance tests",
+		Short: "FSM plugin status, plugin reload, rolling version activation, skipping a command apply halted on, conformance tests",
 		Args:  noArgs,
 	}
 	st := &StatusOptions{}
@@ -36,19 +38,21 @@ func NewCmdFSM(f *Factory) *cobra.Command {
 	addJSONFlag(statusCmd, &st.JSON, "the object of raftd status --json")
 
 	act := &ClientOptions{}
+	var allowDowngrade bool
 	activateCmd := &cobra.Command{
 		Use:   "activate VERSION",
 		Short: "Activate FSM version VERSION on every replica at the same log index",
 		Long: `Activate commits a version entry through the log; every replica passes
 VERSION to its plugin from the next index on. Refused (exit 3) while any
-member's plugin does not support VERSION.`,
+member's plugin does not support VERSION, and below the active version
+unless --allow-downgrade and every plugin declares that safe.`,
 		Args: exactArgs(1, "VERSION"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			v, err := strconv.ParseUint(args[0], 10, 32)
 			if err != nil || v == 0 {
 				return usageErrorf("fsm activate: version %q is not a positive integer", args[0])
 			}
-			resp, err := rpc(cmd.Context(), f, act, "fsm activate", apiv1.RaftdClient.ActivateFSMVersion, &apiv1.ActivateFSMVersionRequest{Version: uint32(v)})
+			resp, err := rpc(cmd.Context(), f, act, "fsm activate", apiv1.RaftdClient.ActivateFSMVersion, &apiv1.ActivateFSMVersionRequest{Version: uint32(v), AllowDowngrade: allowDowngrade})
 			if err != nil {
 				return err
 			}
@@ -57,6 +61,35 @@ member's plugin does not support VERSION.`,
 		},
 	}
 	addClientFlags(activateCmd, act)
+	activateCmd.Flags().BoolVar(&allowDowngrade, "allow-downgrade", false, "allow a version below the active one (if every plugin declares it safe)")
+
+	ro := &ClientOptions{}
+	var rpath, rsum string
+	reloadCmd := &cobra.Command{
+		Use:   "reload --addr NODE --fsm PATH [--fsm-sha256 HEX]",
+		Short: "Replace one node's FSM plugin without restarting the node",
+		Long: `Reload starts PATH (on the node's machine), hands it the state, checks it and
+switches to it at an exact log index; raftd and its Raft role keep running.
+On any failure the old plugin stays (exit 3). See docs/upgrades.md.`,
+		Example: `  raftd fsm reload --addr 127.0.0.1:8201 --fsm /opt/raftd/bin/raftd-fsm-kv`,
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if rpath == "" || strings.Contains(ro.Addrs, ",") {
+				return usageErrorf("fsm reload: give one node (--addr) and the plugin (--fsm PATH)")
+			}
+			abs, _ := filepath.Abs(rpath)
+			r, err := rpc(cmd.Context(), f, ro, "fsm reload", apiv1.RaftdClient.ReloadFSM, &apiv1.ReloadFSMRequest{Path: abs, Sha256: rsum})
+			if err != nil {
+				return err
+			}
+			view.Reload(f.Out, r)
+			return nil
+		},
+	}
+	addClientFlags(reloadCmd, ro)
+	reloadCmd.Flags().StringVar(&rpath, "fsm", "", "path to the new plugin binary")
+	reloadCmd.Flags().StringVar(&rsum, "fsm-sha256", "", "refuse unless the plugin binary has this SHA-256 (hex)")
+	ro.Timeout, reloadCmd.Flags().Lookup("timeout").DefValue = view.ReloadTimeout, view.ReloadTimeout.String()
 
 	skip := &ClientOptions{}
 	skipCmd := &cobra.Command{
@@ -133,6 +166,6 @@ on PASS, 1 with the first divergence otherwise.`,
 	testCmd.Flags().IntVar(&to.Entries, "entries", 10000, "number of generated entries")
 	testCmd.Flags().StringVar(&to.Commands, "commands", "", "commands file instead of the built-in generator (required for FSMs other than counter, kv, queue)")
 	testCmd.Flags().IntVar(&to.CheckpointEvery, "checkpoint-every", 1000, "compare digests every this many entries")
-	cmd.AddCommand(statusCmd, activateCmd, skipCmd, testCmd)
+	cmd.AddCommand(statusCmd, activateCmd, reloadCmd, skipCmd, testCmd)
 	return cmd
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	apiv1 "github.com/raftd/raftd/proto/api/v1"
 )
@@ -51,6 +52,7 @@ type (
 		MaxVersion     uint32 `json:"max_version,omitempty"`
 		ActivatedIndex uint64 `json:"activated_index,omitempty"`
 		BinarySHA256   string `json:"binary_sha256,omitempty"`
+		DowngradeTo    uint32 `json:"downgrade_safe_to,omitempty"`
 	}
 	haltJSON struct {
 		Index  uint64 `json:"index"`
@@ -104,6 +106,7 @@ func StatusJSON(w io.Writer, resp *apiv1.StatusResponse) error {
 				Name: n.GetFsm().GetName(), Version: n.GetFsm().GetVersion(),
 				MinVersion: n.GetFsm().GetMinVersion(), MaxVersion: n.GetFsm().GetMaxVersion(),
 				ActivatedIndex: n.GetFsm().GetActivatedIndex(), BinarySHA256: n.GetFsm().GetBinarySha256(),
+				DowngradeTo: n.GetFsm().GetDowngradeSafeTo(),
 			},
 		}
 		if h := n.GetHalted(); h != nil {
@@ -219,4 +222,18 @@ func FSMTable(w io.Writer, resp *apiv1.StatusResponse) error {
 		fmt.Fprintf(tw, "%d\t%s\t[%d, %d]\t%d\t%d\t%s\n", n.GetId(), Dash(x.GetName()), x.GetMinVersion(), x.GetMaxVersion(), x.GetVersion(), x.GetActivatedIndex(), Dash(x.GetBinarySha256()))
 	}
 	return tw.Flush()
+}
+
+// ReloadTimeout is `raftd fsm reload`'s default --timeout: handing over a
+// large state takes a while, and the node gives up when the caller does.
+const ReloadTimeout = 5 * time.Minute
+
+// Reload renders the answer of `raftd fsm reload`.
+func Reload(w io.Writer, r *apiv1.ReloadFSMResponse) {
+	x := r.GetFsm()
+	fmt.Fprintf(w, "node %d: fsm %s [%d, %d] (sha256 %s, was %s) took over at index %d\n",
+		r.GetNodeId(), x.GetName(), x.GetMinVersion(), x.GetMaxVersion(), Dash(x.GetBinarySha256()), Dash(r.GetOldBinarySha256()), r.GetIndex())
+	fmt.Fprintf(w, "state: %d bytes at index %d, then %d commands; digest %x; took %s, apply paused %s\n",
+		r.GetStateBytes(), r.GetSnapshotIndex(), r.GetMirrored(), r.GetDigest(),
+		time.Duration(r.GetDurationMicros())*time.Microsecond, time.Duration(r.GetStallMicros())*time.Microsecond)
 }
