@@ -13,15 +13,15 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
-// metricsCluster starts n nodes, each with its own --metrics-addr, and
-// returns the cluster and each node's metrics base URL.
-func metricsCluster(t *testing.T, n int, extra ...string) (*cluster, map[uint64]string) {
+// metricsCluster starts n nodes running plugin fsm, each with its own
+// --metrics-addr, and returns the cluster and each node's metrics base URL.
+func metricsCluster(t *testing.T, n int, fsm string, extra ...string) (*cluster, map[uint64]string) {
 	t.Helper()
 	addrs := map[uint64]string{}
 	for id := uint64(1); id <= uint64(n); id++ {
 		addrs[id] = freeAddr(t)
 	}
-	c := startCluster(t, n, bin("raftd-fsm-kv"), nil, func(id uint64) []string {
+	c := startCluster(t, n, fsm, nil, func(id uint64) []string {
 		return []string{"--metrics-addr", addrs[id]}
 	}, extra...)
 	bases := map[uint64]string{}
@@ -126,7 +126,7 @@ func nextStatus(t *testing.T, ch <-chan healthpb.HealthCheckResponse_ServingStat
 // steps down for want of a quorum, check-quorum) and with a follower
 // surviving (it forgets the dead leader when it starts an election).
 func TestReadyzMajorityKilled(t *testing.T) {
-	c, bases := metricsCluster(t, 3)
+	c, bases := metricsCluster(t, 3, bin("raftd-fsm-kv"))
 	c.mustApply(1, `{"op":"put","key":"r","value":"1"}`, 10*time.Second)
 	health := map[uint64]healthpb.HealthClient{}
 	for _, id := range c.ids {

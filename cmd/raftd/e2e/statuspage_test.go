@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"image/png"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,11 +64,13 @@ var (
 )
 
 // renderedPage loads url in Chromium, lets its script poll for vt of
-// virtual time, and returns the rows (node id -> data-role) and the body's
-// attributes of the page as rendered.
+// virtual time, and returns the rows (node id -> data-role), the body's
+// attributes and the markup of the page as rendered (without the script).
 func renderedPage(t *testing.T, bin, url string, vt time.Duration) (map[uint64]string, map[string]string, string) {
 	t.Helper()
 	dom := chromium(t, bin, "--virtual-time-budget="+strconv.Itoa(int(vt.Milliseconds())), "--dump-dom", url)
+	// What the page shows, not its script's source.
+	dom, _, _ = strings.Cut(dom, "<script")
 	rows := map[uint64]string{}
 	for _, m := range rowRE.FindAllStringSubmatch(dom, -1) {
 		id, _ := strconv.ParseUint(m[1], 10, 64)
@@ -115,11 +118,13 @@ func screenshot(t *testing.T, bin, url, dir, name string) {
 // cluster in headless Chromium (served by a follower, so the rows of the
 // others come from the status fan-out): after its script ran, it lists
 // every node, marks the one leader the cluster reports, and has refreshed
-// more than once. With a node killed, the page lists it as unreachable.
+// more than once. With a node killed, the page lists it as unreachable;
+// with apply halted on a poison command, it shows every node halted.
 // Screenshots go to $RAFTD_SCREENSHOT_DIR (else the test's temp dir).
 func TestStatusPageInChromium(t *testing.T) {
 	bin := chromiumBin(t)
-	c, bases := metricsCluster(t, 3)
+	// The kv FSM plus {"op":"panic"}, to show a halted apply.
+	c, bases := metricsCluster(t, 3, misbehaveBin(t))
 	c.mustApply(1, `{"op":"put","key":"page","value":"1"}`, 10*time.Second)
 	lead, _ := c.waitLeader(20*time.Second, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -174,4 +179,21 @@ func TestStatusPageInChromium(t *testing.T) {
 		t.Errorf("with node %d killed the page shows %v (body %v); want it unreachable and %d still leader\n%s", down, rows, body, lead, dom)
 	}
 	screenshot(t, bin, url, dir, "status-page-node-down.png")
+
+	// A poison command: every replica halts apply at its index; the page
+	// says so on every row, and /readyz turns 503 naming the halt.
+	c.start(down)
+	waitReadyz(t, bases[down], http.StatusOK, "ok: leader", 30*time.Second)
+	all := strings.Join([]string{c.nodes[1].apiAddr, c.nodes[2].apiAddr, c.nodes[3].apiAddr}, ",")
+	if code, _, errOut := raftd(t, nil, "apply", "--addr", all, "--timeout", "60s", `{"op":"panic"}`); code != 1 || !strings.Contains(errOut, "apply halted at index") {
+		t.Fatalf("apply of the poison: exit %d, %q; want 1 and the halt", code, errOut)
+	}
+	for _, id := range c.ids {
+		waitReadyz(t, bases[id], http.StatusServiceUnavailable, "apply halted at index", 60*time.Second)
+	}
+	_, _, dom = renderedPage(t, bin, url, 3*time.Second)
+	if got, text := strings.Count(dom, `data-halted="1"`), strings.Count(dom, "apply halted at index "); got != 3 || text != 3 {
+		t.Errorf("the page shows %d halted rows (%d say so), want 3:\n%s", got, text, dom)
+	}
+	screenshot(t, bin, url, dir, "status-page-halted.png")
 }
