@@ -7,7 +7,9 @@
 // The adapter converts types only (node.Command to fsm.Entry, the node's
 // snapshot header to the FSM's), serializes the FSM's calls as fsm.FSM
 // requires (only a snapshot body is written outside the lock, from the view
-// the FSM captured), and reports an fsm.ErrCrashed error of an FSM that
+// the FSM captured, and the queries of an fsm.ConcurrentQuerier, which
+// orders its calls itself: a read need not wait for an Apply batch in
+// flight), and reports an fsm.ErrCrashed error of an FSM that
 // can be restarted (fsm.Restarter: a plugin process) as
 // node.ErrStateMachineCrashed, so that the node restarts it, restores and
 // replays. Any other FSM error fail-stops the node.
@@ -30,6 +32,8 @@ type StateMachine struct {
 	f         fsm.FSM
 	batch     fsm.BatchApplier // nil if f applies one entry at a time
 	restarter fsm.Restarter    // nil if f cannot be restarted
+	// concurrentQuery: f is an fsm.ConcurrentQuerier; Query runs outside mu.
+	concurrentQuery bool
 
 	mu sync.Mutex // serializes f's methods (fsm.FSM's contract)
 }
@@ -44,11 +48,12 @@ var (
 var ErrNotRestartable = errors.New("statemachine: fsm cannot be restarted")
 
 // New returns the adapter for f. It type-asserts f once for the optional
-// fsm.BatchApplier and fsm.Restarter.
+// fsm.BatchApplier, fsm.Restarter and fsm.ConcurrentQuerier.
 func New(f fsm.FSM) *StateMachine {
 	s := &StateMachine{f: f}
 	s.batch, _ = f.(fsm.BatchApplier)
 	s.restarter, _ = f.(fsm.Restarter)
+	_, s.concurrentQuery = f.(fsm.ConcurrentQuerier)
 	return s
 }
 
@@ -101,8 +106,13 @@ func (s *StateMachine) Apply(ctx context.Context, cmds []node.Command) ([][]byte
 	return out, nil
 }
 
-// Query implements node.StateMachine.
+// Query implements node.StateMachine. It holds the lock unless f is an
+// fsm.ConcurrentQuerier.
 func (s *StateMachine) Query(ctx context.Context, q []byte) ([]byte, error) {
+	if s.concurrentQuery {
+		res, err := s.f.Query(ctx, q)
+		return res, s.crashed(err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	res, err := s.f.Query(ctx, q)

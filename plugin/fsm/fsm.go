@@ -100,6 +100,17 @@ type BatchApplier interface {
 	ApplyBatch(ctx context.Context, es []Entry) ([][]byte, error)
 }
 
+// ConcurrentQuerier is optional: an FSM whose Query may be called while its
+// other methods run, because it orders the calls itself (plugin/host's
+// client: the plugin process runs them one at a time). Such a Query sees
+// the state after at least every entry whose Apply returned before Query
+// was called, and possibly after entries applied since. The node's state
+// machine adapter (core/statemachine) does not serialize its Query with the
+// other calls, so a read does not wait for an Apply batch in flight.
+type ConcurrentQuerier interface {
+	ConcurrentQuery()
+}
+
 // Restarter is optional: an FSM that runs outside the caller's process (the
 // plugin/host client) and can be replaced by a fresh instance after it
 // crashed. After Restart returns nil the FSM is empty or at whatever

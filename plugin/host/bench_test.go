@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -286,5 +288,84 @@ func BenchmarkApplyOneEntry(b *testing.B) {
 		if _, err := c.ApplyBatch(ctx, es[i:i+1]); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkQueries measures kv gets through the node's state machine
+// adapter to raftd-fsm-kv from concurrent callers, alone and while another
+// goroutine applies batches of 256 puts back to back (what a leader's
+// linearizable reads meet under a write load). It reports the CPU time
+// per query of this process (the host) and of the plugin.
+//
+//	go test -run '^$' -bench Queries -benchtime 20000x ./plugin/host
+func BenchmarkQueries(b *testing.B) {
+	for _, bc := range []struct {
+		clients int
+		writes  bool
+	}{{1, false}, {64, false}, {64, true}} {
+		b.Run(fmt.Sprintf("clients=%d/writes=%v", bc.clients, bc.writes), func(b *testing.B) {
+			ctx := context.Background()
+			c, err := host.Start(ctx, host.Config{Path: bins["raftd-fsm-kv"], Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			sm := statemachine.New(c)
+			defer sm.Close()
+			if _, err := sm.Apply(ctx, toCommands(putCommands(0, 1000, 128))); err != nil {
+				b.Fatal(err)
+			}
+			stop := make(chan struct{})
+			wdone := make(chan struct{})
+			go func() {
+				defer close(wdone)
+				if !bc.writes {
+					return
+				}
+				for from := 1000; ; from += 256 {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := sm.Apply(ctx, toCommands(putCommands(from, 256, 128))); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}()
+			queries := make([][]byte, 1000)
+			for i := range queries {
+				queries[i] = []byte(fmt.Sprintf(`{"op":"get","key":"key-%012d"}`, (i+1)%1000003*7919%1000003))
+			}
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			cpu0, pcpu0 := selfCPU(), procCPU(c.PID())
+			for range bc.clients {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						i := next.Add(1)
+						if i > int64(b.N) {
+							return
+						}
+						res, err := sm.Query(ctx, queries[i%int64(len(queries))])
+						if err != nil || !strings.HasPrefix(string(res), `{"found":true`) {
+							b.Errorf("query: %s %v", res, err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			b.StopTimer()
+			hostCPU, plugCPU := selfCPU()-cpu0, procCPU(c.PID())-pcpu0
+			close(stop)
+			<-wdone
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "queries/s")
+			b.ReportMetric(hostCPU.Seconds()*1e6/float64(b.N), "host-cpu-µs/query")
+			b.ReportMetric(plugCPU.Seconds()*1e6/float64(b.N), "plugin-cpu-µs/query")
+		})
 	}
 }

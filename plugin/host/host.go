@@ -154,9 +154,10 @@ type Client struct {
 }
 
 var (
-	_ fsm.FSM          = (*Client)(nil)
-	_ fsm.BatchApplier = (*Client)(nil)
-	_ fsm.Restarter    = (*Client)(nil)
+	_ fsm.FSM               = (*Client)(nil)
+	_ fsm.BatchApplier      = (*Client)(nil)
+	_ fsm.Restarter         = (*Client)(nil)
+	_ fsm.ConcurrentQuerier = (*Client)(nil)
 )
 
 // Start checks the executable (existence, SHA-256), launches it, performs
@@ -240,6 +241,7 @@ type process struct {
 	err    *BrokenError
 	killed chan struct{} // closed after the process is reaped
 	info   fsm.Info
+	qb     queryBatcher // query.go
 }
 
 func (c *Client) launch(ctx context.Context) (*process, error) {
@@ -579,17 +581,13 @@ func (c *Client) Info(ctx context.Context) (fsm.Info, error) {
 	return info, err
 }
 
-// Query runs a read-only query under CallTimeout. A query that misses its
-// deadline fails for its caller only (an error matching
+// queryOne runs q alone with a unary Query call under CallTimeout. A query
+// that misses its deadline fails for its caller only (an error matching
 // context.DeadlineExceeded): the plugin is not declared broken, because a
 // slow query (an unlimited list of a large state) is no sign of a hung
 // process, and restarting the plugin for it would cost a restore and a
 // replay. A plugin that is really stuck is caught by Apply's watchdog.
-func (c *Client) Query(ctx context.Context, q []byte) ([]byte, error) {
-	p, err := c.current()
-	if err != nil {
-		return nil, err
-	}
+func (c *Client) queryOne(ctx context.Context, p *process, q []byte) ([]byte, error) {
 	cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
 	defer cancel()
 	r, err := p.rpc.Query(cctx, &fsmv1.QueryRequest{Query: q})

@@ -174,6 +174,28 @@ func (s *Server) Query(ctx context.Context, req *fsmv1.QueryRequest) (*fsmv1.Que
 	return &fsmv1.QueryResponse{Result: r}, nil
 }
 
+// QueryBatch implements fsmv1.StateMachineServer: the queries run in order
+// under one hold of the lock, so they see the same state; each gets its
+// result or the status its Query call would have failed with.
+func (s *Server) QueryBatch(ctx context.Context, req *fsmv1.QueryBatchRequest) (*fsmv1.QueryBatchResponse, error) {
+	outs := make([]fsmv1.QueryOutcome, len(req.Queries))
+	resp := &fsmv1.QueryBatchResponse{Outcomes: make([]*fsmv1.QueryOutcome, len(req.Queries))}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, q := range req.Queries {
+		o := &outs[i]
+		resp.Outcomes[i] = o
+		r, err := s.impl.Query(ctx, q)
+		if err != nil {
+			st := status.Convert(toStatus(err))
+			o.Code, o.Message = uint32(st.Code()), st.Message()
+			continue
+		}
+		o.Result = r
+	}
+	return resp, nil
+}
+
 // Digest implements fsmv1.StateMachineServer.
 func (s *Server) Digest(ctx context.Context, _ *fsmv1.DigestRequest) (*fsmv1.DigestResponse, error) {
 	s.mu.Lock()

@@ -8,6 +8,10 @@
 //	{"op":"panic"}  Apply panics, every time (a poison command: the process
 //	                dies on it on every replica, after every restart)
 //	{"op":"sleep","ms":N}  as a query: answers {"slept":N} after N ms
+//	{"op":"fail"}   as a query: Query returns a Go error
+//
+// With MISBEHAVE_NO_QUERY_BATCH=1 set, the plugin answers QueryBatch with
+// UNIMPLEMENTED, like a plugin written before that call existed.
 //
 // With MISBEHAVE_APPLY_DELAY=DURATION set, every Apply of one entry takes
 // at least that long (a slow state machine).
@@ -27,9 +31,16 @@ import (
 	"os"
 	"time"
 
+	goplugin "github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/raftd/raftd/fsms/kv"
 	"github.com/raftd/raftd/plugin/fsm"
+	"github.com/raftd/raftd/plugin/internal/shared"
 	"github.com/raftd/raftd/plugin/sdk"
+	fsmv1 "github.com/raftd/raftd/proto/fsm/v1"
 )
 
 type misbehave struct{ *kv.FSM }
@@ -86,8 +97,11 @@ func (m misbehave) ApplyBatch(ctx context.Context, es []fsm.Entry) ([][]byte, er
 }
 
 func (m misbehave) Query(ctx context.Context, q []byte) ([]byte, error) {
-	if string(q) == `{"op":"hang"}` {
+	switch string(q) {
+	case `{"op":"hang"}`:
 		select {}
+	case `{"op":"fail"}`:
+		return nil, errors.New("misbehave: asked to fail a query")
 	}
 	var s struct {
 		Op string `json:"op"`
@@ -100,4 +114,31 @@ func (m misbehave) Query(ctx context.Context, q []byte) ([]byte, error) {
 	return m.FSM.Query(ctx, q)
 }
 
-func main() { sdk.Serve(misbehave{kv.New()}) }
+// unbatched is the plugin's service without QueryBatch.
+type unbatched struct{ *shared.Server }
+
+func (unbatched) QueryBatch(context.Context, *fsmv1.QueryBatchRequest) (*fsmv1.QueryBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method QueryBatch not implemented")
+}
+
+type unbatchedPlugin struct{ shared.GRPCPlugin }
+
+func (p *unbatchedPlugin) GRPCServer(_ *goplugin.GRPCBroker, s *grpc.Server) error {
+	fsmv1.RegisterStateMachineServer(s, unbatched{shared.NewServer(p.Impl)})
+	return nil
+}
+
+func main() {
+	f := misbehave{kv.New()}
+	if os.Getenv("MISBEHAVE_NO_QUERY_BATCH") == "" {
+		sdk.Serve(f)
+		return
+	}
+	goplugin.Serve(&goplugin.ServeConfig{
+		HandshakeConfig: shared.Handshake,
+		Plugins:         goplugin.PluginSet{shared.PluginName: &unbatchedPlugin{shared.GRPCPlugin{Impl: f}}},
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			return grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(shared.MaxMsgBytes), grpc.MaxSendMsgSize(shared.MaxMsgBytes))...)
+		},
+	})
+}

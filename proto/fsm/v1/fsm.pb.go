@@ -420,6 +420,158 @@ func (x *QueryResponse) GetResult() []byte {
 	return nil
 }
 
+type QueryBatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Queries       [][]byte               `protobuf:"bytes,1,rep,name=queries,proto3" json:"queries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryBatchRequest) Reset() {
+	*x = QueryBatchRequest{}
+	mi := &file_fsm_v1_fsm_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryBatchRequest) ProtoMessage() {}
+
+func (x *QueryBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsm_v1_fsm_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryBatchRequest.ProtoReflect.Descriptor instead.
+func (*QueryBatchRequest) Descriptor() ([]byte, []int) {
+	return file_fsm_v1_fsm_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *QueryBatchRequest) GetQueries() [][]byte {
+	if x != nil {
+		return x.Queries
+	}
+	return nil
+}
+
+// QueryOutcome is the answer to one query of a batch: the result, or the
+// gRPC status code and message the Query call would have failed with.
+type QueryOutcome struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Result []byte                 `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	// code is a google.rpc.Code; 0 (OK) means result is the answer.
+	Code          uint32 `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryOutcome) Reset() {
+	*x = QueryOutcome{}
+	mi := &file_fsm_v1_fsm_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryOutcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryOutcome) ProtoMessage() {}
+
+func (x *QueryOutcome) ProtoReflect() protoreflect.Message {
+	mi := &file_fsm_v1_fsm_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryOutcome.ProtoReflect.Descriptor instead.
+func (*QueryOutcome) Descriptor() ([]byte, []int) {
+	return file_fsm_v1_fsm_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *QueryOutcome) GetResult() []byte {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *QueryOutcome) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *QueryOutcome) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type QueryBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// outcomes[i] answers the request's queries[i].
+	Outcomes      []*QueryOutcome `protobuf:"bytes,1,rep,name=outcomes,proto3" json:"outcomes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryBatchResponse) Reset() {
+	*x = QueryBatchResponse{}
+	mi := &file_fsm_v1_fsm_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryBatchResponse) ProtoMessage() {}
+
+func (x *QueryBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsm_v1_fsm_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryBatchResponse.ProtoReflect.Descriptor instead.
+func (*QueryBatchResponse) Descriptor() ([]byte, []int) {
+	return file_fsm_v1_fsm_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *QueryBatchResponse) GetOutcomes() []*QueryOutcome {
+	if x != nil {
+		return x.Outcomes
+	}
+	return nil
+}
+
 type SnapshotRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -428,7 +580,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_fsm_v1_fsm_proto_msgTypes[7]
+	mi := &file_fsm_v1_fsm_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -440,7 +592,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_v1_fsm_proto_msgTypes[7]
+	mi := &file_fsm_v1_fsm_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -453,7 +605,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_fsm_v1_fsm_proto_rawDescGZIP(), []int{7}
+	return file_fsm_v1_fsm_proto_rawDescGZIP(), []int{10}
 }
 
 // SnapshotHeader describes a snapshot body.
@@ -473,7 +625,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_fsm_v1_fsm_proto_msgTypes[8]
+	mi := &file_fsm_v1_fsm_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -485,7 +637,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_v1_fsm_proto_msgTypes[8]
+	mi := &file_fsm_v1_fsm_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -498,7 +650,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_fsm_v1_fsm_proto_rawDescGZIP(), []int{8}
+	return file_fsm_v1_fsm_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SnapshotHeader) GetIndex() uint64 {
@@ -542,7 +694,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_fsm_v1_fsm_proto_msgTypes[9]
+	mi := &file_fsm_v1_fsm_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -554,7 +706,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_v1_fsm_proto_msgTypes[9]
+	mi := &file_fsm_v1_fsm_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -567,7 +719,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_fsm_v1_fsm_proto_rawDescGZIP(), []int{9}
+	return file_fsm_v1_fsm_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SnapshotChunk) GetHeader() *SnapshotHeader {
@@ -594,7 +746,7 @@ type RestoreResponse struct {
 
 func (x *RestoreResponse) Reset() {
 	*x = RestoreResponse{}
-	mi := &file_fsm_v1_fsm_proto_msgTypes[10]
+	mi := &file_fsm_v1_fsm_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -606,7 +758,7 @@ func (x *RestoreResponse) String() string {
 func (*RestoreResponse) ProtoMessage() {}
 
 func (x *RestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_v1_fsm_proto_msgTypes[10]
+	mi := &file_fsm_v1_fsm_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -619,7 +771,7 @@ func (x *RestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreResponse.ProtoReflect.Descriptor instead.
 func (*RestoreResponse) Descriptor() ([]byte, []int) {
-	return file_fsm_v1_fsm_proto_rawDescGZIP(), []int{10}
+	return file_fsm_v1_fsm_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RestoreResponse) GetAppliedIndex() uint64 {
@@ -637,7 +789,7 @@ type DigestRequest struct {
 
 func (x *DigestRequest) Reset() {
 	*x = DigestRequest{}
-	mi := &file_fsm_v1_fsm_proto_msgTypes[11]
+	mi := &file_fsm_v1_fsm_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -649,7 +801,7 @@ func (x *DigestRequest) String() string {
 func (*DigestRequest) ProtoMessage() {}
 
 func (x *DigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_v1_fsm_proto_msgTypes[11]
+	mi := &file_fsm_v1_fsm_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -662,7 +814,7 @@ func (x *DigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
 func (*DigestRequest) Descriptor() ([]byte, []int) {
-	return file_fsm_v1_fsm_proto_rawDescGZIP(), []int{11}
+	return file_fsm_v1_fsm_proto_rawDescGZIP(), []int{14}
 }
 
 type DigestResponse struct {
@@ -678,7 +830,7 @@ type DigestResponse struct {
 
 func (x *DigestResponse) Reset() {
 	*x = DigestResponse{}
-	mi := &file_fsm_v1_fsm_proto_msgTypes[12]
+	mi := &file_fsm_v1_fsm_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -690,7 +842,7 @@ func (x *DigestResponse) String() string {
 func (*DigestResponse) ProtoMessage() {}
 
 func (x *DigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsm_v1_fsm_proto_msgTypes[12]
+	mi := &file_fsm_v1_fsm_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -703,7 +855,7 @@ func (x *DigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestResponse.ProtoReflect.Descriptor instead.
 func (*DigestResponse) Descriptor() ([]byte, []int) {
-	return file_fsm_v1_fsm_proto_rawDescGZIP(), []int{12}
+	return file_fsm_v1_fsm_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DigestResponse) GetAppliedIndex() uint64 {
@@ -748,7 +900,15 @@ const file_fsm_v1_fsm_proto_rawDesc = "" +
 	"\fQueryRequest\x12\x14\n" +
 	"\x05query\x18\x01 \x01(\fR\x05query\"'\n" +
 	"\rQueryResponse\x12\x16\n" +
-	"\x06result\x18\x01 \x01(\fR\x06result\"\x11\n" +
+	"\x06result\x18\x01 \x01(\fR\x06result\"-\n" +
+	"\x11QueryBatchRequest\x12\x18\n" +
+	"\aqueries\x18\x01 \x03(\fR\aqueries\"T\n" +
+	"\fQueryOutcome\x12\x16\n" +
+	"\x06result\x18\x01 \x01(\fR\x06result\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"L\n" +
+	"\x12QueryBatchResponse\x126\n" +
+	"\boutcomes\x18\x01 \x03(\v2\x1a.raftd.fsm.v1.QueryOutcomeR\boutcomes\"\x11\n" +
 	"\x0fSnapshotRequest\"l\n" +
 	"\x0eSnapshotHeader\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
@@ -763,11 +923,13 @@ const file_fsm_v1_fsm_proto_rawDesc = "" +
 	"\rDigestRequest\"M\n" +
 	"\x0eDigestResponse\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x16\n" +
-	"\x06digest\x18\x02 \x01(\fR\x06digest2\xad\x03\n" +
+	"\x06digest\x18\x02 \x01(\fR\x06digest2\xfe\x03\n" +
 	"\fStateMachine\x12=\n" +
 	"\x04Info\x12\x19.raftd.fsm.v1.InfoRequest\x1a\x1a.raftd.fsm.v1.InfoResponse\x12D\n" +
 	"\x05Apply\x12\x1a.raftd.fsm.v1.ApplyRequest\x1a\x1b.raftd.fsm.v1.ApplyResponse(\x010\x01\x12@\n" +
-	"\x05Query\x12\x1a.raftd.fsm.v1.QueryRequest\x1a\x1b.raftd.fsm.v1.QueryResponse\x12H\n" +
+	"\x05Query\x12\x1a.raftd.fsm.v1.QueryRequest\x1a\x1b.raftd.fsm.v1.QueryResponse\x12O\n" +
+	"\n" +
+	"QueryBatch\x12\x1f.raftd.fsm.v1.QueryBatchRequest\x1a .raftd.fsm.v1.QueryBatchResponse\x12H\n" +
 	"\bSnapshot\x12\x1d.raftd.fsm.v1.SnapshotRequest\x1a\x1b.raftd.fsm.v1.SnapshotChunk0\x01\x12G\n" +
 	"\aRestore\x12\x1b.raftd.fsm.v1.SnapshotChunk\x1a\x1d.raftd.fsm.v1.RestoreResponse(\x01\x12C\n" +
 	"\x06Digest\x12\x1b.raftd.fsm.v1.DigestRequest\x1a\x1c.raftd.fsm.v1.DigestResponseB+Z)github.com/raftd/raftd/proto/fsm/v1;fsmv1b\x06proto3"
@@ -784,42 +946,48 @@ func file_fsm_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_fsm_v1_fsm_proto_rawDescData
 }
 
-var file_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_fsm_v1_fsm_proto_goTypes = []any{
-	(*InfoRequest)(nil),     // 0: raftd.fsm.v1.InfoRequest
-	(*InfoResponse)(nil),    // 1: raftd.fsm.v1.InfoResponse
-	(*Entry)(nil),           // 2: raftd.fsm.v1.Entry
-	(*ApplyRequest)(nil),    // 3: raftd.fsm.v1.ApplyRequest
-	(*ApplyResponse)(nil),   // 4: raftd.fsm.v1.ApplyResponse
-	(*QueryRequest)(nil),    // 5: raftd.fsm.v1.QueryRequest
-	(*QueryResponse)(nil),   // 6: raftd.fsm.v1.QueryResponse
-	(*SnapshotRequest)(nil), // 7: raftd.fsm.v1.SnapshotRequest
-	(*SnapshotHeader)(nil),  // 8: raftd.fsm.v1.SnapshotHeader
-	(*SnapshotChunk)(nil),   // 9: raftd.fsm.v1.SnapshotChunk
-	(*RestoreResponse)(nil), // 10: raftd.fsm.v1.RestoreResponse
-	(*DigestRequest)(nil),   // 11: raftd.fsm.v1.DigestRequest
-	(*DigestResponse)(nil),  // 12: raftd.fsm.v1.DigestResponse
+	(*InfoRequest)(nil),        // 0: raftd.fsm.v1.InfoRequest
+	(*InfoResponse)(nil),       // 1: raftd.fsm.v1.InfoResponse
+	(*Entry)(nil),              // 2: raftd.fsm.v1.Entry
+	(*ApplyRequest)(nil),       // 3: raftd.fsm.v1.ApplyRequest
+	(*ApplyResponse)(nil),      // 4: raftd.fsm.v1.ApplyResponse
+	(*QueryRequest)(nil),       // 5: raftd.fsm.v1.QueryRequest
+	(*QueryResponse)(nil),      // 6: raftd.fsm.v1.QueryResponse
+	(*QueryBatchRequest)(nil),  // 7: raftd.fsm.v1.QueryBatchRequest
+	(*QueryOutcome)(nil),       // 8: raftd.fsm.v1.QueryOutcome
+	(*QueryBatchResponse)(nil), // 9: raftd.fsm.v1.QueryBatchResponse
+	(*SnapshotRequest)(nil),    // 10: raftd.fsm.v1.SnapshotRequest
+	(*SnapshotHeader)(nil),     // 11: raftd.fsm.v1.SnapshotHeader
+	(*SnapshotChunk)(nil),      // 12: raftd.fsm.v1.SnapshotChunk
+	(*RestoreResponse)(nil),    // 13: raftd.fsm.v1.RestoreResponse
+	(*DigestRequest)(nil),      // 14: raftd.fsm.v1.DigestRequest
+	(*DigestResponse)(nil),     // 15: raftd.fsm.v1.DigestResponse
 }
 var file_fsm_v1_fsm_proto_depIdxs = []int32{
 	2,  // 0: raftd.fsm.v1.ApplyRequest.entries:type_name -> raftd.fsm.v1.Entry
-	8,  // 1: raftd.fsm.v1.SnapshotChunk.header:type_name -> raftd.fsm.v1.SnapshotHeader
-	0,  // 2: raftd.fsm.v1.StateMachine.Info:input_type -> raftd.fsm.v1.InfoRequest
-	3,  // 3: raftd.fsm.v1.StateMachine.Apply:input_type -> raftd.fsm.v1.ApplyRequest
-	5,  // 4: raftd.fsm.v1.StateMachine.Query:input_type -> raftd.fsm.v1.QueryRequest
-	7,  // 5: raftd.fsm.v1.StateMachine.Snapshot:input_type -> raftd.fsm.v1.SnapshotRequest
-	9,  // 6: raftd.fsm.v1.StateMachine.Restore:input_type -> raftd.fsm.v1.SnapshotChunk
-	11, // 7: raftd.fsm.v1.StateMachine.Digest:input_type -> raftd.fsm.v1.DigestRequest
-	1,  // 8: raftd.fsm.v1.StateMachine.Info:output_type -> raftd.fsm.v1.InfoResponse
-	4,  // 9: raftd.fsm.v1.StateMachine.Apply:output_type -> raftd.fsm.v1.ApplyResponse
-	6,  // 10: raftd.fsm.v1.StateMachine.Query:output_type -> raftd.fsm.v1.QueryResponse
-	9,  // 11: raftd.fsm.v1.StateMachine.Snapshot:output_type -> raftd.fsm.v1.SnapshotChunk
-	10, // 12: raftd.fsm.v1.StateMachine.Restore:output_type -> raftd.fsm.v1.RestoreResponse
-	12, // 13: raftd.fsm.v1.StateMachine.Digest:output_type -> raftd.fsm.v1.DigestResponse
-	8,  // [8:14] is the sub-list for method output_type
-	2,  // [2:8] is the sub-list for method input_type
-	2,  // [2:2] is the sub-list for extension type_name
-	2,  // [2:2] is the sub-list for extension extendee
-	0,  // [0:2] is the sub-list for field type_name
+	8,  // 1: raftd.fsm.v1.QueryBatchResponse.outcomes:type_name -> raftd.fsm.v1.QueryOutcome
+	11, // 2: raftd.fsm.v1.SnapshotChunk.header:type_name -> raftd.fsm.v1.SnapshotHeader
+	0,  // 3: raftd.fsm.v1.StateMachine.Info:input_type -> raftd.fsm.v1.InfoRequest
+	3,  // 4: raftd.fsm.v1.StateMachine.Apply:input_type -> raftd.fsm.v1.ApplyRequest
+	5,  // 5: raftd.fsm.v1.StateMachine.Query:input_type -> raftd.fsm.v1.QueryRequest
+	7,  // 6: raftd.fsm.v1.StateMachine.QueryBatch:input_type -> raftd.fsm.v1.QueryBatchRequest
+	10, // 7: raftd.fsm.v1.StateMachine.Snapshot:input_type -> raftd.fsm.v1.SnapshotRequest
+	12, // 8: raftd.fsm.v1.StateMachine.Restore:input_type -> raftd.fsm.v1.SnapshotChunk
+	14, // 9: raftd.fsm.v1.StateMachine.Digest:input_type -> raftd.fsm.v1.DigestRequest
+	1,  // 10: raftd.fsm.v1.StateMachine.Info:output_type -> raftd.fsm.v1.InfoResponse
+	4,  // 11: raftd.fsm.v1.StateMachine.Apply:output_type -> raftd.fsm.v1.ApplyResponse
+	6,  // 12: raftd.fsm.v1.StateMachine.Query:output_type -> raftd.fsm.v1.QueryResponse
+	9,  // 13: raftd.fsm.v1.StateMachine.QueryBatch:output_type -> raftd.fsm.v1.QueryBatchResponse
+	12, // 14: raftd.fsm.v1.StateMachine.Snapshot:output_type -> raftd.fsm.v1.SnapshotChunk
+	13, // 15: raftd.fsm.v1.StateMachine.Restore:output_type -> raftd.fsm.v1.RestoreResponse
+	15, // 16: raftd.fsm.v1.StateMachine.Digest:output_type -> raftd.fsm.v1.DigestResponse
+	10, // [10:17] is the sub-list for method output_type
+	3,  // [3:10] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_fsm_v1_fsm_proto_init() }
@@ -833,7 +1001,7 @@ func file_fsm_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fsm_v1_fsm_proto_rawDesc), len(file_fsm_v1_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,12 +23,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	StateMachine_Info_FullMethodName     = "/raftd.fsm.v1.StateMachine/Info"
-	StateMachine_Apply_FullMethodName    = "/raftd.fsm.v1.StateMachine/Apply"
-	StateMachine_Query_FullMethodName    = "/raftd.fsm.v1.StateMachine/Query"
-	StateMachine_Snapshot_FullMethodName = "/raftd.fsm.v1.StateMachine/Snapshot"
-	StateMachine_Restore_FullMethodName  = "/raftd.fsm.v1.StateMachine/Restore"
-	StateMachine_Digest_FullMethodName   = "/raftd.fsm.v1.StateMachine/Digest"
+	StateMachine_Info_FullMethodName       = "/raftd.fsm.v1.StateMachine/Info"
+	StateMachine_Apply_FullMethodName      = "/raftd.fsm.v1.StateMachine/Apply"
+	StateMachine_Query_FullMethodName      = "/raftd.fsm.v1.StateMachine/Query"
+	StateMachine_QueryBatch_FullMethodName = "/raftd.fsm.v1.StateMachine/QueryBatch"
+	StateMachine_Snapshot_FullMethodName   = "/raftd.fsm.v1.StateMachine/Snapshot"
+	StateMachine_Restore_FullMethodName    = "/raftd.fsm.v1.StateMachine/Restore"
+	StateMachine_Digest_FullMethodName     = "/raftd.fsm.v1.StateMachine/Digest"
 )
 
 // StateMachineClient is the client API for StateMachine service.
@@ -50,6 +51,10 @@ type StateMachineClient interface {
 	Apply(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ApplyRequest, ApplyResponse], error)
 	// Query runs a read-only request against the current state.
 	Query(ctx context.Context, in *QueryRequest, opts ...grpc.CallOption) (*QueryResponse, error)
+	// QueryBatch runs several read-only requests against the same state, in
+	// order, and answers each. Optional: a plugin that answers UNIMPLEMENTED
+	// gets one Query call per request instead.
+	QueryBatch(ctx context.Context, in *QueryBatchRequest, opts ...grpc.CallOption) (*QueryBatchResponse, error)
 	// Snapshot streams the state as of the last applied entry: the first
 	// message carries only a header, every later message only data
 	// (at most 1 MiB per message).
@@ -97,6 +102,16 @@ func (c *stateMachineClient) Query(ctx context.Context, in *QueryRequest, opts .
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(QueryResponse)
 	err := c.cc.Invoke(ctx, StateMachine_Query_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *stateMachineClient) QueryBatch(ctx context.Context, in *QueryBatchRequest, opts ...grpc.CallOption) (*QueryBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(QueryBatchResponse)
+	err := c.cc.Invoke(ctx, StateMachine_QueryBatch_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -164,6 +179,10 @@ type StateMachineServer interface {
 	Apply(grpc.BidiStreamingServer[ApplyRequest, ApplyResponse]) error
 	// Query runs a read-only request against the current state.
 	Query(context.Context, *QueryRequest) (*QueryResponse, error)
+	// QueryBatch runs several read-only requests against the same state, in
+	// order, and answers each. Optional: a plugin that answers UNIMPLEMENTED
+	// gets one Query call per request instead.
+	QueryBatch(context.Context, *QueryBatchRequest) (*QueryBatchResponse, error)
 	// Snapshot streams the state as of the last applied entry: the first
 	// message carries only a header, every later message only data
 	// (at most 1 MiB per message).
@@ -192,6 +211,9 @@ func (UnimplementedStateMachineServer) Apply(grpc.BidiStreamingServer[ApplyReque
 }
 func (UnimplementedStateMachineServer) Query(context.Context, *QueryRequest) (*QueryResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Query not implemented")
+}
+func (UnimplementedStateMachineServer) QueryBatch(context.Context, *QueryBatchRequest) (*QueryBatchResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method QueryBatch not implemented")
 }
 func (UnimplementedStateMachineServer) Snapshot(*SnapshotRequest, grpc.ServerStreamingServer[SnapshotChunk]) error {
 	return status.Errorf(codes.Unimplemented, "method Snapshot not implemented")
@@ -266,6 +288,24 @@ func _StateMachine_Query_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _StateMachine_QueryBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(QueryBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateMachineServer).QueryBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StateMachine_QueryBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateMachineServer).QueryBatch(ctx, req.(*QueryBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _StateMachine_Snapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(SnapshotRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -316,6 +356,10 @@ var StateMachine_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Query",
 			Handler:    _StateMachine_Query_Handler,
+		},
+		{
+			MethodName: "QueryBatch",
+			Handler:    _StateMachine_QueryBatch_Handler,
 		},
 		{
 			MethodName: "Digest",
