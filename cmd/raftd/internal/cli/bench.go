@@ -56,7 +56,7 @@ puts (--json: {"ops","errors","elapsed_seconds","ops_per_second","p50_ms",
 	cmd.Flags().IntVar(&opts.Conns, "conns", 4, "gRPC connections shared by the clients")
 	cmd.Flags().Uint64Var(&opts.Seed, "seed", 1, "seed for keys and values")
 	addJSONFlag(cmd, &opts.JSON, `{"ops":…,"errors":…,"elapsed_seconds":…,"ops_per_second":…,"p50_ms":…,"p99_ms":…,"max_ms":…}`)
-	addProgressFlag(cmd, &opts.Progress)
+	cmd.Flags().BoolVar(&opts.Progress, "progress", false, progress.FlagUsage)
 	return cmd
 }
 

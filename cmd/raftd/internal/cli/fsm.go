@@ -139,7 +139,7 @@ on PASS, 1 with the first divergence otherwise.`,
 		Example: `  raftd fsm test --fsm ./bin/raftd-fsm-kv
   raftd fsm test --fsm ./bin/raftd-fsm-kv --fsm2 ./fsms/node-kv/raftd-fsm-node-kv --entries 2000
   raftd fsm test ./bin/raftd-fsm-kv          # the plugin may also be given as the only argument`,
-		Args: maxArgs(1, "PLUGIN"),
+		Args: rangeArgs(0, 1, "at most one PLUGIN"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {
 			case len(args) == 1 && to.FSM != "" && to.FSM != args[0]:
@@ -154,7 +154,7 @@ on PASS, 1 with the first divergence otherwise.`,
 			}
 			rep, err := conformance.Run(cmd.Context(), to)
 			if err != nil {
-				return withCode(ExitFailure, fmt.Errorf("fsm test %s: %s", to.FSM, firstLine(err.Error())))
+				return withCode(ExitFailure, fmt.Errorf("fsm test %s: %s", to.FSM, view.FirstLine(err.Error())))
 			}
 			fmt.Fprint(f.Out, rep.String())
 			return nil

@@ -122,20 +122,13 @@ applied); 2 usage error; 3 certainly not applied.`,
 }
 
 // exactArgs is cobra.ExactArgs with a usage exit code and a clearer message.
-func exactArgs(n int, what string) cobra.PositionalArgs {
-	return func(cmd *cobra.Command, args []string) error {
-		if len(args) != n {
-			return usageErrorf("%s: expected %s, got %d argument(s)", cmd.CommandPath(), what, len(args))
-		}
-		return nil
-	}
-}
+func exactArgs(n int, what string) cobra.PositionalArgs { return rangeArgs(n, n, what) }
 
-// maxArgs is cobra.MaximumNArgs with a usage exit code.
-func maxArgs(n int, what string) cobra.PositionalArgs {
+// rangeArgs is cobra.RangeArgs with a usage exit code.
+func rangeArgs(lo, hi int, what string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
-		if len(args) > n {
-			return usageErrorf("%s: expected at most %d argument(s) (%s), got %d", cmd.CommandPath(), n, what, len(args))
+		if len(args) < lo || len(args) > hi {
+			return usageErrorf("%s: expected %s, got %d argument(s)", cmd.CommandPath(), what, len(args))
 		}
 		return nil
 	}
@@ -169,12 +162,6 @@ func argOrStdin(f *Factory, arg string) (string, error) {
 		return "", usageErrorf("standard input holds more than %d bytes", maxStdinBytes)
 	}
 	return strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"), nil
-}
-
-// firstLine returns s up to its first line break.
-func firstLine(s string) string {
-	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
-	return strings.TrimSpace(s)
 }
 
 // bindConfig lets every flag of cmd be set from RAFTD_<FLAG> and --config

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/raftd/raftd/cmd/raftd/internal/progress"
+	"github.com/raftd/raftd/cmd/raftd/internal/view"
 	"github.com/raftd/raftd/core/client"
 	"github.com/raftd/raftd/core/daemon"
 	"github.com/raftd/raftd/core/node"
@@ -43,7 +44,7 @@ func NewCmdSnapshot(f *Factory) *cobra.Command {
 		},
 	}
 	addClientFlags(saveCmd, &save.ClientOptions)
-	addProgressFlag(saveCmd, &save.Progress)
+	saveCmd.Flags().BoolVar(&save.Progress, "progress", false, progress.FlagUsage)
 	saveCmd.Flags().BoolVar(&save.TakeNew, "new", false, "take a fresh snapshot at the applied index first")
 	saveCmd.Flags().Lookup("timeout").DefValue = "5m"
 	_ = saveCmd.Flags().Set("timeout", "5m")
@@ -65,7 +66,7 @@ raftd run and the same --id, --data-dir and --raft-addr, then add members.`,
 			return runSnapshotRestore(f, ro, cmd.Flags().Changed("cluster-id"))
 		},
 	}
-	addProgressFlag(restoreCmd, &ro.Progress)
+	restoreCmd.Flags().BoolVar(&ro.Progress, "progress", false, progress.FlagUsage)
 	restoreCmd.Flags().StringVar(&ro.DataDir, "data-dir", DefaultDataDir, "the new, empty data dir")
 	restoreCmd.Flags().Uint64Var(&ro.ID, "id", 1, "id of the node that will run on it")
 	restoreCmd.Flags().StringVar(&ro.RaftAddr, "raft-addr", DefaultRaftAddr, "peer address of that node")
@@ -100,7 +101,7 @@ func runSnapshotSave(ctx context.Context, f *Factory, o *SnapshotSaveOptions) er
 	if err != nil {
 		return err
 	}
-	meter := newMeter(f, o.Progress, "snapshot save")
+	meter := progress.For(f.ErrOut, o.Progress, "snapshot save")
 	hdr, err := c.DownloadSnapshot(ctx, o.TakeNew, meter.Writer(tmp), func(h *apiv1.SnapshotHeader) { meter.SetTotal(h.GetSize()) })
 	if err != nil {
 		return exitErr("snapshot save", o.Timeout, err)
@@ -147,32 +148,17 @@ func runSnapshotRestore(f *Factory, o *SnapshotRestoreOptions, clusterIDSet bool
 		return withCode(ExitFailure, fmt.Errorf("snapshot restore: %w", err))
 	}
 	defer in.Close()
-	meter := newMeter(f, o.Progress, "snapshot restore")
+	meter := progress.For(f.ErrOut, o.Progress, "snapshot restore")
 	if fi, err := in.Stat(); err == nil {
 		meter.SetTotal(fi.Size())
 	}
 	hdr, clusterID, err := daemon.RestoreSnapshot(o.DataDir, node.Peer{ID: o.ID, RaftAddr: o.RaftAddr}, o.ClusterID, meter.Reader(in))
 	meter.Done()
 	if err != nil {
-		return withCode(ExitFailure, fmt.Errorf("snapshot restore %s: %s", o.File, firstLine(err.Error())))
+		return withCode(ExitFailure, fmt.Errorf("snapshot restore %s: %s", o.File, view.FirstLine(err.Error())))
 	}
 	o.ClusterID = clusterID
 	fmt.Fprintf(f.Out, "restored %s (fsm %s, index %d, term %d) into %s as node %d at %s (cluster %s)\n",
 		o.File, hdr.FSMName, hdr.Index, hdr.Term, o.DataDir, o.ID, o.RaftAddr, o.ClusterID)
 	return nil
-}
-
-// addProgressFlag registers --progress: progress on stderr (on a terminal
-// by default).
-func addProgressFlag(cmd *cobra.Command, on *bool) {
-	cmd.Flags().BoolVar(on, "progress", false, "report progress on stderr (default: only when stderr is a terminal)")
-}
-
-// newMeter returns the progress meter of a command: silent (counting only)
-// unless on.
-func newMeter(f *Factory, on bool, what string) *progress.Meter {
-	if !on {
-		return progress.New(nil, false, what)
-	}
-	return progress.New(f.ErrOut, progress.IsTerminal(f.ErrOut), what)
 }

@@ -42,6 +42,19 @@ func Enabled(w io.Writer, set, want bool) bool {
 	return IsTerminal(w)
 }
 
+// FlagUsage is the usage of a command's --progress flag, whose value goes
+// to Enabled.
+const FlagUsage = "report progress on stderr (default: only when stderr is a terminal)"
+
+// For returns the Meter of a command writing to w if on (Enabled), else a
+// silent one that only counts.
+func For(w io.Writer, on bool, what string) *Meter {
+	if !on {
+		return New(nil, false, what)
+	}
+	return New(w, IsTerminal(w), what)
+}
+
 // Meter counts bytes towards a total and reports them. It is safe for
 // concurrent use.
 type Meter struct {

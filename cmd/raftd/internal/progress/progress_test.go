@@ -88,6 +88,17 @@ func TestSilentMeterAndEnabled(t *testing.T) {
 		t.Fatalf("counted %d bytes, want 6", m.N())
 	}
 	var buf bytes.Buffer
+	For(&buf, false, "x").Add(5)
+	if buf.Len() != 0 {
+		t.Fatalf("For(off) wrote %q", buf.String())
+	}
+	on := For(&buf, true, "x")
+	on.SetTotal(5)
+	on.Add(5)
+	if !strings.HasPrefix(buf.String(), "x: 5 B of 5 B (100%)") {
+		t.Fatalf("For(on) on a buffer wrote %q, want a plain line", buf.String())
+	}
+	buf.Reset()
 	if Enabled(&buf, false, true) || !Enabled(&buf, true, true) || Enabled(&buf, true, false) {
 		t.Fatal("Enabled: a buffer is not a terminal; an explicit choice wins")
 	}

@@ -33,6 +33,12 @@ func Dash(s string) string {
 	return s
 }
 
+// FirstLine returns s up to its first line break.
+func FirstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(s)
+}
+
 // OneLine joins the lines of s with single spaces.
 func OneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
