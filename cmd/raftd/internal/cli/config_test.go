@@ -25,7 +25,7 @@ func TestRunConfigSources(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got.FSMPath != "/bin/true" || got.LogFormat != "json" || got.LogLevel != "warn" || got.MetricsAddr != "127.0.0.1:9103" ||
-		got.HeartbeatInterval != 200*time.Millisecond || got.RaftAddr != "127.0.0.1:7101" || len(got.peers) != 2 {
+		got.HeartbeatInterval != 200*time.Millisecond || got.RaftAddr != "127.0.0.1:7101" || len(got.Config.Peers) != 2 {
 		t.Fatalf("options %+v", got)
 	}
 	var dev *DevOptions

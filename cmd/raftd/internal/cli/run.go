@@ -14,7 +14,6 @@ import (
 	"github.com/raftd/raftd/cmd/raftd/internal/config"
 	"github.com/raftd/raftd/core/daemon"
 	"github.com/raftd/raftd/core/node"
-	"github.com/raftd/raftd/core/pki"
 	"github.com/spf13/cobra"
 )
 
@@ -33,43 +32,18 @@ const (
 	DefaultPluginCallTimeout  = daemon.DefaultPluginCallTimeout
 )
 
-// RunOptions configures `raftd run` (and each node of `raftd dev`).
+// RunOptions configures `raftd run`. The flags that are core/daemon
+// settings as they are go straight into Config; the others are resolved
+// into it by validate and daemonConfig.
 type RunOptions struct {
-	FSMPath           string
-	FSMSHA256         string
-	ID                uint64
-	DataDir           string
-	RaftAddr          string
-	APIAddr           string
-	Peers             string
-	Join              bool
-	HeartbeatInterval time.Duration
-	ElectionTimeout   time.Duration
-	MaxEntryBytes     int
-	SnapshotEntries   uint64
-	SnapshotTrailing  uint64
-	ClusterID         string
-	NoSync            bool
+	daemon.Config
+	// Peers is --peers as given; validate parses it into Config.Peers.
+	Peers string
+	// SnapshotEntries and SnapshotTrailing are the flags, 0 for never and
+	// none (Config's are negative for that).
+	SnapshotEntries, SnapshotTrailing uint64
 	// LogLevel is debug, info, warn or error; LogFormat text or json.
 	LogLevel, LogFormat string
-	// PluginApplyTimeout is the plugin's Apply watchdog (> 0).
-	PluginApplyTimeout time.Duration
-	// PluginCallTimeout bounds the plugin's Info, Query and Digest (> 0).
-	PluginCallTimeout time.Duration
-	// MetricsAddr, if set, is where /metrics, /healthz and, with
-	// EnablePprof, /debug/pprof/ are served (core/daemon). Empty: off.
-	MetricsAddr string
-	EnablePprof bool
-	// ClientTLS and ClientCertAuth secure the client API and metrics;
-	// PeerTLS, PeerCertAllowedCN and PeerCertPinID the raft port
-	// (core/daemon Config, docs/security.md).
-	ClientTLS, PeerTLS pki.Files
-	ClientCertAuth     bool
-	PeerCertAllowedCN  string
-	PeerCertPinID      bool
-
-	// Resolved by validate.
-	peers []node.Peer
 }
 
 // NewCmdRun returns `raftd run`.
@@ -198,7 +172,7 @@ func (o *RunOptions) validate(raftAddrSet bool) error {
 	if err := validateLogFlags("run", o.LogLevel, o.LogFormat); err != nil {
 		return err
 	}
-	o.peers = nil
+	o.Config.Peers = nil
 	if o.Join && o.Peers == "" {
 		// Without addresses it could not answer the leader that adds it.
 		return usageErrorf("run: --join needs --peers: the members' raft addresses (id=host:port,...), to answer the leader")
@@ -218,9 +192,9 @@ func (o *RunOptions) validate(raftAddrSet bool) error {
 			}
 			o.RaftAddr = p[i].RaftAddr
 		}
-		o.peers = p
+		o.Config.Peers = p
 		if o.ClusterID == "" {
-			o.ClusterID = daemon.ClusterIDFor(o.peers)
+			o.ClusterID = daemon.ClusterIDFor(p)
 		}
 	}
 	if err := o.validateMetricsAddr(); err != nil {
@@ -233,24 +207,16 @@ func (o *RunOptions) validate(raftAddrSet bool) error {
 
 // daemonConfig is the core/daemon configuration of validated options.
 func (o *RunOptions) daemonConfig(log *slog.Logger) daemon.Config {
-	snapEntries, snapTrailing := int(o.SnapshotEntries), int(o.SnapshotTrailing)
-	if snapEntries == 0 {
-		snapEntries = -1 // --snapshot-entries 0: never
+	cfg := o.Config
+	cfg.SnapshotEntries, cfg.SnapshotTrailing = int(o.SnapshotEntries), int(o.SnapshotTrailing)
+	if cfg.SnapshotEntries == 0 {
+		cfg.SnapshotEntries = -1 // --snapshot-entries 0: never
 	}
-	if snapTrailing == 0 {
-		snapTrailing = -1
+	if cfg.SnapshotTrailing == 0 {
+		cfg.SnapshotTrailing = -1
 	}
-	return daemon.Config{
-		ID: o.ID, DataDir: o.DataDir, ClusterID: o.ClusterID, Peers: o.peers, Join: o.Join,
-		RaftAddr: o.RaftAddr, APIAddr: o.APIAddr, MetricsAddr: o.MetricsAddr, EnablePprof: o.EnablePprof,
-		ClientTLS: o.ClientTLS, ClientCertAuth: o.ClientCertAuth,
-		PeerTLS: o.PeerTLS, PeerCertAllowedCN: o.PeerCertAllowedCN, PeerCertPinID: o.PeerCertPinID,
-		FSMPath: o.FSMPath, FSMSHA256: o.FSMSHA256,
-		PluginApplyTimeout: o.PluginApplyTimeout, PluginCallTimeout: o.PluginCallTimeout,
-		HeartbeatInterval: o.HeartbeatInterval, ElectionTimeout: o.ElectionTimeout,
-		MaxEntryBytes: o.MaxEntryBytes, SnapshotEntries: snapEntries, SnapshotTrailing: snapTrailing,
-		NoSync: o.NoSync, Logger: log,
-	}
+	cfg.Logger = log
+	return cfg
 }
 
 func runRun(ctx context.Context, f *Factory, opts *RunOptions) error {
