@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -21,18 +22,21 @@ import (
 //     running state machine at its applied index S (StateMachine.Snapshot,
 //     as for a local snapshot; none is in flight meanwhile) and starts a
 //     transfer goroutine that writes the view's body into the new state
-//     machine's Restore (header: index S, the active version, the format).
+//     machine's Restore (header: index S, the active version, the format),
+//     hashing it on the way. It then takes a view of the new state machine
+//     and checks that its body hashes the same: the digest of a state is
+//     the SHA-256 of its snapshot body, as for checkpoints (checkpoint.go).
 //  2. Applying goes on with the running state machine. Every batch of
 //     commands it applies after S is also queued, with its results, for the
 //     new one (mirrored); the transfer goroutine applies the queue to it
-//     once the restore is done, and checks that it answers each command
+//     once the restore is checked, and checks that it answers each command
 //     exactly as the running one did.
 //  3. When the goroutine has emptied the queue, the applier (between two
 //     batches, so applying pauses only here) applies what was queued
-//     since, compares the two state machines' digests at its applied
-//     index I, and switches: from I+1 on, commands, queries and snapshots
-//     go to the new state machine. Queries are held only for the switch
-//     itself (queryMu): they see the old state up to I, the new one after.
+//     since, asks the new state machine's Info again, and switches at its
+//     applied index I: from I+1 on, commands, queries and snapshots go to
+//     the new state machine. Queries are held only for the switch itself
+//     (queryMu): they see the old state up to I, the new one after.
 //
 // Any failure (the new state machine's restore, a differing result or
 // digest, a name or version it does not support, the caller giving up)
@@ -64,7 +68,8 @@ type ReloadResult struct {
 	Mirrored      int
 	// Bytes is the size of the state handed over.
 	Bytes int64
-	// Digest is both state machines' digest at Index.
+	// Digest is both state machines' digest at SnapshotIndex: the SHA-256
+	// of their snapshot bodies.
 	Digest []byte
 	// Info is the new state machine's.
 	Info FSMInfo
@@ -111,6 +116,7 @@ type reload struct {
 	done     chan struct{} // closed by the transfer goroutine after setting:
 	err      error
 	bytes    int64
+	digest   []byte
 	mirrored int // commands applied to the new state machine
 }
 
@@ -258,7 +264,8 @@ func (r *reload) transfer(wake func()) {
 		wake()
 	}()
 	pr, pw := io.Pipe()
-	cw := &countWriter{w: pw}
+	h := sha256.New()
+	cw := &countWriter{w: io.MultiWriter(pw, h)}
 	werr := make(chan error, 1)
 	go func() {
 		err := r.view.WriteTo(r.ctx, cw)
@@ -273,7 +280,10 @@ func (r *reload) transfer(wake func()) {
 		err = fmt.Errorf("restore the new state machine at index %d: %w", r.hdr.Index, err)
 	}
 	r.view.Release()
-	r.bytes = cw.n
+	r.bytes, r.digest = cw.n, h.Sum(nil)
+	if err == nil {
+		err = r.checkRestored()
+	}
 	for err == nil {
 		r.mu.Lock()
 		q := r.queue
@@ -289,6 +299,25 @@ func (r *reload) transfer(wake func()) {
 	r.exited = true
 	r.mu.Unlock()
 	r.err = err
+}
+
+// checkRestored compares the digest of the new state machine's state
+// (the SHA-256 of its snapshot body) with that of the body it was restored
+// from.
+func (r *reload) checkRestored() error {
+	view, err := r.req.sm.Snapshot(r.ctx)
+	if err != nil {
+		return fmt.Errorf("new state machine: snapshot after the restore at index %d: %w", r.hdr.Index, err)
+	}
+	defer view.Release()
+	h := sha256.New()
+	if err := view.WriteTo(r.ctx, h); err != nil {
+		return fmt.Errorf("new state machine: snapshot after the restore at index %d: %w", r.hdr.Index, err)
+	}
+	if got := h.Sum(nil); !bytes.Equal(got, r.digest) {
+		return fmt.Errorf("digests differ at index %d: the running state machine's state %x, the new one's after its restore %x", r.hdr.Index, r.digest, got)
+	}
+	return nil
 }
 
 // applyMirrored applies q to the new state machine and compares its
@@ -347,10 +376,6 @@ func (a *applier) finishReload() {
 			err = a.reloadFits(info)
 		}
 	}
-	var digest []byte
-	if err == nil {
-		digest, err = a.compareDigests(r.ctx, r.req.sm)
-	}
 	if err == nil {
 		err = r.req.ctx.Err()
 	}
@@ -370,34 +395,11 @@ func (a *applier) finishReload() {
 	a.publishStatus()
 	a.n.m.smReloads.Add(1)
 	res := ReloadResult{Index: a.applied, Term: a.appliedTerm, SnapshotIndex: r.hdr.Index, Mirrored: r.mirrored,
-		Bytes: r.bytes, Digest: digest, Info: info, Duration: time.Since(r.req.start), Stall: time.Since(stallStart)}
+		Bytes: r.bytes, Digest: r.digest, Info: info, Duration: time.Since(r.req.start), Stall: time.Since(stallStart)}
 	r.cancel()
 	a.n.cfg.Logger.Info("fsm reload: switched to the new state machine", "index", res.Index, "snapshot_index", res.SnapshotIndex,
 		"mirrored", res.Mirrored, "bytes", res.Bytes, "duration", res.Duration, "stall", res.Stall)
 	r.req.reply(res, nil)
-}
-
-// compareDigests returns the digest of the running state machine and of
-// next, computed concurrently, if they agree.
-func (a *applier) compareDigests(ctx context.Context, next StateMachine) ([]byte, error) {
-	var cur []byte
-	var cerr error
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		cur, cerr = a.sm.Digest(ctx)
-	}()
-	nd, nerr := next.Digest(ctx)
-	<-done
-	switch {
-	case cerr != nil:
-		return nil, fmt.Errorf("running state machine: digest at index %d: %w", a.applied, cerr)
-	case nerr != nil:
-		return nil, fmt.Errorf("new state machine: digest at index %d: %w", a.applied, nerr)
-	case !bytes.Equal(cur, nd):
-		return nil, fmt.Errorf("digests differ at index %d: running state machine %x, new one %x", a.applied, cur, nd)
-	}
-	return cur, nil
 }
 
 // cancelReload gives up on the reload in progress (those waiting their

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -173,10 +174,16 @@ func (l lying) Apply(ctx context.Context, cmds []Command) ([][]byte, error) {
 	return res, err
 }
 
-// otherDigest hashes differently from testFSM.
-type otherDigest struct{ *testFSM }
+// lossy restores a state that differs from the one it was given.
+type lossy struct{ *testFSM }
 
-func (o otherDigest) Digest(ctx context.Context) ([]byte, error) { return []byte("other"), nil }
+func (l lossy) Restore(ctx context.Context, h SnapshotHeader, r io.Reader) error {
+	err := l.testFSM.Restore(ctx, h, r)
+	l.mu.Lock()
+	l.sum++
+	l.mu.Unlock()
+	return err
+}
 
 // renamed reports another name after its first Info.
 type renamed struct {
@@ -233,7 +240,7 @@ func TestReplaceStateMachineRefusals(t *testing.T) {
 					t.Fatal(err)
 				}
 			}, want: `!" to the command at index`},
-			{name: "digest", sm: otherDigest{newTestFSM()}, ctx: ctx, want: "digests differ at index"},
+			{name: "restore", sm: lossy{newTestFSM()}, ctx: ctx, want: "the new one's after its restore"},
 			{name: "renamed", sm: &renamed{testFSM: newTestFSM()}, ctx: ctx, want: `fsm "sneaky" cannot run`, is: ErrWrongFSM},
 			{name: "caller gave up", sm: newTestFSM(), ctx: cancelled, during: cancel, want: "context canceled", is: context.Canceled},
 		} {

@@ -141,7 +141,7 @@ func preload(t *testing.T, c *cluster, n, size int) {
 	}
 }
 
-var reloadLine = regexp.MustCompile(`took over at index (\d+)\nstate: (\d+) bytes at index (\d+), then (\d+) commands; digest ([0-9a-f]+); took (\S+), apply paused (\S+)`)
+var reloadLine = regexp.MustCompile(`took over at index (\d+)\nstate: (\d+) bytes at index (\d+) \(digest ([0-9a-f]{64})\), then (\d+) commands; took (\S+), apply paused (\S+)`)
 
 // reload runs raftd fsm reload on node id and returns its output.
 func reload(t *testing.T, c *cluster, id uint64, plugin string) string {

@@ -1720,7 +1720,8 @@ type ReloadFSMResponse struct {
 	Mirrored      uint64 `protobuf:"varint,4,opt,name=mirrored,proto3" json:"mirrored,omitempty"`
 	// state_bytes is the size of the state handed over.
 	StateBytes int64 `protobuf:"varint,5,opt,name=state_bytes,json=stateBytes,proto3" json:"state_bytes,omitempty"`
-	// digest is both plugins' state digest at index.
+	// digest is both plugins' state digest at snapshot_index (the SHA-256 of
+	// their snapshot bodies).
 	Digest []byte `protobuf:"bytes,6,opt,name=digest,proto3" json:"digest,omitempty"`
 	// fsm is the new plugin (with the cluster's active version).
 	Fsm *FSMStatus `protobuf:"bytes,7,opt,name=fsm,proto3" json:"fsm,omitempty"`

@@ -239,7 +239,7 @@ func Reload(w io.Writer, r *apiv1.ReloadFSMResponse) {
 	x := r.GetFsm()
 	fmt.Fprintf(w, "node %d: fsm %s [%d, %d] (sha256 %s, was %s) took over at index %d\n",
 		r.GetNodeId(), x.GetName(), x.GetMinVersion(), x.GetMaxVersion(), Dash(x.GetBinarySha256()), Dash(r.GetOldBinarySha256()), r.GetIndex())
-	fmt.Fprintf(w, "state: %d bytes at index %d, then %d commands; digest %x; took %s, apply paused %s\n",
-		r.GetStateBytes(), r.GetSnapshotIndex(), r.GetMirrored(), r.GetDigest(),
+	fmt.Fprintf(w, "state: %d bytes at index %d (digest %x), then %d commands; took %s, apply paused %s\n",
+		r.GetStateBytes(), r.GetSnapshotIndex(), r.GetDigest(), r.GetMirrored(),
 		time.Duration(r.GetDurationMicros())*time.Microsecond, time.Duration(r.GetStallMicros())*time.Microsecond)
 }
