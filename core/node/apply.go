@@ -537,7 +537,7 @@ func (a *applier) applyEntries(ents []raft.Entry, confStates map[uint64]raft.Con
 		// NB: after the results above: a duplicate may repeat a command of
 		// this very batch.
 		for _, d := range dups {
-			d.rec.answer(&obs[d.at], d.id)
+			d.rec.answer(&obs[d.at], d.client, d.seq)
 		}
 		done := obs
 		if halt != nil {
@@ -607,7 +607,7 @@ func (a *applier) applyEntries(ents []raft.Entry, confStates map[uint64]raft.Con
 			case kindCommand, kindSession:
 				var rec *sessionResult
 				if env.kind == kindSession {
-					d := a.decide(env.id, e, fresh)
+					d := a.decide(&env, e, fresh)
 					rec = d.rec
 					if fresh {
 						decs = append(decs, d)
@@ -618,9 +618,9 @@ func (a *applier) applyEntries(ents []raft.Entry, confStates map[uint64]raft.Con
 							a.n.m.commandsDeduplicated.Add(1)
 						}
 						if d.v == verdictDuplicate {
-							dups = append(dups, dupAnswer{at: len(obs), rec: rec, id: env.id})
+							dups = append(dups, dupAnswer{at: len(obs), rec: rec, client: env.client, seq: env.seq})
 						} else {
-							o.err = sessionExpired(env.id, e.Index)
+							o.err = sessionExpired(env.requestID(), e.Index)
 						}
 						break
 					}
@@ -721,12 +721,12 @@ type sessionDecision struct {
 	rec   *sessionResult
 }
 
-// decide returns the session decision for the keyed command id at entry
-// e: made now if the table has not seen e (fresh), else the one made
+// decide returns the session decision for the keyed command of env at
+// entry e: made now if the table has not seen e (fresh), else the one made
 // before a halt cut e's batch short.
-func (a *applier) decide(id RequestID, e raft.Entry, fresh bool) sessionDecision {
+func (a *applier) decide(env *envelope, e raft.Entry, fresh bool) sessionDecision {
 	if fresh {
-		v, rec := a.sessions.decide(id, e.Index, e.Term)
+		v, rec := a.sessions.decide(env.client, env.seq, env.acked, e.Index, e.Term)
 		return sessionDecision{index: e.Index, v: v, rec: rec}
 	}
 	d, ok := a.decided[e.Index]
@@ -739,11 +739,13 @@ func (a *applier) decide(id RequestID, e raft.Entry, fresh bool) sessionDecision
 	return d
 }
 
-// dupAnswer is a keyed duplicate at obs position at, answered with rec.
+// dupAnswer is a keyed duplicate (client, seq) at obs position at,
+// answered with rec.
 type dupAnswer struct {
-	at  int
-	rec *sessionResult
-	id  RequestID
+	at     int
+	rec    *sessionResult
+	client []byte
+	seq    uint64
 }
 
 type cmdResult struct {

@@ -57,12 +57,19 @@ type envelope struct {
 	kind     byte
 	proposer uint64
 	req      uint64
-	payload  []byte    // kindCommand, kindSession
-	version  uint32    // kindVersion
-	skip     uint64    // kindSkip: the index of the command to skip
-	id       RequestID // kindSession
-	ckpt     uint64    // kindVerdict: the checkpoint's index
-	digest   []byte    // kindVerdict: the agreed digest (nil: no majority)
+	payload  []byte // kindCommand, kindSession
+	version  uint32 // kindVersion
+	skip     uint64 // kindSkip: the index of the command to skip
+	ckpt     uint64 // kindVerdict: the checkpoint's index
+	digest   []byte // kindVerdict: the agreed digest (nil: no majority)
+	// kindSession: the RequestID; client aliases the entry's data.
+	client     []byte
+	seq, acked uint64
+}
+
+// requestID is a kindSession envelope's RequestID (a copy).
+func (e *envelope) requestID() RequestID {
+	return RequestID{Client: string(e.client), Seq: e.seq, Acked: e.acked}
 }
 
 func encodeCommand(proposer, req uint64, payload []byte) []byte {
@@ -143,13 +150,13 @@ func decodeEnvelope(data []byte) (envelope, error) {
 		if n <= 0 || cl == 0 || cl > MaxClientIDBytes || cl > uint64(len(rest)-n) {
 			return e, errors.New("bad request id client")
 		}
-		e.id.Client = string(rest[n : n+int(cl)])
+		e.client = rest[n : n+int(cl) : n+int(cl)]
 		rest = rest[n+int(cl):]
-		if e.id.Seq, n = binary.Uvarint(rest); n <= 0 || e.id.Seq == 0 {
+		if e.seq, n = binary.Uvarint(rest); n <= 0 || e.seq == 0 {
 			return e, errors.New("bad request id seq")
 		}
 		rest = rest[n:]
-		if e.id.Acked, n = binary.Uvarint(rest); n <= 0 || e.id.Acked > e.id.Seq {
+		if e.acked, n = binary.Uvarint(rest); n <= 0 || e.acked > e.seq {
 			return e, errors.New("bad request id acked")
 		}
 		e.payload = rest[n:]

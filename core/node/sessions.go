@@ -153,37 +153,37 @@ func (t *sessionTable) expire(index uint64) {
 	}
 }
 
-// decide handles the keyed command id at (index, term); see the steps at
-// the top of this file.
-func (t *sessionTable) decide(id RequestID, index, term uint64) (verdict, *sessionResult) {
-	s := t.byID[id.Client]
+// decide handles the keyed command (client, seq, acked) at (index,
+// term); see the steps at the top of this file. client is not kept.
+func (t *sessionTable) decide(client []byte, seq, acked, index, term uint64) (verdict, *sessionResult) {
+	s := t.byID[string(client)]
 	if s == nil {
-		if id.Acked > 1 {
+		if acked > 1 {
 			return verdictExpired, nil
 		}
-		s = &session{client: id.Client}
-		t.byID[id.Client] = s
+		s = &session{client: string(client)}
+		t.byID[s.client] = s
 	} else {
 		t.unlink(s)
 	}
 	s.last = index
 	t.pushBack(s)
-	if id.Acked > s.floor {
-		s.floor = id.Acked
+	if acked > s.floor {
+		s.floor = acked
 		k := 0
 		for k < len(s.results) && s.results[k].seq < s.floor {
 			k++
 		}
 		t.dropResults(s, k)
 	}
-	if id.Seq < s.floor {
+	if seq < s.floor {
 		return verdictExpired, nil
 	}
-	i, found := slices.BinarySearchFunc(s.results, id.Seq, func(r *sessionResult, seq uint64) int { return cmpU64(r.seq, seq) })
+	i, found := slices.BinarySearchFunc(s.results, seq, func(r *sessionResult, seq uint64) int { return cmpU64(r.seq, seq) })
 	if found {
 		return verdictDuplicate, s.results[i]
 	}
-	rec := &sessionResult{seq: id.Seq, index: index, term: term}
+	rec := &sessionResult{seq: seq, index: index, term: term}
 	s.results = slices.Insert(s.results, i, rec)
 	t.results++
 	if len(s.results) > MaxSessionResults {
@@ -205,12 +205,15 @@ func (rec *sessionResult) keep(val []byte) {
 	rec.state, rec.val = resultKept, val
 }
 
+// dropResults drops the k lowest results of s, keeping the slice's
+// capacity for the next ones.
 func (t *sessionTable) dropResults(s *session, k int) {
 	if k == 0 {
 		return
 	}
-	clear(s.results[:k])
-	s.results = s.results[k:]
+	n := copy(s.results, s.results[k:])
+	clear(s.results[n:])
+	s.results = s.results[:n]
 	t.results -= k
 }
 
@@ -244,15 +247,17 @@ func (t *sessionTable) pushBack(s *session) {
 	t.tail = s
 }
 
-// answer turns a kept result into what a duplicate's caller gets.
-func (rec *sessionResult) answer(o *observedEntry, id RequestID) {
+// answer turns a kept result into what the caller of a duplicate of
+// (client, seq) gets.
+func (rec *sessionResult) answer(o *observedEntry, client []byte, seq uint64) {
+	id := func() RequestID { return RequestID{Client: string(client), Seq: seq} }
 	switch rec.state {
 	case resultKept:
 		o.val, o.dup, o.resIndex, o.resTerm = rec.val, true, rec.index, rec.term
 	case resultTooLarge:
-		o.err = fmt.Errorf("%w: %w: request %s was applied at index %d; its result was over %d bytes and is not kept", ErrOutcomeUnknown, ErrResultNotKept, id, rec.index, MaxKeptResultBytes)
+		o.err = fmt.Errorf("%w: %w: request %s was applied at index %d; its result was over %d bytes and is not kept", ErrOutcomeUnknown, ErrResultNotKept, id(), rec.index, MaxKeptResultBytes)
 	default:
-		o.err = fmt.Errorf("%w: %w: request %s was applied at index %d; its result was lost to a state machine restart", ErrOutcomeUnknown, ErrResultNotKept, id, rec.index)
+		o.err = fmt.Errorf("%w: %w: request %s was applied at index %d; its result was lost to a state machine restart", ErrOutcomeUnknown, ErrResultNotKept, id(), rec.index)
 	}
 }
 
@@ -303,7 +308,7 @@ var errSessionSection = errors.New("session table")
 
 // readSessionTable decodes a session section from r, reading no further
 // than its end.
-func readSessionTable(r io.ByteReader) (*sessionTable, error) {
+func readSessionTable(r *bufio.Reader) (*sessionTable, error) {
 	t := newSessionTable()
 	fail := func(format string, args ...any) (*sessionTable, error) {
 		return nil, fmt.Errorf("%w: %w: %s", ErrCorrupt, errSessionSection, fmt.Sprintf(format, args...))
@@ -320,19 +325,14 @@ func readSessionTable(r io.ByteReader) (*sessionTable, error) {
 	}
 	bytesOf := func(n uint64) ([]byte, error) {
 		b := make([]byte, n)
-		for i := range b {
-			c, err := r.ReadByte()
-			if err != nil {
-				return nil, err
-			}
-			b[i] = c
-		}
-		return b, nil
+		_, err := io.ReadFull(r, b)
+		return b, err
 	}
 	n, err := uv("session count", MaxSessions)
 	if err != nil {
 		return fail("%v", err)
 	}
+	t.byID = make(map[string]*session, n)
 	var prevLast uint64
 	for range n {
 		cl, err := uv("client id length", MaxClientIDBytes)

@@ -17,6 +17,11 @@ func rid(client string, seq, acked uint64) RequestID {
 	return RequestID{Client: client, Seq: seq, Acked: acked}
 }
 
+// decideID is decide for a RequestID.
+func (t *sessionTable) decideID(id RequestID, index, term uint64) (verdict, *sessionResult) {
+	return t.decide([]byte(id.Client), id.Seq, id.Acked, index, term)
+}
+
 // TestSessionTableDecide walks the rules of sessions.go on one table.
 func TestSessionTableDecide(t *testing.T) {
 	tb := newSessionTable()
@@ -24,7 +29,7 @@ func TestSessionTableDecide(t *testing.T) {
 	decide := func(id RequestID) (verdict, *sessionResult) {
 		idx++
 		tb.expire(idx)
-		return tb.decide(id, idx, 1)
+		return tb.decideID(id, idx, 1)
 	}
 	v, rec := decide(rid("a", 1, 0))
 	if v != verdictApply || rec == nil {
@@ -74,7 +79,7 @@ func TestSessionTableDecide(t *testing.T) {
 	_, big := decide(rid("c", 1, 0))
 	big.keep(make([]byte, MaxKeptResultBytes+1))
 	var o observedEntry
-	big.answer(&o, rid("c", 1, 0))
+	big.answer(&o, []byte("c"), 1)
 	if !errors.Is(o.err, ErrResultNotKept) || !errors.Is(o.err, ErrOutcomeUnknown) || o.dup {
 		t.Fatalf("duplicate of a large result: %+v", o)
 	}
@@ -84,8 +89,8 @@ func TestSessionTableDecide(t *testing.T) {
 // per-session result count evict deterministically, by log position.
 func TestSessionTableLimits(t *testing.T) {
 	tb := newSessionTable()
-	tb.decide(rid("old", 1, 0), 10, 1)
-	tb.decide(rid("new", 1, 0), 11, 1)
+	tb.decideID(rid("old", 1, 0), 10, 1)
+	tb.decideID(rid("new", 1, 0), 11, 1)
 	tb.expire(10 + SessionIdleEntries - 1)
 	if tb.len() != 2 {
 		t.Fatal("expired too early")
@@ -95,13 +100,13 @@ func TestSessionTableLimits(t *testing.T) {
 		t.Fatalf("idle session kept: %d sessions", tb.len())
 	}
 	// An acked-0 retry after expiry is applied again: the retry window.
-	if v, _ := tb.decide(rid("old", 1, 0), 12+SessionIdleEntries, 1); v != verdictApply {
+	if v, _ := tb.decideID(rid("old", 1, 0), 12+SessionIdleEntries, 1); v != verdictApply {
 		t.Fatalf("retry after expiry: %v", v)
 	}
 
 	tb = newSessionTable()
 	for i := range MaxSessions + 1 {
-		tb.decide(rid(fmt.Sprint(i), 1, 0), uint64(i+1), 1)
+		tb.decideID(rid(fmt.Sprint(i), 1, 0), uint64(i+1), 1)
 	}
 	if tb.len() != MaxSessions || tb.byID["0"] != nil || tb.byID["1"] == nil || tb.results != MaxSessions {
 		t.Fatalf("%d sessions, %d results; session 0 kept: %v", tb.len(), tb.results, tb.byID["0"] != nil)
@@ -109,13 +114,13 @@ func TestSessionTableLimits(t *testing.T) {
 
 	tb = newSessionTable()
 	for seq := uint64(1); seq <= MaxSessionResults+1; seq++ {
-		tb.decide(rid("s", seq, 0), seq, 1)
+		tb.decideID(rid("s", seq, 0), seq, 1)
 	}
 	s := tb.byID["s"]
 	if len(s.results) != MaxSessionResults || s.floor != 2 || s.results[0].seq != 2 {
 		t.Fatalf("%d results, floor %d", len(s.results), s.floor)
 	}
-	if v, _ := tb.decide(rid("s", 1, 0), 5000, 1); v != verdictExpired {
+	if v, _ := tb.decideID(rid("s", 1, 0), 5000, 1); v != verdictExpired {
 		t.Fatalf("dropped seq: %v", v)
 	}
 }
@@ -129,7 +134,7 @@ func TestSessionSectionRoundTrip(t *testing.T) {
 	for i := range 50 {
 		for seq := uint64(1); seq <= uint64(i%4+1); seq++ {
 			idx++
-			_, rec := tb.decide(rid(fmt.Sprintf("client-%d", i%17), seq+uint64(i), uint64(i)), idx, 3)
+			_, rec := tb.decideID(rid(fmt.Sprintf("client-%d", i%17), seq+uint64(i), uint64(i)), idx, 3)
 			switch {
 			case rec == nil:
 			case i%5 == 0:
@@ -167,7 +172,7 @@ func TestSessionSectionRoundTrip(t *testing.T) {
 func TestEnvelopeSessionRoundTrip(t *testing.T) {
 	id := rid("client\x00\xff", 1<<40, 17)
 	e, err := decodeEnvelope(encodeSession(3, 99, id, []byte("add:1")))
-	if err != nil || e.kind != kindSession || e.proposer != 3 || e.req != 99 || e.id != id || string(e.payload) != "add:1" {
+	if err != nil || e.kind != kindSession || e.proposer != 3 || e.req != 99 || e.requestID() != id || string(e.payload) != "add:1" {
 		t.Fatalf("%+v %v", e, err)
 	}
 	for _, bad := range []RequestID{rid("c", 0, 0), rid("c", 2, 3), rid(string(make([]byte, MaxClientIDBytes+1)), 1, 0)} {
