@@ -43,7 +43,9 @@ type Config struct {
 	// level, any other line at debug level), each with the attribute
 	// plugin=Name. Default: slog.Default().
 	Logger *slog.Logger
-	// StartTimeout bounds the start-up handshake. Default 5s.
+	// StartTimeout bounds the start-up handshake. Default 30s: an
+	// interpreter (Node.js, Python) loading gRPC on a busy machine can take
+	// several seconds; a plugin that exits instead is noticed at once.
 	StartTimeout time.Duration
 	// CallTimeout bounds Info, Query and Digest. Default 10s. Info and
 	// Digest calls that miss it break the process; a Query that misses it
@@ -69,7 +71,7 @@ func (c *Config) withDefaults() Config {
 		d.Logger = slog.Default()
 	}
 	if d.StartTimeout <= 0 {
-		d.StartTimeout = 5 * time.Second
+		d.StartTimeout = 30 * time.Second
 	}
 	if d.CallTimeout <= 0 {
 		d.CallTimeout = 10 * time.Second
