@@ -81,3 +81,27 @@ func StopAll(ds []*Daemon) error {
 	wg.Wait()
 	return errors.Join(errs...)
 }
+
+// WaitCluster waits until ctx ends or one of ds stops on its own, then
+// stops them all. It returns the failed node's error (naming it), or the
+// errors of stopping.
+func WaitCluster(ctx context.Context, ds []*Daemon) error {
+	failed := make(chan *Daemon, len(ds))
+	for _, d := range ds {
+		go func() {
+			<-d.Done()
+			failed <- d
+		}()
+	}
+	select {
+	case <-ctx.Done():
+		return StopAll(ds)
+	case d := <-failed:
+		err := d.Err()
+		stopErr := StopAll(ds)
+		if err != nil {
+			return fmt.Errorf("node %d stopped: %w", d.ID(), err)
+		}
+		return stopErr
+	}
+}

@@ -120,6 +120,12 @@ type Config struct {
 	// SnapshotEntries and SnapshotTrailing are node.Config's: 0 takes the
 	// default, negative disables automatic snapshots / keeps no entries.
 	SnapshotEntries, SnapshotTrailing int
+	// CheckpointEntries is node.Config's: how many applied entries make
+	// the leader commit a digest checkpoint (every member hashes its
+	// state there and a member that differs from the majority halts); 0
+	// takes the default (node.DefaultCheckpointEntries), negative
+	// disables automatic checkpoints (raftd fsm verify still runs one).
+	CheckpointEntries int
 	// NoSync skips every fsync: acknowledged writes are lost on power loss.
 	// Tests and trials only.
 	NoSync bool

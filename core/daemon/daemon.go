@@ -204,10 +204,12 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		}
 		peers = nil
 	}
+	peersLate := &latePeers{}
 	n, err := node.New(node.Config{
 		ID: cfg.ID, Peers: peers, Storage: nodeStore{st}, Transport: tr, StateMachine: sm,
 		HeartbeatInterval: cfg.HeartbeatInterval, ElectionTimeout: cfg.ElectionTimeout,
 		SnapshotEntries: cfg.SnapshotEntries, SnapshotTrailing: cfg.SnapshotTrailing, MaxEntryBytes: cfg.MaxEntryBytes,
+		CheckpointEntries: cfg.CheckpointEntries, CheckpointPeers: peersLate,
 		Logger: log,
 	})
 	if err != nil {
@@ -252,6 +254,7 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		scfg.PeerDialOptions, scfg.AuthorizePeer = sec.peer.DialOptions, sec.peer.Authorize
 	}
 	srv := server.New(scfg)
+	peersLate.s.Store(srv)
 	raftSrv := grpc.NewServer(raftOpts...)
 	tr.Register(raftSrv)
 	srv.RegisterForward(raftSrv)

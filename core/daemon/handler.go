@@ -8,6 +8,7 @@ import (
 
 	"github.com/raftd/raftd/core/node"
 	"github.com/raftd/raftd/core/raft"
+	"github.com/raftd/raftd/core/server"
 )
 
 // lateHandler lets the transport exist before the node it delivers to:
@@ -47,6 +48,19 @@ func (h *lateHandler) ReceiveSnapshot(ctx context.Context, m raft.Message, body 
 func (h *lateHandler) OpenSnapshot(meta raft.SnapshotMetadata, data []byte) (io.ReadCloser, error) {
 	if n := h.n.Load(); n != nil {
 		return n.OpenSnapshot(meta, data)
+	}
+	return nil, errNotStarted
+}
+
+// latePeers lets the node exist before the server that asks other
+// members for their checkpoint digests (node.CheckpointPeers).
+type latePeers struct {
+	s atomic.Pointer[server.Server]
+}
+
+func (p *latePeers) CheckpointDigest(ctx context.Context, id, index uint64) ([]byte, error) {
+	if s := p.s.Load(); s != nil {
+		return s.CheckpointDigest(ctx, id, index)
 	}
 	return nil, errNotStarted
 }

@@ -176,6 +176,9 @@ func (m *metricsServer) health() (int, string) {
 		return http.StatusServiceUnavailable, "stopping"
 	}
 	if h := m.n.Halted(); h != nil {
+		if h.Checkpoint != 0 {
+			return http.StatusServiceUnavailable, fmt.Sprintf("halted: diverged at the checkpoint at index %d (raftd status; rebuild the node): %s", h.Checkpoint, firstLine(h.Reason))
+		}
 		return http.StatusServiceUnavailable, fmt.Sprintf("halted: apply halted at index %d (raftd status; raftd fsm skip %d): %s", h.Index, h.Index, firstLine(h.Reason))
 	}
 	select {
@@ -224,7 +227,8 @@ var (
 	descMatchIndex    = gaugeDesc("follower_match_index", "Leader only: highest index known to be replicated on each member.", "peer")
 	descSendingSnap   = gaugeDesc("sending_snapshots", "Leader only: followers being sent a snapshot.")
 	descNodeInfo      = gaugeDesc("node_info", "Always 1; labels name the node and its state machine.", "node_id", "fsm")
-	descApplyHalted   = gaugeDesc("apply_halted", "Index at which the node's apply is halted (the state machine keeps failing on that command; raftd fsm skip INDEX resumes it); 0 when applying.")
+	descApplyHalted   = gaugeDesc("apply_halted", "Index at which the node's apply is halted (the state machine keeps failing on that command, and raftd fsm skip INDEX resumes it; or the node's state diverged at a digest checkpoint); 0 when applying.")
+	descCheckpoint    = gaugeDesc("checkpoint_agreed_index", "Index of the last digest checkpoint whose verdict this node applied and matched (0: none since it started).")
 )
 
 // counterDef maps one node.Metrics field to a raftd_*_total counter.
@@ -259,6 +263,9 @@ var nodeCounters = []counterDef{
 	counter("apply_spills", "Committed batches left in storage for the state machine to read back (apply backlog full, or apply halted).", func(m node.Metrics) uint64 { return m.ApplySpills }),
 	counter("apply_halts", "Times apply halted on a command the state machine kept failing on.", func(m node.Metrics) uint64 { return m.Halts }),
 	counter("commands_skipped", "Commands skipped on an fsm skip entry while apply was halted there.", func(m node.Metrics) uint64 { return m.CommandsSkipped }),
+	counter("checkpoints", "Digest checkpoint entries applied (the state hashed at each).", func(m node.Metrics) uint64 { return m.Checkpoints }),
+	counter("checkpoints_agreed", "Checkpoint verdicts applied whose majority digest matched this node's.", func(m node.Metrics) uint64 { return m.CheckpointsAgreed }),
+	counter("divergence_halts", "Times apply halted because this node's digest differed from the majority's at a checkpoint (or none had a majority).", func(m node.Metrics) uint64 { return m.Divergences }),
 }
 
 // Histograms and counters by label, from node.Latencies, node.Metrics and
@@ -272,6 +279,7 @@ var (
 	descRead            = prometheus.NewDesc("raftd_read_seconds", "Duration of successful reads served by this node, by consistency (linearizable: ReadIndex round, wait for apply, query; stale: query).", []string{"consistency"}, nil)
 	descLeaderChanges   = prometheus.NewDesc("raftd_leader_changes_total", "Times this node learnt of a new leader (including itself).", nil, nil)
 	descRefused         = prometheus.NewDesc("raftd_proposals_refused_total", "Proposals refused before they entered the log (certainly not applied), by reason.", []string{"reason"}, nil)
+	descDigest          = prometheus.NewDesc("raftd_checkpoint_digest_seconds", "Time spent hashing the state at digest checkpoints (off the apply path).", nil, nil)
 )
 
 // histogramBuckets are node.HistogramBounds in seconds.
@@ -298,7 +306,7 @@ func constHistogram(d *prometheus.Desc, h node.Histogram, labels ...string) prom
 
 var nodeGauges = []*prometheus.Desc{descTerm, descCommitIndex, descAppliedIndex, descLastIndex, descSnapshotIndex,
 	descIsLeader, descLeaderID, descRole, descReady, descFSMVersion, descMembers, descMatchIndex, descSendingSnap, descNodeInfo,
-	descApplyHalted}
+	descApplyHalted, descCheckpoint}
 
 // roles are the values of raftd_role's label, all reported so that a
 // change of role shows as 1 -> 0 rather than a vanished series.
@@ -312,7 +320,7 @@ func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d.desc
 	}
 	for _, d := range []*prometheus.Desc{descProposalCommit, descCommitApply, descStorageFsync, descSnapshotCreate,
-		descSnapshotRestore, descRead, descLeaderChanges, descRefused} {
+		descSnapshotRestore, descRead, descLeaderChanges, descRefused, descDigest} {
 		ch <- d
 	}
 }
@@ -329,6 +337,7 @@ func (c nodeCollector) collectObservations(ch chan<- prometheus.Metric, m node.M
 	ch <- constHistogram(descRead, l.ReadLinearizable, "linearizable")
 	ch <- constHistogram(descRead, l.ReadStale, "stale")
 	ch <- prometheus.MustNewConstMetric(descLeaderChanges, prometheus.CounterValue, float64(m.LeaderChanges))
+	ch <- prometheus.MustNewConstSummary(descDigest, m.CheckpointDigests, m.CheckpointDigestTime.Seconds(), nil)
 	// One series per reason, the node's and the API server's added up
 	// (each refusal is counted once, where it happened).
 	refused := map[string]uint64{}
@@ -378,6 +387,11 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descTerm, float64(st.Term))
 	gauge(descCommitIndex, float64(st.Commit))
 	gauge(descAppliedIndex, float64(st.Applied))
+	var agreed uint64
+	if st.Checkpoint != nil {
+		agreed = st.Checkpoint.Index
+	}
+	gauge(descCheckpoint, float64(agreed))
 	gauge(descLastIndex, float64(st.LastIndex))
 	gauge(descSnapshotIndex, float64(st.SnapshotIndex))
 	gauge(descIsLeader, b(st.Role == "leader"))

@@ -79,7 +79,8 @@ func refusalCode(err error) codes.Code {
 		return codes.InvalidArgument
 	case errors.Is(err, node.ErrConfChangeInProgress), errors.Is(err, node.ErrUnsupportedVersion),
 		errors.Is(err, node.ErrNoSnapshot), errors.Is(err, node.ErrHalted), errors.Is(err, node.ErrSkipped),
-		errors.Is(err, node.ErrReload), errors.Is(err, node.ErrWrongFSM):
+		errors.Is(err, node.ErrReload), errors.Is(err, node.ErrWrongFSM),
+		errors.Is(err, node.ErrNoCheckpoint):
 		return codes.FailedPrecondition
 	case errors.Is(err, node.ErrOverloaded):
 		return codes.ResourceExhausted

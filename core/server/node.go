@@ -21,7 +21,10 @@ func nodeStatus(st node.Status, cfg Config) *apiv1.NodeStatus {
 		ns.Fsm.BinarySha256 = cfg.FSMSHA256()
 	}
 	if h := st.Halted; h != nil {
-		ns.Halted = &apiv1.Halt{Index: h.Index, Reason: h.Reason}
+		ns.Halted = &apiv1.Halt{Index: h.Index, Reason: h.Reason, Checkpoint: h.Checkpoint}
+	}
+	if c := st.Checkpoint; c != nil {
+		ns.Checkpoint = &apiv1.Checkpoint{Index: c.Index, Digest: c.Digest}
 	}
 	sending := map[uint64]bool{}
 	for _, id := range st.SendingSnapshot {

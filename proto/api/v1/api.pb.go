@@ -644,7 +644,10 @@ type NodeStatus struct {
 	Error     string `protobuf:"bytes,13,opt,name=error,proto3" json:"error,omitempty"`
 	ClusterId string `protobuf:"bytes,14,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	// halted is set while the node's apply is halted; absent otherwise.
-	Halted        *Halt `protobuf:"bytes,15,opt,name=halted,proto3" json:"halted,omitempty"`
+	Halted *Halt `protobuf:"bytes,15,opt,name=halted,proto3" json:"halted,omitempty"`
+	// checkpoint is the last digest checkpoint whose verdict this node
+	// applied and matched; absent if none since it started.
+	Checkpoint    *Checkpoint `protobuf:"bytes,16,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -784,22 +787,88 @@ func (x *NodeStatus) GetHalted() *Halt {
 	return nil
 }
 
+func (x *NodeStatus) GetCheckpoint() *Checkpoint {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+// Checkpoint is a state digest at a log index.
+type Checkpoint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Index uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// digest is the SHA-256 of the state machine's snapshot body at index.
+	Digest        []byte `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Checkpoint) Reset() {
+	*x = Checkpoint{}
+	mi := &file_api_v1_api_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Checkpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Checkpoint) ProtoMessage() {}
+
+func (x *Checkpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_api_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
+func (*Checkpoint) Descriptor() ([]byte, []int) {
+	return file_api_v1_api_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Checkpoint) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Checkpoint) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
 // Halt reports a halted apply: the node's state machine failed on the
 // command at index again after restarts, each restoring the latest
 // snapshot and replaying the log. The node applied everything before
 // index, stays in the cluster and serves stale reads; SkipFSMCommand
 // (raftd fsm skip INDEX) resumes it.
 type Halt struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Index  uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Reason string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// checkpoint is set when the halt is for divergence: the entry at index
+	// is the verdict on the digest checkpoint at this index, and the node's
+	// digest there differs from the majority's (or none had a majority).
+	// SkipFSMCommand does not resume it; the replica is rebuilt.
+	Checkpoint    uint64 `protobuf:"varint,3,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Halt) Reset() {
 	*x = Halt{}
-	mi := &file_api_v1_api_proto_msgTypes[9]
+	mi := &file_api_v1_api_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -811,7 +880,7 @@ func (x *Halt) String() string {
 func (*Halt) ProtoMessage() {}
 
 func (x *Halt) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[9]
+	mi := &file_api_v1_api_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -824,7 +893,7 @@ func (x *Halt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Halt.ProtoReflect.Descriptor instead.
 func (*Halt) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{9}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Halt) GetIndex() uint64 {
@@ -841,6 +910,13 @@ func (x *Halt) GetReason() string {
 	return ""
 }
 
+func (x *Halt) GetCheckpoint() uint64 {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return 0
+}
+
 // StatusResponse is the cluster as seen from the answering node.
 type StatusResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -853,7 +929,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_api_v1_api_proto_msgTypes[10]
+	mi := &file_api_v1_api_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -865,7 +941,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[10]
+	mi := &file_api_v1_api_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -878,7 +954,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{10}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StatusResponse) GetLeader() uint64 {
@@ -915,7 +991,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_api_v1_api_proto_msgTypes[11]
+	mi := &file_api_v1_api_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -927,7 +1003,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[11]
+	mi := &file_api_v1_api_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -940,7 +1016,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{11}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Member) GetId() uint64 {
@@ -980,7 +1056,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_api_v1_api_proto_msgTypes[12]
+	mi := &file_api_v1_api_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -992,7 +1068,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[12]
+	mi := &file_api_v1_api_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1005,7 +1081,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{12}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{13}
 }
 
 // MembersResponse lists the membership, ordered by id.
@@ -1019,7 +1095,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_api_v1_api_proto_msgTypes[13]
+	mi := &file_api_v1_api_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1031,7 +1107,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[13]
+	mi := &file_api_v1_api_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1044,7 +1120,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{13}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MembersResponse) GetLeader() uint64 {
@@ -1074,7 +1150,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_api_v1_api_proto_msgTypes[14]
+	mi := &file_api_v1_api_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +1162,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[14]
+	mi := &file_api_v1_api_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +1175,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{14}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AddMemberRequest) GetId() uint64 {
@@ -1133,7 +1209,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_api_v1_api_proto_msgTypes[15]
+	mi := &file_api_v1_api_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1145,7 +1221,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[15]
+	mi := &file_api_v1_api_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1158,7 +1234,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{15}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RemoveMemberRequest) GetId() uint64 {
@@ -1178,7 +1254,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_api_v1_api_proto_msgTypes[16]
+	mi := &file_api_v1_api_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1190,7 +1266,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[16]
+	mi := &file_api_v1_api_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1203,7 +1279,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{16}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TransferLeaderRequest) GetId() uint64 {
@@ -1223,7 +1299,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_api_v1_api_proto_msgTypes[17]
+	mi := &file_api_v1_api_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1311,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[17]
+	mi := &file_api_v1_api_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1324,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{17}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TransferLeaderResponse) GetLeader() uint64 {
@@ -1271,7 +1347,7 @@ type ActivateFSMVersionRequest struct {
 
 func (x *ActivateFSMVersionRequest) Reset() {
 	*x = ActivateFSMVersionRequest{}
-	mi := &file_api_v1_api_proto_msgTypes[18]
+	mi := &file_api_v1_api_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1283,7 +1359,7 @@ func (x *ActivateFSMVersionRequest) String() string {
 func (*ActivateFSMVersionRequest) ProtoMessage() {}
 
 func (x *ActivateFSMVersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[18]
+	mi := &file_api_v1_api_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1296,7 +1372,7 @@ func (x *ActivateFSMVersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateFSMVersionRequest.ProtoReflect.Descriptor instead.
 func (*ActivateFSMVersionRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{18}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ActivateFSMVersionRequest) GetVersion() uint32 {
@@ -1323,7 +1399,7 @@ type ActivateFSMVersionResponse struct {
 
 func (x *ActivateFSMVersionResponse) Reset() {
 	*x = ActivateFSMVersionResponse{}
-	mi := &file_api_v1_api_proto_msgTypes[19]
+	mi := &file_api_v1_api_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1335,7 +1411,7 @@ func (x *ActivateFSMVersionResponse) String() string {
 func (*ActivateFSMVersionResponse) ProtoMessage() {}
 
 func (x *ActivateFSMVersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[19]
+	mi := &file_api_v1_api_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1348,7 +1424,7 @@ func (x *ActivateFSMVersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateFSMVersionResponse.ProtoReflect.Descriptor instead.
 func (*ActivateFSMVersionResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{19}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ActivateFSMVersionResponse) GetIndex() uint64 {
@@ -1368,7 +1444,7 @@ type SkipFSMCommandRequest struct {
 
 func (x *SkipFSMCommandRequest) Reset() {
 	*x = SkipFSMCommandRequest{}
-	mi := &file_api_v1_api_proto_msgTypes[20]
+	mi := &file_api_v1_api_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1380,7 +1456,7 @@ func (x *SkipFSMCommandRequest) String() string {
 func (*SkipFSMCommandRequest) ProtoMessage() {}
 
 func (x *SkipFSMCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[20]
+	mi := &file_api_v1_api_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1393,7 +1469,7 @@ func (x *SkipFSMCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SkipFSMCommandRequest.ProtoReflect.Descriptor instead.
 func (*SkipFSMCommandRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{20}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SkipFSMCommandRequest) GetIndex() uint64 {
@@ -1415,7 +1491,7 @@ type SkipFSMCommandResponse struct {
 
 func (x *SkipFSMCommandResponse) Reset() {
 	*x = SkipFSMCommandResponse{}
-	mi := &file_api_v1_api_proto_msgTypes[21]
+	mi := &file_api_v1_api_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1427,7 +1503,7 @@ func (x *SkipFSMCommandResponse) String() string {
 func (*SkipFSMCommandResponse) ProtoMessage() {}
 
 func (x *SkipFSMCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[21]
+	mi := &file_api_v1_api_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1440,7 +1516,7 @@ func (x *SkipFSMCommandResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SkipFSMCommandResponse.ProtoReflect.Descriptor instead.
 func (*SkipFSMCommandResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{21}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SkipFSMCommandResponse) GetSkipIndex() uint64 {
@@ -1468,7 +1544,7 @@ type DownloadSnapshotRequest struct {
 
 func (x *DownloadSnapshotRequest) Reset() {
 	*x = DownloadSnapshotRequest{}
-	mi := &file_api_v1_api_proto_msgTypes[22]
+	mi := &file_api_v1_api_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1480,7 +1556,7 @@ func (x *DownloadSnapshotRequest) String() string {
 func (*DownloadSnapshotRequest) ProtoMessage() {}
 
 func (x *DownloadSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[22]
+	mi := &file_api_v1_api_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1493,7 +1569,7 @@ func (x *DownloadSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*DownloadSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{22}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DownloadSnapshotRequest) GetTakeNew() bool {
@@ -1521,7 +1597,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_api_v1_api_proto_msgTypes[23]
+	mi := &file_api_v1_api_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1533,7 +1609,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[23]
+	mi := &file_api_v1_api_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1546,7 +1622,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{23}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SnapshotHeader) GetIndex() uint64 {
@@ -1609,7 +1685,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_api_v1_api_proto_msgTypes[24]
+	mi := &file_api_v1_api_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1621,7 +1697,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[24]
+	mi := &file_api_v1_api_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1634,7 +1710,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{24}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SnapshotChunk) GetHeader() *SnapshotHeader {
@@ -1664,7 +1740,7 @@ type ReloadFSMRequest struct {
 
 func (x *ReloadFSMRequest) Reset() {
 	*x = ReloadFSMRequest{}
-	mi := &file_api_v1_api_proto_msgTypes[25]
+	mi := &file_api_v1_api_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1676,7 +1752,7 @@ func (x *ReloadFSMRequest) String() string {
 func (*ReloadFSMRequest) ProtoMessage() {}
 
 func (x *ReloadFSMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[25]
+	mi := &file_api_v1_api_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1689,7 +1765,7 @@ func (x *ReloadFSMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadFSMRequest.ProtoReflect.Descriptor instead.
 func (*ReloadFSMRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{25}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReloadFSMRequest) GetPath() string {
@@ -1737,7 +1813,7 @@ type ReloadFSMResponse struct {
 
 func (x *ReloadFSMResponse) Reset() {
 	*x = ReloadFSMResponse{}
-	mi := &file_api_v1_api_proto_msgTypes[26]
+	mi := &file_api_v1_api_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1749,7 +1825,7 @@ func (x *ReloadFSMResponse) String() string {
 func (*ReloadFSMResponse) ProtoMessage() {}
 
 func (x *ReloadFSMResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_api_proto_msgTypes[26]
+	mi := &file_api_v1_api_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1762,7 +1838,7 @@ func (x *ReloadFSMResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadFSMResponse.ProtoReflect.Descriptor instead.
 func (*ReloadFSMResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_api_proto_rawDescGZIP(), []int{26}
+	return file_api_v1_api_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReloadFSMResponse) GetNodeId() uint64 {
@@ -1835,6 +1911,198 @@ func (x *ReloadFSMResponse) GetStallMicros() int64 {
 	return 0
 }
 
+// VerifyFSMRequest asks for a digest checkpoint now.
+type VerifyFSMRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyFSMRequest) Reset() {
+	*x = VerifyFSMRequest{}
+	mi := &file_api_v1_api_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyFSMRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyFSMRequest) ProtoMessage() {}
+
+func (x *VerifyFSMRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_api_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyFSMRequest.ProtoReflect.Descriptor instead.
+func (*VerifyFSMRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_api_proto_rawDescGZIP(), []int{28}
+}
+
+// VerifyFSMResponse reports a checkpoint and every member's digest at it.
+type VerifyFSMResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// checkpoint_index is the index of the checkpoint entry.
+	CheckpointIndex uint64 `protobuf:"varint,1,opt,name=checkpoint_index,json=checkpointIndex,proto3" json:"checkpoint_index,omitempty"`
+	// verdict_index is the index of the verdict entry; 0 when none was
+	// committed (too few members answered to decide; nothing halted).
+	VerdictIndex uint64 `protobuf:"varint,2,opt,name=verdict_index,json=verdictIndex,proto3" json:"verdict_index,omitempty"`
+	// agreed_digest is the digest a majority of voters reported; empty if
+	// none.
+	AgreedDigest []byte `protobuf:"bytes,3,opt,name=agreed_digest,json=agreedDigest,proto3" json:"agreed_digest,omitempty"`
+	// no_majority is set when no digest can have a majority: every replica
+	// halts at the verdict.
+	NoMajority bool `protobuf:"varint,4,opt,name=no_majority,json=noMajority,proto3" json:"no_majority,omitempty"`
+	// nodes lists every member, by id.
+	Nodes         []*NodeDigest `protobuf:"bytes,5,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyFSMResponse) Reset() {
+	*x = VerifyFSMResponse{}
+	mi := &file_api_v1_api_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyFSMResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyFSMResponse) ProtoMessage() {}
+
+func (x *VerifyFSMResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_api_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyFSMResponse.ProtoReflect.Descriptor instead.
+func (*VerifyFSMResponse) Descriptor() ([]byte, []int) {
+	return file_api_v1_api_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *VerifyFSMResponse) GetCheckpointIndex() uint64 {
+	if x != nil {
+		return x.CheckpointIndex
+	}
+	return 0
+}
+
+func (x *VerifyFSMResponse) GetVerdictIndex() uint64 {
+	if x != nil {
+		return x.VerdictIndex
+	}
+	return 0
+}
+
+func (x *VerifyFSMResponse) GetAgreedDigest() []byte {
+	if x != nil {
+		return x.AgreedDigest
+	}
+	return nil
+}
+
+func (x *VerifyFSMResponse) GetNoMajority() bool {
+	if x != nil {
+		return x.NoMajority
+	}
+	return false
+}
+
+func (x *VerifyFSMResponse) GetNodes() []*NodeDigest {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+// NodeDigest is one member's digest at a checkpoint.
+type NodeDigest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Learner bool                   `protobuf:"varint,2,opt,name=learner,proto3" json:"learner,omitempty"`
+	// digest is empty when error is set.
+	Digest        []byte `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeDigest) Reset() {
+	*x = NodeDigest{}
+	mi := &file_api_v1_api_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeDigest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeDigest) ProtoMessage() {}
+
+func (x *NodeDigest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_api_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeDigest.ProtoReflect.Descriptor instead.
+func (*NodeDigest) Descriptor() ([]byte, []int) {
+	return file_api_v1_api_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *NodeDigest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *NodeDigest) GetLearner() bool {
+	if x != nil {
+		return x.Learner
+	}
+	return false
+}
+
+func (x *NodeDigest) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
+func (x *NodeDigest) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_api_v1_api_proto protoreflect.FileDescriptor
 
 const file_api_v1_api_proto_rawDesc = "" +
@@ -1878,7 +2146,7 @@ const file_api_v1_api_proto_rawDesc = "" +
 	"\n" +
 	"next_index\x18\x03 \x01(\x04R\tnextIndex\x12\x14\n" +
 	"\x05state\x18\x04 \x01(\tR\x05state\x12\x18\n" +
-	"\alearner\x18\x05 \x01(\bR\alearner\"\xec\x03\n" +
+	"\alearner\x18\x05 \x01(\bR\alearner\"\xa6\x04\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1b\n" +
@@ -1898,10 +2166,20 @@ const file_api_v1_api_proto_rawDesc = "" +
 	"\x05error\x18\r \x01(\tR\x05error\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x0e \x01(\tR\tclusterId\x12*\n" +
-	"\x06halted\x18\x0f \x01(\v2\x12.raftd.api.v1.HaltR\x06halted\"4\n" +
+	"\x06halted\x18\x0f \x01(\v2\x12.raftd.api.v1.HaltR\x06halted\x128\n" +
+	"\n" +
+	"checkpoint\x18\x10 \x01(\v2\x18.raftd.api.v1.CheckpointR\n" +
+	"checkpoint\":\n" +
+	"\n" +
+	"Checkpoint\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\fR\x06digest\"T\n" +
 	"\x04Halt\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"l\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x03 \x01(\x04R\n" +
+	"checkpoint\"l\n" +
 	"\x0eStatusResponse\x12\x16\n" +
 	"\x06leader\x18\x01 \x01(\x04R\x06leader\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12.\n" +
@@ -1965,11 +2243,25 @@ const file_api_v1_api_proto_rawDesc = "" +
 	"\x11old_binary_sha256\x18\b \x01(\tR\x0foldBinarySha256\x12'\n" +
 	"\x0fduration_micros\x18\t \x01(\x03R\x0edurationMicros\x12!\n" +
 	"\fstall_micros\x18\n" +
-	" \x01(\x03R\vstallMicros*_\n" +
+	" \x01(\x03R\vstallMicros\"\x12\n" +
+	"\x10VerifyFSMRequest\"\xd9\x01\n" +
+	"\x11VerifyFSMResponse\x12)\n" +
+	"\x10checkpoint_index\x18\x01 \x01(\x04R\x0fcheckpointIndex\x12#\n" +
+	"\rverdict_index\x18\x02 \x01(\x04R\fverdictIndex\x12#\n" +
+	"\ragreed_digest\x18\x03 \x01(\fR\fagreedDigest\x12\x1f\n" +
+	"\vno_majority\x18\x04 \x01(\bR\n" +
+	"noMajority\x12.\n" +
+	"\x05nodes\x18\x05 \x03(\v2\x18.raftd.api.v1.NodeDigestR\x05nodes\"d\n" +
+	"\n" +
+	"NodeDigest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
+	"\alearner\x18\x02 \x01(\bR\alearner\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\fR\x06digest\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error*_\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x01\x12\x15\n" +
-	"\x11CONSISTENCY_STALE\x10\x022\x81\a\n" +
+	"\x11CONSISTENCY_STALE\x10\x022\xcf\a\n" +
 	"\x05Raftd\x12@\n" +
 	"\x05Apply\x12\x1a.raftd.api.v1.ApplyRequest\x1a\x1b.raftd.api.v1.ApplyResponse\x12@\n" +
 	"\x05Query\x12\x1a.raftd.api.v1.QueryRequest\x1a\x1b.raftd.api.v1.QueryResponse\x12C\n" +
@@ -1979,7 +2271,8 @@ const file_api_v1_api_proto_rawDesc = "" +
 	"\fRemoveMember\x12!.raftd.api.v1.RemoveMemberRequest\x1a\x1d.raftd.api.v1.MembersResponse\x12[\n" +
 	"\x0eTransferLeader\x12#.raftd.api.v1.TransferLeaderRequest\x1a$.raftd.api.v1.TransferLeaderResponse\x12g\n" +
 	"\x12ActivateFSMVersion\x12'.raftd.api.v1.ActivateFSMVersionRequest\x1a(.raftd.api.v1.ActivateFSMVersionResponse\x12[\n" +
-	"\x0eSkipFSMCommand\x12#.raftd.api.v1.SkipFSMCommandRequest\x1a$.raftd.api.v1.SkipFSMCommandResponse\x12X\n" +
+	"\x0eSkipFSMCommand\x12#.raftd.api.v1.SkipFSMCommandRequest\x1a$.raftd.api.v1.SkipFSMCommandResponse\x12L\n" +
+	"\tVerifyFSM\x12\x1e.raftd.api.v1.VerifyFSMRequest\x1a\x1f.raftd.api.v1.VerifyFSMResponse\x12X\n" +
 	"\x10DownloadSnapshot\x12%.raftd.api.v1.DownloadSnapshotRequest\x1a\x1b.raftd.api.v1.SnapshotChunk0\x01\x12L\n" +
 	"\tReloadFSM\x12\x1e.raftd.api.v1.ReloadFSMRequest\x1a\x1f.raftd.api.v1.ReloadFSMResponseB+Z)github.com/raftd/raftd/proto/api/v1;apiv1b\x06proto3"
 
@@ -1996,7 +2289,7 @@ func file_api_v1_api_proto_rawDescGZIP() []byte {
 }
 
 var file_api_v1_api_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_api_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_api_v1_api_proto_goTypes = []any{
 	(Consistency)(0),                   // 0: raftd.api.v1.Consistency
 	(*ApplyRequest)(nil),               // 1: raftd.api.v1.ApplyRequest
@@ -2008,62 +2301,70 @@ var file_api_v1_api_proto_goTypes = []any{
 	(*FSMStatus)(nil),                  // 7: raftd.api.v1.FSMStatus
 	(*FollowerProgress)(nil),           // 8: raftd.api.v1.FollowerProgress
 	(*NodeStatus)(nil),                 // 9: raftd.api.v1.NodeStatus
-	(*Halt)(nil),                       // 10: raftd.api.v1.Halt
-	(*StatusResponse)(nil),             // 11: raftd.api.v1.StatusResponse
-	(*Member)(nil),                     // 12: raftd.api.v1.Member
-	(*MembersRequest)(nil),             // 13: raftd.api.v1.MembersRequest
-	(*MembersResponse)(nil),            // 14: raftd.api.v1.MembersResponse
-	(*AddMemberRequest)(nil),           // 15: raftd.api.v1.AddMemberRequest
-	(*RemoveMemberRequest)(nil),        // 16: raftd.api.v1.RemoveMemberRequest
-	(*TransferLeaderRequest)(nil),      // 17: raftd.api.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),     // 18: raftd.api.v1.TransferLeaderResponse
-	(*ActivateFSMVersionRequest)(nil),  // 19: raftd.api.v1.ActivateFSMVersionRequest
-	(*ActivateFSMVersionResponse)(nil), // 20: raftd.api.v1.ActivateFSMVersionResponse
-	(*SkipFSMCommandRequest)(nil),      // 21: raftd.api.v1.SkipFSMCommandRequest
-	(*SkipFSMCommandResponse)(nil),     // 22: raftd.api.v1.SkipFSMCommandResponse
-	(*DownloadSnapshotRequest)(nil),    // 23: raftd.api.v1.DownloadSnapshotRequest
-	(*SnapshotHeader)(nil),             // 24: raftd.api.v1.SnapshotHeader
-	(*SnapshotChunk)(nil),              // 25: raftd.api.v1.SnapshotChunk
-	(*ReloadFSMRequest)(nil),           // 26: raftd.api.v1.ReloadFSMRequest
-	(*ReloadFSMResponse)(nil),          // 27: raftd.api.v1.ReloadFSMResponse
+	(*Checkpoint)(nil),                 // 10: raftd.api.v1.Checkpoint
+	(*Halt)(nil),                       // 11: raftd.api.v1.Halt
+	(*StatusResponse)(nil),             // 12: raftd.api.v1.StatusResponse
+	(*Member)(nil),                     // 13: raftd.api.v1.Member
+	(*MembersRequest)(nil),             // 14: raftd.api.v1.MembersRequest
+	(*MembersResponse)(nil),            // 15: raftd.api.v1.MembersResponse
+	(*AddMemberRequest)(nil),           // 16: raftd.api.v1.AddMemberRequest
+	(*RemoveMemberRequest)(nil),        // 17: raftd.api.v1.RemoveMemberRequest
+	(*TransferLeaderRequest)(nil),      // 18: raftd.api.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),     // 19: raftd.api.v1.TransferLeaderResponse
+	(*ActivateFSMVersionRequest)(nil),  // 20: raftd.api.v1.ActivateFSMVersionRequest
+	(*ActivateFSMVersionResponse)(nil), // 21: raftd.api.v1.ActivateFSMVersionResponse
+	(*SkipFSMCommandRequest)(nil),      // 22: raftd.api.v1.SkipFSMCommandRequest
+	(*SkipFSMCommandResponse)(nil),     // 23: raftd.api.v1.SkipFSMCommandResponse
+	(*DownloadSnapshotRequest)(nil),    // 24: raftd.api.v1.DownloadSnapshotRequest
+	(*SnapshotHeader)(nil),             // 25: raftd.api.v1.SnapshotHeader
+	(*SnapshotChunk)(nil),              // 26: raftd.api.v1.SnapshotChunk
+	(*ReloadFSMRequest)(nil),           // 27: raftd.api.v1.ReloadFSMRequest
+	(*ReloadFSMResponse)(nil),          // 28: raftd.api.v1.ReloadFSMResponse
+	(*VerifyFSMRequest)(nil),           // 29: raftd.api.v1.VerifyFSMRequest
+	(*VerifyFSMResponse)(nil),          // 30: raftd.api.v1.VerifyFSMResponse
+	(*NodeDigest)(nil),                 // 31: raftd.api.v1.NodeDigest
 }
 var file_api_v1_api_proto_depIdxs = []int32{
 	2,  // 0: raftd.api.v1.ApplyRequest.request_id:type_name -> raftd.api.v1.RequestID
 	0,  // 1: raftd.api.v1.QueryRequest.consistency:type_name -> raftd.api.v1.Consistency
 	7,  // 2: raftd.api.v1.NodeStatus.fsm:type_name -> raftd.api.v1.FSMStatus
 	8,  // 3: raftd.api.v1.NodeStatus.followers:type_name -> raftd.api.v1.FollowerProgress
-	10, // 4: raftd.api.v1.NodeStatus.halted:type_name -> raftd.api.v1.Halt
-	9,  // 5: raftd.api.v1.StatusResponse.nodes:type_name -> raftd.api.v1.NodeStatus
-	12, // 6: raftd.api.v1.MembersResponse.members:type_name -> raftd.api.v1.Member
-	24, // 7: raftd.api.v1.SnapshotChunk.header:type_name -> raftd.api.v1.SnapshotHeader
-	7,  // 8: raftd.api.v1.ReloadFSMResponse.fsm:type_name -> raftd.api.v1.FSMStatus
-	1,  // 9: raftd.api.v1.Raftd.Apply:input_type -> raftd.api.v1.ApplyRequest
-	4,  // 10: raftd.api.v1.Raftd.Query:input_type -> raftd.api.v1.QueryRequest
-	6,  // 11: raftd.api.v1.Raftd.Status:input_type -> raftd.api.v1.StatusRequest
-	13, // 12: raftd.api.v1.Raftd.Members:input_type -> raftd.api.v1.MembersRequest
-	15, // 13: raftd.api.v1.Raftd.AddMember:input_type -> raftd.api.v1.AddMemberRequest
-	16, // 14: raftd.api.v1.Raftd.RemoveMember:input_type -> raftd.api.v1.RemoveMemberRequest
-	17, // 15: raftd.api.v1.Raftd.TransferLeader:input_type -> raftd.api.v1.TransferLeaderRequest
-	19, // 16: raftd.api.v1.Raftd.ActivateFSMVersion:input_type -> raftd.api.v1.ActivateFSMVersionRequest
-	21, // 17: raftd.api.v1.Raftd.SkipFSMCommand:input_type -> raftd.api.v1.SkipFSMCommandRequest
-	23, // 18: raftd.api.v1.Raftd.DownloadSnapshot:input_type -> raftd.api.v1.DownloadSnapshotRequest
-	26, // 19: raftd.api.v1.Raftd.ReloadFSM:input_type -> raftd.api.v1.ReloadFSMRequest
-	3,  // 20: raftd.api.v1.Raftd.Apply:output_type -> raftd.api.v1.ApplyResponse
-	5,  // 21: raftd.api.v1.Raftd.Query:output_type -> raftd.api.v1.QueryResponse
-	11, // 22: raftd.api.v1.Raftd.Status:output_type -> raftd.api.v1.StatusResponse
-	14, // 23: raftd.api.v1.Raftd.Members:output_type -> raftd.api.v1.MembersResponse
-	14, // 24: raftd.api.v1.Raftd.AddMember:output_type -> raftd.api.v1.MembersResponse
-	14, // 25: raftd.api.v1.Raftd.RemoveMember:output_type -> raftd.api.v1.MembersResponse
-	18, // 26: raftd.api.v1.Raftd.TransferLeader:output_type -> raftd.api.v1.TransferLeaderResponse
-	20, // 27: raftd.api.v1.Raftd.ActivateFSMVersion:output_type -> raftd.api.v1.ActivateFSMVersionResponse
-	22, // 28: raftd.api.v1.Raftd.SkipFSMCommand:output_type -> raftd.api.v1.SkipFSMCommandResponse
-	25, // 29: raftd.api.v1.Raftd.DownloadSnapshot:output_type -> raftd.api.v1.SnapshotChunk
-	27, // 30: raftd.api.v1.Raftd.ReloadFSM:output_type -> raftd.api.v1.ReloadFSMResponse
-	20, // [20:31] is the sub-list for method output_type
-	9,  // [9:20] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	11, // 4: raftd.api.v1.NodeStatus.halted:type_name -> raftd.api.v1.Halt
+	10, // 5: raftd.api.v1.NodeStatus.checkpoint:type_name -> raftd.api.v1.Checkpoint
+	9,  // 6: raftd.api.v1.StatusResponse.nodes:type_name -> raftd.api.v1.NodeStatus
+	13, // 7: raftd.api.v1.MembersResponse.members:type_name -> raftd.api.v1.Member
+	25, // 8: raftd.api.v1.SnapshotChunk.header:type_name -> raftd.api.v1.SnapshotHeader
+	7,  // 9: raftd.api.v1.ReloadFSMResponse.fsm:type_name -> raftd.api.v1.FSMStatus
+	31, // 10: raftd.api.v1.VerifyFSMResponse.nodes:type_name -> raftd.api.v1.NodeDigest
+	1,  // 11: raftd.api.v1.Raftd.Apply:input_type -> raftd.api.v1.ApplyRequest
+	4,  // 12: raftd.api.v1.Raftd.Query:input_type -> raftd.api.v1.QueryRequest
+	6,  // 13: raftd.api.v1.Raftd.Status:input_type -> raftd.api.v1.StatusRequest
+	14, // 14: raftd.api.v1.Raftd.Members:input_type -> raftd.api.v1.MembersRequest
+	16, // 15: raftd.api.v1.Raftd.AddMember:input_type -> raftd.api.v1.AddMemberRequest
+	17, // 16: raftd.api.v1.Raftd.RemoveMember:input_type -> raftd.api.v1.RemoveMemberRequest
+	18, // 17: raftd.api.v1.Raftd.TransferLeader:input_type -> raftd.api.v1.TransferLeaderRequest
+	20, // 18: raftd.api.v1.Raftd.ActivateFSMVersion:input_type -> raftd.api.v1.ActivateFSMVersionRequest
+	22, // 19: raftd.api.v1.Raftd.SkipFSMCommand:input_type -> raftd.api.v1.SkipFSMCommandRequest
+	29, // 20: raftd.api.v1.Raftd.VerifyFSM:input_type -> raftd.api.v1.VerifyFSMRequest
+	24, // 21: raftd.api.v1.Raftd.DownloadSnapshot:input_type -> raftd.api.v1.DownloadSnapshotRequest
+	27, // 22: raftd.api.v1.Raftd.ReloadFSM:input_type -> raftd.api.v1.ReloadFSMRequest
+	3,  // 23: raftd.api.v1.Raftd.Apply:output_type -> raftd.api.v1.ApplyResponse
+	5,  // 24: raftd.api.v1.Raftd.Query:output_type -> raftd.api.v1.QueryResponse
+	12, // 25: raftd.api.v1.Raftd.Status:output_type -> raftd.api.v1.StatusResponse
+	15, // 26: raftd.api.v1.Raftd.Members:output_type -> raftd.api.v1.MembersResponse
+	15, // 27: raftd.api.v1.Raftd.AddMember:output_type -> raftd.api.v1.MembersResponse
+	15, // 28: raftd.api.v1.Raftd.RemoveMember:output_type -> raftd.api.v1.MembersResponse
+	19, // 29: raftd.api.v1.Raftd.TransferLeader:output_type -> raftd.api.v1.TransferLeaderResponse
+	21, // 30: raftd.api.v1.Raftd.ActivateFSMVersion:output_type -> raftd.api.v1.ActivateFSMVersionResponse
+	23, // 31: raftd.api.v1.Raftd.SkipFSMCommand:output_type -> raftd.api.v1.SkipFSMCommandResponse
+	30, // 32: raftd.api.v1.Raftd.VerifyFSM:output_type -> raftd.api.v1.VerifyFSMResponse
+	26, // 33: raftd.api.v1.Raftd.DownloadSnapshot:output_type -> raftd.api.v1.SnapshotChunk
+	28, // 34: raftd.api.v1.Raftd.ReloadFSM:output_type -> raftd.api.v1.ReloadFSMResponse
+	23, // [23:35] is the sub-list for method output_type
+	11, // [11:23] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_api_v1_api_proto_init() }
@@ -2077,7 +2378,7 @@ func file_api_v1_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_v1_api_proto_rawDesc), len(file_api_v1_api_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   27,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -42,6 +42,7 @@ const (
 	Raftd_TransferLeader_FullMethodName     = "/raftd.api.v1.Raftd/TransferLeader"
 	Raftd_ActivateFSMVersion_FullMethodName = "/raftd.api.v1.Raftd/ActivateFSMVersion"
 	Raftd_SkipFSMCommand_FullMethodName     = "/raftd.api.v1.Raftd/SkipFSMCommand"
+	Raftd_VerifyFSM_FullMethodName          = "/raftd.api.v1.Raftd/VerifyFSM"
 	Raftd_DownloadSnapshot_FullMethodName   = "/raftd.api.v1.Raftd/DownloadSnapshot"
 	Raftd_ReloadFSM_FullMethodName          = "/raftd.api.v1.Raftd/ReloadFSM"
 )
@@ -75,6 +76,15 @@ type RaftdClient interface {
 	// and resumes; the others ignore it. It returns once the entry is
 	// applied on the leader.
 	SkipFSMCommand(ctx context.Context, in *SkipFSMCommandRequest, opts ...grpc.CallOption) (*SkipFSMCommandResponse, error)
+	// VerifyFSM commits a digest checkpoint now, on the leader: every
+	// replica hashes its state at that index, the leader collects the
+	// digests and commits its verdict (the digest a majority of voters
+	// reported, or none). A replica whose digest differs, or every replica
+	// when no digest has a majority, halts apply at the verdict
+	// (NodeStatus.halted with checkpoint set). It returns every member's
+	// digest. A refusal before the checkpoint entry was committed is marked
+	// not applied.
+	VerifyFSM(ctx context.Context, in *VerifyFSMRequest, opts ...grpc.CallOption) (*VerifyFSMResponse, error)
 	// DownloadSnapshot streams the answering node's latest snapshot: first a
 	// chunk carrying only the header, then data chunks of at most 1 MiB.
 	DownloadSnapshot(ctx context.Context, in *DownloadSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error)
@@ -185,6 +195,16 @@ func (c *raftdClient) SkipFSMCommand(ctx context.Context, in *SkipFSMCommandRequ
 	return out, nil
 }
 
+func (c *raftdClient) VerifyFSM(ctx context.Context, in *VerifyFSMRequest, opts ...grpc.CallOption) (*VerifyFSMResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VerifyFSMResponse)
+	err := c.cc.Invoke(ctx, Raftd_VerifyFSM_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *raftdClient) DownloadSnapshot(ctx context.Context, in *DownloadSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Raftd_ServiceDesc.Streams[0], Raftd_DownloadSnapshot_FullMethodName, cOpts...)
@@ -243,6 +263,15 @@ type RaftdServer interface {
 	// and resumes; the others ignore it. It returns once the entry is
 	// applied on the leader.
 	SkipFSMCommand(context.Context, *SkipFSMCommandRequest) (*SkipFSMCommandResponse, error)
+	// VerifyFSM commits a digest checkpoint now, on the leader: every
+	// replica hashes its state at that index, the leader collects the
+	// digests and commits its verdict (the digest a majority of voters
+	// reported, or none). A replica whose digest differs, or every replica
+	// when no digest has a majority, halts apply at the verdict
+	// (NodeStatus.halted with checkpoint set). It returns every member's
+	// digest. A refusal before the checkpoint entry was committed is marked
+	// not applied.
+	VerifyFSM(context.Context, *VerifyFSMRequest) (*VerifyFSMResponse, error)
 	// DownloadSnapshot streams the answering node's latest snapshot: first a
 	// chunk carrying only the header, then data chunks of at most 1 MiB.
 	DownloadSnapshot(*DownloadSnapshotRequest, grpc.ServerStreamingServer[SnapshotChunk]) error
@@ -289,6 +318,9 @@ func (UnimplementedRaftdServer) ActivateFSMVersion(context.Context, *ActivateFSM
 }
 func (UnimplementedRaftdServer) SkipFSMCommand(context.Context, *SkipFSMCommandRequest) (*SkipFSMCommandResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method SkipFSMCommand not implemented")
+}
+func (UnimplementedRaftdServer) VerifyFSM(context.Context, *VerifyFSMRequest) (*VerifyFSMResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method VerifyFSM not implemented")
 }
 func (UnimplementedRaftdServer) DownloadSnapshot(*DownloadSnapshotRequest, grpc.ServerStreamingServer[SnapshotChunk]) error {
 	return status.Errorf(codes.Unimplemented, "method DownloadSnapshot not implemented")
@@ -479,6 +511,24 @@ func _Raftd_SkipFSMCommand_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Raftd_VerifyFSM_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyFSMRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RaftdServer).VerifyFSM(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Raftd_VerifyFSM_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RaftdServer).VerifyFSM(ctx, req.(*VerifyFSMRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Raftd_DownloadSnapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(DownloadSnapshotRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -550,6 +600,10 @@ var Raftd_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SkipFSMCommand",
 			Handler:    _Raftd_SkipFSMCommand_Handler,
+		},
+		{
+			MethodName: "VerifyFSM",
+			Handler:    _Raftd_VerifyFSM_Handler,
 		},
 		{
 			MethodName: "ReloadFSM",

@@ -16,6 +16,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
+	sync "sync"
 	unsafe "unsafe"
 )
 
@@ -26,11 +27,114 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// CheckpointDigestRequest names a checkpoint entry's index.
+type CheckpointDigestRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointDigestRequest) Reset() {
+	*x = CheckpointDigestRequest{}
+	mi := &file_raft_v1_forward_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointDigestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointDigestRequest) ProtoMessage() {}
+
+func (x *CheckpointDigestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_v1_forward_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointDigestRequest.ProtoReflect.Descriptor instead.
+func (*CheckpointDigestRequest) Descriptor() ([]byte, []int) {
+	return file_raft_v1_forward_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *CheckpointDigestRequest) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+// CheckpointDigestResponse carries the receiver's digest at it.
+type CheckpointDigestResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Digest        []byte                 `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointDigestResponse) Reset() {
+	*x = CheckpointDigestResponse{}
+	mi := &file_raft_v1_forward_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointDigestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointDigestResponse) ProtoMessage() {}
+
+func (x *CheckpointDigestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_v1_forward_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointDigestResponse.ProtoReflect.Descriptor instead.
+func (*CheckpointDigestResponse) Descriptor() ([]byte, []int) {
+	return file_raft_v1_forward_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CheckpointDigestResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *CheckpointDigestResponse) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
 var File_raft_v1_forward_proto protoreflect.FileDescriptor
 
 const file_raft_v1_forward_proto_rawDesc = "" +
 	"\n" +
-	"\x15raft/v1/forward.proto\x12\rraftd.raft.v1\x1a\x10api/v1/api.proto2\x93\x05\n" +
+	"\x15raft/v1/forward.proto\x12\rraftd.raft.v1\x1a\x10api/v1/api.proto\"/\n" +
+	"\x17CheckpointDigestRequest\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"H\n" +
+	"\x18CheckpointDigestResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\fR\x06digest2\xc6\x06\n" +
 	"\aForward\x12@\n" +
 	"\x05Apply\x12\x1a.raftd.api.v1.ApplyRequest\x1a\x1b.raftd.api.v1.ApplyResponse\x12@\n" +
 	"\x05Query\x12\x1a.raftd.api.v1.QueryRequest\x1a\x1b.raftd.api.v1.QueryResponse\x12C\n" +
@@ -39,44 +143,67 @@ const file_raft_v1_forward_proto_rawDesc = "" +
 	"\fRemoveMember\x12!.raftd.api.v1.RemoveMemberRequest\x1a\x1d.raftd.api.v1.MembersResponse\x12[\n" +
 	"\x0eTransferLeader\x12#.raftd.api.v1.TransferLeaderRequest\x1a$.raftd.api.v1.TransferLeaderResponse\x12g\n" +
 	"\x12ActivateFSMVersion\x12'.raftd.api.v1.ActivateFSMVersionRequest\x1a(.raftd.api.v1.ActivateFSMVersionResponse\x12[\n" +
-	"\x0eSkipFSMCommand\x12#.raftd.api.v1.SkipFSMCommandRequest\x1a$.raftd.api.v1.SkipFSMCommandResponseB-Z+github.com/raftd/raftd/proto/raft/v1;raftv1b\x06proto3"
+	"\x0eSkipFSMCommand\x12#.raftd.api.v1.SkipFSMCommandRequest\x1a$.raftd.api.v1.SkipFSMCommandResponse\x12L\n" +
+	"\tVerifyFSM\x12\x1e.raftd.api.v1.VerifyFSMRequest\x1a\x1f.raftd.api.v1.VerifyFSMResponse\x12c\n" +
+	"\x10CheckpointDigest\x12&.raftd.raft.v1.CheckpointDigestRequest\x1a'.raftd.raft.v1.CheckpointDigestResponseB-Z+github.com/raftd/raftd/proto/raft/v1;raftv1b\x06proto3"
 
+var (
+	file_raft_v1_forward_proto_rawDescOnce sync.Once
+	file_raft_v1_forward_proto_rawDescData []byte
+)
+
+func file_raft_v1_forward_proto_rawDescGZIP() []byte {
+	file_raft_v1_forward_proto_rawDescOnce.Do(func() {
+		file_raft_v1_forward_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_raft_v1_forward_proto_rawDesc), len(file_raft_v1_forward_proto_rawDesc)))
+	})
+	return file_raft_v1_forward_proto_rawDescData
+}
+
+var file_raft_v1_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_raft_v1_forward_proto_goTypes = []any{
-	(*v1.ApplyRequest)(nil),               // 0: raftd.api.v1.ApplyRequest
-	(*v1.QueryRequest)(nil),               // 1: raftd.api.v1.QueryRequest
-	(*v1.StatusRequest)(nil),              // 2: raftd.api.v1.StatusRequest
-	(*v1.AddMemberRequest)(nil),           // 3: raftd.api.v1.AddMemberRequest
-	(*v1.RemoveMemberRequest)(nil),        // 4: raftd.api.v1.RemoveMemberRequest
-	(*v1.TransferLeaderRequest)(nil),      // 5: raftd.api.v1.TransferLeaderRequest
-	(*v1.ActivateFSMVersionRequest)(nil),  // 6: raftd.api.v1.ActivateFSMVersionRequest
-	(*v1.SkipFSMCommandRequest)(nil),      // 7: raftd.api.v1.SkipFSMCommandRequest
-	(*v1.ApplyResponse)(nil),              // 8: raftd.api.v1.ApplyResponse
-	(*v1.QueryResponse)(nil),              // 9: raftd.api.v1.QueryResponse
-	(*v1.StatusResponse)(nil),             // 10: raftd.api.v1.StatusResponse
-	(*v1.MembersResponse)(nil),            // 11: raftd.api.v1.MembersResponse
-	(*v1.TransferLeaderResponse)(nil),     // 12: raftd.api.v1.TransferLeaderResponse
-	(*v1.ActivateFSMVersionResponse)(nil), // 13: raftd.api.v1.ActivateFSMVersionResponse
-	(*v1.SkipFSMCommandResponse)(nil),     // 14: raftd.api.v1.SkipFSMCommandResponse
+	(*CheckpointDigestRequest)(nil),       // 0: raftd.raft.v1.CheckpointDigestRequest
+	(*CheckpointDigestResponse)(nil),      // 1: raftd.raft.v1.CheckpointDigestResponse
+	(*v1.ApplyRequest)(nil),               // 2: raftd.api.v1.ApplyRequest
+	(*v1.QueryRequest)(nil),               // 3: raftd.api.v1.QueryRequest
+	(*v1.StatusRequest)(nil),              // 4: raftd.api.v1.StatusRequest
+	(*v1.AddMemberRequest)(nil),           // 5: raftd.api.v1.AddMemberRequest
+	(*v1.RemoveMemberRequest)(nil),        // 6: raftd.api.v1.RemoveMemberRequest
+	(*v1.TransferLeaderRequest)(nil),      // 7: raftd.api.v1.TransferLeaderRequest
+	(*v1.ActivateFSMVersionRequest)(nil),  // 8: raftd.api.v1.ActivateFSMVersionRequest
+	(*v1.SkipFSMCommandRequest)(nil),      // 9: raftd.api.v1.SkipFSMCommandRequest
+	(*v1.VerifyFSMRequest)(nil),           // 10: raftd.api.v1.VerifyFSMRequest
+	(*v1.ApplyResponse)(nil),              // 11: raftd.api.v1.ApplyResponse
+	(*v1.QueryResponse)(nil),              // 12: raftd.api.v1.QueryResponse
+	(*v1.StatusResponse)(nil),             // 13: raftd.api.v1.StatusResponse
+	(*v1.MembersResponse)(nil),            // 14: raftd.api.v1.MembersResponse
+	(*v1.TransferLeaderResponse)(nil),     // 15: raftd.api.v1.TransferLeaderResponse
+	(*v1.ActivateFSMVersionResponse)(nil), // 16: raftd.api.v1.ActivateFSMVersionResponse
+	(*v1.SkipFSMCommandResponse)(nil),     // 17: raftd.api.v1.SkipFSMCommandResponse
+	(*v1.VerifyFSMResponse)(nil),          // 18: raftd.api.v1.VerifyFSMResponse
 }
 var file_raft_v1_forward_proto_depIdxs = []int32{
-	0,  // 0: raftd.raft.v1.Forward.Apply:input_type -> raftd.api.v1.ApplyRequest
-	1,  // 1: raftd.raft.v1.Forward.Query:input_type -> raftd.api.v1.QueryRequest
-	2,  // 2: raftd.raft.v1.Forward.Status:input_type -> raftd.api.v1.StatusRequest
-	3,  // 3: raftd.raft.v1.Forward.AddMember:input_type -> raftd.api.v1.AddMemberRequest
-	4,  // 4: raftd.raft.v1.Forward.RemoveMember:input_type -> raftd.api.v1.RemoveMemberRequest
-	5,  // 5: raftd.raft.v1.Forward.TransferLeader:input_type -> raftd.api.v1.TransferLeaderRequest
-	6,  // 6: raftd.raft.v1.Forward.ActivateFSMVersion:input_type -> raftd.api.v1.ActivateFSMVersionRequest
-	7,  // 7: raftd.raft.v1.Forward.SkipFSMCommand:input_type -> raftd.api.v1.SkipFSMCommandRequest
-	8,  // 8: raftd.raft.v1.Forward.Apply:output_type -> raftd.api.v1.ApplyResponse
-	9,  // 9: raftd.raft.v1.Forward.Query:output_type -> raftd.api.v1.QueryResponse
-	10, // 10: raftd.raft.v1.Forward.Status:output_type -> raftd.api.v1.StatusResponse
-	11, // 11: raftd.raft.v1.Forward.AddMember:output_type -> raftd.api.v1.MembersResponse
-	11, // 12: raftd.raft.v1.Forward.RemoveMember:output_type -> raftd.api.v1.MembersResponse
-	12, // 13: raftd.raft.v1.Forward.TransferLeader:output_type -> raftd.api.v1.TransferLeaderResponse
-	13, // 14: raftd.raft.v1.Forward.ActivateFSMVersion:output_type -> raftd.api.v1.ActivateFSMVersionResponse
-	14, // 15: raftd.raft.v1.Forward.SkipFSMCommand:output_type -> raftd.api.v1.SkipFSMCommandResponse
-	8,  // [8:16] is the sub-list for method output_type
-	0,  // [0:8] is the sub-list for method input_type
+	2,  // 0: raftd.raft.v1.Forward.Apply:input_type -> raftd.api.v1.ApplyRequest
+	3,  // 1: raftd.raft.v1.Forward.Query:input_type -> raftd.api.v1.QueryRequest
+	4,  // 2: raftd.raft.v1.Forward.Status:input_type -> raftd.api.v1.StatusRequest
+	5,  // 3: raftd.raft.v1.Forward.AddMember:input_type -> raftd.api.v1.AddMemberRequest
+	6,  // 4: raftd.raft.v1.Forward.RemoveMember:input_type -> raftd.api.v1.RemoveMemberRequest
+	7,  // 5: raftd.raft.v1.Forward.TransferLeader:input_type -> raftd.api.v1.TransferLeaderRequest
+	8,  // 6: raftd.raft.v1.Forward.ActivateFSMVersion:input_type -> raftd.api.v1.ActivateFSMVersionRequest
+	9,  // 7: raftd.raft.v1.Forward.SkipFSMCommand:input_type -> raftd.api.v1.SkipFSMCommandRequest
+	10, // 8: raftd.raft.v1.Forward.VerifyFSM:input_type -> raftd.api.v1.VerifyFSMRequest
+	0,  // 9: raftd.raft.v1.Forward.CheckpointDigest:input_type -> raftd.raft.v1.CheckpointDigestRequest
+	11, // 10: raftd.raft.v1.Forward.Apply:output_type -> raftd.api.v1.ApplyResponse
+	12, // 11: raftd.raft.v1.Forward.Query:output_type -> raftd.api.v1.QueryResponse
+	13, // 12: raftd.raft.v1.Forward.Status:output_type -> raftd.api.v1.StatusResponse
+	14, // 13: raftd.raft.v1.Forward.AddMember:output_type -> raftd.api.v1.MembersResponse
+	14, // 14: raftd.raft.v1.Forward.RemoveMember:output_type -> raftd.api.v1.MembersResponse
+	15, // 15: raftd.raft.v1.Forward.TransferLeader:output_type -> raftd.api.v1.TransferLeaderResponse
+	16, // 16: raftd.raft.v1.Forward.ActivateFSMVersion:output_type -> raftd.api.v1.ActivateFSMVersionResponse
+	17, // 17: raftd.raft.v1.Forward.SkipFSMCommand:output_type -> raftd.api.v1.SkipFSMCommandResponse
+	18, // 18: raftd.raft.v1.Forward.VerifyFSM:output_type -> raftd.api.v1.VerifyFSMResponse
+	1,  // 19: raftd.raft.v1.Forward.CheckpointDigest:output_type -> raftd.raft.v1.CheckpointDigestResponse
+	10, // [10:20] is the sub-list for method output_type
+	0,  // [0:10] is the sub-list for method input_type
 	0,  // [0:0] is the sub-list for extension type_name
 	0,  // [0:0] is the sub-list for extension extendee
 	0,  // [0:0] is the sub-list for field type_name
@@ -93,12 +220,13 @@ func file_raft_v1_forward_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raft_v1_forward_proto_rawDesc), len(file_raft_v1_forward_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   0,
+			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_raft_v1_forward_proto_goTypes,
 		DependencyIndexes: file_raft_v1_forward_proto_depIdxs,
+		MessageInfos:      file_raft_v1_forward_proto_msgTypes,
 	}.Build()
 	File_raft_v1_forward_proto = out.File
 	file_raft_v1_forward_proto_goTypes = nil

@@ -33,6 +33,8 @@ const (
 	Forward_TransferLeader_FullMethodName     = "/raftd.raft.v1.Forward/TransferLeader"
 	Forward_ActivateFSMVersion_FullMethodName = "/raftd.raft.v1.Forward/ActivateFSMVersion"
 	Forward_SkipFSMCommand_FullMethodName     = "/raftd.raft.v1.Forward/SkipFSMCommand"
+	Forward_VerifyFSM_FullMethodName          = "/raftd.raft.v1.Forward/VerifyFSM"
+	Forward_CheckpointDigest_FullMethodName   = "/raftd.raft.v1.Forward/CheckpointDigest"
 )
 
 // ForwardClient is the client API for Forward service.
@@ -41,9 +43,11 @@ const (
 //
 // Forward carries, from one member to another, the client requests that
 // only the leader can serve (Apply, linearizable Query, the membership and
-// version changes, and skipping a command replicas halted at) and the members' own status for a cluster-wide
-// Status. Requests and answers are those of the client API; a refusal
-// carries the same "raftd-outcome: not-applied" trailer.
+// version changes, skipping a command replicas halted at, digest
+// checkpoints) and the members' own status and checkpoint digests.
+// Requests and answers are those of the client API (CheckpointDigest has
+// its own); a refusal carries the same "raftd-outcome: not-applied"
+// trailer.
 //
 // Callers identify themselves as on the Raft service: metadata
 // "raftd-cluster-id" (must equal the receiver's cluster id) and
@@ -68,6 +72,14 @@ type ForwardClient interface {
 	ActivateFSMVersion(ctx context.Context, in *v1.ActivateFSMVersionRequest, opts ...grpc.CallOption) (*v1.ActivateFSMVersionResponse, error)
 	// SkipFSMCommand is raftd.api.v1.Raftd.SkipFSMCommand, on the leader.
 	SkipFSMCommand(ctx context.Context, in *v1.SkipFSMCommandRequest, opts ...grpc.CallOption) (*v1.SkipFSMCommandResponse, error)
+	// VerifyFSM is raftd.api.v1.Raftd.VerifyFSM, on the leader.
+	VerifyFSM(ctx context.Context, in *v1.VerifyFSMRequest, opts ...grpc.CallOption) (*v1.VerifyFSMResponse, error)
+	// CheckpointDigest returns the receiver's digest of its state at the
+	// checkpoint entry at index, waiting (within the call's deadline) until
+	// it has applied that entry and hashed its state. FailedPrecondition,
+	// marked not applied, when it has none there (its state came from a
+	// snapshot beyond it, it halted before it).
+	CheckpointDigest(ctx context.Context, in *CheckpointDigestRequest, opts ...grpc.CallOption) (*CheckpointDigestResponse, error)
 }
 
 type forwardClient struct {
@@ -158,15 +170,37 @@ func (c *forwardClient) SkipFSMCommand(ctx context.Context, in *v1.SkipFSMComman
 	return out, nil
 }
 
+func (c *forwardClient) VerifyFSM(ctx context.Context, in *v1.VerifyFSMRequest, opts ...grpc.CallOption) (*v1.VerifyFSMResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(v1.VerifyFSMResponse)
+	err := c.cc.Invoke(ctx, Forward_VerifyFSM_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *forwardClient) CheckpointDigest(ctx context.Context, in *CheckpointDigestRequest, opts ...grpc.CallOption) (*CheckpointDigestResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckpointDigestResponse)
+	err := c.cc.Invoke(ctx, Forward_CheckpointDigest_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ForwardServer is the server API for Forward service.
 // All implementations must embed UnimplementedForwardServer
 // for forward compatibility.
 //
 // Forward carries, from one member to another, the client requests that
 // only the leader can serve (Apply, linearizable Query, the membership and
-// version changes, and skipping a command replicas halted at) and the members' own status for a cluster-wide
-// Status. Requests and answers are those of the client API; a refusal
-// carries the same "raftd-outcome: not-applied" trailer.
+// version changes, skipping a command replicas halted at, digest
+// checkpoints) and the members' own status and checkpoint digests.
+// Requests and answers are those of the client API (CheckpointDigest has
+// its own); a refusal carries the same "raftd-outcome: not-applied"
+// trailer.
 //
 // Callers identify themselves as on the Raft service: metadata
 // "raftd-cluster-id" (must equal the receiver's cluster id) and
@@ -191,6 +225,14 @@ type ForwardServer interface {
 	ActivateFSMVersion(context.Context, *v1.ActivateFSMVersionRequest) (*v1.ActivateFSMVersionResponse, error)
 	// SkipFSMCommand is raftd.api.v1.Raftd.SkipFSMCommand, on the leader.
 	SkipFSMCommand(context.Context, *v1.SkipFSMCommandRequest) (*v1.SkipFSMCommandResponse, error)
+	// VerifyFSM is raftd.api.v1.Raftd.VerifyFSM, on the leader.
+	VerifyFSM(context.Context, *v1.VerifyFSMRequest) (*v1.VerifyFSMResponse, error)
+	// CheckpointDigest returns the receiver's digest of its state at the
+	// checkpoint entry at index, waiting (within the call's deadline) until
+	// it has applied that entry and hashed its state. FailedPrecondition,
+	// marked not applied, when it has none there (its state came from a
+	// snapshot beyond it, it halted before it).
+	CheckpointDigest(context.Context, *CheckpointDigestRequest) (*CheckpointDigestResponse, error)
 	mustEmbedUnimplementedForwardServer()
 }
 
@@ -224,6 +266,12 @@ func (UnimplementedForwardServer) ActivateFSMVersion(context.Context, *v1.Activa
 }
 func (UnimplementedForwardServer) SkipFSMCommand(context.Context, *v1.SkipFSMCommandRequest) (*v1.SkipFSMCommandResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method SkipFSMCommand not implemented")
+}
+func (UnimplementedForwardServer) VerifyFSM(context.Context, *v1.VerifyFSMRequest) (*v1.VerifyFSMResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method VerifyFSM not implemented")
+}
+func (UnimplementedForwardServer) CheckpointDigest(context.Context, *CheckpointDigestRequest) (*CheckpointDigestResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CheckpointDigest not implemented")
 }
 func (UnimplementedForwardServer) mustEmbedUnimplementedForwardServer() {}
 func (UnimplementedForwardServer) testEmbeddedByValue()                 {}
@@ -390,6 +438,42 @@ func _Forward_SkipFSMCommand_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Forward_VerifyFSM_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(v1.VerifyFSMRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ForwardServer).VerifyFSM(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Forward_VerifyFSM_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ForwardServer).VerifyFSM(ctx, req.(*v1.VerifyFSMRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Forward_CheckpointDigest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CheckpointDigestRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ForwardServer).CheckpointDigest(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Forward_CheckpointDigest_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ForwardServer).CheckpointDigest(ctx, req.(*CheckpointDigestRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Forward_ServiceDesc is the grpc.ServiceDesc for Forward service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -428,6 +512,14 @@ var Forward_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SkipFSMCommand",
 			Handler:    _Forward_SkipFSMCommand_Handler,
+		},
+		{
+			MethodName: "VerifyFSM",
+			Handler:    _Forward_VerifyFSM_Handler,
+		},
+		{
+			MethodName: "CheckpointDigest",
+			Handler:    _Forward_CheckpointDigest_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

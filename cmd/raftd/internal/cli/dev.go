@@ -136,25 +136,14 @@ Try (in another terminal):
 
 Ctrl-C stops the cluster.
 `, all, addrs[len(addrs)-1], invokedAs())
-	failed := make(chan *daemon.Daemon, len(nodes))
-	for _, n := range nodes {
-		go func(n *daemon.Daemon) {
-			<-n.Done()
-			failed <- n
-		}(n)
+	err = daemon.WaitCluster(ctx, nodes)
+	if ctx.Err() != nil {
+		fmt.Fprintln(f.ErrOut, "raftd dev: stopped")
 	}
-	select {
-	case <-ctx.Done():
-		fmt.Fprintln(f.ErrOut, "raftd dev: stopping")
-		return daemon.StopAll(nodes)
-	case n := <-failed:
-		err := n.Err()
-		stopErr := daemon.StopAll(nodes)
-		if err != nil {
-			return withCode(ExitFailure, fmt.Errorf("dev: node %d stopped: %w", n.ID(), err))
-		}
-		return stopErr
+	if err != nil {
+		return withCode(ExitFailure, fmt.Errorf("dev: %w", err))
 	}
+	return nil
 }
 
 // invokedAs is how to run this binary from the current directory, for the

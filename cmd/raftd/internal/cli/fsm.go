@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -8,12 +9,13 @@ import (
 
 	"github.com/raftd/raftd/cmd/raftd/internal/progress"
 	"github.com/raftd/raftd/cmd/raftd/internal/view"
+	"github.com/raftd/raftd/core/client"
 	"github.com/raftd/raftd/plugin/conformance"
 	apiv1 "github.com/raftd/raftd/proto/api/v1"
 	"github.com/spf13/cobra"
 )
 
-// NewCmdFSM returns `raftd fsm status|activate|reload|skip|test`.
+// NewCmdFSM returns `raftd fsm status|activate|reload|skip|verify|test`.
 func NewCmdFSM(f *Factory) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "fsm",
@@ -128,6 +130,27 @@ Exit 0 once the entry is applied on the leader.`,
 	}
 	addClientFlags(skipCmd, skip)
 
+	vo := &StatusOptions{}
+	verifyCmd := &cobra.Command{
+		Use: "verify", Args: noArgs,
+		Short: "Commit a digest checkpoint now and compare every node's state digest at it",
+		Long: `Every node hashes its state at a new checkpoint entry; one whose digest differs from the majority's
+(every node, if none has one) halts there (raftd status; rebuild it: docs/operations.md "Divergence").
+Exit 0 when all agree, 1 when some differ or did not answer (named), 3 when no checkpoint was committed.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			resp, err := rpc(cmd.Context(), f, &vo.ClientOptions, "fsm verify", apiv1.RaftdClient.VerifyFSM, &apiv1.VerifyFSMRequest{})
+			if err != nil {
+				return err
+			}
+			differ, verr := client.CheckVerify(resp)
+			return errors.Join(view.Verify(f.Out, resp, differ, vo.JSON), withCode(ExitFailure, verr))
+		},
+	}
+	addClientFlags(verifyCmd, &vo.ClientOptions)
+	addJSONFlag(verifyCmd, &vo.JSON, view.VerifyJSONShape)
+	verifyCmd.Flags().Lookup("timeout").DefValue = "1m"
+	_ = verifyCmd.Flags().Set("timeout", "1m") // every node hashes its whole state
+
 	to := conformance.Options{}
 	testCmd := &cobra.Command{
 		Use:   "test --fsm PLUGIN",
@@ -166,6 +189,6 @@ on PASS, 1 with the first divergence otherwise.`,
 	testCmd.Flags().IntVar(&to.Entries, "entries", 10000, "number of generated entries")
 	testCmd.Flags().StringVar(&to.Commands, "commands", "", "commands file instead of the built-in generator (required for FSMs other than counter, kv, queue)")
 	testCmd.Flags().IntVar(&to.CheckpointEvery, "checkpoint-every", 1000, "compare digests every this many entries")
-	cmd.AddCommand(statusCmd, activateCmd, reloadCmd, skipCmd, testCmd)
+	cmd.AddCommand(statusCmd, activateCmd, reloadCmd, skipCmd, verifyCmd, testCmd)
 	return cmd
 }

@@ -12,10 +12,8 @@ import (
 // MembersOptions configures the `raftd members` commands.
 type MembersOptions struct {
 	ClientOptions
-	ID       uint64
-	RaftAddr string
-	Learner  bool
-	JSON     bool
+	Learner bool
+	JSON    bool
 }
 
 // NewCmdMembers returns `raftd members [list|add|remove]`.
@@ -69,9 +67,8 @@ one while the first is in flight is refused (exit 3).`,
 			if err != nil {
 				return err
 			}
-			add.ID, add.RaftAddr = id, args[1]
 			resp, err := rpc(cmd.Context(), f, &add.ClientOptions, "add member", apiv1.RaftdClient.AddMember,
-				&apiv1.AddMemberRequest{Id: add.ID, RaftAddr: add.RaftAddr, Learner: add.Learner})
+				&apiv1.AddMemberRequest{Id: id, RaftAddr: args[1], Learner: add.Learner})
 			return printMembers(f, resp, err, add.JSON)
 		},
 	}
@@ -87,8 +84,7 @@ one while the first is in flight is refused (exit 3).`,
 			if err != nil {
 				return err
 			}
-			rm.ID = id
-			resp, err := rpc(cmd.Context(), f, &rm.ClientOptions, "remove member", apiv1.RaftdClient.RemoveMember, &apiv1.RemoveMemberRequest{Id: rm.ID})
+			resp, err := rpc(cmd.Context(), f, &rm.ClientOptions, "remove member", apiv1.RaftdClient.RemoveMember, &apiv1.RemoveMemberRequest{Id: id})
 			return printMembers(f, resp, err, rm.JSON)
 		},
 	}
@@ -129,22 +125,7 @@ func NewCmdLeader(f *Factory) *cobra.Command {
 			if resp.GetLeader() == 0 {
 				return withCode(ExitFailure, fmt.Errorf("leader: no leader at term %d", resp.GetTerm()))
 			}
-			out := struct {
-				ID       uint64 `json:"id"`
-				RaftAddr string `json:"raft_addr"`
-				APIAddr  string `json:"api_addr"`
-				Term     uint64 `json:"term"`
-			}{ID: resp.GetLeader(), Term: resp.GetTerm()}
-			for _, n := range resp.GetNodes() {
-				if n.GetId() == out.ID {
-					out.RaftAddr, out.APIAddr = n.GetRaftAddr(), n.GetApiAddr()
-				}
-			}
-			if show.JSON {
-				return view.JSON(f.Out, out)
-			}
-			_, err = fmt.Fprintf(f.Out, "%d raft=%s api=%s term=%d\n", out.ID, view.Dash(out.RaftAddr), view.Dash(out.APIAddr), out.Term)
-			return err
+			return view.Leader(f.Out, resp, show.JSON)
 		},
 	}
 	addClientFlags(cmd, &show.ClientOptions)

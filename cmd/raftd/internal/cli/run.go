@@ -39,9 +39,9 @@ type RunOptions struct {
 	daemon.Config
 	// Peers is --peers as given; validate parses it into Config.Peers.
 	Peers string
-	// SnapshotEntries and SnapshotTrailing are the flags, 0 for never and
-	// none (Config's are negative for that).
-	SnapshotEntries, SnapshotTrailing uint64
+	// SnapshotEntries, SnapshotTrailing and CheckpointEntries are the
+	// flags, 0 for never and none (Config's are negative for that).
+	SnapshotEntries, SnapshotTrailing, CheckpointEntries uint64
 	// LogLevel is debug, info, warn or error; LogFormat text or json.
 	LogLevel, LogFormat string
 }
@@ -91,6 +91,7 @@ close storage, exit 0.
 	fl.IntVar(&opts.MaxEntryBytes, "max-entry-bytes", node.DefaultMaxEntryBytes, "largest command accepted")
 	fl.Uint64Var(&opts.SnapshotEntries, "snapshot-entries", DefaultSnapshotEntries, "take a snapshot every this many applied entries (0: never)")
 	fl.Uint64Var(&opts.SnapshotTrailing, "snapshot-trailing", DefaultSnapshotTrailing, "entries kept in the log behind a snapshot")
+	fl.Uint64Var(&opts.CheckpointEntries, "checkpoint-entries", node.DefaultCheckpointEntries, "every this many applied entries, compare the nodes' state digests; a node that differs from the majority halts (0: never)")
 	fl.StringVar(&opts.ClusterID, "cluster-id", "", "cluster identity (default: derived from --peers)")
 	fl.BoolVar(&opts.NoSync, "unsafe-no-fsync", false, "skip fsync (testing only: loses acknowledged writes on power loss)")
 	addLogFlags(cmd, &opts.LogLevel, &opts.LogFormat, "info")
@@ -208,15 +209,19 @@ func (o *RunOptions) validate(raftAddrSet bool) error {
 // daemonConfig is the core/daemon configuration of validated options.
 func (o *RunOptions) daemonConfig(log *slog.Logger) daemon.Config {
 	cfg := o.Config
-	cfg.SnapshotEntries, cfg.SnapshotTrailing = int(o.SnapshotEntries), int(o.SnapshotTrailing)
-	if cfg.SnapshotEntries == 0 {
-		cfg.SnapshotEntries = -1 // --snapshot-entries 0: never
-	}
-	if cfg.SnapshotTrailing == 0 {
-		cfg.SnapshotTrailing = -1
-	}
+	cfg.SnapshotEntries, cfg.SnapshotTrailing = never(o.SnapshotEntries), never(o.SnapshotTrailing)
+	cfg.CheckpointEntries = never(o.CheckpointEntries)
 	cfg.Logger = log
 	return cfg
+}
+
+// never is a count flag for core/daemon, where 0 means the default and a
+// negative value never (or none); the flag's 0 means never.
+func never(n uint64) int {
+	if n == 0 {
+		return -1
+	}
+	return int(n)
 }
 
 func runRun(ctx context.Context, f *Factory, opts *RunOptions) error {

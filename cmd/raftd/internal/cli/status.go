@@ -28,9 +28,9 @@ every member. Unreachable members are listed with an error.
    "role":"leader","term":3,"leader":1,"commit_index":120,"applied_index":120,
    "last_index":120,"snapshot_index":0,"fsm":{"name":"kv","version":1},
    "followers":[{"id":2,"match_index":120,…}]}, {"id":3,…,"error":"…"}]}
-A node whose apply is halted (its state machine keeps failing on one
-command) also has "halted":{"index":N,"reason":"…"}; raftd fsm skip N
-resumes it.`,
+"halted":{"index":N,"reason":"…"} while a node's apply is halted (raftd fsm skip N resumes it; with
+"checkpoint":C the node's state diverged at that digest checkpoint instead: rebuild it);
+"checkpoint":{"index":C,"digest":"…"} is the last digest checkpoint a node agreed with.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if runF != nil {
@@ -57,6 +57,5 @@ func runStatus(ctx context.Context, f *Factory, opts *StatusOptions) error {
 	if opts.JSON {
 		return view.StatusJSON(f.Out, resp)
 	}
-	view.StatusTable(f.Out, resp)
-	return nil
+	return view.StatusTable(f.Out, resp)
 }

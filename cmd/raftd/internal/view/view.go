@@ -4,9 +4,11 @@
 package view
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -61,8 +63,13 @@ type (
 		DowngradeTo    uint32 `json:"downgrade_safe_to,omitempty"`
 	}
 	haltJSON struct {
+		Index      uint64 `json:"index"`
+		Reason     string `json:"reason"`
+		Checkpoint uint64 `json:"checkpoint,omitempty"`
+	}
+	checkpointJSON struct {
 		Index  uint64 `json:"index"`
-		Reason string `json:"reason"`
+		Digest string `json:"digest"`
 	}
 	followerJSON struct {
 		ID         uint64 `json:"id"`
@@ -72,20 +79,21 @@ type (
 		Learner    bool   `json:"learner,omitempty"`
 	}
 	nodeJSON struct {
-		ID            uint64         `json:"id"`
-		RaftAddr      string         `json:"raft_addr"`
-		APIAddr       string         `json:"api_addr"`
-		Role          string         `json:"role"`
-		Term          uint64         `json:"term"`
-		Leader        uint64         `json:"leader"`
-		CommitIndex   uint64         `json:"commit_index"`
-		AppliedIndex  uint64         `json:"applied_index"`
-		LastIndex     uint64         `json:"last_index"`
-		SnapshotIndex uint64         `json:"snapshot_index"`
-		FSM           fsmJSON        `json:"fsm"`
-		ClusterID     string         `json:"cluster_id,omitempty"`
-		Followers     []followerJSON `json:"followers,omitempty"`
-		Halted        *haltJSON      `json:"halted,omitempty"`
+		ID            uint64          `json:"id"`
+		RaftAddr      string          `json:"raft_addr"`
+		APIAddr       string          `json:"api_addr"`
+		Role          string          `json:"role"`
+		Term          uint64          `json:"term"`
+		Leader        uint64          `json:"leader"`
+		CommitIndex   uint64          `json:"commit_index"`
+		AppliedIndex  uint64          `json:"applied_index"`
+		LastIndex     uint64          `json:"last_index"`
+		SnapshotIndex uint64          `json:"snapshot_index"`
+		FSM           fsmJSON         `json:"fsm"`
+		ClusterID     string          `json:"cluster_id,omitempty"`
+		Followers     []followerJSON  `json:"followers,omitempty"`
+		Halted        *haltJSON       `json:"halted,omitempty"`
+		Checkpoint    *checkpointJSON `json:"checkpoint,omitempty"`
 	}
 	nodeErrJSON struct {
 		ID       uint64 `json:"id"`
@@ -116,7 +124,10 @@ func StatusJSON(w io.Writer, resp *apiv1.StatusResponse) error {
 			},
 		}
 		if h := n.GetHalted(); h != nil {
-			nj.Halted = &haltJSON{Index: h.GetIndex(), Reason: h.GetReason()}
+			nj.Halted = &haltJSON{Index: h.GetIndex(), Reason: h.GetReason(), Checkpoint: h.GetCheckpoint()}
+		}
+		if c := n.GetCheckpoint(); c != nil {
+			nj.Checkpoint = &checkpointJSON{Index: c.GetIndex(), Digest: hex.EncodeToString(c.GetDigest())}
 		}
 		for _, p := range n.GetFollowers() {
 			nj.Followers = append(nj.Followers, followerJSON{ID: p.GetId(), MatchIndex: p.GetMatchIndex(), NextIndex: p.GetNextIndex(), State: p.GetState(), Learner: p.GetLearner()})
@@ -128,7 +139,7 @@ func StatusJSON(w io.Writer, resp *apiv1.StatusResponse) error {
 
 // StatusTable writes resp as `raftd status` shows it: a table of the
 // members, then notes (unreachable and halted nodes, snapshot transfers).
-func StatusTable(w io.Writer, resp *apiv1.StatusResponse) {
+func StatusTable(w io.Writer, resp *apiv1.StatusResponse) error {
 	leader := "none"
 	if resp.GetLeader() != 0 {
 		leader = strconv.FormatUint(resp.GetLeader(), 10)
@@ -164,15 +175,18 @@ func StatusTable(w io.Writer, resp *apiv1.StatusResponse) {
 			n.GetId(), Dash(n.GetRaftAddr()), Dash(n.GetApiAddr()), n.GetRole(), n.GetTerm(), n.GetLeader(),
 			n.GetCommitIndex(), n.GetAppliedIndex(), n.GetLastIndex(), n.GetSnapshotIndex(), fsm, m)
 	}
-	tw.Flush()
+	err := tw.Flush()
 	for _, note := range notes {
 		fmt.Fprintln(w, note)
 	}
 	for _, n := range resp.GetNodes() {
-		if h := n.GetHalted(); h != nil {
+		if h := n.GetHalted(); h != nil && h.GetCheckpoint() != 0 {
+			fmt.Fprintf(w, "node %d: apply HALTED at index %d: %s\n  (its state diverged: rebuild the node, docs/operations.md \"Divergence\")\n", n.GetId(), h.GetIndex(), OneLine(h.GetReason()))
+		} else if h != nil {
 			fmt.Fprintf(w, "node %d: apply HALTED at index %d: %s\n  (raftd fsm skip %d skips that command on every node halted there)\n", n.GetId(), h.GetIndex(), OneLine(h.GetReason()), h.GetIndex())
 		}
 	}
+	checkpointLine(w, resp)
 	for _, n := range resp.GetNodes() {
 		for _, p := range n.GetFollowers() {
 			if strings.EqualFold(p.GetState(), "snapshot") {
@@ -180,6 +194,7 @@ func StatusTable(w io.Writer, resp *apiv1.StatusResponse) {
 			}
 		}
 	}
+	return err
 }
 
 // Members writes the membership in resp: a table, or with asJSON
@@ -242,4 +257,114 @@ func Reload(w io.Writer, r *apiv1.ReloadFSMResponse) {
 	fmt.Fprintf(w, "state: %d bytes at index %d (digest %x), then %d commands; took %s, apply paused %s\n",
 		r.GetStateBytes(), r.GetSnapshotIndex(), r.GetDigest(), r.GetMirrored(),
 		time.Duration(r.GetDurationMicros())*time.Microsecond, time.Duration(r.GetStallMicros())*time.Microsecond)
+}
+
+// checkpointLine writes the latest checkpoint the nodes agreed on, with
+// the nodes that report it.
+func checkpointLine(w io.Writer, resp *apiv1.StatusResponse) {
+	var best *apiv1.Checkpoint
+	var ids []string
+	for _, n := range resp.GetNodes() {
+		c := n.GetCheckpoint()
+		switch {
+		case c == nil:
+		case best == nil || c.GetIndex() > best.GetIndex():
+			best, ids = c, []string{strconv.FormatUint(n.GetId(), 10)}
+		case c.GetIndex() == best.GetIndex():
+			ids = append(ids, strconv.FormatUint(n.GetId(), 10))
+		}
+	}
+	if best != nil {
+		fmt.Fprintf(w, "last agreed checkpoint: index %d, digest %s (nodes %s)\n", best.GetIndex(), digestPrefix(best.GetDigest()), strings.Join(ids, ", "))
+	}
+}
+
+// digestPrefix is the first 12 hex digits of a digest.
+func digestPrefix(d []byte) string {
+	s := hex.EncodeToString(d)
+	if len(s) > 12 {
+		return s[:12] + "…"
+	}
+	return Dash(s)
+}
+
+// VerifyJSONShape is the shape of `raftd fsm verify --json`.
+const VerifyJSONShape = `{"checkpoint_index":…,"verdict_index":…,"agreed_digest":"…","no_majority":false,"nodes":[{"id":…,"index":…,"digest":"…"}],"differ":[…]}`
+
+// Verify writes the answer of `raftd fsm verify`: a table, or with asJSON
+//
+//	{"checkpoint_index":N,"verdict_index":M,"agreed_digest":"hex",
+//	 "no_majority":false,"nodes":[{"id":1,"index":N,"digest":"hex"},
+//	 {"id":3,"index":N,"error":"…"}],"differ":[3]}
+//
+// verdict_index is 0 (and agreed_digest absent) when too few nodes
+// answered to decide; differ lists the nodes whose digest is not the
+// agreed one (or that gave none).
+func Verify(w io.Writer, resp *apiv1.VerifyFSMResponse, differ []uint64, asJSON bool) error {
+	type nodeJSON struct {
+		ID      uint64 `json:"id"`
+		Learner bool   `json:"learner,omitempty"`
+		Index   uint64 `json:"index"`
+		Digest  string `json:"digest,omitempty"`
+		Error   string `json:"error,omitempty"`
+	}
+	agreed := hex.EncodeToString(resp.GetAgreedDigest())
+	if asJSON {
+		out := struct {
+			Checkpoint uint64     `json:"checkpoint_index"`
+			Verdict    uint64     `json:"verdict_index"`
+			Agreed     string     `json:"agreed_digest,omitempty"`
+			NoMajority bool       `json:"no_majority"`
+			Nodes      []nodeJSON `json:"nodes"`
+			Differ     []uint64   `json:"differ"`
+		}{resp.GetCheckpointIndex(), resp.GetVerdictIndex(), agreed, resp.GetNoMajority(), []nodeJSON{}, append([]uint64{}, differ...)}
+		for _, n := range resp.GetNodes() {
+			out.Nodes = append(out.Nodes, nodeJSON{n.GetId(), n.GetLearner(), resp.GetCheckpointIndex(), hex.EncodeToString(n.GetDigest()), n.GetError()})
+		}
+		return JSON(w, out)
+	}
+	switch {
+	case resp.GetVerdictIndex() == 0:
+		fmt.Fprintf(w, "checkpoint at index %d: undecided (too few nodes answered); nothing halted\n", resp.GetCheckpointIndex())
+	case resp.GetNoMajority():
+		fmt.Fprintf(w, "checkpoint at index %d: NO digest has a majority; every node halts at the verdict, index %d\n", resp.GetCheckpointIndex(), resp.GetVerdictIndex())
+	default:
+		fmt.Fprintf(w, "checkpoint at index %d: agreed digest %s (verdict at index %d)\n", resp.GetCheckpointIndex(), agreed, resp.GetVerdictIndex())
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tINDEX\tDIGEST\t")
+	for _, n := range resp.GetNodes() {
+		d, note := hex.EncodeToString(n.GetDigest()), "agrees"
+		switch {
+		case n.GetError() != "":
+			d, note = "-", "no digest: "+OneLine(n.GetError())
+		case resp.GetVerdictIndex() != 0 && slices.Contains(differ, n.GetId()):
+			note = fmt.Sprintf("DIFFERS: halts at index %d", resp.GetVerdictIndex())
+		case slices.Contains(differ, n.GetId()):
+			note = "differs"
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\n", n.GetId(), resp.GetCheckpointIndex(), d, note)
+	}
+	return tw.Flush()
+}
+
+// Leader writes the leader of resp (`raftd leader`): "ID raft=… api=…
+// term=…", or with asJSON {"id":1,"raft_addr":"…","api_addr":"…","term":3}.
+func Leader(w io.Writer, resp *apiv1.StatusResponse, asJSON bool) error {
+	out := struct {
+		ID       uint64 `json:"id"`
+		RaftAddr string `json:"raft_addr"`
+		APIAddr  string `json:"api_addr"`
+		Term     uint64 `json:"term"`
+	}{ID: resp.GetLeader(), Term: resp.GetTerm()}
+	for _, n := range resp.GetNodes() {
+		if n.GetId() == out.ID {
+			out.RaftAddr, out.APIAddr = n.GetRaftAddr(), n.GetApiAddr()
+		}
+	}
+	if asJSON {
+		return JSON(w, out)
+	}
+	_, err := fmt.Fprintf(w, "%d raft=%s api=%s term=%d\n", out.ID, Dash(out.RaftAddr), Dash(out.APIAddr), out.Term)
+	return err
 }
