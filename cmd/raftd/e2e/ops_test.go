@@ -120,12 +120,7 @@ func TestFSMCommands(t *testing.T) {
 	}
 	// A deliberately nondeterministic plugin fails with exit 1, naming the
 	// index at which the two instances diverged.
-	nondet := filepath.Join(t.TempDir(), "nondet")
-	build := exec.Command("go", "build", "-o", nondet, "./plugin/testdata/nondet")
-	build.Dir = repoRoot
-	if b, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the nondeterministic plugin: %v\n%s", err, b)
-	}
+	nondet := nondetBin(t)
 	code, out, stderr = raftd(t, nil, "fsm", "test", "--fsm", nondet, "--entries", "2000", "--checkpoint-every", "200")
 	if code != 1 || !strings.Contains(stderr, "differs at index") || strings.Contains(out, "PASS") {
 		t.Fatalf("fsm test of a nondeterministic plugin: %d %q %q", code, out, stderr)
