@@ -118,6 +118,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"frobnicate"}, "unknown command"},
 		{[]string{"dev"}, "--fsm is required"},
 		{[]string{"members", "remove", "x"}, "not a positive integer"},
+		{[]string{"fsm", "frobnicate"}, `unknown command "frobnicate" for "raftd fsm"`},
+		{[]string{"fsm", "stauts"}, `did you mean status?`},
+		{[]string{"snapshot", "frobnicate"}, `unknown command "frobnicate" for "raftd snapshot"`},
+		{[]string{"certs", "frobnicate"}, `unknown command "frobnicate" for "raftd certs"`},
 	} {
 		code, _, stderr := run(t, nil, tc.args...)
 		if code != ExitUsage {

@@ -86,22 +86,10 @@ applied); 2 usage error; 3 certainly not applied.`,
 	}
 	// Usage errors carry their exit code from where they are made: flag
 	// errors here, argument errors in the Args validators (exactArgs,
-	// noArgs, maxArgs, and this one for an unknown command).
+	// noArgs, maxArgs, and unknownCommand for an unknown subcommand).
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return &exitError{code: ExitUsage, err: err}
 	})
-	root.SuggestionsMinimumDistance = 2
-	root.Args = func(cmd *cobra.Command, args []string) error {
-		if len(args) == 0 {
-			return nil
-		}
-		hint := ""
-		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
-			hint = " (did you mean " + strings.Join(s, " or ") + "?)"
-		}
-		return usageErrorf("unknown command %q for %q%s", args[0], cmd.CommandPath(), hint)
-	}
-	root.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.AddCommand(
 		NewCmdRun(f, nil),
@@ -118,7 +106,37 @@ applied); 2 usage error; 3 certainly not applied.`,
 		NewCmdCompletion(f),
 		NewCmdCerts(f),
 	)
+	groupsRejectUnknown(root)
 	return root
+}
+
+// groupsRejectUnknown makes every command that only groups subcommands
+// (raftd, raftd fsm, raftd snapshot, …) print its help when called alone
+// and refuse an unknown subcommand as a usage error. Without it cobra
+// prints the help and exits 0 for `raftd fsm frobnicate`, which a script
+// would take for success.
+func groupsRejectUnknown(cmd *cobra.Command) {
+	if cmd.HasSubCommands() && cmd.Run == nil && cmd.RunE == nil {
+		cmd.Args = unknownCommand
+		cmd.SuggestionsMinimumDistance = 2
+		cmd.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+	}
+	for _, c := range cmd.Commands() {
+		groupsRejectUnknown(c)
+	}
+}
+
+// unknownCommand refuses any argument of a command group: it can only be
+// a subcommand that does not exist.
+func unknownCommand(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	hint := ""
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		hint = " (did you mean " + strings.Join(s, " or ") + "?)"
+	}
+	return usageErrorf("unknown command %q for %q%s", args[0], cmd.CommandPath(), hint)
 }
 
 // exactArgs is cobra.ExactArgs with a usage exit code and a clearer message.
