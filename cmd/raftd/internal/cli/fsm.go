@@ -107,7 +107,10 @@ skips exactly that command (it is never applied there; a client still
 waiting for it gets "not applied: skipped") and resumes. Nodes that are
 not halted at INDEX ignore the entry. Skip a command only when every node
 halted on it: a node that applied it and one that skipped it differ.
-Exit 0 once the entry is applied on the leader.`,
+A node halted because its state diverged at a digest checkpoint (the
+reason names the checkpoint) does not resume on a skip: rebuild it
+(docs/operations.md "Divergence"). Exit 0 once the entry is applied on
+the leader.`,
 		Example: `  raftd status --json | jq '.nodes[] | {id, halted}'
   raftd fsm skip 1234`,
 		Args: exactArgs(1, "INDEX"),
@@ -124,7 +127,7 @@ Exit 0 once the entry is applied on the leader.`,
 			if resp.GetSkipped() {
 				what = "the leader skipped it"
 			}
-			fmt.Fprintf(f.Out, "skip of the command at index %d committed at index %d (%s); nodes halted at %d resume\n", idx, resp.GetSkipIndex(), what, idx)
+			fmt.Fprintf(f.Out, "skip of the command at index %d committed at index %d (%s); nodes halted on the command at %d resume (not those halted for divergence)\n", idx, resp.GetSkipIndex(), what, idx)
 			return nil
 		},
 	}
