@@ -24,12 +24,13 @@ func queriesBehindASlowOne(t *testing.T, c *host.Client, n int, fail bool) (res 
 	if host.PendingQueries(c) != 0 {
 		t.Fatal("queries queued before the test")
 	}
+	// The slow query goes alone, as a Query call. (Counted before it
+	// starts: it may be sent before this goroutine looks again.)
+	unary0, _ := host.QueryCalls(c)
 	go func() {
 		_, err := c.Query(ctx, []byte(`{"op":"sleep","ms":1500}`))
 		slow <- err
 	}()
-	// The slow query goes alone, as a Query call.
-	unary0, _ := host.QueryCalls(c)
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		if u, _ := host.QueryCalls(c); u > unary0 {
 			break
