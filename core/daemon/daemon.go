@@ -338,16 +338,22 @@ type replayingNode interface {
 	Err() error
 	Applied() uint64
 	ReplayTarget() uint64
+	Halted() *node.Halt
 }
+
+// haltPoll is how often awaitReplay looks for a halt during the replay.
+const haltPoll = 50 * time.Millisecond
 
 // replayQuiet is how long a restart replay runs before awaitReplay says
 // so: a short one (a few entries, the bootstrap) is not worth a line.
 const replayQuiet = time.Second
 
-// awaitReplay returns once n has replayed its log (Ready). A replay still
-// running after replayQuiet is logged then, every interval after, and at
-// its end, so that a long replay after a restart shows progress rather
-// than silence.
+// awaitReplay returns once n has replayed its log (Ready), or once its
+// apply halted during the replay: a halted node serves its API so that
+// the halt can be seen and resolved (fsm skip), which a node that is
+// still waiting for its replay could not. A replay still running after
+// replayQuiet is logged then, every interval after, and at its end, so
+// that a long replay after a restart shows progress rather than silence.
 func awaitReplay(ctx context.Context, n replayingNode, log *slog.Logger, every time.Duration) error {
 	select {
 	case <-n.Ready():
@@ -360,8 +366,16 @@ func awaitReplay(ctx context.Context, n replayingNode, log *slog.Logger, every t
 	quiet := time.NewTimer(replayQuiet)
 	defer quiet.Stop()
 	var tick <-chan time.Time // from the end of the quiet period
+	poll := time.NewTicker(haltPoll)
+	defer poll.Stop()
 	for {
 		select {
+		case <-poll.C:
+			if h := n.Halted(); h != nil {
+				log.Warn("apply halted during the replay: serving the API with the state before the halt", "index", h.Index,
+					"replayed", done(), "of", target-from)
+				return nil
+			}
 		case <-n.Ready():
 			if tick != nil {
 				log.Info("replayed the log", "entries", target-from, "elapsed", time.Since(t0).Round(time.Millisecond).String())

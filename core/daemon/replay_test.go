@@ -12,6 +12,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/raftd/raftd/core/node"
 )
 
 type fakeReplay struct {
@@ -19,6 +21,7 @@ type fakeReplay struct {
 	applied     atomic.Uint64
 	target      uint64
 	err         error
+	halt        atomic.Pointer[node.Halt]
 }
 
 func (f *fakeReplay) ID() uint64             { return 3 }
@@ -27,6 +30,7 @@ func (f *fakeReplay) Done() <-chan struct{}  { return f.done }
 func (f *fakeReplay) Err() error             { return f.err }
 func (f *fakeReplay) Applied() uint64        { return f.applied.Load() }
 func (f *fakeReplay) ReplayTarget() uint64   { return f.target }
+func (f *fakeReplay) Halted() *node.Halt     { return f.halt.Load() }
 
 type syncBuffer struct {
 	mu sync.Mutex
@@ -117,6 +121,37 @@ func TestAwaitReplayQuiet(t *testing.T) {
 		err := awaitReplay(context.Background(), f, log, time.Hour)
 		if err == nil || !strings.Contains(err.Error(), "node 3 stopped during start: storage: corrupt") {
 			t.Fatalf("stopped node: %v", err)
+		}
+	})
+}
+
+// TestAwaitReplayHalted: a node whose apply halts during the replay (it
+// will never apply up to the replay target) stops waiting, so that its
+// API opens and the halt can be seen and skipped; it says so.
+func TestAwaitReplayHalted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeReplay{ready: make(chan struct{}), done: make(chan struct{}), target: 100}
+		f.applied.Store(41)
+		var buf syncBuffer
+		errc := make(chan error, 1)
+		go func() {
+			errc <- awaitReplay(context.Background(), f, slog.New(NewTextHandler(&buf, slog.LevelInfo)), time.Hour)
+		}()
+		time.Sleep(3 * time.Second)
+		synctest.Wait()
+		select {
+		case err := <-errc:
+			t.Fatalf("returned before the replay ended or halted: %v", err)
+		default:
+		}
+		f.halt.Store(&node.Halt{Index: 42, Reason: "poison"})
+		time.Sleep(haltPoll)
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		got := buf.lines()
+		if last := got[len(got)-1]; !strings.Contains(last, "WARN apply halted during the replay") || !strings.Contains(last, "index=42") {
+			t.Fatalf("last line %q does not report the halt at 42", last)
 		}
 	})
 }

@@ -173,3 +173,38 @@ func TestPoisonCommandHaltsClusterAndSkipResumes(t *testing.T) {
 		}
 	}
 }
+
+// A node that halts during its restart replay still opens its client API:
+// a single-node cluster halted on a poison command, restarted, shows the
+// halt in status and resumes with fsm skip (before, it waited for its
+// replay forever and nothing could reach it).
+func TestHaltDuringReplayServesAPI(t *testing.T) {
+	plug := misbehaveBin(t)
+	r := newRCluster(t, rclusterOpts{n: 1, fsm: plug})
+	addr := r.nodes[1].apiAddr
+	for i := range 5 {
+		r.mustApply(1, string(kvPut(fmt.Sprintf("k%d", i), "v")), 10*time.Second)
+	}
+	if code, _, errOut := raftd(t, nil, "apply", "--addr", addr, "--timeout", "60s", `{"op":"panic"}`); code != 1 {
+		t.Fatalf("apply of the poison: exit %d %q; want 1", code, errOut)
+	}
+	n := r.waitAllHalted(addr, r.ids, 60*time.Second)
+	if err := r.stop(1); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	r.start(1)
+	if again := r.waitAllHalted(addr, r.ids, 60*time.Second); again != n {
+		t.Fatalf("after the restart the node halted at %d, before at %d", again, n)
+	}
+	if log := r.logSince(1); !strings.Contains(log, "apply halted during the replay") {
+		t.Errorf("the restarted node's log does not say it halted during the replay:\n%s", lastLines(log, 5))
+	}
+	code, out, errOut := raftd(t, nil, "fsm", "skip", "--addr", addr, fmt.Sprint(n))
+	if code != 0 {
+		t.Fatalf("fsm skip %d: exit %d %q %q", n, code, out, errOut)
+	}
+	r.mustApply(1, string(kvPut("after", "v")), 30*time.Second)
+	if got := len(kvItems(t, r.staleList(1))); got != 6 {
+		t.Fatalf("%d items after the skip, want 6", got)
+	}
+}
