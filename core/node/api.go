@@ -173,6 +173,16 @@ type StateMachine interface {
 	Close() error
 }
 
+// QueryBatcher is optionally implemented by a StateMachine that answers
+// several queries in one call (a plugin process: one round trip for all).
+// The node's linearizable reads query through it, one call for the reads
+// that are ready together. QueryBatch returns one result and one error per
+// query, in order; each query observes at least the state left by the last
+// Apply that returned before QueryBatch was called, like Query.
+type QueryBatcher interface {
+	QueryBatch(ctx context.Context, qs [][]byte) ([][]byte, []error)
+}
+
 // StateSnapshot is a point-in-time view of a state machine's state,
 // returned by StateMachine.Snapshot. The node writes its body into a
 // snapshot on another goroutine while it keeps applying (snapjob.go).

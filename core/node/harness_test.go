@@ -350,6 +350,7 @@ type testFSM struct {
 	kv      map[string]string
 	cmds    int // commands applied since creation (across restarts)
 	batches int
+	qcalls  int // Query and QueryBatch calls
 	bad     []string
 
 	crashAt         map[uint64]bool // crash when a batch contains one of these (once each)
@@ -472,6 +473,30 @@ func (f *testFSM) Apply(ctx context.Context, cmds []Command) ([][]byte, error) {
 func (f *testFSM) Query(ctx context.Context, q []byte) ([]byte, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.qcalls++
+	return f.queryLocked(q)
+}
+
+// QueryBatch makes testFSM a QueryBatcher: one call, one lock, for all.
+func (f *testFSM) QueryBatch(ctx context.Context, qs [][]byte) ([][]byte, []error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.qcalls++
+	res, errs := make([][]byte, len(qs)), make([]error, len(qs))
+	for i, q := range qs {
+		res[i], errs[i] = f.queryLocked(q)
+	}
+	return res, errs
+}
+
+// queries is the number of Query and QueryBatch calls so far.
+func (f *testFSM) queries() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.qcalls
+}
+
+func (f *testFSM) queryLocked(q []byte) ([]byte, error) {
 	if f.crashed {
 		return nil, fmt.Errorf("query: %w", ErrStateMachineCrashed)
 	}

@@ -54,6 +54,7 @@ type Node struct {
 	waits  *waitRegistry
 	reqSeq atomic.Uint64
 	app    *applier
+	reader *queryReader // answers linearizable reads (reader.go)
 
 	// Published by the loop.
 	lead     atomic.Uint64
@@ -232,7 +233,9 @@ func New(cfg Config) (*Node, error) {
 	}
 
 	n.app = newApplier(n, meta, sessions, snap, info, fsmApplied)
+	n.reader = newQueryReader(n)
 	go n.app.run()
+	go n.reader.run()
 	go n.run()
 	go n.runCheckpoints()
 	return n, nil
@@ -375,6 +378,7 @@ func (n *Node) shutdown(err error) {
 		n.app.abort()
 	}
 	<-n.app.donec
+	n.reader.stop()
 	if aerr := n.app.fatalErr(); err == nil && aerr != nil {
 		err = aerr
 	}

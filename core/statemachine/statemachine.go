@@ -32,6 +32,7 @@ type StateMachine struct {
 	f         fsm.FSM
 	batch     fsm.BatchApplier // nil if f applies one entry at a time
 	restarter fsm.Restarter    // nil if f cannot be restarted
+	queries   fsm.QueryBatcher // nil if f answers one query per call
 	// concurrentQuery: f is an fsm.ConcurrentQuerier; Query runs outside mu.
 	concurrentQuery bool
 
@@ -41,6 +42,7 @@ type StateMachine struct {
 var (
 	_ node.StateMachine = (*StateMachine)(nil)
 	_ node.Restarter    = (*StateMachine)(nil)
+	_ node.QueryBatcher = (*StateMachine)(nil)
 )
 
 // ErrNotRestartable is returned by Restart for an FSM that does not
@@ -48,11 +50,13 @@ var (
 var ErrNotRestartable = errors.New("statemachine: fsm cannot be restarted")
 
 // New returns the adapter for f. It type-asserts f once for the optional
-// fsm.BatchApplier, fsm.Restarter and fsm.ConcurrentQuerier.
+// fsm.BatchApplier, fsm.Restarter, fsm.QueryBatcher and
+// fsm.ConcurrentQuerier.
 func New(f fsm.FSM) *StateMachine {
 	s := &StateMachine{f: f}
 	s.batch, _ = f.(fsm.BatchApplier)
 	s.restarter, _ = f.(fsm.Restarter)
+	s.queries, _ = f.(fsm.QueryBatcher)
 	_, s.concurrentQuery = f.(fsm.ConcurrentQuerier)
 	return s
 }
@@ -117,6 +121,30 @@ func (s *StateMachine) Query(ctx context.Context, q []byte) ([]byte, error) {
 	defer s.mu.Unlock()
 	res, err := s.f.Query(ctx, q)
 	return res, s.crashed(err)
+}
+
+// QueryBatch implements node.QueryBatcher: one QueryBatch call for an
+// fsm.QueryBatcher, else one Query call per query (holding the lock once
+// for all of them unless f is an fsm.ConcurrentQuerier).
+func (s *StateMachine) QueryBatch(ctx context.Context, qs [][]byte) ([][]byte, []error) {
+	if !s.concurrentQuery {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+	}
+	var res [][]byte
+	var errs []error
+	if s.queries != nil {
+		res, errs = s.queries.QueryBatch(ctx, qs)
+	} else {
+		res, errs = make([][]byte, len(qs)), make([]error, len(qs))
+		for i, q := range qs {
+			res[i], errs[i] = s.f.Query(ctx, q)
+		}
+	}
+	for i, err := range errs {
+		errs[i] = s.crashed(err)
+	}
+	return res, errs
 }
 
 // Digest implements node.StateMachine.

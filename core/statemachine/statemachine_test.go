@@ -122,6 +122,8 @@ func TestCrashOnlyForRestartable(t *testing.T) {
 	_, checks["apply"] = sm.Apply(ctx, cmds)
 	_, checks["info"] = sm.Info(ctx)
 	_, checks["query"] = sm.Query(ctx, nil)
+	_, qerrs := sm.QueryBatch(ctx, [][]byte{nil, nil})
+	checks["query batch 0"], checks["query batch 1"] = qerrs[0], qerrs[1]
 	_, checks["digest"] = sm.Digest(ctx)
 	_, checks["snapshot"] = sm.Snapshot(ctx)
 	checks["restore"] = sm.Restore(ctx, node.SnapshotHeader{}, bytes.NewReader(nil))
@@ -310,4 +312,45 @@ func wait(mustAnswer bool) time.Duration {
 		return 10 * time.Second
 	}
 	return 200 * time.Millisecond
+}
+
+// batchQuerier is kv with QueryBatch: it records the batches it gets.
+type batchQuerier struct {
+	*kv.FSM
+	batches []int
+}
+
+func (f *batchQuerier) QueryBatch(ctx context.Context, qs [][]byte) ([][]byte, []error) {
+	f.batches = append(f.batches, len(qs))
+	res, errs := make([][]byte, len(qs)), make([]error, len(qs))
+	for i, q := range qs {
+		res[i], errs[i] = f.FSM.Query(ctx, q)
+	}
+	return res, errs
+}
+
+// TestQueryBatch: the adapter hands a batch to an fsm.QueryBatcher in one
+// call, and asks any other FSM one query at a time, with the same answers.
+func TestQueryBatch(t *testing.T) {
+	ctx := context.Background()
+	qs := [][]byte{[]byte(`{"op":"get","key":"a"}`), []byte(`{"op":"get","key":"b"}`), []byte(`{"op":"get","key":"c"}`)}
+	want := []string{`{"found":true,"value":"1"}`, `{"found":false,"value":""}`, `{"found":true,"value":"3"}`}
+	bq := &batchQuerier{FSM: kv.New()}
+	for _, f := range []fsm.FSM{kv.New(), bq} {
+		sm := statemachine.New(f)
+		cmds := []node.Command{{Index: 1, Term: 1, Data: []byte(`{"op":"put","key":"a","value":"1"}`)},
+			{Index: 2, Term: 1, Data: []byte(`{"op":"put","key":"c","value":"3"}`)}}
+		if _, err := sm.Apply(ctx, cmds); err != nil {
+			t.Fatal(err)
+		}
+		res, errs := sm.QueryBatch(ctx, qs)
+		for i := range qs {
+			if errs[i] != nil || string(res[i]) != want[i] {
+				t.Fatalf("%T: query %d: %s, %v; want %s", f, i, res[i], errs[i], want[i])
+			}
+		}
+	}
+	if len(bq.batches) != 1 || bq.batches[0] != 3 {
+		t.Fatalf("QueryBatcher got batches %v; want one of 3", bq.batches)
+	}
 }

@@ -111,6 +111,15 @@ type ConcurrentQuerier interface {
 	ConcurrentQuery()
 }
 
+// QueryBatcher is optional: an FSM that answers several queries in one
+// call (plugin/host's client: one QueryBatch round trip to the plugin
+// process instead of one call each). It returns one result and one error
+// per query, in order; each query sees at least the state Query would see
+// if called instead.
+type QueryBatcher interface {
+	QueryBatch(ctx context.Context, qs [][]byte) ([][]byte, []error)
+}
+
 // Restarter is optional: an FSM that runs outside the caller's process (the
 // plugin/host client) and can be replaced by a fresh instance after it
 // crashed. After Restart returns nil the FSM is empty or at whatever

@@ -80,6 +80,56 @@ func (c *Client) Query(ctx context.Context, q []byte) ([]byte, error) {
 	}
 }
 
+// QueryBatch runs the queries qs together: they join the queries waiting
+// for the plugin and go out in as few QueryBatch calls as its limits allow
+// (one, for a handful of small queries). It implements fsm.QueryBatcher;
+// each query is answered as by Query.
+func (c *Client) QueryBatch(ctx context.Context, qs [][]byte) ([][]byte, []error) {
+	res, errs := make([][]byte, len(qs)), make([]error, len(qs))
+	p, err := c.current()
+	if err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return res, errs
+	}
+	if p.qb.unary.Load() {
+		for i, q := range qs {
+			p.qb.unaryCalls.Add(1)
+			res[i], errs[i] = c.queryOne(ctx, p, q)
+		}
+		return res, errs
+	}
+	pqs := make([]pendingQuery, len(qs))
+	b := &p.qb
+	b.mu.Lock()
+	for i, q := range qs {
+		pqs[i] = pendingQuery{q: q, done: make(chan struct{})}
+		b.pending = append(b.pending, &pqs[i])
+	}
+	start := !b.busy
+	b.busy = true
+	b.mu.Unlock()
+	if start {
+		// Send them from this goroutine: it waits for them anyway.
+		c.sendQueries(p)
+	}
+	for i := range pqs {
+		pq := &pqs[i]
+		select {
+		case <-pq.done:
+			res[i], errs[i] = pq.res, pq.err
+		case <-ctx.Done():
+			// The queries still run; their answers are dropped.
+			for j := i; j < len(pqs); j++ {
+				errs[j] = fmt.Errorf("host: plugin %s: query: %w", c.cfg.Name, ctx.Err())
+			}
+			return res, errs
+		}
+	}
+	return res, errs
+}
+
 // sendQueries sends the pending queries of p in batches until none is left.
 func (c *Client) sendQueries(p *process) {
 	b := &p.qb

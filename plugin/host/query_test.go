@@ -146,3 +146,47 @@ func TestQueryCallerGivesUp(t *testing.T) {
 		t.Fatalf("next query: %s, %v", r, err)
 	}
 }
+
+// QueryBatch sends its queries in one QueryBatch call and answers each in
+// order, a query the FSM fails alone; a plugin without QueryBatch gets
+// them one Query call each, with the same answers.
+func TestQueryBatch(t *testing.T) {
+	for _, noBatch := range []bool{false, true} {
+		t.Run(fmt.Sprintf("noQueryBatch=%v", noBatch), func(t *testing.T) {
+			if noBatch {
+				t.Setenv("MISBEHAVE_NO_QUERY_BATCH", "1")
+			}
+			c, _ := start(t, "misbehave", nil)
+			if _, err := c.ApplyBatch(context.Background(), puts(1, 20)); err != nil {
+				t.Fatal(err)
+			}
+			qs := make([][]byte, 21)
+			for i := range 20 {
+				qs[i] = []byte(fmt.Sprintf(`{"op":"get","key":"k%06d"}`, i+1))
+			}
+			qs[20] = []byte(`{"op":"fail"}`)
+			res, errs := c.QueryBatch(context.Background(), qs)
+			if len(res) != len(qs) || len(errs) != len(qs) {
+				t.Fatalf("%d results and %d errors for %d queries", len(res), len(errs), len(qs))
+			}
+			for i := range 20 {
+				if want := fmt.Sprintf(`{"found":true,"value":"v%d"}`, i+1); errs[i] != nil || string(res[i]) != want {
+					t.Fatalf("query %d: %s, %v; want %s", i, res[i], errs[i], want)
+				}
+			}
+			if status.Code(errors.Unwrap(errs[20])) != codes.Internal {
+				t.Fatalf("failing query: %v; want an Internal status", errs[20])
+			}
+			if err := c.Err(); err != nil {
+				t.Fatalf("plugin broken after a failed query: %v", err)
+			}
+			unary, batches := host.QueryCalls(c)
+			if !noBatch && (unary != 0 || batches != 1) {
+				t.Fatalf("%d Query and %d QueryBatch calls; want one QueryBatch", unary, batches)
+			}
+			if noBatch && (unary != 21 || batches != 1) {
+				t.Fatalf("%d Query and %d QueryBatch calls; want the refused QueryBatch and 21 Query", unary, batches)
+			}
+		})
+	}
+}
