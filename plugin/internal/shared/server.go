@@ -248,38 +248,14 @@ func (s *Server) Restore(stream fsmv1.StateMachine_RestoreServer) error {
 	}
 	ph := first.Header
 	h := fsm.SnapshotHeader{Index: ph.Index, Term: ph.Term, Version: ph.Version, Format: ph.Format}
-	pr, pw := io.Pipe()
-	go func() {
-		for {
-			c, err := stream.Recv()
-			if err == io.EOF {
-				pw.Close()
-				return
-			}
-			if err != nil {
-				pw.CloseWithError(err)
-				return
-			}
-			if c.Header != nil {
-				pw.CloseWithError(status.Error(codes.InvalidArgument, "restore: a second header"))
-				return
-			}
-			if len(c.Data) > ChunkBytes {
-				pw.CloseWithError(status.Errorf(codes.InvalidArgument, "restore: chunk of %d bytes exceeds %d", len(c.Data), ChunkBytes))
-				return
-			}
-			if _, err := pw.Write(c.Data); err != nil {
-				return // reader closed
-			}
-		}
-	}()
+	body := &chunkReader{stream: stream}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	err = s.impl.Restore(ctx, h, pr)
+	err = s.impl.Restore(ctx, h, body)
 	if err == nil {
 		// The body must be consumed exactly.
 		var one [1]byte
-		n, rerr := io.ReadFull(pr, one[:])
+		n, rerr := io.ReadFull(body, one[:])
 		switch {
 		case n > 0:
 			err = fmt.Errorf("%w: trailing bytes after the body", fsm.ErrSnapshotCorrupt)
@@ -287,7 +263,6 @@ func (s *Server) Restore(stream fsmv1.StateMachine_RestoreServer) error {
 			err = rerr
 		}
 	}
-	pr.CloseWithError(errors.New("restore finished"))
 	if err != nil {
 		// NB: with trailing bytes the FSM has already swapped its state;
 		// reload the applied index from it either way. The host treats a
@@ -301,6 +276,62 @@ func (s *Server) Restore(stream fsmv1.StateMachine_RestoreServer) error {
 	}
 	s.applied = h.Index
 	return stream.SendAndClose(&fsmv1.RestoreResponse{AppliedIndex: h.Index})
+}
+
+// chunkReader is the body of a Restore stream: the data of the chunks
+// after the header, received as the FSM reads (on its goroutine, with no
+// copy but the one into the FSM's buffer). An error (a second header, an
+// oversized chunk, the stream's) is returned once the data before it is
+// read, and again on every later call.
+type chunkReader struct {
+	stream fsmv1.StateMachine_RestoreServer
+	cur    []byte
+	err    error
+}
+
+// fill makes cur non-empty, or returns the error that ends the body.
+func (r *chunkReader) fill() error {
+	for len(r.cur) == 0 {
+		if r.err != nil {
+			return r.err
+		}
+		c, err := r.stream.Recv()
+		switch {
+		case err != nil:
+			r.err = err // io.EOF at the end of the stream
+		case c.Header != nil:
+			r.err = status.Error(codes.InvalidArgument, "restore: a second header")
+		case len(c.Data) > ChunkBytes:
+			r.err = status.Errorf(codes.InvalidArgument, "restore: chunk of %d bytes exceeds %d", len(c.Data), ChunkBytes)
+		default:
+			r.cur = c.Data
+		}
+	}
+	return nil
+}
+
+// Read implements io.Reader.
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if err := r.fill(); err != nil {
+		return 0, err
+	}
+	n := copy(p, r.cur)
+	r.cur = r.cur[n:]
+	return n, nil
+}
+
+// ReadByte implements io.ByteReader: readers of the body may read it
+// directly, without a buffer of their own.
+func (r *chunkReader) ReadByte() (byte, error) {
+	if err := r.fill(); err != nil {
+		return 0, err
+	}
+	b := r.cur[0]
+	r.cur = r.cur[1:]
+	return b, nil
 }
 
 // ChunkWriter cuts a byte stream into messages of at most ChunkBytes.
