@@ -33,9 +33,10 @@ func Serve(f fsm.FSM) {
 	go watchParent(os.Getppid(), ParentPollInterval)
 	goplugin.Serve(&goplugin.ServeConfig{
 		HandshakeConfig: shared.Handshake,
-		Plugins:         goplugin.PluginSet{shared.PluginName: &shared.GRPCPlugin{Impl: f}},
+		Plugins:         goplugin.PluginSet{shared.PluginName: &shared.GRPCPlugin{Impl: f, RawChunks: true}},
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
 			opts = append(opts, grpc.MaxRecvMsgSize(shared.MaxMsgBytes), grpc.MaxSendMsgSize(shared.MaxMsgBytes))
+			opts = append(opts, shared.ServerOptions()...)
 			return grpc.NewServer(opts...)
 		},
 	})

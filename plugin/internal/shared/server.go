@@ -23,6 +23,9 @@ type Server struct {
 
 	impl  fsm.FSM
 	batch fsm.BatchApplier
+	// rawChunks: the gRPC server runs with ServerOptions, so Restore
+	// receives its chunks as rawChunk.
+	rawChunks bool
 
 	mu     sync.Mutex
 	inited bool
@@ -249,6 +252,10 @@ func (s *Server) Restore(stream fsmv1.StateMachine_RestoreServer) error {
 	ph := first.Header
 	h := fsm.SnapshotHeader{Index: ph.Index, Term: ph.Term, Version: ph.Version, Format: ph.Format}
 	body := &chunkReader{stream: stream}
+	if s.rawChunks {
+		body.raw = &rawChunk{}
+	}
+	defer body.close()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	err = s.impl.Restore(ctx, h, body)
@@ -280,20 +287,48 @@ func (s *Server) Restore(stream fsmv1.StateMachine_RestoreServer) error {
 
 // chunkReader is the body of a Restore stream: the data of the chunks
 // after the header, received as the FSM reads (on its goroutine, with no
-// copy but the one into the FSM's buffer). An error (a second header, an
-// oversized chunk, the stream's) is returned once the data before it is
-// read, and again on every later call.
+// copy but the one into the FSM's buffer). With raw set (a server with
+// ServerOptions) a chunk's data is read from the buffers gRPC received it
+// in (rawChunk); otherwise from the decoded message. An error (a second
+// header, an oversized chunk, the stream's) is returned once the data
+// before it is read, and again on every later call.
 type chunkReader struct {
 	stream fsmv1.StateMachine_RestoreServer
+	raw    *rawChunk
 	cur    []byte
 	err    error
 }
 
-// fill makes cur non-empty, or returns the error that ends the body.
+// pending is how many bytes of the current chunk are unread.
+func (r *chunkReader) pending() int {
+	if r.raw != nil {
+		return r.raw.n
+	}
+	return len(r.cur)
+}
+
+// fill makes the current chunk non-empty, or returns the error that ends
+// the body.
 func (r *chunkReader) fill() error {
-	for len(r.cur) == 0 {
+	for r.pending() == 0 {
 		if r.err != nil {
 			return r.err
+		}
+		if r.raw != nil {
+			err := r.stream.RecvMsg(r.raw)
+			switch {
+			case err != nil:
+				r.raw.release()
+				r.err = err // io.EOF at the end of the stream
+			case r.raw.header != nil:
+				r.raw.release()
+				r.err = status.Error(codes.InvalidArgument, "restore: a second header")
+			case r.raw.n > ChunkBytes:
+				n := r.raw.n
+				r.raw.release()
+				r.err = status.Errorf(codes.InvalidArgument, "restore: chunk of %d bytes exceeds %d", n, ChunkBytes)
+			}
+			continue
 		}
 		c, err := r.stream.Recv()
 		switch {
@@ -318,6 +353,9 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	if err := r.fill(); err != nil {
 		return 0, err
 	}
+	if r.raw != nil {
+		return r.raw.read(p), nil
+	}
 	n := copy(p, r.cur)
 	r.cur = r.cur[n:]
 	return n, nil
@@ -326,12 +364,18 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 // ReadByte implements io.ByteReader: readers of the body may read it
 // directly, without a buffer of their own.
 func (r *chunkReader) ReadByte() (byte, error) {
-	if err := r.fill(); err != nil {
+	var b [1]byte
+	if _, err := r.Read(b[:]); err != nil {
 		return 0, err
 	}
-	b := r.cur[0]
-	r.cur = r.cur[1:]
-	return b, nil
+	return b[0], nil
+}
+
+// close frees what the reader holds of the stream.
+func (r *chunkReader) close() {
+	if r.raw != nil {
+		r.raw.release()
+	}
 }
 
 // ChunkWriter cuts a byte stream into messages of at most ChunkBytes.

@@ -5,12 +5,18 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"testing"
 
 	goplugin "github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/raftd/raftd/fsms/counter"
 	"github.com/raftd/raftd/fsms/kv"
@@ -33,6 +39,40 @@ func connect(t *testing.T, impl fsm.FSM) fsmv1.StateMachineClient {
 	}
 	return raw.(fsmv1.StateMachineClient)
 }
+
+// connectRaw serves impl like the SDK does (ServerOptions, RawChunks: a
+// restore reads the chunks' data from gRPC's buffers) on a loopback
+// listener and returns a client.
+func connectRaw(t *testing.T, impl fsm.FSM) fsmv1.StateMachineClient {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer(append(shared.ServerOptions(), grpc.MaxRecvMsgSize(shared.MaxMsgBytes))...)
+	if err := (&shared.GRPCPlugin{Impl: impl, RawChunks: true}).GRPCServer(nil, s); err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(lis)
+	t.Cleanup(s.Stop)
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(shared.MaxMsgBytes)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return fsmv1.NewStateMachineClient(cc)
+}
+
+// rawMsg is a message whose encoding is b.
+func rawMsg(b []byte) proto.Message {
+	m := &emptypb.Empty{}
+	m.ProtoReflect().SetUnknown(b)
+	return m
+}
+
+// connectors are the two ways a Restore stream is read.
+var connectors = map[string]func(*testing.T, fsm.FSM) fsmv1.StateMachineClient{"proto": connect, "raw": connectRaw}
 
 func entries(from, n int, version uint32) []*fsmv1.Entry {
 	out := make([]*fsmv1.Entry, n)
@@ -116,6 +156,12 @@ func TestApplyRejectsHostBugs(t *testing.T) {
 }
 
 func TestSnapshotRestore(t *testing.T) {
+	for name, connect := range connectors {
+		t.Run(name, func(t *testing.T) { testSnapshotRestore(t, connect) })
+	}
+}
+
+func testSnapshotRestore(t *testing.T, connect func(*testing.T, fsm.FSM) fsmv1.StateMachineClient) {
 	ctx := context.Background()
 	src := kv.New()
 	for i := 0; i < 40; i++ {
@@ -154,8 +200,24 @@ func TestSnapshotRestore(t *testing.T) {
 	dst := connect(t, kv.New())
 	rs, _ := dst.Restore(ctx)
 	rs.Send(&fsmv1.SnapshotChunk{Header: first.Header})
-	for _, c := range chunks {
-		rs.Send(&fsmv1.SnapshotChunk{Data: c})
+	for i, c := range chunks {
+		m := &fsmv1.SnapshotChunk{Data: c}
+		switch i % 3 {
+		case 1:
+			// An unknown field after the data (encoders may add fields).
+			m.ProtoReflect().SetUnknown(protowire.AppendVarint(protowire.AppendTag(nil, 9, protowire.VarintType), 7))
+		case 2:
+			// The data field twice: the last one counts.
+			b := protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), []byte("junk"))
+			b = protowire.AppendBytes(protowire.AppendTag(b, 2, protowire.BytesType), c)
+			m = nil
+			if err := rs.SendMsg(rawMsg(b)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if m != nil {
+			rs.Send(m)
+		}
 	}
 	if r, err := rs.CloseAndRecv(); err != nil || r.AppliedIndex != 40 {
 		t.Fatalf("restore: %v %v", r, err)
@@ -173,6 +235,12 @@ func TestSnapshotRestore(t *testing.T) {
 }
 
 func TestRestoreErrors(t *testing.T) {
+	for name, connect := range connectors {
+		t.Run(name, func(t *testing.T) { testRestoreErrors(t, connect) })
+	}
+}
+
+func testRestoreErrors(t *testing.T, connect func(*testing.T, fsm.FSM) fsmv1.StateMachineClient) {
 	ctx := context.Background()
 	hdr := &fsmv1.SnapshotHeader{Index: 1, Format: kv.Format}
 	for name, tc := range map[string]struct {

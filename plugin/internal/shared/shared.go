@@ -36,13 +36,17 @@ const (
 type GRPCPlugin struct {
 	goplugin.NetRPCUnsupportedPlugin
 	Impl fsm.FSM
+	// RawChunks is set when the plugin's gRPC server has ServerOptions.
+	RawChunks bool
 }
 
 var _ goplugin.GRPCPlugin = (*GRPCPlugin)(nil)
 
 // GRPCServer registers the StateMachine service for Impl.
 func (p *GRPCPlugin) GRPCServer(_ *goplugin.GRPCBroker, s *grpc.Server) error {
-	fsmv1.RegisterStateMachineServer(s, NewServer(p.Impl))
+	srv := NewServer(p.Impl)
+	srv.rawChunks = p.RawChunks
+	fsmv1.RegisterStateMachineServer(s, srv)
 	return nil
 }
 
