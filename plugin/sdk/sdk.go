@@ -25,15 +25,20 @@ const ParentPollInterval = 500 * time.Millisecond
 // goroutines between OS threads, each a futex wake and a context switch.
 // On a 2-core machine that halves the plugin's CPU time per Apply round
 // trip and cuts its latency by a fifth (plugin/host BenchmarkApplyBatches).
-// A plugin that does parallel work of its own sets GOMAXPROCS.
+// A plugin that does parallel work of its own sets GOMAXPROCS. A Restore
+// (a snapshot installed in the plugin) runs on two, since the gRPC
+// transport's reading and decrypting of the stream then overlaps the FSM's
+// decoding: a 1 GiB kv restore is about an eighth faster.
 func Serve(f fsm.FSM) {
+	restoreProcs := 0
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(1)
+		restoreProcs = min(2, runtime.NumCPU())
 	}
 	go watchParent(os.Getppid(), ParentPollInterval)
 	goplugin.Serve(&goplugin.ServeConfig{
 		HandshakeConfig: shared.Handshake,
-		Plugins:         goplugin.PluginSet{shared.PluginName: &shared.GRPCPlugin{Impl: f, RawChunks: true}},
+		Plugins:         goplugin.PluginSet{shared.PluginName: &shared.GRPCPlugin{Impl: f, RawChunks: true, RestoreProcs: restoreProcs}},
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
 			opts = append(opts, grpc.MaxRecvMsgSize(shared.MaxMsgBytes), grpc.MaxSendMsgSize(shared.MaxMsgBytes))
 			opts = append(opts, shared.ServerOptions()...)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 
 	"google.golang.org/grpc/codes"
@@ -26,6 +27,8 @@ type Server struct {
 	// rawChunks: the gRPC server runs with ServerOptions, so Restore
 	// receives its chunks as rawChunk.
 	rawChunks bool
+	// restoreProcs: see GRPCPlugin.RestoreProcs.
+	restoreProcs int
 
 	mu     sync.Mutex
 	inited bool
@@ -251,6 +254,13 @@ func (s *Server) Restore(stream fsmv1.StateMachine_RestoreServer) error {
 	}
 	ph := first.Header
 	h := fsm.SnapshotHeader{Index: ph.Index, Term: ph.Term, Version: ph.Version, Format: ph.Format}
+	// A restore is the one call with two things to do at once: the gRPC
+	// transport reads and decrypts the stream while the FSM decodes it
+	// into its new state. Nothing else runs meanwhile (s.mu).
+	if n := runtime.GOMAXPROCS(0); s.restoreProcs > n {
+		runtime.GOMAXPROCS(s.restoreProcs)
+		defer runtime.GOMAXPROCS(n)
+	}
 	body := &chunkReader{stream: stream}
 	if s.rawChunks {
 		body.raw = &rawChunk{}

@@ -38,6 +38,9 @@ type GRPCPlugin struct {
 	Impl fsm.FSM
 	// RawChunks is set when the plugin's gRPC server has ServerOptions.
 	RawChunks bool
+	// RestoreProcs, if above GOMAXPROCS, is the GOMAXPROCS of a Restore
+	// while it runs (see Server.Restore).
+	RestoreProcs int
 }
 
 var _ goplugin.GRPCPlugin = (*GRPCPlugin)(nil)
@@ -45,7 +48,7 @@ var _ goplugin.GRPCPlugin = (*GRPCPlugin)(nil)
 // GRPCServer registers the StateMachine service for Impl.
 func (p *GRPCPlugin) GRPCServer(_ *goplugin.GRPCBroker, s *grpc.Server) error {
 	srv := NewServer(p.Impl)
-	srv.rawChunks = p.RawChunks
+	srv.rawChunks, srv.restoreProcs = p.RawChunks, p.RestoreProcs
 	fsmv1.RegisterStateMachineServer(s, srv)
 	return nil
 }
