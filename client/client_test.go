@@ -204,3 +204,25 @@ func TestApplyOutcomes(t *testing.T) {
 		t.Fatalf("closed client: %v", err)
 	}
 }
+
+// TestErrorMessage: one attempt reads as its answer and the outcome; after
+// several, the outcome (the call's, over all attempts) comes first and the
+// last answer is named as such, so that a refused last retry does not read
+// as "not applied" when an earlier attempt may have been.
+func TestErrorMessage(t *testing.T) {
+	for _, tc := range []struct {
+		e    Error
+		want string
+	}{
+		{Error{Op: "apply", Attempts: 1, Addr: "127.0.0.1:7000", Message: "no leader", notApplied: true},
+			"raftd apply: no leader (127.0.0.1:7000); not applied"},
+		{Error{Op: "apply", Attempts: 3, Addr: "127.0.0.1:7001", Message: "no leader"},
+			"raftd apply: outcome unknown after 3 attempts; the last: no leader (127.0.0.1:7001)"},
+		{Error{Op: "query", Attempts: 0, Message: "cannot reach 127.0.0.1:1", notApplied: true},
+			"raftd query: cannot reach 127.0.0.1:1; not applied"},
+	} {
+		if got := tc.e.Error(); got != tc.want {
+			t.Errorf("Error() = %q, want %q", got, tc.want)
+		}
+	}
+}

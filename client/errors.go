@@ -54,7 +54,13 @@ func (e *Error) Error() string {
 	if e.Addr != "" {
 		where = " (" + e.Addr + ")"
 	}
-	return fmt.Sprintf("raftd %s: %s%s; %s after %d attempt(s)", e.Op, e.Message, where, outcome, e.Attempts)
+	if e.Attempts <= 1 {
+		return fmt.Sprintf("raftd %s: %s%s; %s", e.Op, e.Message, where, outcome)
+	}
+	// The outcome is the call's, over every attempt; the message is only
+	// the last attempt's (an earlier one may have been applied even when
+	// the last was refused), so the two are kept apart.
+	return fmt.Sprintf("raftd %s: %s after %d attempts; the last: %s%s", e.Op, outcome, e.Attempts, e.Message, where)
 }
 
 // Is reports whether e matches ErrNotApplied, ErrOutcomeUnknown or

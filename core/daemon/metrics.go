@@ -258,6 +258,7 @@ var nodeCounters = []counterDef{
 	counter("snapshots_sent", "Snapshot messages handed to the transport (leader).", func(m node.Metrics) uint64 { return m.SnapshotsSent }),
 	counter("compactions", "Log compactions.", func(m node.Metrics) uint64 { return m.Compactions }),
 	counter("fsm_restarts", "State machine (plugin) restarts.", func(m node.Metrics) uint64 { return m.StateMachineRestarts }),
+	counter("fsm_reloads", "State machine (plugin) replacements by fsm reload.", func(m node.Metrics) uint64 { return m.StateMachineReloads }),
 	counter("step_errors", "Inbound Raft messages that Raft refused.", func(m node.Metrics) uint64 { return m.StepErrors }),
 	counter("throttled_rounds", "Proposals refused because the apply backlog was over --max-apply-backlog-bytes (backpressure).", func(m node.Metrics) uint64 { return m.ThrottledRounds }),
 	counter("apply_spills", "Committed batches left in storage for the state machine to read back (apply backlog full, or apply halted).", func(m node.Metrics) uint64 { return m.ApplySpills }),

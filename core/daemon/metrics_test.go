@@ -172,7 +172,7 @@ func leaderStatus() node.Status {
 func TestMetricsScrape(t *testing.T) {
 	f := newFakeMetricsNode()
 	f.st = leaderStatus()
-	f.m = node.Metrics{Proposals: 11, CommandsApplied: 6, ApplyBatches: 3, Syncs: 2, StateMachineRestarts: 1, LeaderChanges: 4}
+	f.m = node.Metrics{Proposals: 11, CommandsApplied: 6, ApplyBatches: 3, Syncs: 2, StateMachineRestarts: 1, StateMachineReloads: 2, LeaderChanges: 4}
 	f.m.Refused[node.RefusedTooLarge] = 2
 	f.m.Refused[node.RefusedNoLeader] = 5
 	// Three fsyncs: 1 ms, 3 ms, and one above the last bound.
@@ -199,7 +199,7 @@ func TestMetricsScrape(t *testing.T) {
 		`raftd_follower_match_index{peer="2"}`: 7, `raftd_follower_match_index{peer="3"}`: 3,
 		"raftd_sending_snapshots": 1, `raftd_node_info{fsm="kv",node_id="1"}`: 1,
 		"raftd_proposals_total": 11, "raftd_commands_applied_total": 6, "raftd_apply_batches_total": 3,
-		"raftd_storage_syncs_total": 2, "raftd_fsm_restarts_total": 1, "raftd_reads_total": 0,
+		"raftd_storage_syncs_total": 2, "raftd_fsm_restarts_total": 1, "raftd_fsm_reloads_total": 2, "raftd_reads_total": 0,
 		"raftd_apply_halted":         0,
 		"raftd_test_extra_total":     3,
 		"raftd_leader_changes_total": 4,
