@@ -145,9 +145,8 @@ func New(cfg Config) (*Client, error) {
 	bo := backoff.DefaultConfig
 	bo.MaxDelay = time.Second // a restarted node is found again promptly
 	for _, ep := range cfg.Endpoints {
-		cc, err := grpc.NewClient("passthrough:///"+ep, grpc.WithTransportCredentials(creds),
-			grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: cfg.DialTimeout}),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(server.MaxResponseBytes), grpc.MaxCallSendMsgSize(server.MaxMessageBytes)))
+		cc, err := grpc.NewClient("passthrough:///"+ep, append(server.DialOptions(), grpc.WithTransportCredentials(creds),
+			grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: cfg.DialTimeout}))...)
 		if err != nil {
 			c.Close()
 			return nil, fmt.Errorf("client: endpoint %s: %w", ep, err)

@@ -96,8 +96,7 @@ func Dial(addr string, tc *tls.Config) (*grpc.ClientConn, error) {
 	if tc != nil {
 		creds = credentials.NewTLS(tc)
 	}
-	return grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(server.MaxResponseBytes), grpc.MaxCallSendMsgSize(server.MaxMessageBytes)))
+	return grpc.NewClient("passthrough:///"+addr, append(server.DialOptions(), grpc.WithTransportCredentials(creds))...)
 }
 
 // waitReady waits until cc is connected, it fails, or ctx ends.

@@ -40,6 +40,28 @@ const MaxResponseBytes = math.MaxInt32
 // server hold, about MaxConcurrentStreams x (2 x maxEntryBytes + 64 KiB).
 const MaxConcurrentStreams = 128
 
+// Flow-control windows of API connections (both sides), fixed. A fixed
+// window turns off gRPC's bandwidth-delay probing, which otherwise sends
+// an HTTP/2 PING, and its peer an ACK, for about every message received
+// one at a time: at low load as many write syscalls as the calls
+// themselves. 1 MiB per call holds a default-sized command in one window;
+// larger ones take window updates.
+const (
+	streamWindow = 1 << 20
+	connWindow   = 8 << 20
+)
+
+// DialOptions returns the dial options of a connection to the API or to a
+// peer port's Forward service: it accepts the largest answers, sends up
+// to MaxMessageBytes, and uses the API's fixed windows.
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithInitialWindowSize(streamWindow),
+		grpc.WithInitialConnWindowSize(connWindow),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxResponseBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)),
+	}
+}
+
 // ServerOptions returns the gRPC server options the API needs: a request
 // may be up to twice maxEntryBytes plus 64 KiB (at most MaxMessageBytes),
 // so that a command somewhat over --max-entry-bytes still reaches the
@@ -50,6 +72,8 @@ func ServerOptions(maxEntryBytes int) []grpc.ServerOption {
 		maxEntryBytes = DefaultMaxEntryBytes
 	}
 	return []grpc.ServerOption{
+		grpc.InitialWindowSize(streamWindow),
+		grpc.InitialConnWindowSize(connWindow),
 		grpc.MaxRecvMsgSize(min(2*maxEntryBytes+64<<10, MaxMessageBytes)),
 		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
 	}
@@ -351,8 +375,7 @@ func (s *Server) conn(id uint64, addr string) (*grpc.ClientConn, error) {
 	if c, ok := s.conns[key]; ok {
 		return c, nil
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxResponseBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes))}
+	opts := append(DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if s.cfg.PeerDialOptions != nil {
 		opts = append(opts, s.cfg.PeerDialOptions(id)...)
 	}

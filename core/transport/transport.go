@@ -239,6 +239,8 @@ func New(opts Options) *Transport {
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.dialOpts = append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(streamWindow),
+		grpc.WithInitialConnWindowSize(connWindow),
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(opts.MaxMessageBytes),
 			grpc.MaxCallSendMsgSize(opts.MaxMessageBytes),
@@ -270,6 +272,8 @@ func New(opts Options) *Transport {
 // pinging too often.
 func (t *Transport) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
+		grpc.InitialWindowSize(streamWindow),
+		grpc.InitialConnWindowSize(connWindow),
 		grpc.MaxRecvMsgSize(t.opts.MaxMessageBytes),
 		grpc.MaxSendMsgSize(t.opts.MaxMessageBytes),
 		// One Raft stream per peer, its snapshot transfers and the client
@@ -520,3 +524,14 @@ func target(addr string) string {
 	}
 	return "passthrough:///" + addr
 }
+
+// Flow-control windows of peer connections (both sides), fixed. A fixed
+// window turns off gRPC's bandwidth-delay probing, which otherwise sends an
+// HTTP/2 PING, and its peer an ACK, for about every message received one
+// at a time: at low load as many write syscalls as the Raft messages
+// themselves. 4 MiB per stream keeps a snapshot transfer at 80 MB/s over a
+// 50 ms round trip.
+const (
+	streamWindow = 4 << 20
+	connWindow   = 16 << 20
+)

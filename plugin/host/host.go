@@ -17,7 +17,6 @@ import (
 	"time"
 
 	goplugin "github.com/hashicorp/go-plugin"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -270,8 +269,7 @@ func (c *Client) launch(ctx context.Context) (*process, error) {
 			}
 			return cmd.Process.Pid
 		}),
-		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(shared.MaxMsgBytes), grpc.MaxCallSendMsgSize(shared.MaxMsgBytes))},
+		GRPCDialOptions: shared.DialOptions(),
 	})
 	fail := func(err error) (*process, error) {
 		pid := 0

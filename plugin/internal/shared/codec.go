@@ -21,8 +21,26 @@ import (
 // a Restore stream are decoded without copying their data (rawChunk). The
 // wire format is the same.
 func ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.ForceServerCodecV2(chunkCodec{encoding.GetCodecV2(proto.Name)})}
+	return []grpc.ServerOption{grpc.ForceServerCodecV2(chunkCodec{encoding.GetCodecV2(proto.Name)}),
+		grpc.InitialWindowSize(streamWindow), grpc.InitialConnWindowSize(connWindow)}
 }
+
+// DialOptions returns the host's dial options for a plugin connection.
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(connWindow),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMsgBytes), grpc.MaxCallSendMsgSize(MaxMsgBytes)),
+	}
+}
+
+// Flow-control windows of the host-plugin connection (both sides), fixed:
+// a fixed window turns off gRPC's bandwidth-delay probing, an HTTP/2 PING
+// and its ACK for about every Apply or Query exchanged one at a time. 4 MiB
+// keeps a few 1 MiB snapshot chunks in flight.
+const (
+	streamWindow = 4 << 20
+	connWindow   = 16 << 20
+)
 
 // chunkCodec is the proto codec, but decodes a *rawChunk itself.
 type chunkCodec struct{ encoding.CodecV2 }
