@@ -346,11 +346,15 @@ func (n *Node) readSnapshot(ctx context.Context, sm StateMachine, fsmName string
 	}
 	if restore {
 		t0 := time.Now()
+		n.cfg.Logger.Info("restoring the state machine from the snapshot", "index", hdr.Index, "bytes", hdr.Size)
 		if err := restoreFSM(ctx, sm, hdr, body); err != nil {
 			return hdr, nil, fmt.Errorf("node: restore state machine from snapshot at index %d: %w", snap.Metadata.Index, w.or(err))
 		}
-		n.m.lat.snapshotRestore.observe(time.Since(t0))
+		el := time.Since(t0)
+		n.m.lat.snapshotRestore.observe(el)
 		n.m.snapshotsInstalled.Add(1)
+		n.cfg.Logger.Info("restored the state machine from the snapshot", "index", hdr.Index, "bytes", hdr.Size,
+			"elapsed", el.Round(time.Millisecond).String(), "MB/s", fmt.Sprintf("%.0f", float64(hdr.Size)/1e6/max(el.Seconds(), 1e-6)))
 	}
 	return hdr, sessions, nil
 }

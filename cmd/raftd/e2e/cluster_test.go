@@ -54,6 +54,7 @@ type proc struct {
 	logPath  string
 	args     []string
 	env      []string // added to the process environment
+	exe      string   // the raftd binary, if not bin("raftd")
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -121,7 +122,11 @@ func (c *cluster) start(id uint64) {
 		c.t.Fatal(err)
 	}
 	fmt.Fprintf(logf, "=== start %s\n", strings.Join(p.args, " "))
-	cmd := exec.Command(bin("raftd"), p.args...)
+	exe := bin("raftd")
+	if p.exe != "" {
+		exe = p.exe
+	}
+	cmd := exec.Command(exe, p.args...)
 	if p.env != nil {
 		cmd.Env = append(os.Environ(), p.env...)
 	}
