@@ -37,12 +37,13 @@ import (
 // RAFTD_RESTART_BINS=dirA,dirB alternates the restarts between two builds
 // (raftd and raftd-fsm-kv of each) on the same data dir, for a
 // before/after comparison. RAFTD_MEASURE_LOCK=/tmp/raftd-measure.lock
-// holds that file's exclusive flock around each timed restart only (the
-// state is written under no lock: run the test under a shared one).
+// holds a shared flock on that file for the whole test, turned exclusive
+// around each timed restart and read (do not run the test under flock(1)
+// as well: its lock would block the exclusive one).
 // RAFTD_RESTART_DIR keeps the data dir there and reuses it if it holds one.
 //
 //	RAFTD_SOAK=1 RAFTD_BIN=$PWD/bin RAFTD_MEASURE_LOCK=/tmp/raftd-measure.lock \
-//	  flock -s /tmp/raftd-measure.lock go test -count=1 -timeout 60m -run TestRestartSpeed -v ./cmd/raftd/e2e
+//	  go test -count=1 -timeout 60m -run TestRestartSpeed -v ./cmd/raftd/e2e
 func TestRestartSpeed(t *testing.T) {
 	if !soak() {
 		t.Skip("writes about 2 GiB; RAFTD_SOAK=1")
@@ -61,6 +62,7 @@ func TestRestartSpeed(t *testing.T) {
 		extra = append(extra, "--snapshot-trailing", s)
 	}
 
+	lock := newMeasureLocker(t)
 	root := os.Getenv("RAFTD_RESTART_DIR")
 	if root == "" {
 		root = t.TempDir()
@@ -128,8 +130,7 @@ func TestRestartSpeed(t *testing.T) {
 		bin := bins[i%len(bins)]
 		setArgs(bin)
 		func() {
-			unlock := measureLock(t)
-			defer unlock()
+			defer lock.exclusive(t)()
 			load := loadAvg()
 			t0 := time.Now()
 			c.start(1)
@@ -143,7 +144,7 @@ func TestRestartSpeed(t *testing.T) {
 		}()
 	}
 
-	unlock := measureLock(t)
+	unlock := lock.exclusive(t)
 	warm := readFile(t, snapPath)
 	direct, derr := readDirect(snapPath)
 	unlock()
@@ -169,25 +170,38 @@ func envInt(t *testing.T, name string, def int) int {
 	return v
 }
 
-// measureLock takes an exclusive flock on $RAFTD_MEASURE_LOCK, if set,
-// and returns its release.
-func measureLock(t *testing.T) func() {
+// measureLocker holds a shared flock on $RAFTD_MEASURE_LOCK, if set, for
+// the whole test (a heavy run), and turns it exclusive for measurements.
+type measureLocker struct{ f *os.File }
+
+func newMeasureLocker(t *testing.T) *measureLocker {
 	path := os.Getenv("RAFTD_MEASURE_LOCK")
 	if path == "" {
-		return func() {}
+		return &measureLocker{}
 	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDONLY, 0o666)
 	if err != nil {
 		t.Fatalf("measure lock: %v", err)
 	}
-	// NB: a shared flock this process holds through flock(1) on another
-	// descriptor would deadlock an exclusive one here; run the test under
-	// `flock -s` from outside, whose lock belongs to the flock process.
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
+	t.Cleanup(func() { f.Close() })
+	m := &measureLocker{f: f}
+	m.flock(t, syscall.LOCK_SH)
+	return m
+}
+
+func (m *measureLocker) flock(t *testing.T, how int) {
+	if m.f == nil {
+		return
+	}
+	if err := syscall.Flock(int(m.f.Fd()), how); err != nil {
 		t.Fatalf("measure lock: %v", err)
 	}
-	return func() { f.Close() }
+}
+
+// exclusive turns the lock exclusive and returns the turn back to shared.
+func (m *measureLocker) exclusive(t *testing.T) func() {
+	m.flock(t, syscall.LOCK_EX)
+	return func() { m.flock(t, syscall.LOCK_SH) }
 }
 
 // loadAvg is the first three fields of /proc/loadavg.
