@@ -183,8 +183,18 @@ func newRaft(c *Config) (*raft, error) {
 			return nil, fmt.Errorf("raft: restart: Config.Applied %d is beyond the commit index %d", c.Applied, rl.committed)
 		}
 		// Membership changes in (snapshot, applied] were applied before the
-		// restart: replay them so the configuration is as of Applied.
-		if err := r.replayConfChanges(snapIndex+1, c.Applied+1); err != nil {
+		// restart: replay them so the configuration is as of Applied. The
+		// ConfState comes from Storage's snapshot, which may be above the
+		// first index (the log keeps entries behind a snapshot for slow
+		// followers): the changes it covers are in it already, and are not
+		// read again (that read could be the whole log).
+		from := snapIndex
+		if snap, err := c.Storage.Snapshot(); err != nil {
+			return nil, fmt.Errorf("raft: storage Snapshot: %w", err)
+		} else if si := snap.Metadata.Index; si > from && si <= c.Applied {
+			from = si
+		}
+		if err := r.replayConfChanges(from+1, c.Applied+1); err != nil {
 			return nil, err
 		}
 		rl.appliedTo(c.Applied)

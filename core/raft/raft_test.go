@@ -504,6 +504,56 @@ func TestRestartReplaysConfChanges(t *testing.T) {
 	}
 }
 
+// The membership changes at or below Storage's snapshot index are in the
+// snapshot's ConfState: a restart does not read those entries again, also
+// when the log still holds them (a snapshot taken without compacting, or
+// trailing entries kept for slow followers), and replays only the ones
+// after it.
+func TestRestartSkipsConfChangesInSnapshot(t *testing.T) {
+	add := ConfChange{Type: ConfChangeAddNode, NodeID: 4}
+	rm := ConfChange{Type: ConfChangeRemoveNode, NodeID: 2}
+	ms := storageWithLog(ids(3), 2,
+		Entry{Index: 1, Term: 1},
+		Entry{Index: 2, Term: 1, Type: EntryConfChange, Data: add.Marshal()},
+		Entry{Index: 3, Term: 2, Data: []byte("x")},
+		Entry{Index: 4, Term: 2, Type: EntryConfChange, Data: rm.Marshal()})
+	ms.SetHardState(HardState{Term: 2, Commit: 4})
+	if _, err := ms.CreateSnapshot(3, &ConfState{Voters: []uint64{1, 2, 3, 4}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		applied, lowestRead uint64
+		voters              []uint64
+	}{{3, 0, []uint64{1, 2, 3, 4}}, {4, 4, []uint64{1, 3, 4}}} {
+		s := &readCounter{MemoryStorage: ms}
+		cfg := newTestConfig(1, s)
+		cfg.Applied = tc.applied
+		rn, err := NewRawNode(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := rn.Status().ConfState.Voters; !slices.Equal(got, tc.voters) {
+			t.Errorf("applied %d: voters %v, want %v", tc.applied, got, tc.voters)
+		}
+		if s.lowest != tc.lowestRead {
+			t.Errorf("applied %d: lowest entry read %d, want %d (0: none)", tc.applied, s.lowest, tc.lowestRead)
+		}
+	}
+}
+
+// readCounter records the lowest index asked of Entries.
+type readCounter struct {
+	*MemoryStorage
+	lowest uint64
+}
+
+func (s *readCounter) Entries(lo, hi, maxBytes uint64) ([]Entry, error) {
+	if s.lowest == 0 || lo < s.lowest {
+		s.lowest = lo
+	}
+	return s.MemoryStorage.Entries(lo, hi, maxBytes)
+}
+
 // A restarted cluster keeps its log and elects again.
 func TestRestartCluster(t *testing.T) {
 	nt := newTestNet(t, 3, nil)
