@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -26,7 +27,8 @@ import (
 type cluster struct {
 	dir   string
 	nodes []*node
-	// plugins are the nodes' children seen by plugins(), for stop.
+	// seen are the nodes' children (the plugins) seen by notePlugins, for
+	// stop.
 	seen map[procKey]bool
 }
 
@@ -145,6 +147,16 @@ func (c *cluster) notePlugins(s cpuSample) {
 	}
 }
 
+// pluginPIDs are the pids of the nodes' children seen so far, in order.
+func (c *cluster) pluginPIDs() []int {
+	var out []int
+	for k := range c.seen {
+		out = append(out, k.pid)
+	}
+	slices.Sort(out)
+	return out
+}
+
 // leader waits until the cluster has a leader that accepts a put, and
 // returns its client API address.
 func (c *cluster) leader(ctx context.Context, wait time.Duration) (string, error) {
@@ -220,7 +232,7 @@ func (c *cluster) stop(keep bool) {
 	}
 }
 
-// conns dials n connections to addr.
+// dialN dials n connections to addr.
 func dialN(addr string, n int) ([]*grpc.ClientConn, error) {
 	var out []*grpc.ClientConn
 	for range n {

@@ -149,7 +149,10 @@ func run(ctx context.Context, cfg config) (rs []result, err error) {
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(cfg.Log, "raftd-bench: leader %s, nodes %v\n", leader, c.nodePIDs())
+	if s, err := sampleCPU("/proc"); err == nil {
+		c.notePlugins(s)
+	}
+	fmt.Fprintf(cfg.Log, "raftd-bench: leader %s, nodes %v, plugins %v, data %s\n", leader, c.nodePIDs(), c.pluginPIDs(), c.dir)
 	value := randomValue(cfg.Work.ValueSize)
 	preloaded := false
 	for _, op := range cfg.Ops {
