@@ -30,7 +30,7 @@ SIM_STEPS ?= 2000
 FUZZTIME  ?= 60s
 RACE_PKGS := ./core/node/... ./core/transport/... ./core/server/... ./plugin/host/...
 
-.PHONY: help build docs node run test test-node test-go test-race vet proto proto-check proto-lint proto-breaking proto-release sim fuzz soak bench clean
+.PHONY: help build docs node run test test-node test-go test-race vet proto proto-check proto-lint proto-breaking proto-release sim fuzz soak bench bench-cluster clean
 
 help:
 	@echo "make run    build everything and start a local 3-node kv cluster"
@@ -38,7 +38,8 @@ help:
 	@echo "make sim    long simulator run ($(SIM_SEEDS) seeds)"
 	@echo "make fuzz   fuzz targets, $(FUZZTIME) each"
 	@echo "make soak   long end-to-end and crash runs"
-	@echo "make bench  benchmarks"
+	@echo "make bench  the 3-node cluster table, then the Go benchmarks"
+	@echo "make bench-cluster  the 3-node cluster table alone (BENCH_CONC, BENCH_OPS, BENCH_DURATION)"
 	@echo "make proto  regenerate the protobuf code (buf as a Go tool; no protoc)"
 	@echo "make docs   regenerate docs/cli, the command reference"
 	@echo "make proto-release  record the protos of a release for the breaking check"
@@ -151,10 +152,25 @@ fuzz:
 soak: build node
 	RAFTD_BIN=$(BIN) RAFTD_SOAK=1 $(GO) test -count=1 -timeout 0 ./...
 
-# Every benchmark once at the default -benchtime: about 10 minutes on 2
-# cores (plugin/host's million-put runs are most of it). The Node.js and
-# Python plugins' benchmarks skip without node_modules or python3-grpcio.
+# The cluster table (cmd/raftd-bench): a local 3-node raftd cluster with the
+# kv plugin, puts then linearizable gets from each number of closed-loop
+# clients, 2 s warm-up + BENCH_DURATION measured per step: about 90 s with
+# the defaults. `raftd-bench -h` lists its other flags (BENCH_FLAGS).
+BENCH_CONC     ?= 1,64,256
+BENCH_OPS      ?= put,get
+BENCH_DURATION ?= 10s
+BENCH_FLAGS    ?=
+BENCH_CLUSTER   = $(BIN)/raftd-bench -bin $(BIN) -conc $(BENCH_CONC) -ops $(BENCH_OPS) -duration $(BENCH_DURATION) $(BENCH_FLAGS)
+
+bench-cluster: build
+	$(BENCH_CLUSTER)
+
+# The cluster table, then every benchmark once at the default -benchtime:
+# about 10 minutes on 2 cores (plugin/host's million-put runs are most of
+# it). The Node.js and Python plugins' benchmarks skip without
+# node_modules or python3-grpcio.
 bench: build node
+	$(BENCH_CLUSTER)
 	RAFTD_BIN=$(BIN) $(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...
 
 clean:
