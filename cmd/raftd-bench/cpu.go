@@ -102,35 +102,56 @@ func parseStat(pid int, line string) (procKey, procStat, error) {
 // cpuBetween returns the CPU used between samples a and b by the process
 // groups of the table: self is this process, srv the pids of the servers
 // (their children count with them).
+//
+// NB: a process of oth that exits in the window is no longer in b; its
+// parent's reaped time then holds all of its CPU time, also what it used
+// before the window. That part, its time in a, is taken off the parent's
+// reaped time again (not below zero: a parent that has not waited for it
+// yet, or an orphan reaped by another process).
 func cpuBetween(a, b cpuSample, self int, srv []int) cpuUse {
 	isSrv := make(map[int]bool, len(srv))
 	for _, p := range srv {
 		isSrv[p] = true
 	}
-	var srvT, lgT, kernT, othT uint64
-	for k, st := range b.procs {
-		prev, seen := a.procs[k] // a process started in the window counts whole
-		used := func(t, t0 uint64) uint64 {
-			if !seen || t < t0 {
-				return t
-			}
-			return t - t0
-		}
+	const (
+		oth = iota
+		srvGroup
+		lg
+		kern
+	)
+	group := func(k procKey, st procStat) int {
 		switch {
 		case k.pid == self:
-			lgT += used(st.ticks, prev.ticks)
+			return lg
 		case isSrv[k.pid] || isSrv[st.ppid]:
-			srvT += used(st.ticks, prev.ticks)
+			return srvGroup
 		case k.pid == 2 || st.ppid == 2:
-			kernT += used(st.ticks, prev.ticks)
-		default:
-			othT += used(st.ticks, prev.ticks) + used(st.reaped, prev.reaped)
+			return kern
 		}
+		return oth
+	}
+	var used [4]int64         // ticks, by group
+	reaped := map[int]int64{} // pid -> reaped ticks in the window, for oth
+	for k, st := range b.procs {
+		prev := a.procs[k] // zero for a process started in the window: it counts whole
+		g := group(k, st)
+		used[g] += int64(st.ticks - min(prev.ticks, st.ticks))
+		if g == oth {
+			reaped[k.pid] += int64(st.reaped - min(prev.reaped, st.reaped))
+		}
+	}
+	for k, st := range a.procs {
+		if _, alive := b.procs[k]; !alive && group(k, st) == oth {
+			reaped[st.ppid] -= int64(st.ticks + st.reaped)
+		}
+	}
+	for _, t := range reaped {
+		used[oth] += max(t, 0)
 	}
 	sec := b.at.Sub(a.at).Seconds()
 	if sec <= 0 {
 		return cpuUse{}
 	}
-	cores := func(t uint64) float64 { return float64(t) / clockTicks / sec }
-	return cpuUse{Srv: cores(srvT), LG: cores(lgT), Kern: cores(kernT), Oth: cores(othT)}
+	cores := func(t int64) float64 { return float64(t) / clockTicks / sec }
+	return cpuUse{Srv: cores(used[srvGroup]), LG: cores(used[lg]), Kern: cores(used[kern]), Oth: cores(used[oth])}
 }

@@ -74,9 +74,13 @@ func TestCPUBetween(t *testing.T) {
 		{pid: 30, ppid: 1, comm: "bash", utime: 5, stime: 5, cutime: 1000, start: 3},
 		{pid: 31, ppid: 1, comm: "idle", utime: 7, start: 3},
 		{pid: 40, ppid: 1, comm: "gone", utime: 999, start: 4},
+		{pid: 50, ppid: 1, comm: "make", utime: 1, cutime: 0, start: 5},
+		{pid: 51, ppid: 50, comm: "compile", utime: 3000, stime: 500, cutime: 200, start: 6},
 	}
 	// After 2 s: srv used 150+50+100+20 = 320 ticks; lg 100; kern 30;
-	// oth: bash 2 + 100 reaped, a new process 40 (pid reused) 8, init 0.
+	// oth: bash 2 + 100 reaped, a new process 40 (pid reused) 8, init 0,
+	// and compile, which used 3500+200 before the window, 100 more in it
+	// and was reaped by make: 4400-3700 = 700 of make's reaped time.
 	after := []fakeProc{
 		{pid: 1, ppid: 0, comm: "init", utime: 500, start: 1},
 		{pid: 2, ppid: 0, comm: "kthreadd", utime: 0, start: 1},
@@ -89,6 +93,7 @@ func TestCPUBetween(t *testing.T) {
 		{pid: 30, ppid: 1, comm: "bash", utime: 6, stime: 6, cutime: 1080, cstime: 20, start: 3},
 		{pid: 31, ppid: 1, comm: "idle", utime: 7, start: 3},
 		{pid: 40, ppid: 1, comm: "new", utime: 8, start: 300},
+		{pid: 50, ppid: 1, comm: "make", utime: 1, cutime: 3850, cstime: 550, start: 5},
 	}
 	a, err := sampleCPU(writeProc(t, before))
 	if err != nil {
@@ -103,7 +108,7 @@ func TestCPUBetween(t *testing.T) {
 	}
 	b.at = a.at.Add(2 * time.Second)
 	got := cpuBetween(a, b, self, []int{10, 20})
-	want := cpuUse{Srv: 3.20 / 2, LG: 1.00 / 2, Kern: 0.30 / 2, Oth: 1.10 / 2}
+	want := cpuUse{Srv: 3.20 / 2, LG: 1.00 / 2, Kern: 0.30 / 2, Oth: 8.10 / 2}
 	near := func(x, y float64) bool { return math.Abs(x-y) < 1e-9 }
 	if !near(got.Srv, want.Srv) || !near(got.LG, want.LG) || !near(got.Kern, want.Kern) || !near(got.Oth, want.Oth) {
 		t.Errorf("cpuBetween = %+v, want %+v", got, want)
