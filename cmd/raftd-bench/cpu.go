@@ -53,6 +53,9 @@ type procStat struct {
 type cpuSample struct {
 	at    time.Time
 	procs map[procKey]procStat
+	// busy is the machine's non-idle time (/proc/stat: user, nice,
+	// system, irq, softirq), in ticks.
+	busy uint64
 }
 
 // sampleCPU reads every process under root (normally "/proc").
@@ -62,6 +65,9 @@ func sampleCPU(root string) (cpuSample, error) {
 		return cpuSample{}, err
 	}
 	s := cpuSample{at: time.Now(), procs: make(map[procKey]procStat, len(ents))}
+	if s.busy, err = readBusy(filepath.Join(root, "stat")); err != nil {
+		return cpuSample{}, err
+	}
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -78,6 +84,30 @@ func sampleCPU(root string) (cpuSample, error) {
 		s.procs[k] = st
 	}
 	return s, nil
+}
+
+// readBusy returns the non-idle ticks of the "cpu" line of /proc/stat
+// (proc(5)): user, nice, system, irq and softirq; not idle, iowait or
+// steal (another machine's use).
+func readBusy(path string) (uint64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0, fmt.Errorf("%s: no cpu line", path)
+	}
+	var busy uint64
+	for _, i := range []int{1, 2, 3, 6, 7} {
+		v, err := strconv.ParseUint(f[i], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", path, err)
+		}
+		busy += v
+	}
+	return busy, nil
 }
 
 // parseStat parses one /proc/<pid>/stat line (proc(5)): the command name,
@@ -103,11 +133,12 @@ func parseStat(pid int, line string) (procKey, procStat, error) {
 // groups of the table: self is this process, srv the pids of the servers
 // (their children count with them).
 //
-// NB: a process of oth that exits in the window is no longer in b; its
-// parent's reaped time then holds all of its CPU time, also what it used
-// before the window. That part, its time in a, is taken off the parent's
-// reaped time again (not below zero: a parent that has not waited for it
-// yet, or an orphan reaped by another process).
+// NB: a process of oth that exits in the window is no longer in b; the
+// reaped time of the ancestor that waited for it then holds all of its CPU
+// time, also what it used before the window. That part, its time in a, is
+// taken off that ancestor's reaped time again (not below zero: a parent
+// that has not waited for it yet, or an orphan reaped by another process).
+// oth is at most what the machine was busy for beyond the other columns.
 func cpuBetween(a, b cpuSample, self int, srv []int) cpuUse {
 	isSrv := make(map[int]bool, len(srv))
 	for _, p := range srv {
@@ -140,13 +171,34 @@ func cpuBetween(a, b cpuSample, self int, srv []int) cpuUse {
 			reaped[k.pid] += int64(st.reaped - min(prev.reaped, st.reaped))
 		}
 	}
+	// The pids of a's processes that exited in the window: the nearest
+	// ancestor that did not exit reaped them, or their orphans.
+	gone := map[int]procStat{}
 	for k, st := range a.procs {
-		if _, alive := b.procs[k]; !alive && group(k, st) == oth {
-			reaped[st.ppid] -= int64(st.ticks + st.reaped)
+		if _, alive := b.procs[k]; !alive {
+			gone[k.pid] = st
 		}
+	}
+	for k, st := range a.procs {
+		if _, exited := gone[k.pid]; !exited || group(k, st) != oth {
+			continue
+		}
+		reaper := st.ppid
+		for range 64 {
+			up, exited := gone[reaper]
+			if !exited {
+				break
+			}
+			reaper = up.ppid
+		}
+		reaped[reaper] -= int64(st.ticks + st.reaped)
 	}
 	for _, t := range reaped {
 		used[oth] += max(t, 0)
+	}
+	if b.busy > a.busy {
+		rest := int64(b.busy-a.busy) - used[srvGroup] - used[lg] - used[kern]
+		used[oth] = min(used[oth], max(rest, 0))
 	}
 	sec := b.at.Sub(a.at).Seconds()
 	if sec <= 0 {

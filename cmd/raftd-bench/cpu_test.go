@@ -23,7 +23,9 @@ type fakeProc struct {
 	utime, stime, cutime, cstime, start uint64
 }
 
-func writeProc(t *testing.T, procs []fakeProc) string {
+// writeProc writes a fake /proc with procs and a /proc/stat whose cpu line
+// has busy ticks (half user, half system) besides idle time.
+func writeProc(t *testing.T, busy uint64, procs []fakeProc) string {
 	t.Helper()
 	root := t.TempDir()
 	for _, p := range procs {
@@ -34,6 +36,10 @@ func writeProc(t *testing.T, procs []fakeProc) string {
 		if err := os.WriteFile(filepath.Join(dir, "stat"), []byte(statLine(p.pid, p.comm, p.ppid, p.utime, p.stime, p.cutime, p.cstime, p.start)), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+	stat := fmt.Sprintf("cpu  %d 0 %d 99999 77 0 0 55 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n", busy/2, busy-busy/2)
+	if err := os.WriteFile(filepath.Join(root, "stat"), []byte(stat), 0o644); err != nil {
+		t.Fatal(err)
 	}
 	// Entries that are not processes are ignored.
 	if err := os.WriteFile(filepath.Join(root, "loadavg"), []byte("0.1 0.2 0.3 1/2 3\n"), 0o644); err != nil {
@@ -76,11 +82,16 @@ func TestCPUBetween(t *testing.T) {
 		{pid: 40, ppid: 1, comm: "gone", utime: 999, start: 4},
 		{pid: 50, ppid: 1, comm: "make", utime: 1, cutime: 0, start: 5},
 		{pid: 51, ppid: 50, comm: "compile", utime: 3000, stime: 500, cutime: 200, start: 6},
+		{pid: 60, ppid: 1, comm: "bash", utime: 4, start: 7},
+		{pid: 61, ppid: 60, comm: "sh", utime: 10, start: 8},
+		{pid: 62, ppid: 61, comm: "cc", utime: 500, start: 9},
 	}
 	// After 2 s: srv used 150+50+100+20 = 320 ticks; lg 100; kern 30;
 	// oth: bash 2 + 100 reaped, a new process 40 (pid reused) 8, init 0,
 	// and compile, which used 3500+200 before the window, 100 more in it
-	// and was reaped by make: 4400-3700 = 700 of make's reaped time.
+	// and was reaped by make: 4400-3700 = 700 of make's reaped time; sh
+	// and the cc it ran, which used 10 and 500 before the window and 1 and
+	// 20 in it, were reaped by bash: 531-510 = 21.
 	after := []fakeProc{
 		{pid: 1, ppid: 0, comm: "init", utime: 500, start: 1},
 		{pid: 2, ppid: 0, comm: "kthreadd", utime: 0, start: 1},
@@ -94,12 +105,13 @@ func TestCPUBetween(t *testing.T) {
 		{pid: 31, ppid: 1, comm: "idle", utime: 7, start: 3},
 		{pid: 40, ppid: 1, comm: "new", utime: 8, start: 300},
 		{pid: 50, ppid: 1, comm: "make", utime: 1, cutime: 3850, cstime: 550, start: 5},
+		{pid: 60, ppid: 1, comm: "bash", utime: 4, cutime: 531, start: 7},
 	}
-	a, err := sampleCPU(writeProc(t, before))
+	a, err := sampleCPU(writeProc(t, 10000, before))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := sampleCPU(writeProc(t, after))
+	b, err := sampleCPU(writeProc(t, 10000+2000, after))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +120,7 @@ func TestCPUBetween(t *testing.T) {
 	}
 	b.at = a.at.Add(2 * time.Second)
 	got := cpuBetween(a, b, self, []int{10, 20})
-	want := cpuUse{Srv: 3.20 / 2, LG: 1.00 / 2, Kern: 0.30 / 2, Oth: 8.10 / 2}
+	want := cpuUse{Srv: 3.20 / 2, LG: 1.00 / 2, Kern: 0.30 / 2, Oth: 8.31 / 2}
 	near := func(x, y float64) bool { return math.Abs(x-y) < 1e-9 }
 	if !near(got.Srv, want.Srv) || !near(got.LG, want.LG) || !near(got.Kern, want.Kern) || !near(got.Oth, want.Oth) {
 		t.Errorf("cpuBetween = %+v, want %+v", got, want)
@@ -116,6 +128,12 @@ func TestCPUBetween(t *testing.T) {
 	// Without the server pids, the nodes and plugins are other processes.
 	if got := cpuBetween(a, b, self, nil); got.Srv != 0 || !near(got.Oth, want.Oth+want.Srv) {
 		t.Errorf("cpuBetween without servers = %+v", got)
+	}
+	// oth is at most what the machine was busy for beyond the others:
+	// 500 ticks busy - 450 = 50.
+	b.busy = a.busy + 500
+	if got := cpuBetween(a, b, self, []int{10, 20}); !near(got.Oth, 0.50/2) || !near(got.Srv, want.Srv) {
+		t.Errorf("cpuBetween with 500 ticks busy = %+v, want oth 0.25", got)
 	}
 }
 
