@@ -163,7 +163,10 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	warnDataDirMode(log, cfg.DataDir)
 	sec.warnPlaintext(log, raftLis, apiLis, metricsLis)
 
-	st, err := openStorage(cfg.DataDir, &storage.Options{ClusterID: cfg.ClusterID, NodeID: cfg.ID, DisableSync: cfg.NoSync, Logger: log})
+	// The log is checked while the plugin starts and restores the
+	// snapshot; node.New waits for the verdict before it starts Raft.
+	st, err := openStorage(cfg.DataDir, &storage.Options{ClusterID: cfg.ClusterID, NodeID: cfg.ID, DisableSync: cfg.NoSync, Logger: log,
+		CheckLogLater: true})
 	if err != nil {
 		return nil, err
 	}

@@ -2,11 +2,15 @@ package daemon
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/raftd/raftd/core/node"
 	"github.com/raftd/raftd/fsms/kv"
 )
 
@@ -107,3 +111,85 @@ func TestStartOtherNodesDataDir(t *testing.T) {
 		t.Fatalf("node 2 on node 1's data dir: %v", err)
 	}
 }
+
+// TestStartCorruptLog: the log is checked while the state machine restores
+// (storage.Options.CheckLogLater), and a damaged entry still stops the
+// start with the storage's error naming the data dir and the index: an
+// entry the snapshot covers (kept as a trailing entry), one after the
+// snapshot that the restart would replay, and the last one (which the
+// storage's Open reads itself).
+func TestStartCorruptLog(t *testing.T) {
+	for _, pick := range []string{"covered by the snapshot", "after the snapshot", "last"} {
+		t.Run(pick, func(t *testing.T) {
+			dir := t.TempDir()
+			small := func(c *Config) { c.SnapshotEntries, c.SnapshotTrailing = 10, 100 }
+			d := startLocal(t, dir, small)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			put := func(i int) {
+				if _, err := d.Node().Propose(ctx, []byte(fmt.Sprintf(`{"op":"put","key":"k%d","value":"v%d"}`, i, i))); err != nil {
+					t.Fatalf("put %d: %v", i, err)
+				}
+			}
+			// Puts until a snapshot is taken (in the background), then
+			// three more, fewer than SnapshotEntries: entries after it.
+			var st node.Status
+			for i := 0; ; i++ {
+				var err error
+				if st, err = d.Node().Status(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if st.SnapshotIndex > 0 {
+					break
+				}
+				put(i)
+			}
+			for i := range 3 {
+				put(1000 + i)
+			}
+			st, _ = d.Node().Status(ctx)
+			if st.SnapshotIndex < 4 || st.SnapshotIndex >= st.LastIndex {
+				t.Fatalf("want a snapshot above index 3 with entries after it: %+v", st)
+			}
+			if err := d.Stop(); err != nil {
+				t.Fatalf("Stop: %v", err)
+			}
+			idx := map[string]uint64{"covered by the snapshot": 3, "after the snapshot": st.LastIndex - 1, "last": st.LastIndex}[pick]
+			flipEntryBit(t, filepath.Join(dir, "log"), idx)
+			_, err := Start(ctx, Config{ID: 1, DataDir: dir, RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", FSM: kv.New(), NoSync: true})
+			want := fmt.Sprintf("storage: corrupt entry at index %d in data dir %s: checksum mismatch", idx, dir)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("Start on a log with entry %d damaged: %v\nwant an error saying %q", idx, err, want)
+			}
+			t.Logf("Start: %v", err)
+		})
+	}
+}
+
+// flipEntryBit flips a bit in the stored value of log entry idx, through
+// Pebble directly (storage's key: 'l' and the big-endian index).
+func flipEntryBit(t *testing.T, dir string, idx uint64) {
+	t.Helper()
+	db, err := pebble.Open(dir, &pebble.Options{FormatMajorVersion: pebble.FormatValueSeparation, Logger: quietPebble{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	k := binary.BigEndian.AppendUint64([]byte{'l'}, idx)
+	v, closer, err := db.Get(k)
+	if err != nil {
+		t.Fatalf("entry %d: %v", idx, err)
+	}
+	bad := append([]byte(nil), v...)
+	closer.Close()
+	bad[len(bad)-1] ^= 0x10
+	if err := db.Set(k, bad, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type quietPebble struct{}
+
+func (quietPebble) Infof(string, ...any)              {}
+func (quietPebble) Errorf(string, ...any)             {}
+func (quietPebble) Fatalf(format string, args ...any) { panic(fmt.Sprintf(format, args...)) }

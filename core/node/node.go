@@ -190,6 +190,13 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node: state machine %q supports versions [%d,%d] but version %d is active since index %d", info.Name, info.MinVersion, info.MaxVersion, meta.version, meta.versionIndex)
 	}
 	fsmApplied := max(si, info.Applied)
+	// A storage that checks its log while the state machine restores
+	// gives its verdict before anything acts on the log.
+	if c, ok := n.st.(logChecker); ok {
+		if err := c.LogChecked(); err != nil {
+			return nil, fmt.Errorf("node: check the log: %w", err)
+		}
+	}
 
 	// NB: raft restarts at Applied = snapshot index, so it hands the
 	// committed entries after the snapshot out again and the loop re-applies
@@ -239,6 +246,13 @@ func New(cfg Config) (*Node, error) {
 	go n.run()
 	go n.runCheckpoints()
 	return n, nil
+}
+
+// logChecker is a Storage that may still be verifying its log when the
+// node is created (storage.Options.CheckLogLater): New waits for its
+// verdict, after the restore from the snapshot and before Raft starts.
+type logChecker interface {
+	LogChecked() error
 }
 
 func readOnlyOption(lease bool) raft.ReadOnlyOption {

@@ -35,6 +35,15 @@ type Options struct {
 	// KeepSnapshots is how many snapshot files are kept; older ones are
 	// removed when a new one is committed. The default is 3; the minimum 1.
 	KeepSnapshots int
+	// CheckLogLater makes Open return before it has verified the whole log.
+	// Open still reads and verifies the records and the last entry (the
+	// log's end), checks the structure and the snapshot files; the scan of
+	// every entry, of the log as it stood at Open, runs on a goroutine of
+	// its own. LogChecked waits for it and returns what Open would have
+	// returned: nothing may act on the log (start Raft) before LogChecked
+	// returns nil. It lets a restart restore its state machine from a
+	// snapshot file while the log is checked.
+	CheckLogLater bool
 }
 
 const (

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/errors/oserror"
 	"github.com/cockroachdb/pebble/v2"
@@ -89,6 +91,17 @@ type Store struct {
 	tail tail
 
 	snaps snapshotFiles
+
+	// check is the scan of the log that Open leaves to a goroutine with
+	// Options.CheckLogLater.
+	check logCheck
+}
+
+// logCheck is a scan of the whole log running after Open.
+type logCheck struct {
+	done   chan struct{} // nil: the log was checked in Open
+	err    error         // the verdict, once done is closed
+	cancel atomic.Bool   // set by Close: stop early
 }
 
 var _ raft.LogReader = (*Store)(nil)
@@ -137,17 +150,60 @@ func Open(dir string, opts *Options) (*Store, error) {
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
 	s.db = db
-	if err := s.recover(); err != nil {
+	it, err := s.recover()
+	if err != nil {
 		_ = s.closePebble()
 		return nil, err
 	}
 	if err := s.snaps.load(); err != nil {
+		if it != nil {
+			_ = it.Close()
+		}
 		_ = s.closePebble()
 		return nil, err
 	}
 	s.log.Info("storage: opened", "dir", dir, "first", s.trunc.Index+1, "last", s.last,
-		"commit", s.hs.Commit, "term", s.hs.Term, "snapshots", len(s.snaps.list))
+		"commit", s.hs.Commit, "term", s.hs.Term, "snapshots", len(s.snaps.list), "log_checked", it == nil)
+	if it != nil {
+		s.check.done = make(chan struct{})
+		s.inflight.Add(1)
+		go s.checkLog(it, s.trunc, s.last, s.lastTerm)
+	}
 	return s, nil
+}
+
+// checkLog scans the log with it (Options.CheckLogLater) and records the
+// verdict: the scan must end at the last entry Open found, wantLast of
+// term wantTerm.
+func (s *Store) checkLog(it *pebble.Iterator, trunc truncState, wantLast, wantTerm uint64) {
+	defer s.inflight.Done()
+	t0 := time.Now()
+	last, lastTerm, err := s.scanLog(it, trunc, &s.check.cancel)
+	if cerr := it.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("storage: open %s: scan log: %w", s.dir, cerr)
+	}
+	if err == nil && (last != wantLast || lastTerm != wantTerm) {
+		err = &CorruptionError{Dir: s.dir, Index: last, What: "log",
+			Detail: fmt.Sprintf("the scan ends at index %d term %d, the last entry is %d term %d", last, lastTerm, wantLast, wantTerm)}
+	}
+	if err == nil {
+		s.log.Info("storage: log checked", "dir", s.dir, "last", last, "elapsed", time.Since(t0).Round(time.Millisecond).String())
+	}
+	s.check.err = err
+	close(s.check.done)
+}
+
+// LogChecked waits for the check of the log that Open left running
+// (Options.CheckLogLater) and returns its verdict: nil, a
+// *CorruptionError as Open would have returned it, an I/O error, or
+// ErrClosed if the store was closed first. Without CheckLogLater it
+// returns nil at once (Open checked the log).
+func (s *Store) LogChecked() error {
+	if s.check.done == nil {
+		return nil
+	}
+	<-s.check.done
+	return s.check.err
 }
 
 // openPebble opens Pebble, turning a fatal report during open into an error.
@@ -180,6 +236,7 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	s.check.cancel.Store(true)
 	s.inflight.Wait()
 	return s.closePebble()
 }
@@ -212,103 +269,155 @@ func (s *Store) getRecord(key []byte, what string) (payload []byte, found bool, 
 
 // recover loads the metadata records, checks the stamp and verifies the
 // whole log; any damage is a *CorruptionError and nothing is changed.
-func (s *Store) recover() error {
+// With Options.CheckLogLater it verifies only the last entry and returns
+// the iterator that the scan of the whole log is to use (it sees the log
+// as it is now); otherwise it is nil.
+func (s *Store) recover() (*pebble.Iterator, error) {
 	if err := s.checkStamp(); err != nil {
-		return err
+		return nil, err
 	}
 	corrupt := func(what string, err error) error {
 		return &CorruptionError{Dir: s.dir, What: what, Detail: err.Error()}
 	}
 	if p, ok, err := s.getRecord(keyHardState, "hard state"); err != nil {
-		return err
+		return nil, err
 	} else if ok {
 		if s.hs, err = decodeHardState(p); err != nil {
-			return corrupt("hard state", err)
+			return nil, corrupt("hard state", err)
 		}
 	}
 	if p, ok, err := s.getRecord(keyTrunc, "truncation record"); err != nil {
-		return err
+		return nil, err
 	} else if ok {
 		if s.trunc, err = decodeTrunc(p); err != nil {
-			return corrupt("truncation record", err)
+			return nil, corrupt("truncation record", err)
 		}
 	}
 	if p, ok, err := s.getRecord(keySnapshot, "snapshot record"); err != nil {
-		return err
+		return nil, err
 	} else if ok {
 		if s.installed, err = decodeSnapshotRecord(p); err != nil {
-			return corrupt("snapshot record", err)
+			return nil, corrupt("snapshot record", err)
 		}
 	}
 
-	// Walk the log from the first index. The first problem found (bad
-	// checksum, gap, term going down) is returned below.
-	next, prevTerm := s.trunc.Index+1, s.trunc.Term
-	var bad error
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: logKey(next), UpperBound: logKeyEnd})
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: logKey(s.trunc.Index + 1), UpperBound: logKeyEnd})
 	if err != nil {
-		return fmt.Errorf("storage: open %s: %w", s.dir, err)
+		return nil, fmt.Errorf("storage: open %s: %w", s.dir, err)
 	}
-	for ok := it.First(); ok && bad == nil; ok = it.Next() {
+	if s.opts.CheckLogLater {
+		if err := s.readLast(it); err != nil {
+			_ = it.Close()
+			return nil, err
+		}
+	} else {
+		// NB: damage anywhere in the log, beyond the commit index too, is
+		// corruption and never a torn write: every write is one Pebble
+		// batch, which a crash leaves entirely present or entirely absent
+		// (Pebble drops a torn final WAL record itself). Entries beyond the
+		// commit index may have been fsynced and acknowledged to a leader,
+		// which counted them towards a commit: cutting them off could lose
+		// a committed entry if other members fail too. Fail-stop instead;
+		// the member is removed, wiped and re-added (docs/operations.md).
+		s.last, s.lastTerm, err = s.scanLog(it, s.trunc, nil)
+		if cerr := it.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("storage: open %s: scan log: %w", s.dir, cerr)
+		}
+		if err != nil {
+			return nil, err
+		}
+		it = nil
+	}
+
+	// Structural checks: snapshot <= truncation <= commit <= last.
+	var bad error
+	switch {
+	case s.installed.Metadata.Index > s.trunc.Index:
+		bad = &CorruptionError{Dir: s.dir, What: "log", Detail: fmt.Sprintf("installed snapshot index %d is above the compacted index %d", s.installed.Metadata.Index, s.trunc.Index)}
+	case s.hs.Commit < s.trunc.Index:
+		bad = &CorruptionError{Dir: s.dir, What: "log", Detail: fmt.Sprintf("commit index %d is below the compacted index %d", s.hs.Commit, s.trunc.Index)}
+	case s.hs.Commit > s.last:
+		bad = &CorruptionError{Dir: s.dir, What: "log", Detail: fmt.Sprintf("commit index %d is beyond the last index %d", s.hs.Commit, s.last)}
+	}
+	if bad != nil {
+		if it != nil {
+			_ = it.Close()
+		}
+		return nil, bad
+	}
+	return it, nil
+}
+
+// readLast sets s.last and s.lastTerm from the last entry it finds (the
+// truncation record's if there is none), whose checksum and index it
+// verifies.
+func (s *Store) readLast(it *pebble.Iterator) error {
+	s.last, s.lastTerm = s.trunc.Index, s.trunc.Term
+	if !it.Last() {
+		if err := it.Error(); err != nil {
+			return fmt.Errorf("storage: open %s: read last entry: %w", s.dir, err)
+		}
+		return nil
+	}
+	k := it.Key()
+	idx, ok := parseLogKey(k)
+	if !ok || idx <= s.trunc.Index {
+		return &CorruptionError{Dir: s.dir, What: "log", Detail: fmt.Sprintf("the last log key %x is not an entry after the compacted index %d", k, s.trunc.Index)}
+	}
+	v, err := it.ValueAndErr()
+	if err != nil {
+		return fmt.Errorf("storage: open %s: read entry %d: %w", s.dir, idx, err)
+	}
+	p, cerr := openRecord(k, v)
+	if cerr != nil {
+		return &CorruptionError{Dir: s.dir, Index: idx, What: "entry", Stored: cerr.stored, Computed: cerr.computed}
+	}
+	e, derr := decodeEntryPayload(idx, p)
+	if derr != nil {
+		return &CorruptionError{Dir: s.dir, Index: idx, What: "entry", Detail: derr.Error()}
+	}
+	s.last, s.lastTerm = idx, e.Term
+	return nil
+}
+
+// scanLog walks the log with it from the entry after trunc: every entry must
+// pass its checksum, carry the next index and a term no lower than the one
+// before. It returns the last entry's index and term, or the first
+// problem found as a *CorruptionError. A set cancel stops it with
+// ErrClosed.
+func (s *Store) scanLog(it *pebble.Iterator, trunc truncState, cancel *atomic.Bool) (last, lastTerm uint64, err error) {
+	next, prevTerm := trunc.Index+1, trunc.Term
+	for ok := it.First(); ok; ok = it.Next() {
+		if cancel != nil && next%1024 == 0 && cancel.Load() {
+			return 0, 0, ErrClosed
+		}
 		k := it.Key()
 		idx, kok := parseLogKey(k)
 		if !kok || idx != next {
-			bad = &CorruptionError{Dir: s.dir, Index: next, What: "log", Detail: fmt.Sprintf("entry %d is missing (next key found is %x)", next, k)}
-			break
+			return 0, 0, &CorruptionError{Dir: s.dir, Index: next, What: "log", Detail: fmt.Sprintf("entry %d is missing (next key found is %x)", next, k)}
 		}
 		v, err := it.ValueAndErr()
 		if err != nil {
-			_ = it.Close()
-			return fmt.Errorf("storage: open %s: read entry %d: %w", s.dir, idx, err)
+			return 0, 0, fmt.Errorf("storage: open %s: read entry %d: %w", s.dir, idx, err)
 		}
 		p, cerr := openRecord(k, v)
 		if cerr != nil {
-			bad = &CorruptionError{Dir: s.dir, Index: idx, What: "entry", Stored: cerr.stored, Computed: cerr.computed}
-			break
+			return 0, 0, &CorruptionError{Dir: s.dir, Index: idx, What: "entry", Stored: cerr.stored, Computed: cerr.computed}
 		}
 		e, derr := decodeEntryPayload(idx, p)
 		if derr != nil {
-			bad = &CorruptionError{Dir: s.dir, Index: idx, What: "entry", Detail: derr.Error()}
-			break
+			return 0, 0, &CorruptionError{Dir: s.dir, Index: idx, What: "entry", Detail: derr.Error()}
 		}
 		if e.Term < prevTerm {
-			bad = &CorruptionError{Dir: s.dir, Index: idx, What: "entry", Detail: fmt.Sprintf("term %d is below the previous entry's term %d", e.Term, prevTerm)}
-			break
+			return 0, 0, &CorruptionError{Dir: s.dir, Index: idx, What: "entry", Detail: fmt.Sprintf("term %d is below the previous entry's term %d", e.Term, prevTerm)}
 		}
 		prevTerm = e.Term
 		next++
 	}
-	if err := it.Error(); err != nil && bad == nil {
-		_ = it.Close()
-		return fmt.Errorf("storage: open %s: scan log: %w", s.dir, err)
+	if err := it.Error(); err != nil {
+		return 0, 0, fmt.Errorf("storage: open %s: scan log: %w", s.dir, err)
 	}
-	if err := it.Close(); err != nil {
-		return fmt.Errorf("storage: open %s: scan log: %w", s.dir, err)
-	}
-	s.last, s.lastTerm = next-1, prevTerm
-
-	if bad != nil {
-		// NB: damage anywhere in the log, beyond the commit index too, is
-		// corruption and never a torn write: every write is one Pebble batch,
-		// which a crash leaves entirely present or entirely absent (Pebble
-		// drops a torn final WAL record itself). Entries beyond the commit
-		// index may have been fsynced and acknowledged to a leader, which
-		// counted them towards a commit: cutting them off could lose a
-		// committed entry if other members fail too. Fail-stop instead; the
-		// member is removed, wiped and re-added (docs/operations.md).
-		return bad
-	}
-
-	// Structural checks: snapshot <= truncation <= commit <= last.
-	switch {
-	case s.installed.Metadata.Index > s.trunc.Index:
-		return &CorruptionError{Dir: s.dir, What: "log", Detail: fmt.Sprintf("installed snapshot index %d is above the compacted index %d", s.installed.Metadata.Index, s.trunc.Index)}
-	case s.hs.Commit < s.trunc.Index:
-		return &CorruptionError{Dir: s.dir, What: "log", Detail: fmt.Sprintf("commit index %d is below the compacted index %d", s.hs.Commit, s.trunc.Index)}
-	case s.hs.Commit > s.last:
-		return &CorruptionError{Dir: s.dir, What: "log", Detail: fmt.Sprintf("commit index %d is beyond the last index %d", s.hs.Commit, s.last)}
-	}
-	return nil
+	return next - 1, prevTerm, nil
 }
 
 // checkStamp compares the data dir's stamp with the ids in the options and
