@@ -24,11 +24,11 @@ func TestCheckLogLater(t *testing.T) {
 		return func(t *testing.T, s *Store) { corruptEntry(t, s, i) }
 	}
 	for _, tc := range []struct {
-		name     string
-		damage   func(t *testing.T, s *Store)
-		index    uint64
-		detail   string
-		atOpen   bool // Open itself fails
+		name      string
+		damage    func(t *testing.T, s *Store)
+		index     uint64
+		detail    string
+		atOpen    bool // Open itself fails
 		undamaged bool
 	}{
 		{name: "undamaged", undamaged: true},
