@@ -133,6 +133,7 @@ func TestStartCorruptLog(t *testing.T) {
 			}
 			// Puts until a snapshot is taken (in the background), then
 			// three more, fewer than SnapshotEntries: entries after it.
+			// The entry before the snapshot stays in the log (trailing).
 			var st node.Status
 			for i := 0; ; i++ {
 				var err error
@@ -154,7 +155,7 @@ func TestStartCorruptLog(t *testing.T) {
 			if err := d.Stop(); err != nil {
 				t.Fatalf("Stop: %v", err)
 			}
-			idx := map[string]uint64{"covered by the snapshot": 3, "after the snapshot": st.LastIndex - 1, "last": st.LastIndex}[pick]
+			idx := map[string]uint64{"covered by the snapshot": st.SnapshotIndex - 1, "after the snapshot": st.LastIndex - 1, "last": st.LastIndex}[pick]
 			flipEntryBit(t, filepath.Join(dir, "log"), idx)
 			_, err := Start(ctx, Config{ID: 1, DataDir: dir, RaftAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", FSM: kv.New(), NoSync: true})
 			want := fmt.Sprintf("storage: corrupt entry at index %d in data dir %s: checksum mismatch", idx, dir)
