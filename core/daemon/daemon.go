@@ -163,11 +163,39 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	warnDataDirMode(log, cfg.DataDir)
 	sec.warnPlaintext(log, raftLis, apiLis, metricsLis)
 
-	// The log is checked while the plugin starts and restores the
-	// snapshot; node.New waits for the verdict before it starts Raft.
+	// The plugin process starts while the storage opens (it only needs
+	// its binary, checked above); it is stopped if the storage fails.
+	type started struct {
+		plug *host.Client
+		err  error
+	}
+	var plugc chan started
+	if cfg.FSM == nil {
+		plugc = make(chan started, 1)
+		go func() {
+			plug, err := host.Start(ctx, host.Config{Path: cfg.FSMPath, SHA256: cfg.FSMSHA256, Logger: log,
+				ApplyTimeout: cfg.PluginApplyTimeout, CallTimeout: cfg.PluginCallTimeout})
+			plugc <- started{plug, err}
+		}()
+	}
+	awaitPlugin := func() (*host.Client, error) {
+		r := <-plugc
+		if r.err != nil {
+			return nil, fmt.Errorf("fsm plugin %s: %s", cfg.FSMPath, firstLine(r.err.Error()))
+		}
+		return r.plug, nil
+	}
+
+	// The log is checked while the plugin restores the snapshot;
+	// node.New waits for the verdict before it starts Raft.
 	st, err := openStorage(cfg.DataDir, &storage.Options{ClusterID: cfg.ClusterID, NodeID: cfg.ID, DisableSync: cfg.NoSync, Logger: log,
 		CheckLogLater: true})
 	if err != nil {
+		if plugc != nil {
+			if plug, perr := awaitPlugin(); perr == nil {
+				_ = plug.Close()
+			}
+		}
 		return nil, err
 	}
 	undo.add(func() { st.Close() })
@@ -177,10 +205,9 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	slot := &fsmSlot{cfg: cfg, log: log}
 	f := cfg.FSM
 	if f == nil {
-		plug, err := host.Start(ctx, host.Config{Path: cfg.FSMPath, SHA256: cfg.FSMSHA256, Logger: log,
-			ApplyTimeout: cfg.PluginApplyTimeout, CallTimeout: cfg.PluginCallTimeout})
+		plug, err := awaitPlugin()
 		if err != nil {
-			return nil, fmt.Errorf("fsm plugin %s: %s", cfg.FSMPath, firstLine(err.Error()))
+			return nil, err
 		}
 		f, slot.plug = plug, plug
 	}

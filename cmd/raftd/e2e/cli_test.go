@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -104,6 +105,13 @@ func TestSingleNodeDataDirAndLimits(t *testing.T) {
 		t.Fatalf("second process on a data dir in use: exit %d, want 1 (%q)", code, stderr)
 	}
 	oneLineErr(t, inUse, stderr, "in use by another raftd process")
+	// The refused process started its plugin while it opened the storage
+	// (core/daemon) and stopped it: only node 1's plugin runs.
+	if keep := (&rcluster{cluster: c}).pluginPID(1); keep != 0 {
+		if stray := processesOf(bin("raftd-fsm-kv"), keep); len(stray) > 0 {
+			t.Fatalf("plugin processes %v left running by the refused raftd (node 1's is %d)", stray, keep)
+		}
+	}
 	if err := c.stop(1); err != nil {
 		t.Fatalf("SIGTERM: node exited with %v, want exit 0", err)
 	}
@@ -121,4 +129,29 @@ func TestSingleNodeDataDirAndLimits(t *testing.T) {
 	if code != 0 || strings.TrimSpace(out) != `{"found":true,"value":"1"}` {
 		t.Fatalf("after restart: exit %d, %q %q", code, out, stderr)
 	}
+}
+
+// processesOf lists the live processes whose argv[0] is path, except pid
+// not.
+func processesOf(path string, not int) []int {
+	var out []int
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(filepath.Base(d))
+		if err != nil || pid == not {
+			continue
+		}
+		b, err := os.ReadFile(d + "/cmdline")
+		if err != nil {
+			continue
+		}
+		if argv0, _, _ := strings.Cut(string(b), "\x00"); argv0 != path {
+			continue
+		}
+		if st, err := os.ReadFile(d + "/stat"); err == nil && procState(st) == "Z" {
+			continue
+		}
+		out = append(out, pid)
+	}
+	return out
 }
