@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -248,20 +249,28 @@ func (r *rcluster) restartPhases(id uint64, t0 time.Time) string {
 		{"first log line", "storage: pebble:"},
 		{"storage opened", "storage: opened"},
 		{"plugin started, restore begins", "restoring the state machine"},
+		{"log checked", "storage: log checked"},
 		{"restored", "restored the state machine"},
-		{"raft started", "raft: 1 starting:"},
+		{"raft started", fmt.Sprintf("raft: %x starting:", id)},
 		{"leader", "became leader"},
 		{"serving", "serving node="},
 	}
+	type mark struct {
+		name string
+		at   time.Time
+	}
+	var found []mark
+	for _, m := range marks {
+		if at, ok := r.logTime(id, m.substr); ok {
+			found = append(found, mark{m.name, at})
+		}
+	}
+	slices.SortStableFunc(found, func(a, b mark) int { return a.at.Compare(b.at) })
 	var b strings.Builder
 	prev := t0
-	for _, m := range marks {
-		at, ok := r.logTime(id, m.substr)
-		if !ok {
-			continue
-		}
-		fmt.Fprintf(&b, "%s +%s (at %s); ", m.name, at.Sub(prev).Round(time.Millisecond), at.Sub(t0).Round(time.Millisecond))
-		prev = at
+	for _, m := range found {
+		fmt.Fprintf(&b, "%s +%s (at %s); ", m.name, m.at.Sub(prev).Round(time.Millisecond), m.at.Sub(t0).Round(time.Millisecond))
+		prev = m.at
 	}
 	return strings.TrimSuffix(b.String(), "; ")
 }

@@ -142,11 +142,10 @@ func TestRecoveryCatchUpSpeed(t *testing.T) {
 	fsnaps, _ := snapFiles(r.nodes[f].dataDir)
 	rs := time.Now()
 	r.start(f)
-	waitFor(t, 10*time.Minute, func() (bool, string) {
-		st, err := r.localStatus(f, time.Second)
-		return err == nil && st.GetAppliedIndex() >= idx, fmt.Sprintf("node %d not serving at %d: %v", f, idx, err)
-	})
-	restart := time.Since(rs)
+	// NB: a fresh connection per poll; the test's own connection to f
+	// would wait out gRPC's reconnect backoff (seconds) after the stop.
+	restart := waitServing(t, r.nodes[f].apiAddr, idx, 10*time.Minute).Sub(rs)
+	t.Logf("RESTART phases: %s", r.restartPhases(f, rs))
 	rd := time.Now()
 	var n int64
 	for _, p := range fsnaps {
