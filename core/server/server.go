@@ -40,12 +40,10 @@ const MaxResponseBytes = math.MaxInt32
 // server hold, about MaxConcurrentStreams x (2 x maxEntryBytes + 64 KiB).
 const MaxConcurrentStreams = 128
 
-// Flow-control windows of API connections (both sides), fixed. A fixed
-// window turns off gRPC's bandwidth-delay probing, which otherwise sends
-// an HTTP/2 PING, and its peer an ACK, for about every message received
-// one at a time: at low load as many write syscalls as the calls
-// themselves. 1 MiB per call holds a default-sized command in one window;
-// larger ones take window updates.
+// Flow-control windows of API connections (both sides), fixed so that
+// gRPC sends no bandwidth-delay PINGs (why: core/transport's windows).
+// 1 MiB per call holds a default-sized command in one window; larger ones
+// take window updates.
 const (
 	streamWindow = 1 << 20
 	connWindow   = 8 << 20

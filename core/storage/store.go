@@ -329,23 +329,26 @@ func (s *Store) recover() (*pebble.Iterator, error) {
 		it = nil
 	}
 
-	// Structural checks: snapshot <= truncation <= commit <= last.
-	var bad error
-	switch {
-	case s.installed.Metadata.Index > s.trunc.Index:
-		bad = &CorruptionError{Dir: s.dir, What: "log", Detail: fmt.Sprintf("installed snapshot index %d is above the compacted index %d", s.installed.Metadata.Index, s.trunc.Index)}
-	case s.hs.Commit < s.trunc.Index:
-		bad = &CorruptionError{Dir: s.dir, What: "log", Detail: fmt.Sprintf("commit index %d is below the compacted index %d", s.hs.Commit, s.trunc.Index)}
-	case s.hs.Commit > s.last:
-		bad = &CorruptionError{Dir: s.dir, What: "log", Detail: fmt.Sprintf("commit index %d is beyond the last index %d", s.hs.Commit, s.last)}
-	}
-	if bad != nil {
+	if err := s.checkStructure(); err != nil {
 		if it != nil {
 			_ = it.Close()
 		}
-		return nil, bad
+		return nil, err
 	}
 	return it, nil
+}
+
+// checkStructure checks snapshot <= truncation <= commit <= last.
+func (s *Store) checkStructure() error {
+	switch {
+	case s.installed.Metadata.Index > s.trunc.Index:
+		return &CorruptionError{Dir: s.dir, What: "log", Detail: fmt.Sprintf("installed snapshot index %d is above the compacted index %d", s.installed.Metadata.Index, s.trunc.Index)}
+	case s.hs.Commit < s.trunc.Index:
+		return &CorruptionError{Dir: s.dir, What: "log", Detail: fmt.Sprintf("commit index %d is below the compacted index %d", s.hs.Commit, s.trunc.Index)}
+	case s.hs.Commit > s.last:
+		return &CorruptionError{Dir: s.dir, What: "log", Detail: fmt.Sprintf("commit index %d is beyond the last index %d", s.hs.Commit, s.last)}
+	}
+	return nil
 }
 
 // readLast sets s.last and s.lastTerm from the last entry it finds (the
@@ -368,13 +371,9 @@ func (s *Store) readLast(it *pebble.Iterator) error {
 	if err != nil {
 		return fmt.Errorf("storage: open %s: read entry %d: %w", s.dir, idx, err)
 	}
-	p, cerr := openRecord(k, v)
-	if cerr != nil {
-		return &CorruptionError{Dir: s.dir, Index: idx, What: "entry", Stored: cerr.stored, Computed: cerr.computed}
-	}
-	e, derr := decodeEntryPayload(idx, p)
-	if derr != nil {
-		return &CorruptionError{Dir: s.dir, Index: idx, What: "entry", Detail: derr.Error()}
+	e, err := s.openEntry(idx, k, v)
+	if err != nil {
+		return err
 	}
 	s.last, s.lastTerm = idx, e.Term
 	return nil
@@ -400,13 +399,9 @@ func (s *Store) scanLog(it *pebble.Iterator, trunc truncState, cancel *atomic.Bo
 		if err != nil {
 			return 0, 0, fmt.Errorf("storage: open %s: read entry %d: %w", s.dir, idx, err)
 		}
-		p, cerr := openRecord(k, v)
-		if cerr != nil {
-			return 0, 0, &CorruptionError{Dir: s.dir, Index: idx, What: "entry", Stored: cerr.stored, Computed: cerr.computed}
-		}
-		e, derr := decodeEntryPayload(idx, p)
-		if derr != nil {
-			return 0, 0, &CorruptionError{Dir: s.dir, Index: idx, What: "entry", Detail: derr.Error()}
+		e, err := s.openEntry(idx, k, v)
+		if err != nil {
+			return 0, 0, err
 		}
 		if e.Term < prevTerm {
 			return 0, 0, &CorruptionError{Dir: s.dir, Index: idx, What: "entry", Detail: fmt.Sprintf("term %d is below the previous entry's term %d", e.Term, prevTerm)}
@@ -418,6 +413,20 @@ func (s *Store) scanLog(it *pebble.Iterator, trunc truncState, cancel *atomic.Bo
 		return 0, 0, fmt.Errorf("storage: open %s: scan log: %w", s.dir, err)
 	}
 	return next - 1, prevTerm, nil
+}
+
+// openEntry verifies and decodes the stored entry idx (key k, value v):
+// a bad checksum or encoding is a *CorruptionError naming idx.
+func (s *Store) openEntry(idx uint64, k, v []byte) (raft.Entry, error) {
+	p, cerr := openRecord(k, v)
+	if cerr != nil {
+		return raft.Entry{}, &CorruptionError{Dir: s.dir, Index: idx, What: "entry", Stored: cerr.stored, Computed: cerr.computed}
+	}
+	e, err := decodeEntryPayload(idx, p)
+	if err != nil {
+		return raft.Entry{}, &CorruptionError{Dir: s.dir, Index: idx, What: "entry", Detail: err.Error()}
+	}
+	return e, nil
 }
 
 // checkStamp compares the data dir's stamp with the ids in the options and
@@ -910,13 +919,9 @@ func (s *Store) termLocked(i uint64) (uint64, error) {
 		return 0, fmt.Errorf("storage: term %d in %s: %w", i, s.dir, err)
 	}
 	defer closer.Close()
-	p, cerr := openRecord(k, v)
-	if cerr != nil {
-		return 0, &CorruptionError{Dir: s.dir, Index: i, What: "entry", Stored: cerr.stored, Computed: cerr.computed}
-	}
-	e, err := decodeEntryPayload(i, p)
+	e, err := s.openEntry(i, k, v)
 	if err != nil {
-		return 0, &CorruptionError{Dir: s.dir, Index: i, What: "entry", Detail: err.Error()}
+		return 0, err
 	}
 	return e.Term, nil
 }
@@ -999,13 +1004,9 @@ func (s *Store) readEntries(it *pebble.Iterator, lo, hi, maxBytes uint64) ([]raf
 		if err != nil {
 			return nil, fmt.Errorf("storage: read entry %d in %s: %w", next, s.dir, err)
 		}
-		p, cerr := openRecord(k, v)
-		if cerr != nil {
-			return nil, &CorruptionError{Dir: s.dir, Index: next, What: "entry", Stored: cerr.stored, Computed: cerr.computed}
-		}
-		e, err := decodeEntryPayload(next, p)
+		e, err := s.openEntry(next, k, v)
 		if err != nil {
-			return nil, &CorruptionError{Dir: s.dir, Index: next, What: "entry", Detail: err.Error()}
+			return nil, err
 		}
 		size += e.Size()
 		if len(ents) > 0 && size > maxBytes {

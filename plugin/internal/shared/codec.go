@@ -33,10 +33,10 @@ func DialOptions() []grpc.DialOption {
 	}
 }
 
-// Flow-control windows of the host-plugin connection (both sides), fixed:
-// a fixed window turns off gRPC's bandwidth-delay probing, an HTTP/2 PING
-// and its ACK for about every Apply or Query exchanged one at a time. 4 MiB
-// keeps a few 1 MiB snapshot chunks in flight.
+// Flow-control windows of the host-plugin connection (both sides), fixed
+// so that gRPC sends no bandwidth-delay PING and ACK around every Apply or
+// Query (as on the peer connections, core/transport). 4 MiB keeps a few
+// 1 MiB snapshot chunks in flight.
 const (
 	streamWindow = 4 << 20
 	connWindow   = 16 << 20
