@@ -151,6 +151,7 @@ type applier struct {
 	job           *snapJob         // the snapshot whose body is being written, or nil
 	pendingReqs   []chan snapReply // ExportSnapshot callers not yet served
 	snapFailedAt  uint64           // no automatic retry before applied passes it
+	snapPace      pacer            // spaces automatic snapshots (pace.go)
 	snapAfterSkip bool             // take a snapshot as soon as possible (a command was skipped)
 
 	// State machine reloads (reload.go).
@@ -281,7 +282,7 @@ func (a *applier) run() {
 			if closed {
 				return
 			}
-			<-a.signal
+			a.idle()
 			continue
 		}
 		var handed, ranges int64

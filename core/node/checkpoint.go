@@ -153,6 +153,7 @@ type checkpoints struct {
 	due   chan struct{} // applier -> runCheckpoints: a checkpoint is due
 	busy  atomic.Bool   // an automatic checkpoint is due or running
 	tried atomic.Uint64 // applied index at the last automatic attempt
+	pace  pacer         // spaces automatic checkpoints (pace.go)
 }
 
 func newCheckpoints() checkpoints {
@@ -232,6 +233,7 @@ func (a *applier) checkpointAt(idx uint64) error {
 		j.finish(nil, fmt.Errorf("the state machine holds index %d, beyond the checkpoint", a.fsmApplied))
 		return nil
 	}
+	start := a.n.now()
 	view, err := a.sm.Snapshot(a.ctx)
 	if err != nil {
 		j.finish(nil, fmt.Errorf("state machine snapshot: %w", err))
@@ -240,7 +242,7 @@ func (a *applier) checkpointAt(idx uint64) error {
 		}
 		return fmt.Errorf("node: state machine %q snapshot for the checkpoint at index %d: %w", a.info.Name, idx, err)
 	}
-	m := &a.n.m
+	m, n := &a.n.m, a.n
 	go func() {
 		t0 := time.Now()
 		h := sha256.New()
@@ -252,6 +254,9 @@ func (a *applier) checkpointAt(idx uint64) error {
 		}
 		m.digests.Add(1)
 		m.digestNanos.Add(uint64(time.Since(t0)))
+		// The cost of a checkpoint is this node's capture and hash (every
+		// member pays about the same); it paces the leader's next one.
+		n.ck.pace.ran(start, n.now())
 		j.finish(h.Sum(nil), nil)
 	}()
 	return nil
@@ -370,7 +375,7 @@ func (a *applier) maybeCheckpoint() {
 	if every <= 0 || a.n.cfg.CheckpointPeers == nil || a.halt != nil || a.n.lead.Load() != a.n.id {
 		return
 	}
-	if a.applied < max(a.ckptLast, ck.tried.Load())+uint64(every) || !ck.busy.CompareAndSwap(false, true) {
+	if a.applied < max(a.ckptLast, ck.tried.Load())+uint64(every) || !ck.pace.ready(a.n.now()) || !ck.busy.CompareAndSwap(false, true) {
 		return
 	}
 	ck.tried.Store(a.applied)

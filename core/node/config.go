@@ -148,6 +148,9 @@ type Config struct {
 	// halts on one). Only tests set it, to show that the divergence tests
 	// catch a node that does not compare.
 	unsafeNoDigestCompare bool
+	// clock replaces time.Now for the pacing of automatic snapshots and
+	// checkpoints (pace.go). Only tests set it.
+	clock func() time.Time
 }
 
 // withDefaults validates cfg and returns a copy with defaults filled in.

@@ -58,10 +58,34 @@ func (a *applier) snapshotDue() bool {
 	if a.snapAfterSkip && a.halt == nil {
 		return true
 	}
+	return a.snapshotEntriesDue() && a.snapPace.ready(a.n.now())
+}
+
+// snapshotEntriesDue reports whether enough entries were applied since
+// the latest snapshot for an automatic one (which its pace may still hold
+// back).
+func (a *applier) snapshotEntriesDue() bool {
 	every := a.n.cfg.SnapshotEntries
 	return every > 0 && a.applied > a.snapFailedAt &&
 		a.applied-a.lastSnap.Metadata.Index >= uint64(every) &&
 		!a.checkpointHoldsSnapshot() // a restart must replay the checkpoint (checkpoint.go)
+}
+
+// idle waits for work. An automatic snapshot held back only by its pace
+// is started when the pace allows it, with nothing more to apply.
+func (a *applier) idle() {
+	if a.job == nil && a.reload == nil && a.snapshotEntriesDue() {
+		if d := a.snapPace.wait(a.n.now()); d > 0 {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			select {
+			case <-a.signal:
+			case <-t.C:
+			}
+			return
+		}
+	}
+	<-a.signal
 }
 
 // startSnapshot starts a snapshot at the applied index for the pending
@@ -79,7 +103,7 @@ func (a *applier) startSnapshot() error {
 		return nil
 	}
 	meta := raft.SnapshotMetadata{Index: a.applied, Term: a.appliedTerm, ConfState: a.meta.clone().conf}
-	start := time.Now()
+	start := a.n.now()
 	view, err := a.sm.Snapshot(a.ctx)
 	if err != nil {
 		return a.snapshotFailed(meta, reqs, err)
@@ -161,7 +185,9 @@ func (a *applier) finishSnapshot() error {
 	a.job = nil
 	switch {
 	case j.err == nil:
-		a.n.m.lat.snapshotCreate.observe(time.Since(j.start))
+		end := a.n.now()
+		a.n.m.lat.snapshotCreate.observe(end.Sub(j.start))
+		a.snapPace.ran(j.start, end)
 		a.snapshotTaken(raft.Snapshot{Metadata: j.meta, Data: j.desc}, j.reqs)
 		return nil
 	case j.cancelled:

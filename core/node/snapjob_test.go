@@ -19,9 +19,11 @@ import (
 // snapshot is the state at its capture index.
 func TestSnapshotDoesNotStallApplies(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
+		clk := newTestClock() // stopped: the held snapshot paces nothing (pace_test.go)
 		c := newCluster(t, 3, func(cfg *Config) {
 			cfg.SnapshotEntries = 50
 			cfg.SnapshotTrailing = 10
+			cfg.clock = clk.now
 		})
 		lead := c.waitLeader()
 		n, f, st := c.nodes[lead], c.fsms[lead], c.stores[lead]
