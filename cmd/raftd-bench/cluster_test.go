@@ -26,13 +26,16 @@ func TestClusterTable(t *testing.T) {
 		}
 	}
 	var out, errb bytes.Buffer
-	code := runMain([]string{"-bin", bin, "-conc", "1,8", "-warmup", "100ms", "-duration", "400ms", "-keys", "300",
+	code := runMain([]string{"-bin", bin, "-conc", "1,8", "-warmup", "100ms", "-duration", "400ms", "-keys", "300", "-state-mb", "2",
 		"-tsv", filepath.Join(t.TempDir(), "out.tsv")}, &out, &errb)
 	t.Logf("stdout:\n%s\nstderr:\n%s", out.String(), errb.String())
 	if code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 
+	if !strings.Contains(errb.String(), "raftd-bench: state: 2 MiB put in") || !strings.Contains(out.String(), "extra state: 2 MiB") {
+		t.Error("no sign of the 2 MiB of extra state (-state-mb)")
+	}
 	m := regexp.MustCompile(`nodes \[([0-9 ]+)\], plugins \[([0-9 ]*)\], data (\S+)`).FindStringSubmatch(errb.String())
 	if m == nil {
 		t.Fatal("no line naming the nodes and plugins")

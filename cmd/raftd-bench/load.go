@@ -175,3 +175,36 @@ send:
 	}
 	return nil
 }
+
+// stateValueBytes is the size of one value of the extra state (-state-mb).
+const stateValueBytes = 512 << 10
+
+// loadState puts mb MiB of extra state, as 512 KiB values under keys
+// "state-N" (the steps use keys "k..."), from one client per connection.
+func loadState(ctx context.Context, conns []*grpc.ClientConn, mb int, timeout time.Duration) error {
+	n := mb << 20 / stateValueBytes
+	next := make(chan int, n)
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	errc := make(chan error, len(conns))
+	var wg sync.WaitGroup
+	for _, cc := range conns {
+		wg.Go(func() {
+			r := requester{api: apiv1.NewRaftdClient(cc), value: randomValue(stateValueBytes)}
+			for i := range next {
+				rctx, cancel := context.WithTimeout(ctx, timeout)
+				err := r.put(rctx, fmt.Sprintf("state-%d", i))
+				cancel()
+				if err != nil {
+					errc <- fmt.Errorf("state: %w", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errc)
+	return <-errc
+}

@@ -49,6 +49,8 @@ type config struct {
 	NodeFlags []string
 	// Keep keeps the data directory and the nodes' logs.
 	Keep bool
+	// StateMB is extra state put before the steps, in MiB.
+	StateMB int
 	// Log receives progress lines.
 	Log io.Writer
 }
@@ -77,17 +79,18 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 	tsv := fs.String("tsv", "", "also write the results as tab-separated lines to this file")
 	asJSON := fs.Bool("json", false, "print the results as JSON instead of a table")
 	keep := fs.Bool("keep", false, "keep the data directory and the nodes' logs")
+	stateMB := fs.Int("state-mb", 0, "before the steps, put this many MiB of extra state (512 KiB values under keys the steps do not use)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg := config{BinDir: *bin, Warmup: *warmup, Duration: *duration, NodeFlags: strings.Fields(*nodeFlags), Keep: *keep, Log: stderr,
+	cfg := config{BinDir: *bin, Warmup: *warmup, Duration: *duration, NodeFlags: strings.Fields(*nodeFlags), Keep: *keep, Log: stderr, StateMB: *stateMB,
 		Work: workload{Keys: *keys, KeySize: *keySize, ValueSize: *valueSize, Timeout: *timeout}}
 	var err error
 	if cfg.Ops, err = parseOps(*ops); err == nil {
 		cfg.Conc, err = parseConc(*conc)
 	}
-	if err == nil && (fs.NArg() > 0 || *keys < 1 || *keySize < 6 || *valueSize < 0 || *duration <= 0 || *warmup < 0 || *timeout <= 0) {
-		err = errors.New("no arguments; -keys and -duration must be positive, -key-size at least 6")
+	if err == nil && (fs.NArg() > 0 || *keys < 1 || *keySize < 6 || *valueSize < 0 || *duration <= 0 || *warmup < 0 || *timeout <= 0 || *stateMB < 0) {
+		err = errors.New("no arguments; -keys and -duration must be positive, -key-size at least 6, -state-mb not negative")
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "raftd-bench:", err)
@@ -119,6 +122,9 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 	} else {
 		fmt.Fprintf(stdout, "raftd 3 nodes (kv plugin, fsync on) on %d cores; closed loop, %d B keys of %d, %d B values; %s warm-up + %s measured per step\n",
 			runtime.NumCPU(), cfg.Work.KeySize, cfg.Work.Keys, cfg.Work.ValueSize, cfg.Warmup, cfg.Duration)
+		if cfg.StateMB > 0 {
+			fmt.Fprintf(stdout, "extra state: %d MiB put before the steps\n", cfg.StateMB)
+		}
 		fmt.Fprintf(stdout, "load average before: %s, after: %s\n", before, loadAvg())
 		fmt.Fprintln(stdout, "latency in ms; cpu in cores over the window: srv = raftd nodes + plugins, lg = this load generator, kern = kernel threads, oth = other processes (disturbance)")
 		writeTable(stdout, rs)
@@ -153,6 +159,13 @@ func run(ctx context.Context, cfg config) (rs []result, err error) {
 		c.notePlugins(s)
 	}
 	fmt.Fprintf(cfg.Log, "raftd-bench: leader %s, nodes %v, plugins %v, data %s\n", leader, c.nodePIDs(), c.pluginPIDs(), c.dir)
+	if cfg.StateMB > 0 {
+		t0 := time.Now()
+		if err := withConns(leader, 4, func(cs []*grpc.ClientConn) error { return loadState(ctx, cs, cfg.StateMB, cfg.Work.Timeout) }); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(cfg.Log, "raftd-bench: state: %d MiB put in %s\n", cfg.StateMB, time.Since(t0).Round(time.Millisecond))
+	}
 	value := randomValue(cfg.Work.ValueSize)
 	preloaded := false
 	for _, op := range cfg.Ops {
