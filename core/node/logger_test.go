@@ -1,8 +1,10 @@
 package node
 
 import (
+	"bytes"
 	"log/slog"
 	"os"
+	"sync"
 )
 
 // testLogger is the harness nodes' logger: silent unless RAFTD_NODE_LOG is
@@ -14,3 +16,26 @@ var testLogger = func() *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }()
+
+// logBuffer keeps what a node logs at info and above, for tests that check
+// what an operator would read.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func (b *logBuffer) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}

@@ -519,7 +519,12 @@ func TestMembershipChanges(t *testing.T) {
 
 func TestFSMVersionActivation(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		c := newCluster(t, 3, func(cfg *Config) { cfg.SnapshotEntries = 10; cfg.SnapshotTrailing = 2 })
+		logs := map[uint64]*logBuffer{1: {}, 2: {}, 3: {}}
+		c := newCluster(t, 3, func(cfg *Config) {
+			cfg.SnapshotEntries = 10
+			cfg.SnapshotTrailing = 2
+			cfg.Logger = logs[cfg.ID].logger()
+		})
 		lead := c.waitLeader()
 		ctx := context.Background()
 		if _, err := c.nodes[lead].ActivateFSMVersion(ctx, 3); !errors.Is(err, ErrUnsupportedVersion) {
@@ -542,6 +547,10 @@ func TestFSMVersionActivation(t *testing.T) {
 			st, _ := c.nodes[id].Status(ctx)
 			if st.FSMVersion != 2 || st.FSMVersionIndex != idx {
 				t.Errorf("node %d status version %d@%d", id, st.FSMVersion, st.FSMVersionIndex)
+			}
+			// Operators see the switch in every node's log.
+			if want := fmt.Sprintf("version=2 previous=1 index=%d", idx); !strings.Contains(logs[id].String(), want) {
+				t.Errorf("node %d logged no activation (%q):\n%s", id, want, logs[id].String())
 			}
 		}
 		// A restarted node whose FSM only supports version 1 refuses to start
