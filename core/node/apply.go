@@ -652,7 +652,7 @@ func (a *applier) applyEntries(ents []raft.Entry, confStates map[uint64]raft.Con
 				if err := a.checkVersion(env.version, e.Index); err != nil {
 					return err
 				}
-				a.n.cfg.Logger.Info("fsm version activated: entries from this index on are applied as this version",
+				a.n.cfg.Logger.Info("fsm: version activated; entries from index on are applied as version",
 					"fsm", a.info.Name, "version", env.version, "previous", a.meta.version, "index", e.Index)
 				a.meta.version, a.meta.versionIndex = env.version, e.Index
 				a.metaDirty = true
