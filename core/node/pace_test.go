@@ -63,19 +63,7 @@ func TestSlowSnapshotPacesTheNext(t *testing.T) {
 		})
 		lead := c.waitLeader()
 		n, f := c.nodes[lead], c.fsms[lead]
-		gate := make(chan struct{})
-		var once sync.Once
-		release := func() { once.Do(func() { close(gate) }) }
-		t.Cleanup(release)
-		f.mu.Lock()
-		f.snapGate = gate
-		f.mu.Unlock()
-		for i := 0; n.Metrics().SnapshotsStarted == 0; i++ {
-			if i > 2*every {
-				t.Fatal("no snapshot started")
-			}
-			c.proposeN(lead, 1)
-		}
+		release := c.startHeldSnapshot(lead, every)
 		clk.advance(10 * time.Second)
 		release()
 		c.waitNode(lead, "the slow snapshot taken", func(n *Node) bool { return n.Metrics().SnapshotsTaken == 1 })
@@ -191,20 +179,8 @@ func TestPacedSnapshotTakenWhenIdle(t *testing.T) {
 			cfg.SnapshotTrailing = 5
 		})
 		lead := c.waitLeader()
-		n, f := c.nodes[lead], c.fsms[lead]
-		gate := make(chan struct{})
-		var once sync.Once
-		release := func() { once.Do(func() { close(gate) }) }
-		t.Cleanup(release)
-		f.mu.Lock()
-		f.snapGate = gate
-		f.mu.Unlock()
-		for i := 0; n.Metrics().SnapshotsStarted == 0; i++ {
-			if i > 2*every {
-				t.Fatal("no snapshot started")
-			}
-			c.proposeN(lead, 1)
-		}
+		n := c.nodes[lead]
+		release := c.startHeldSnapshot(lead, every)
 		time.Sleep(10 * time.Second) // the body takes 10 s
 		release()
 		synctest.Wait()
@@ -223,4 +199,26 @@ func TestPacedSnapshotTakenWhenIdle(t *testing.T) {
 			t.Fatalf("%d snapshots taken 95 s after a 10 s one with nothing more applied, want 2", m.SnapshotsTaken)
 		}
 	})
+}
+
+// startHeldSnapshot makes the snapshot bodies of node id's state machine
+// wait until the returned release is called, and proposes on id until an
+// automatic snapshot (every SnapshotEntries entries) has started.
+func (c *cluster) startHeldSnapshot(id uint64, every int) (release func()) {
+	c.t.Helper()
+	n, f := c.nodes[id], c.fsms[id]
+	gate := make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(gate) }) }
+	c.t.Cleanup(release)
+	f.mu.Lock()
+	f.snapGate = gate
+	f.mu.Unlock()
+	for i := 0; n.Metrics().SnapshotsStarted == 0; i++ {
+		if i > 2*every {
+			c.t.Fatal("no snapshot started")
+		}
+		c.proposeN(id, 1)
+	}
+	return release
 }
