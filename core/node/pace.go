@@ -14,9 +14,14 @@ import (
 // 5.5k at 64 clients, docs/benchmarks.md). So each kind is paced: after a
 // run that took d, the next automatic one waits until paceFactor×d has
 // passed since it ended, which keeps either kind to at most
-// 1/(paceFactor+1) of the time. Snapshots asked for explicitly
-// (ExportSnapshot) and checkpoints run by Verify are not paced.
-const paceFactor = 9
+// 1/(paceFactor+1) of the time. A run shorter than paceMinRun sets no pace:
+// it costs little, and the entry counts alone keep the cadence
+// predictable. Snapshots asked for explicitly (ExportSnapshot) and
+// checkpoints run by Verify are not paced.
+const (
+	paceFactor = 9
+	paceMinRun = time.Second
+)
 
 // pacer spaces the automatic runs of one background job. Safe for
 // concurrent use.
@@ -34,7 +39,11 @@ func (p *pacer) wait(now time.Time) time.Duration {
 
 // ran records a run from start to end.
 func (p *pacer) ran(start, end time.Time) {
-	d := max(end.Sub(start), 0)
+	d := end.Sub(start)
+	if d < paceMinRun {
+		p.notBefore.Store(0)
+		return
+	}
 	p.notBefore.Store(end.Add(paceFactor * d).UnixNano())
 }
 

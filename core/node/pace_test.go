@@ -29,9 +29,9 @@ func TestPacer(t *testing.T) {
 			t.Errorf("ready %v after the run ended = %v, want %v", c.at.Sub(end), got, c.want)
 		}
 	}
-	p.ran(t0, t0) // an instant run lifts the wait at once
+	p.ran(t0, t0.Add(paceMinRun-time.Nanosecond)) // a short run lifts the wait at once
 	if !p.ready(t0) {
-		t.Error("not ready after an instant run")
+		t.Error("not ready after a run shorter than paceMinRun")
 	}
 }
 
@@ -145,10 +145,10 @@ func TestCheckpointDigestSetsThePace(t *testing.T) {
 		clk := newTestClock()
 		c := newCluster(t, 1, func(cfg *Config) {
 			cfg.clock = func() time.Time {
-				// Every reading of the clock is a second later: a digest
+				// Every reading of the clock is paceMinRun later: a digest
 				// (read before the capture and after the hash) takes at
-				// least a second.
-				clk.advance(time.Second)
+				// least that long.
+				clk.advance(paceMinRun)
 				return clk.now()
 			}
 		})
@@ -160,7 +160,7 @@ func TestCheckpointDigestSetsThePace(t *testing.T) {
 		}
 		synctest.Wait()
 		if n.ck.pace.ready(clk.now()) {
-			t.Fatal("a digest that took at least 1 s left automatic checkpoints unpaced")
+			t.Fatal("a digest that took at least paceMinRun left automatic checkpoints unpaced")
 		}
 		if !n.ck.pace.ready(clk.now().Add(time.Hour)) {
 			t.Fatal("paced for over an hour")
