@@ -10,8 +10,8 @@ import (
 // it). With a small state that is cheap and they run every
 // SnapshotEntries / CheckpointEntries entries. With a large one each takes
 // seconds of CPU and disk, and back to back they would starve the writes
-// they are meant to protect (a 270 MiB kv state: 1.8k puts/s instead of
-// 5.5k at 64 clients, docs/benchmarks.md). So each kind is paced: after a
+// they are meant to protect (a 256 MiB kv state: 1.6-1.7k puts/s at 64
+// clients against 5.1k without them, docs/benchmarks.md). So each kind is paced: after a
 // run that took d, the next automatic one waits until paceFactor×d has
 // passed since it ended, which keeps either kind to at most
 // 1/(paceFactor+1) of the time. A run shorter than paceMinRun sets no pace:
