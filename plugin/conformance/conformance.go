@@ -48,16 +48,21 @@ type Options struct {
 
 // Report summarizes a passing run.
 type Report struct {
-	Name                   string
+	Name string
+	// MinVersion..MaxVersion are the versions compared: those both
+	// instances support.
 	MinVersion, MaxVersion uint32
-	Entries                int // Apply entries (including malformed ones)
-	Rejected               int // results that were {"error":...}
-	Queries                int
-	Checkpoints            int
-	LastIndex              uint64
-	Digest                 []byte
-	SnapshotBytes          int64
-	Duration               time.Duration
+	// A and B are the version ranges the two implementations report
+	// (equal unless FSM2 is another release).
+	A, B          [2]uint32
+	Entries       int // Apply entries (including malformed ones)
+	Rejected      int // results that were {"error":...}
+	Queries       int
+	Checkpoints   int
+	LastIndex     uint64
+	Digest        []byte
+	SnapshotBytes int64
+	Duration      time.Duration
 	// Warnings are protocol "SHOULD"s the plugin did not meet.
 	Warnings []string
 }
@@ -66,6 +71,9 @@ type Report struct {
 func (r Report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "conformance: PASS fsm %q versions %d..%d\n", r.Name, r.MinVersion, r.MaxVersion)
+	if r.A != r.B {
+		fmt.Fprintf(&b, "  compared at the versions both support: A %d..%d, B %d..%d\n", r.A[0], r.A[1], r.B[0], r.B[1])
+	}
 	fmt.Fprintf(&b, "  %d entries (%d rejected as results), %d queries, %d digest checkpoints, last index %d\n",
 		r.Entries, r.Rejected, r.Queries, r.Checkpoints, r.LastIndex)
 	fmt.Fprintf(&b, "  final digest %s, snapshot %d bytes, snapshot->restore digest equal, info after restart consistent\n",
@@ -97,6 +105,24 @@ func (e *DivergenceError) Error() string {
 		return fmt.Sprintf("conformance: %s differs at index %d (diverged after index %d): %x vs %x", e.What, e.Index, e.Since, e.A, e.B)
 	}
 	return fmt.Sprintf("conformance: %s differs at index %d for %q: %q vs %q", e.What, e.Index, e.Command, e.A, e.B)
+}
+
+// commonVersions returns the versions both a and b support. Two
+// implementations of one FSM may support different ranges (an old release
+// and a new one): they are compared at the versions they share, which are
+// the ones a cluster running both can have active during a rolling
+// upgrade.
+func commonVersions(a, b fsm.Info) (lo, hi uint32, err error) {
+	if a.Name != b.Name {
+		return 0, 0, fmt.Errorf("conformance: info differs: A %q %d..%d, B %q %d..%d",
+			a.Name, a.MinVersion, a.MaxVersion, b.Name, b.MinVersion, b.MaxVersion)
+	}
+	lo, hi = max(a.MinVersion, b.MinVersion), min(a.MaxVersion, b.MaxVersion)
+	if lo > hi {
+		return 0, 0, fmt.Errorf("conformance: no version in common: A %q %d..%d, B %q %d..%d",
+			a.Name, a.MinVersion, a.MaxVersion, b.Name, b.MinVersion, b.MaxVersion)
+	}
+	return lo, hi, nil
 }
 
 type instance struct {
@@ -163,14 +189,15 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	if err != nil {
 		return Report{}, fmt.Errorf("conformance: B: info: %w", err)
 	}
-	if ia.Name != ib.Name || ia.MinVersion != ib.MinVersion || ia.MaxVersion != ib.MaxVersion {
-		return Report{}, fmt.Errorf("conformance: info differs: A %q %d..%d, B %q %d..%d",
-			ia.Name, ia.MinVersion, ia.MaxVersion, ib.Name, ib.MinVersion, ib.MaxVersion)
+	lo, hi, err := commonVersions(ia, ib)
+	if err != nil {
+		return Report{}, err
 	}
 	if ia.AppliedIndex != 0 || ib.AppliedIndex != 0 {
 		return Report{}, fmt.Errorf("conformance: a fresh instance must report applied index 0 (A %d, B %d); start from an empty state", ia.AppliedIndex, ib.AppliedIndex)
 	}
-	rep := Report{Name: ia.Name, MinVersion: ia.MinVersion, MaxVersion: ia.MaxVersion}
+	rep := Report{Name: ia.Name, MinVersion: lo, MaxVersion: hi,
+		A: [2]uint32{ia.MinVersion, ia.MaxVersion}, B: [2]uint32{ib.MinVersion, ib.MaxVersion}}
 
 	var gen Generator
 	limit := o.Entries
@@ -188,7 +215,11 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		}
 	}
 
-	r.rep, r.info, r.active = &rep, ia, []*instance{a, b}
+	// Both instances get the same entries: those of the versions both
+	// support.
+	info := ia
+	info.MinVersion, info.MaxVersion = lo, hi
+	r.rep, r.info, r.active = &rep, info, []*instance{a, b}
 	if err := r.stream(ctx, gen, limit); err != nil {
 		return rep, err
 	}
@@ -312,6 +343,9 @@ func (r *runner) stream(ctx context.Context, gen Generator, limit int) error {
 			r.term++
 		}
 		v := s.Version
+		if v != 0 && (v < r.info.MinVersion || v > r.info.MaxVersion) {
+			return fmt.Errorf("conformance: the commands file asks for version %d, outside the versions compared (%d..%d)", v, r.info.MinVersion, r.info.MaxVersion)
+		}
 		if v == 0 {
 			// The lowest version for the first half, the highest after.
 			v = r.info.MinVersion

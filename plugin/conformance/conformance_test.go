@@ -22,7 +22,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	bins, err = testbin.Build(dir, "raftd-fsm-kv", "raftd-fsm-counter", "raftd-fsm-queue", "nondet")
+	bins, err = testbin.Build(dir, "raftd-fsm-kv", "raftd-fsm-kv-v1", "raftd-fsm-counter", "raftd-fsm-queue", "nondet")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
@@ -68,6 +68,34 @@ func TestDifferentFSMsRefused(t *testing.T) {
 	_, err := conformance.Run(context.Background(), conformance.Options{
 		FSM: bins["raftd-fsm-kv"], FSM2: bins["raftd-fsm-counter"], Entries: 10})
 	if err == nil || !strings.Contains(err.Error(), "info differs") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestOtherRelease compares kv (versions 1..2) with the build capped at
+// version 1, as an operator compares a new release with the one the
+// cluster runs: at the version both support, and nothing else.
+func TestOtherRelease(t *testing.T) {
+	dir := t.TempDir()
+	rep, err := conformance.Run(context.Background(), conformance.Options{
+		FSM: bins["raftd-fsm-kv"], FSM2: bins["raftd-fsm-kv-v1"], Seed: 5, Entries: 2000, CheckpointEvery: 500, TempDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.MinVersion != 1 || rep.MaxVersion != 1 || rep.A != [2]uint32{1, 2} || rep.B != [2]uint32{1, 1} {
+		t.Fatalf("versions: compared %d..%d, A %v, B %v", rep.MinVersion, rep.MaxVersion, rep.A, rep.B)
+	}
+	if rep.Entries < 2000 || rep.Rejected == 0 || !strings.Contains(rep.String(), "compared at the versions both support: A 1..2, B 1..1") {
+		t.Fatalf("report:\n%s", rep)
+	}
+	// A commands file cannot ask for a version one of them lacks.
+	file := filepath.Join(dir, "v2.txt")
+	if err := os.WriteFile(file, []byte("@version 2\n{\"op\":\"incr\",\"key\":\"a\",\"delta\":1}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = conformance.Run(context.Background(), conformance.Options{
+		FSM: bins["raftd-fsm-kv"], FSM2: bins["raftd-fsm-kv-v1"], Commands: file, TempDir: dir})
+	if err == nil || !strings.Contains(err.Error(), "version 2, outside the versions compared (1..1)") {
 		t.Fatalf("err = %v", err)
 	}
 }

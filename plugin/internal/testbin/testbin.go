@@ -13,6 +13,7 @@ import (
 var Packages = map[string]string{
 	"raftd-fsm-counter": "./cmd/raftd-fsm-counter",
 	"raftd-fsm-kv":      "./cmd/raftd-fsm-kv",
+	"raftd-fsm-kv-v1":   "./cmd/raftd-fsm-kv-v1",
 	"raftd-fsm-queue":   "./cmd/raftd-fsm-queue",
 	"misbehave":         "./plugin/testdata/misbehave",
 	"nondet":            "./plugin/testdata/nondet",

@@ -160,8 +160,9 @@ Exit 0 when all agree, 1 when some differ or did not answer (named), 3 when no c
 		Short: "Run the plugin conformance suite (determinism, snapshot/restore, digest) against a plugin binary",
 		Long: `Test starts two instances of PLUGIN (or PLUGIN and --fsm2), feeds both the
 same generated command stream, compares every result and the state digests
-at checkpoints, and checks snapshot -> restore and restart behaviour. Exit 0
-on PASS, 1 with the first divergence otherwise.`,
+at checkpoints, and checks snapshot -> restore and restart behaviour. With
+--fsm2 another release of the FSM, the commands use only the versions both
+support. Exit 0 on PASS, 1 with the first divergence otherwise.`,
 		Example: `  raftd fsm test --fsm ./bin/raftd-fsm-kv
   raftd fsm test --fsm ./bin/raftd-fsm-kv --fsm2 ./fsms/node-kv/raftd-fsm-node-kv --entries 2000
   raftd fsm test ./bin/raftd-fsm-kv          # the plugin may also be given as the only argument`,
@@ -187,7 +188,7 @@ on PASS, 1 with the first divergence otherwise.`,
 		},
 	}
 	testCmd.Flags().StringVar(&to.FSM, "fsm", "", "path to the plugin binary to test")
-	testCmd.Flags().StringVar(&to.FSM2, "fsm2", "", "a second implementation to compare against (default: a second instance of PLUGIN)")
+	testCmd.Flags().StringVar(&to.FSM2, "fsm2", "", "a second implementation or release to compare against, at the versions both support (default: a second instance of PLUGIN)")
 	testCmd.Flags().Int64Var(&to.Seed, "seed", 1, "seed of the command generator")
 	testCmd.Flags().IntVar(&to.Entries, "entries", 10000, "number of generated entries")
 	testCmd.Flags().StringVar(&to.Commands, "commands", "", "commands file instead of the built-in generator (required for FSMs other than counter, kv, queue)")
