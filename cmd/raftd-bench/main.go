@@ -35,6 +35,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/raftd/raftd/core/client"
 	"google.golang.org/grpc"
 )
 
@@ -166,17 +167,17 @@ func run(ctx context.Context, cfg config) (rs []result, err error) {
 		}
 		fmt.Fprintf(cfg.Log, "raftd-bench: state: %d MiB put in %s\n", cfg.StateMB, time.Since(t0).Round(time.Millisecond))
 	}
-	value := randomValue(cfg.Work.ValueSize)
 	preloaded := false
 	for _, op := range cfg.Ops {
-		if op == "get" && !preloaded {
-			if err := withConns(leader, maxConns, func(cs []*grpc.ClientConn) error { return preload(ctx, cs, cfg.Work, value) }); err != nil {
+		if op == client.BenchGet && !preloaded {
+			bc := cfg.Work.bench(op, 64, 0, 0)
+			if err := withConns(leader, maxConns, func(cs []*grpc.ClientConn) error { return client.BenchPreload(ctx, cs, bc) }); err != nil {
 				return nil, err
 			}
 			preloaded = true
 		}
 		for _, n := range cfg.Conc {
-			r, err := c.step(ctx, leader, cfg, value, op, n)
+			r, err := c.step(ctx, leader, cfg, op, n)
 			if err != nil {
 				return nil, err
 			}
@@ -188,7 +189,7 @@ func run(ctx context.Context, cfg config) (rs []result, err error) {
 }
 
 // step measures op at conc clients.
-func (c *cluster) step(ctx context.Context, leader string, cfg config, value, op string, conc int) (result, error) {
+func (c *cluster) step(ctx context.Context, leader string, cfg config, op string, conc int) (result, error) {
 	var r result
 	err := withConns(leader, min(conc, maxConns), func(cs []*grpc.ClientConn) error {
 		start := time.Now()
@@ -198,7 +199,7 @@ func (c *cluster) step(ctx context.Context, leader string, cfg config, value, op
 		go func() {
 			cpuErr <- c.measureCPU(ctx, win, cpu)
 		}()
-		lats, errs, first := drive(ctx, cs, cfg.Work, value, op, conc, win)
+		res := client.Bench(ctx, cs, cfg.Work.bench(op, conc, cfg.Warmup, cfg.Duration))
 		if err := <-cpuErr; err != nil {
 			return err
 		}
@@ -208,15 +209,16 @@ func (c *cluster) step(ctx context.Context, leader string, cfg config, value, op
 		if err := c.exited(); err != nil {
 			return err
 		}
-		r = summarize(op, conc, lats, errs, cfg.Duration)
+		r = summarize(op, conc, res)
 		r.CPU = <-cpu
-		if first != nil {
-			r.FirstErr = first.Error()
-		}
 		return nil
 	})
 	return r, err
 }
+
+// window is when a step measures: requests that start at or after From and
+// finish at or before To count; the others only load the cluster.
+type window struct{ From, To time.Time }
 
 // measureCPU samples /proc at the start and the end of win and sends the
 // CPU used in between.

@@ -3,11 +3,11 @@ package main
 import (
 	"fmt"
 	"io"
-	"math"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/raftd/raftd/core/client"
 )
 
 // result is what one step (one op at one concurrency) measured over its
@@ -27,30 +27,18 @@ type result struct {
 	FirstErr string `json:"first_error,omitempty"`
 }
 
-// summarize turns the latencies of a step's successful requests (sorted in
-// place) into a result over a window of length window.
-func summarize(op string, conc int, lats []time.Duration, errs int, window time.Duration) result {
-	slices.Sort(lats)
+// summarize turns what client.Bench measured in a step into a result.
+func summarize(op string, conc int, res client.BenchResult) result {
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-	r := result{Op: op, Conc: conc, Ops: len(lats), Errors: errs}
-	if window > 0 {
-		r.OpsSec = float64(len(lats)) / window.Seconds()
+	r := result{Op: op, Conc: conc, Ops: res.Ops, Errors: res.Errors,
+		P50: ms(res.Percentile(0.50)), P99: ms(res.Percentile(0.99)), P999: ms(res.Percentile(0.999)), Max: ms(res.Max)}
+	if res.Elapsed > 0 {
+		r.OpsSec = float64(res.Ops) / res.Elapsed.Seconds()
 	}
-	if len(lats) > 0 {
-		r.P50 = ms(percentile(lats, 0.50))
-		r.P99 = ms(percentile(lats, 0.99))
-		r.P999 = ms(percentile(lats, 0.999))
-		r.Max = ms(lats[len(lats)-1])
+	if res.FirstErr != nil {
+		r.FirstErr = res.FirstErr.Error()
 	}
 	return r
-}
-
-// percentile returns the nearest-rank p-quantile (0 < p <= 1) of sorted:
-// the smallest value that at least p of the values are at or below.
-// sorted must not be empty.
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	rank := int(math.Ceil(p * float64(len(sorted))))
-	return sorted[min(max(rank, 1), len(sorted))-1]
 }
 
 // tableHeader and tableRow are the columns of the printed table.

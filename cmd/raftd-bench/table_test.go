@@ -2,49 +2,26 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 	"time"
-)
 
-func TestPercentile(t *testing.T) {
-	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
-	hundred := make([]time.Duration, 100)
-	for i := range hundred {
-		hundred[i] = ms(i + 1) // 1..100 ms
-	}
-	for _, tc := range []struct {
-		vals []time.Duration
-		p    float64
-		want time.Duration
-	}{
-		{[]time.Duration{ms(7)}, 0.5, ms(7)},
-		{[]time.Duration{ms(7)}, 0.999, ms(7)},
-		{[]time.Duration{ms(1), ms(2)}, 0.5, ms(1)},
-		{[]time.Duration{ms(1), ms(2)}, 0.51, ms(2)},
-		{hundred, 0.50, ms(50)},
-		{hundred, 0.99, ms(99)},
-		{hundred, 0.999, ms(100)},
-		{hundred, 1, ms(100)},
-		{hundred, 0.001, ms(1)},
-	} {
-		if got := percentile(tc.vals, tc.p); got != tc.want {
-			t.Errorf("percentile(%d values, %v) = %v, want %v", len(tc.vals), tc.p, got, tc.want)
-		}
-	}
-}
+	"github.com/raftd/raftd/core/client"
+)
 
 func TestSummarize(t *testing.T) {
 	var lats []time.Duration
-	for i := 1000; i >= 1; i-- { // unsorted on purpose
+	for i := 1; i <= 1000; i++ {
 		lats = append(lats, time.Duration(i)*time.Microsecond)
 	}
-	r := summarize("put", 64, lats, 3, 2*time.Second)
+	r := summarize("put", 64, client.BenchResult{Ops: 1000, Errors: 3, Elapsed: 2 * time.Second, Max: lats[999], Latencies: lats})
 	want := result{Op: "put", Conc: 64, Ops: 1000, OpsSec: 500, P50: 0.5, P99: 0.99, P999: 0.999, Max: 1, Errors: 3}
 	if r != want {
 		t.Errorf("summarize = %+v\nwant        %+v", r, want)
 	}
-	if r := summarize("get", 1, nil, 2, time.Second); r.Ops != 0 || r.OpsSec != 0 || r.P50 != 0 || r.Max != 0 || r.Errors != 2 {
+	r = summarize("get", 1, client.BenchResult{Errors: 2, Elapsed: time.Second, FirstErr: errors.New("boom")})
+	if r.Ops != 0 || r.OpsSec != 0 || r.P50 != 0 || r.Max != 0 || r.Errors != 2 || r.FirstErr != "boom" {
 		t.Errorf("summarize of no successes = %+v", r)
 	}
 }
@@ -109,18 +86,5 @@ func TestBadArgs(t *testing.T) {
 		if strings.Count(strings.TrimSpace(errb.String()), "\n") > 0 && args[0] != "-nosuchflag" {
 			t.Errorf("%v: want a one-line error, got %q", args, errb.String())
 		}
-	}
-}
-
-func TestWorkloadShapes(t *testing.T) {
-	w := workload{KeySize: 16}
-	if k := w.key(42); len(k) != 16 || k != "k000000000000042" {
-		t.Errorf("key(42) = %q", k)
-	}
-	if got, want := string(putCommand("k1", "v\"x")), `{"op":"put","key":"k1","value":"v\"x"}`; got != want {
-		t.Errorf("putCommand = %s, want %s", got, want)
-	}
-	if got, want := string(getQuery("k1")), `{"op":"get","key":"k1"}`; got != want {
-		t.Errorf("getQuery = %s, want %s", got, want)
 	}
 }

@@ -1,9 +1,10 @@
 package client
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -14,18 +15,37 @@ import (
 	"google.golang.org/grpc"
 )
 
-// BenchConfig configures Bench.
+// The operations Bench can send to a cluster running the kv FSM.
+const (
+	// BenchPut is a kv put, acknowledged with {"ok":true}.
+	BenchPut = "put"
+	// BenchGet is a linearizable kv get of a key BenchPreload put.
+	BenchGet = "get"
+)
+
+// BenchConfig configures Bench and BenchPreload.
 type BenchConfig struct {
+	// Op is BenchPut (the default, "") or BenchGet.
+	Op string
 	// Clients is the number of concurrent clients, each waiting for its
-	// put to be acknowledged before sending the next.
+	// request to be answered before sending the next.
 	Clients int
-	// Duration is how long clients send.
+	// Warmup is how long clients send before the measurement starts:
+	// requests that start in it load the cluster and are not counted.
+	Warmup time.Duration
+	// Duration is the measurement window after Warmup. A request counts
+	// if it starts and is answered inside the window; clients send no new
+	// request after it.
 	Duration time.Duration
-	// KeySize and ValueSize are the sizes of the random keys and values.
+	// Keys, if positive, is the number of distinct keys (BenchKey 0 to
+	// Keys-1), drawn uniformly; gets need it, and need the keys put first
+	// (BenchPreload). 0 means a new random key for every put.
+	Keys int
+	// KeySize and ValueSize are the sizes of the keys and values, in bytes.
 	KeySize, ValueSize int
 	// Seed seeds the keys and values (client c uses the stream (Seed, c)).
 	Seed uint64
-	// Timeout bounds each put.
+	// Timeout bounds each request.
 	Timeout time.Duration
 	// Every, if positive, is how often Bench calls Report with how far it
 	// has come (from another goroutine), and once more at the end, before
@@ -34,10 +54,19 @@ type BenchConfig struct {
 	Report func(BenchProgress)
 }
 
+func (c BenchConfig) op() string {
+	if c.Op == "" {
+		return BenchPut
+	}
+	return c.Op
+}
+
 // BenchProgress is how far a Bench run has come.
 type BenchProgress struct {
+	Op string
+	// Elapsed is the part of the measurement window that has passed.
 	Elapsed, Duration time.Duration
-	// Ops counts acknowledged puts, Errors failed ones.
+	// Ops counts answered requests in the window, Errors failed ones.
 	Ops, Errors int64
 }
 
@@ -47,18 +76,32 @@ func (p BenchProgress) String() string {
 	if p.Elapsed > 0 {
 		rate = float64(p.Ops) / p.Elapsed.Seconds()
 	}
-	return fmt.Sprintf("%s/%s: %d puts (%.0f/s), %d errors", p.Elapsed.Round(time.Second), p.Duration, p.Ops, rate, p.Errors)
+	return fmt.Sprintf("%s/%s: %d %ss (%.0f/s), %d errors", p.Elapsed.Round(time.Second), p.Duration, p.Ops, p.Op, rate, p.Errors)
 }
 
-// BenchResult is what a Bench run measured over its acknowledged puts.
+// BenchResult is what a Bench run measured over its window.
 type BenchResult struct {
-	Ops      int
-	Errors   int
+	Ops    int
+	Errors int
+	// Elapsed is the length of the measurement window.
 	Elapsed  time.Duration
 	P50, P99 time.Duration
 	Max      time.Duration
-	// FirstErr is the first failed put's error, if any failed.
+	// Latencies are those of the counted requests, ascending.
+	Latencies []time.Duration
+	// FirstErr is the first failed request's error, if any failed.
 	FirstErr error
+}
+
+// Percentile returns the nearest-rank p-quantile (0 < p <= 1) of the
+// latencies: the smallest one that at least p of them are at or below; 0
+// without any.
+func (r BenchResult) Percentile(p float64) time.Duration {
+	if len(r.Latencies) == 0 {
+		return 0
+	}
+	rank := int(math.Ceil(p * float64(len(r.Latencies))))
+	return r.Latencies[min(max(rank, 1), len(r.Latencies))-1]
 }
 
 // BenchSummary is a BenchResult as `raftd bench --json` prints it.
@@ -97,16 +140,58 @@ func randString(r *rand.Rand, n int) string {
 	return string(b)
 }
 
-// Bench sends kv {"op":"put"} commands with random keys and values from
-// cfg.Clients clients sharing conns (client c uses conns[c%len(conns)])
-// for cfg.Duration, or until ctx ends, and measures the acknowledged ones.
-// The cluster must run the kv FSM; put it on the leader's API address so
-// that puts are not forwarded.
+// BenchKey returns key i of size bytes: "k" and i, zero-padded (longer
+// than size if i needs more digits).
+func BenchKey(i, size int) string { return fmt.Sprintf("k%0*d", max(size-1, 1), i) }
+
+var (
+	putOK    = []byte(`{"ok":true}`)
+	getFound = []byte(`{"found":true,`)
+)
+
+// benchClient sends one client's requests. Keys and values are
+// alphanumeric, so they need no JSON escaping.
+type benchClient struct {
+	api   apiv1.RaftdClient
+	value string
+}
+
+// put applies one put of key; a result other than the kv FSM's ok is an
+// error.
+func (c benchClient) put(ctx context.Context, key string) error {
+	cmd := fmt.Appendf(nil, `{"op":"put","key":"%s","value":"%s"}`, key, c.value)
+	resp, err := c.api.Apply(ctx, &apiv1.ApplyRequest{Command: cmd})
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(resp.GetResult(), putOK) {
+		return fmt.Errorf("put %s: result %s", key, resp.GetResult())
+	}
+	return nil
+}
+
+// get runs one linearizable get of key, which must be found.
+func (c benchClient) get(ctx context.Context, key string) error {
+	q := fmt.Appendf(nil, `{"op":"get","key":"%s"}`, key)
+	resp, err := c.api.Query(ctx, &apiv1.QueryRequest{Query: q, Consistency: apiv1.Consistency_CONSISTENCY_LINEARIZABLE})
+	if err != nil {
+		return err
+	}
+	if !bytes.HasPrefix(resp.GetResult(), getFound) {
+		return fmt.Errorf("get %s: result %s", key, resp.GetResult())
+	}
+	return nil
+}
+
+// Bench sends kv requests (cfg.Op) from cfg.Clients closed-loop clients
+// sharing conns (client c uses conns[c%len(conns)]) for cfg.Warmup and
+// cfg.Duration, or until ctx ends, and measures those in the window. The
+// cluster must run the kv FSM; give it the leader's API address so that
+// requests are not forwarded.
 func Bench(ctx context.Context, conns []*grpc.ClientConn, cfg BenchConfig) BenchResult {
-	// Clients stop sending at end; requests in flight then finish under
-	// their own timeout, so that none is cut off and counted as an error.
-	start := time.Now()
-	end := start.Add(cfg.Duration)
+	op := cfg.op()
+	from := time.Now().Add(cfg.Warmup)
+	to := from.Add(cfg.Duration)
 	var (
 		mu       sync.Mutex
 		lats     []time.Duration
@@ -118,20 +203,33 @@ func Bench(ctx context.Context, conns []*grpc.ClientConn, cfg BenchConfig) Bench
 	for c := range cfg.Clients {
 		wg.Go(func() {
 			r := rand.New(rand.NewPCG(cfg.Seed, uint64(c)))
-			cl := apiv1.NewRaftdClient(conns[c%len(conns)])
+			bc := benchClient{api: apiv1.NewRaftdClient(conns[c%len(conns)]), value: randString(r, cfg.ValueSize)}
+			send := bc.put
+			if op == BenchGet {
+				send = bc.get
+			}
 			var mine []time.Duration
 			var myErrs int
 			var myFirst error
-			for ctx.Err() == nil && time.Now().Before(end) {
-				cmd, _ := json.Marshal(map[string]string{"op": "put", "key": randString(r, cfg.KeySize), "value": randString(r, cfg.ValueSize)})
+			for ctx.Err() == nil {
 				t0 := time.Now()
-				rctx, rcancel := context.WithTimeout(ctx, cfg.Timeout)
-				_, err := cl.Apply(rctx, &apiv1.ApplyRequest{Command: cmd})
-				rcancel()
+				if !t0.Before(to) {
+					break
+				}
+				key := ""
+				if cfg.Keys > 0 {
+					key = BenchKey(r.IntN(cfg.Keys), cfg.KeySize)
+				} else {
+					key = randString(r, cfg.KeySize)
+				}
+				rctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+				err := send(rctx, key)
+				cancel()
+				t1 := time.Now()
+				if t0.Before(from) || t1.After(to) || (err != nil && ctx.Err() != nil) {
+					continue
+				}
 				if err != nil {
-					if ctx.Err() != nil {
-						break
-					}
 					myErrs++
 					bad.Add(1)
 					if myFirst == nil {
@@ -139,7 +237,7 @@ func Bench(ctx context.Context, conns []*grpc.ClientConn, cfg BenchConfig) Bench
 					}
 					continue
 				}
-				mine = append(mine, time.Since(t0))
+				mine = append(mine, t1.Sub(t0))
 				ops.Add(1)
 			}
 			mu.Lock()
@@ -152,7 +250,7 @@ func Bench(ctx context.Context, conns []*grpc.ClientConn, cfg BenchConfig) Bench
 		})
 	}
 	report := func() {
-		cfg.Report(BenchProgress{Elapsed: min(time.Since(start), cfg.Duration), Duration: cfg.Duration, Ops: ops.Load(), Errors: bad.Load()})
+		cfg.Report(BenchProgress{Op: op, Elapsed: min(max(time.Since(from), 0), cfg.Duration), Duration: cfg.Duration, Ops: ops.Load(), Errors: bad.Load()})
 	}
 	if cfg.Every > 0 && cfg.Report != nil {
 		stop, done := make(chan struct{}), make(chan struct{})
@@ -172,12 +270,57 @@ func Bench(ctx context.Context, conns []*grpc.ClientConn, cfg BenchConfig) Bench
 		defer func() { close(stop); <-done; report() }()
 	}
 	wg.Wait()
-	res := BenchResult{Ops: len(lats), Errors: errs, Elapsed: time.Since(start), FirstErr: firstErr}
+	slices.Sort(lats)
+	res := BenchResult{Ops: len(lats), Errors: errs, Elapsed: cfg.Duration, Latencies: lats, FirstErr: firstErr}
+	res.P50, res.P99 = res.Percentile(0.50), res.Percentile(0.99)
 	if len(lats) > 0 {
-		slices.Sort(lats)
-		res.P50 = lats[len(lats)*50/100]
-		res.P99 = lats[min(len(lats)-1, len(lats)*99/100)]
 		res.Max = lats[len(lats)-1]
 	}
 	return res
+}
+
+// BenchPreload puts every key a get benchmark reads (BenchKey 0 to
+// cfg.Keys-1) once, from cfg.Clients clients (at most 64) sharing conns.
+func BenchPreload(ctx context.Context, conns []*grpc.ClientConn, cfg BenchConfig) error {
+	clients := min(max(cfg.Clients, 1), 64)
+	keys := make(chan int)
+	errc := make(chan error, clients)
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(cfg.Seed, uint64(c)))
+			bc := benchClient{api: apiv1.NewRaftdClient(conns[c%len(conns)]), value: randString(r, cfg.ValueSize)}
+			for k := range keys {
+				rctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+				err := bc.put(rctx, BenchKey(k, cfg.KeySize))
+				cancel()
+				if err != nil {
+					errc <- err
+					return
+				}
+			}
+		})
+	}
+	var err error
+send:
+	for k := range cfg.Keys {
+		select {
+		case keys <- k:
+		case err = <-errc:
+			break send
+		case <-ctx.Done():
+			err = ctx.Err()
+			break send
+		}
+	}
+	close(keys)
+	wg.Wait()
+	close(errc)
+	if err == nil {
+		err = <-errc
+	}
+	if err != nil {
+		return fmt.Errorf("bench: preload %d keys: %w", cfg.Keys, err)
+	}
+	return nil
 }

@@ -305,4 +305,15 @@ func TestProgressAndJSON(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^bench: 2s/2s: \d+ puts \(\d+/s\), 0 errors$`).MatchString(stderr) {
 		t.Fatalf("bench --progress: no progress line in %q", stderr)
 	}
+	// Linearizable gets of keys bench puts first.
+	code, out, stderr = raftd(t, nil, "bench", "--op", "get", "--keys", "200", "--json", "--progress", "--addr", all, "--clients", "4", "--duration", "1s")
+	if err := json.Unmarshal([]byte(out), &sum); code != 0 || err != nil || sum.Ops == 0 || sum.OpsPerSecond <= 0 || sum.P99 <= 0 {
+		t.Fatalf("bench --op get --json: %d %q %q: %v", code, out, stderr, err)
+	}
+	if !strings.Contains(stderr, "putting the 200 keys the gets read") || !regexp.MustCompile(`(?m)^bench: 1s/1s: \d+ gets \(\d+/s\), 0 errors$`).MatchString(stderr) {
+		t.Fatalf("bench --op get --progress: %q", stderr)
+	}
+	if code, _, stderr = raftd(t, nil, "bench", "--op", "scan", "--addr", all); code != 2 || !strings.HasPrefix(stderr, "raftd: bench: --op \"scan\": want put or get\n") {
+		t.Fatalf("bench --op scan: exit %d, stderr %q", code, stderr)
+	}
 }

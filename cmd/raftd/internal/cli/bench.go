@@ -15,6 +15,10 @@ import (
 // BenchOptions configures `raftd bench`.
 type BenchOptions struct {
 	ClientOptions
+	// Op is "put" or "get".
+	Op string
+	// Keys is the number of distinct keys (0: a random key per put).
+	Keys      int
 	Clients   int
 	Duration  time.Duration
 	ValueSize int
@@ -31,15 +35,21 @@ func NewCmdBench(f *Factory, runF func(*BenchOptions) error) *cobra.Command {
 	opts := &BenchOptions{}
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Load a kv cluster with concurrent puts and print ops/s, p50, p99",
-		Long: `Bench sends {"op":"put"} commands with random keys and values to the
-leader (found through status) from --clients concurrent clients, each
-waiting for its put to be acknowledged before sending the next, for
---duration. It prints throughput and latency percentiles of acknowledged
-puts (--json: {"ops","errors","elapsed_seconds","ops_per_second","p50_ms",
-"p99_ms","max_ms"}). The cluster must run the kv FSM.`,
-		Example: `  raftd bench --addr 127.0.0.1:8101 --clients 64 --duration 10s --value-size 128 --key-size 16`,
-		Args:    noArgs,
+		Short: "Load a kv cluster with concurrent puts or gets and print ops/s, p50, p99",
+		Long: `Bench sends kv requests to the leader (found through status) from
+--clients concurrent clients, each waiting for its request to be answered
+before sending the next, for --duration. With --op put (the default) they
+are {"op":"put"} commands with random values, under random keys or, with
+--keys N, keys drawn from N. With --op get they are linearizable
+{"op":"get"} queries of keys drawn from --keys (default 1000), which bench
+puts first. It prints throughput and latency percentiles of the answered
+requests that started and ended within --duration (--json: {"ops","errors",
+"elapsed_seconds","ops_per_second","p50_ms","p99_ms","max_ms"}). A put
+that does not answer {"ok":true}, or a get that does not find its key,
+counts as an error. The cluster must run the kv FSM.`,
+		Example: `  raftd bench --addr 127.0.0.1:8101 --clients 64 --duration 10s --value-size 128 --key-size 16
+  raftd bench --addr 127.0.0.1:8101 --op get --keys 10000 --clients 64`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts.Progress = progress.Enabled(f.ErrOut, cmd.Flags().Changed("progress"), opts.Progress)
 			if runF != nil {
@@ -49,6 +59,8 @@ puts (--json: {"ops","errors","elapsed_seconds","ops_per_second","p50_ms",
 		},
 	}
 	addClientFlags(cmd, &opts.ClientOptions)
+	cmd.Flags().StringVar(&opts.Op, "op", "put", "put or get (linearizable)")
+	cmd.Flags().IntVar(&opts.Keys, "keys", 0, "distinct keys to draw from (put: 0 = a new random key each time; get: default 1000)")
 	cmd.Flags().IntVar(&opts.Clients, "clients", 64, "concurrent clients")
 	cmd.Flags().DurationVar(&opts.Duration, "duration", 10*time.Second, "how long to run")
 	cmd.Flags().IntVar(&opts.ValueSize, "value-size", 128, "value size in bytes")
@@ -61,8 +73,17 @@ puts (--json: {"ops","errors","elapsed_seconds","ops_per_second","p50_ms",
 }
 
 func runBench(ctx context.Context, f *Factory, o *BenchOptions) error {
-	if o.Clients <= 0 || o.Duration <= 0 || o.ValueSize < 0 || o.KeySize <= 0 || o.Conns <= 0 {
-		return usageErrorf("bench: --clients, --duration, --key-size and --conns must be positive")
+	if o.Clients <= 0 || o.Duration <= 0 || o.ValueSize < 0 || o.KeySize <= 0 || o.Conns <= 0 || o.Keys < 0 {
+		return usageErrorf("bench: --clients, --duration, --key-size and --conns must be positive, --keys not negative")
+	}
+	switch o.Op {
+	case client.BenchPut:
+	case client.BenchGet:
+		if o.Keys == 0 {
+			o.Keys = 1000
+		}
+	default:
+		return usageErrorf("bench: --op %q: want put or get", o.Op)
 	}
 	c, err := o.client(f)
 	if err != nil {
@@ -86,9 +107,15 @@ func runBench(ctx context.Context, f *Factory, o *BenchOptions) error {
 		defer cc.Close()
 		conns[i] = cc
 	}
-	fmt.Fprintf(f.ErrOut, "bench: %d clients, %s, %d B values, %d B keys, against %s (leader %d)\n",
-		o.Clients, o.Duration, o.ValueSize, o.KeySize, target, st.GetLeader())
-	bo := client.BenchConfig{Clients: o.Clients, Duration: o.Duration, Timeout: o.Timeout, KeySize: o.KeySize, ValueSize: o.ValueSize, Seed: o.Seed}
+	fmt.Fprintf(f.ErrOut, "bench: %ss from %d clients, %s, %d B values, %d B keys, against %s (leader %d)\n",
+		o.Op, o.Clients, o.Duration, o.ValueSize, o.KeySize, target, st.GetLeader())
+	bo := client.BenchConfig{Op: o.Op, Clients: o.Clients, Duration: o.Duration, Keys: o.Keys, Timeout: o.Timeout, KeySize: o.KeySize, ValueSize: o.ValueSize, Seed: o.Seed}
+	if o.Op == client.BenchGet {
+		fmt.Fprintf(f.ErrOut, "bench: putting the %d keys the gets read\n", o.Keys)
+		if err := client.BenchPreload(ctx, conns, bo); err != nil {
+			return withCode(ExitFailure, err)
+		}
+	}
 	if o.Progress {
 		// A terminal gets one line redrawn, anything else a line a second.
 		pre, post := "", "\n"
@@ -104,7 +131,7 @@ func runBench(ctx context.Context, f *Factory, o *BenchOptions) error {
 	}
 	res := client.Bench(ctx, conns, bo)
 	if res.Ops == 0 {
-		return withCode(ExitFailure, fmt.Errorf("bench: no put succeeded: %v", res.FirstErr))
+		return withCode(ExitFailure, fmt.Errorf("bench: no %s succeeded: %v", o.Op, res.FirstErr))
 	}
 	if res.FirstErr != nil {
 		fmt.Fprintf(f.ErrOut, "bench: first error: %v\n", res.FirstErr)
