@@ -119,6 +119,9 @@ type FSMInfo struct {
 	// may be switched back to from a higher one (0: none; see
 	// plugin/fsm.Info).
 	DowngradeSafeTo uint32
+	// Build is what the plugin reports of the code it runs beyond its
+	// executable ("" for a compiled one; plugin/fsm.Info).
+	Build string
 }
 
 // Command is one committed FSM command. Its fields are those of

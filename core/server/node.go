@@ -15,7 +15,7 @@ func nodeStatus(st node.Status, cfg Config) *apiv1.NodeStatus {
 		CommitIndex: st.Commit, AppliedIndex: st.Applied, LastIndex: st.LastIndex, SnapshotIndex: st.SnapshotIndex,
 		ClusterId: cfg.ClusterID,
 		Fsm: &apiv1.FSMStatus{Name: st.FSM.Name, Version: max(st.FSMVersion, 1), MinVersion: st.FSM.MinVersion,
-			MaxVersion: st.FSM.MaxVersion, ActivatedIndex: st.FSMVersionIndex, DowngradeSafeTo: st.FSM.DowngradeSafeTo},
+			MaxVersion: st.FSM.MaxVersion, ActivatedIndex: st.FSMVersionIndex, DowngradeSafeTo: st.FSM.DowngradeSafeTo, Build: st.FSM.Build},
 	}
 	if cfg.FSMSHA256 != nil {
 		ns.Fsm.BinarySha256 = cfg.FSMSHA256()

@@ -83,7 +83,7 @@ func (s *StateMachine) Info(ctx context.Context) (node.FSMInfo, error) {
 		return node.FSMInfo{}, s.crashed(err)
 	}
 	return node.FSMInfo{Name: i.Name, MinVersion: i.MinVersion, MaxVersion: i.MaxVersion, Applied: i.AppliedIndex,
-		DowngradeSafeTo: i.DowngradeSafeTo}, nil
+		DowngradeSafeTo: i.DowngradeSafeTo, Build: i.Build}, nil
 }
 
 // Apply implements node.StateMachine: one ApplyBatch call for a

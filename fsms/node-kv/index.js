@@ -24,12 +24,14 @@ async function main() {
   const { serve } = require('./lib/goplugin');
   const { KV } = require('./lib/kv');
   const { loadService, handlers } = require('./lib/service');
+  const { buildDigest } = require('./lib/build');
+  const build = buildDigest();
   const kv = new KV();
   await serve({
     ...HANDSHAKE,
     log,
     register(server) {
-      server.addService(loadService(), handlers(kv, log));
+      server.addService(loadService(), handlers(kv, log, build));
     },
   });
 }

@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -183,7 +184,11 @@ func TestInfoAndProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := fsm.Info{Name: "kv", MinVersion: 1, MaxVersion: 2, DowngradeSafeTo: 1}
+	// The build names the JavaScript the launcher runs (lib/build.js).
+	if !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(info.Build) {
+		t.Fatalf("Info.Build = %q, want a hex SHA-256", info.Build)
+	}
+	want := fsm.Info{Name: "kv", MinVersion: 1, MaxVersion: 2, DowngradeSafeTo: 1, Build: info.Build}
 	if info != want {
 		t.Fatalf("Info = %+v, want %+v", info, want)
 	}
@@ -452,6 +457,33 @@ func TestCopiedOutOfRepo(t *testing.T) {
 	res, err := c.Apply(context.Background(), fsm.Entry{Index: 1, Term: 1, Version: 2, Data: []byte(`{"op":"incr","key":"n","delta":5}`)})
 	if err != nil || string(res) != `{"value":5}` {
 		t.Fatalf("apply from the copy: %q, %v", res, err)
+	}
+	// The copy runs the same code: the same build. Once one of its source
+	// files changes, the launcher (and so the binary SHA-256) is the same
+	// but the build is not.
+	orig := start(t)
+	want, err := orig.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Info(context.Background())
+	if err != nil || got.Build != want.Build || c.BinarySHA256() != orig.BinarySHA256() {
+		t.Fatalf("copy: build %q sha256 %s, %v; original: build %q sha256 %s", got.Build, c.BinarySHA256(), err, want.Build, orig.BinarySHA256())
+	}
+	f, err := os.OpenFile(filepath.Join(dst, "lib", "kv.js"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("// a local change\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := c.Restart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got, err = c.Info(context.Background())
+	if err != nil || got.Build == want.Build || c.BinarySHA256() != orig.BinarySHA256() {
+		t.Fatalf("changed copy: build %q sha256 %s, %v; original: build %q sha256 %s", got.Build, c.BinarySHA256(), err, want.Build, orig.BinarySHA256())
 	}
 }
 

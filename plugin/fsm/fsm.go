@@ -37,6 +37,10 @@ type Info struct {
 	// from DowngradeSafeTo on. 0 declares no downgrade safe (raftd fsm
 	// activate then refuses any version below the active one).
 	DowngradeSafeTo uint32
+	// Build identifies the code beyond the executable file, for a plugin
+	// run by an interpreter (a digest of its source files); empty for a
+	// compiled plugin. See proto/fsm/v1 InfoResponse.build.
+	Build string
 }
 
 // SnapshotHeader describes a snapshot body.

@@ -322,7 +322,7 @@ func (c *Client) launch(ctx context.Context) (*process, error) {
 
 func infoFromProto(r *fsmv1.InfoResponse) fsm.Info {
 	return fsm.Info{Name: r.Name, MinVersion: r.MinVersion, MaxVersion: r.MaxVersion,
-		AppliedIndex: r.AppliedIndex, AppliedTerm: r.AppliedTerm, DowngradeSafeTo: r.DowngradeSafeTo}
+		AppliedIndex: r.AppliedIndex, AppliedTerm: r.AppliedTerm, DowngradeSafeTo: r.DowngradeSafeTo, Build: r.Build}
 }
 
 // receive forwards Apply responses until the stream breaks.

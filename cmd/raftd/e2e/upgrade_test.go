@@ -365,6 +365,12 @@ func TestMixedLanguageHotReload(t *testing.T) {
 	r := newRCluster(t, rclusterOpts{n: 3, fsm: goKV, fsmFor: map[uint64]string{2: nodeKV, 3: pyKV},
 		extra: []string{"--snapshot-entries", "2000"}})
 	c := r.cluster
+	// The Node.js and Python plugins report the digest of their sources
+	// (their binary SHA-256 covers only the launcher); Go's reports none.
+	builds := fsmBuilds(t, c)
+	if builds[1] != "" || len(builds[2]) != 64 || len(builds[3]) != 64 || builds[2] == builds[3] {
+		t.Fatalf("builds %v: want none for Go, a SHA-256 each for Node.js and Python", builds)
+	}
 	preload(t, c, 1000, 512)
 	pids := map[uint64]int{}
 	for _, id := range c.ids {
@@ -393,4 +399,35 @@ func TestMixedLanguageHotReload(t *testing.T) {
 		}
 	}
 	checkReplicasAgree(t, c)
+	// Back on their first plugins after two reloads each: the same builds.
+	if got := fsmBuilds(t, c); got[1] != builds[1] || got[2] != builds[2] || got[3] != builds[3] {
+		t.Errorf("builds after the reloads %v, before %v", got, builds)
+	}
+}
+
+// fsmBuilds returns the build each node's plugin reports, from `raftd fsm
+// status --json`.
+func fsmBuilds(t *testing.T, c *cluster) map[uint64]string {
+	t.Helper()
+	var addrs []string
+	for _, id := range c.ids {
+		addrs = append(addrs, c.nodes[id].apiAddr)
+	}
+	code, out, stderr := raftd(t, nil, "fsm", "status", "--json", "--addr", strings.Join(addrs, ","))
+	var st struct {
+		Nodes []struct {
+			ID  uint64 `json:"id"`
+			FSM struct {
+				Build string `json:"build"`
+			} `json:"fsm"`
+		} `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil || len(st.Nodes) != len(c.ids) {
+		t.Fatalf("fsm status --json: %d %q %q: %v", code, out, stderr, err)
+	}
+	b := map[uint64]string{}
+	for _, n := range st.Nodes {
+		b[n.ID] = n.FSM.Build
+	}
+	return b
 }

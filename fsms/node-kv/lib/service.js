@@ -41,9 +41,10 @@ function statusError(code, details) {
 
 /**
  * handlers returns the StateMachine implementation for kv (a KV instance).
- * log(msg) writes a diagnostic line to stderr.
+ * log(msg) writes a diagnostic line to stderr; build is what Info reports
+ * as the plugin's build (lib/build.js).
  */
-function handlers(kv, log = (m) => console.error(m)) {
+function handlers(kv, log = (m) => console.error(m), build = '') {
   return {
     Info(call, cb) {
       cb(null, {
@@ -53,6 +54,7 @@ function handlers(kv, log = (m) => console.error(m)) {
         applied_index: kv.appliedIndex,
         applied_term: kv.appliedTerm,
         downgrade_safe_to: kvlib.DOWNGRADE_SAFE_TO,
+        build,
       });
     },
 

@@ -4,7 +4,7 @@ hand."""
 import sys
 import threading
 
-from . import goplugin, kv as kvlib
+from . import build, goplugin, kv as kvlib
 
 # The raftd plugin handshake: cookie and protocol versions.
 COOKIE_KEY = "RAFTD_PLUGIN"
@@ -41,7 +41,7 @@ def main():
         threading.stack_size(64 << 20)
 
         messages = protos.Messages()
-        sm = service.StateMachine(kvlib.KV(), messages, log)
+        sm = service.StateMachine(kvlib.KV(), messages, log, build=build.build_digest())
         goplugin.serve(COOKIE_KEY, COOKIE_VALUE, VERSIONS,
                        register=lambda server, version: server.add_generic_rpc_handlers((sm.handler(),)),
                        log=log, messages=messages)

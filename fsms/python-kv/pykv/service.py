@@ -16,10 +16,11 @@ SERVICE = "raftd.fsm.v1.StateMachine"
 
 class StateMachine:
     """The StateMachine handlers for one KV. log(msg) writes a line to
-    stderr."""
+    stderr; build is what Info reports as the plugin's build (build.py)."""
 
-    def __init__(self, kv, messages, log):
+    def __init__(self, kv, messages, log, build=""):
         self.kv = kv
+        self.build = build
         self.lock = threading.Lock()
         self.log = log
         self.m = messages
@@ -41,7 +42,7 @@ class StateMachine:
             return self.InfoResponse(name=kvlib.NAME, min_version=kvlib.MIN_VERSION,
                                      max_version=kvlib.MAX_VERSION, applied_index=kv.applied_index,
                                      applied_term=kv.applied_term,
-                                     downgrade_safe_to=kvlib.DOWNGRADE_SAFE_TO)
+                                     downgrade_safe_to=kvlib.DOWNGRADE_SAFE_TO, build=self.build)
 
     def Apply(self, request_iterator, context):
         kv = self.kv

@@ -73,7 +73,7 @@ func (s *Server) Info(ctx context.Context, _ *fsmv1.InfoRequest) (*fsmv1.InfoRes
 		return nil, toStatus(err)
 	}
 	return &fsmv1.InfoResponse{Name: info.Name, MinVersion: info.MinVersion, MaxVersion: info.MaxVersion,
-		AppliedIndex: info.AppliedIndex, AppliedTerm: info.AppliedTerm, DowngradeSafeTo: info.DowngradeSafeTo}, nil
+		AppliedIndex: info.AppliedIndex, AppliedTerm: info.AppliedTerm, DowngradeSafeTo: info.DowngradeSafeTo, Build: info.Build}, nil
 }
 
 // Apply implements fsmv1.StateMachineServer: requests are received on a

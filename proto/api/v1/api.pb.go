@@ -462,8 +462,11 @@ type FSMStatus struct {
 	// downgrade_safe_to is what the plugin declares (0: no downgrade safe;
 	// see proto/fsm/v1 InfoResponse).
 	DowngradeSafeTo uint32 `protobuf:"varint,7,opt,name=downgrade_safe_to,json=downgradeSafeTo,proto3" json:"downgrade_safe_to,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// build is what the plugin reports of the code it runs beyond its
+	// binary (proto/fsm/v1 InfoResponse.build); empty for a compiled plugin.
+	Build         string `protobuf:"bytes,8,opt,name=build,proto3" json:"build,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FSMStatus) Reset() {
@@ -543,6 +546,13 @@ func (x *FSMStatus) GetDowngradeSafeTo() uint32 {
 		return x.DowngradeSafeTo
 	}
 	return 0
+}
+
+func (x *FSMStatus) GetBuild() string {
+	if x != nil {
+		return x.Build
+	}
+	return ""
 }
 
 // FollowerProgress is the leader's view of one follower.
@@ -2128,7 +2138,7 @@ const file_api_v1_api_proto_rawDesc = "" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12#\n" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\"%\n" +
 	"\rStatusRequest\x12\x14\n" +
-	"\x05local\x18\x01 \x01(\bR\x05local\"\xf5\x01\n" +
+	"\x05local\x18\x01 \x01(\bR\x05local\"\x8b\x02\n" +
 	"\tFSMStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\rR\aversion\x12\x1f\n" +
@@ -2138,7 +2148,8 @@ const file_api_v1_api_proto_rawDesc = "" +
 	"maxVersion\x12'\n" +
 	"\x0factivated_index\x18\x05 \x01(\x04R\x0eactivatedIndex\x12#\n" +
 	"\rbinary_sha256\x18\x06 \x01(\tR\fbinarySha256\x12*\n" +
-	"\x11downgrade_safe_to\x18\a \x01(\rR\x0fdowngradeSafeTo\"\x92\x01\n" +
+	"\x11downgrade_safe_to\x18\a \x01(\rR\x0fdowngradeSafeTo\x12\x14\n" +
+	"\x05build\x18\b \x01(\tR\x05build\"\x92\x01\n" +
 	"\x10FollowerProgress\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1f\n" +
 	"\vmatch_index\x18\x02 \x01(\x04R\n" +

@@ -83,8 +83,15 @@ type InfoResponse struct {
 	// one unless every member's plugin declares it safe and the operator
 	// passes --allow-downgrade.
 	DowngradeSafeTo uint32 `protobuf:"varint,6,opt,name=downgrade_safe_to,json=downgradeSafeTo,proto3" json:"downgrade_safe_to,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// build optionally identifies the code the plugin runs beyond its
+	// executable file: a plugin run by an interpreter (a launcher script that
+	// starts node or python3) sets it to a digest of its source files, so
+	// that two nodes whose launchers are identical but whose code differs are
+	// told apart (raftd fsm status shows it beside the executable's
+	// SHA-256). Empty for a compiled plugin, whose executable says it all.
+	Build         string `protobuf:"bytes,7,opt,name=build,proto3" json:"build,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InfoResponse) Reset() {
@@ -157,6 +164,13 @@ func (x *InfoResponse) GetDowngradeSafeTo() uint32 {
 		return x.DowngradeSafeTo
 	}
 	return 0
+}
+
+func (x *InfoResponse) GetBuild() string {
+	if x != nil {
+		return x.Build
+	}
+	return ""
 }
 
 // Entry is one committed log entry that carries an FSM command.
@@ -877,7 +891,7 @@ var File_fsm_v1_fsm_proto protoreflect.FileDescriptor
 const file_fsm_v1_fsm_proto_rawDesc = "" +
 	"\n" +
 	"\x10fsm/v1/fsm.proto\x12\fraftd.fsm.v1\"\r\n" +
-	"\vInfoRequest\"\xd8\x01\n" +
+	"\vInfoRequest\"\xee\x01\n" +
 	"\fInfoResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vmin_version\x18\x02 \x01(\rR\n" +
@@ -886,7 +900,8 @@ const file_fsm_v1_fsm_proto_rawDesc = "" +
 	"maxVersion\x12#\n" +
 	"\rapplied_index\x18\x04 \x01(\x04R\fappliedIndex\x12!\n" +
 	"\fapplied_term\x18\x05 \x01(\x04R\vappliedTerm\x12*\n" +
-	"\x11downgrade_safe_to\x18\x06 \x01(\rR\x0fdowngradeSafeTo\"_\n" +
+	"\x11downgrade_safe_to\x18\x06 \x01(\rR\x0fdowngradeSafeTo\x12\x14\n" +
+	"\x05build\x18\a \x01(\tR\x05build\"_\n" +
 	"\x05Entry\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x12\n" +

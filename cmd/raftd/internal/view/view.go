@@ -61,6 +61,7 @@ type (
 		ActivatedIndex uint64 `json:"activated_index,omitempty"`
 		BinarySHA256   string `json:"binary_sha256,omitempty"`
 		DowngradeTo    uint32 `json:"downgrade_safe_to,omitempty"`
+		Build          string `json:"build,omitempty"`
 	}
 	haltJSON struct {
 		Index      uint64 `json:"index"`
@@ -120,7 +121,7 @@ func StatusJSON(w io.Writer, resp *apiv1.StatusResponse) error {
 				Name: n.GetFsm().GetName(), Version: n.GetFsm().GetVersion(),
 				MinVersion: n.GetFsm().GetMinVersion(), MaxVersion: n.GetFsm().GetMaxVersion(),
 				ActivatedIndex: n.GetFsm().GetActivatedIndex(), BinarySHA256: n.GetFsm().GetBinarySha256(),
-				DowngradeTo: n.GetFsm().GetDowngradeSafeTo(),
+				DowngradeTo: n.GetFsm().GetDowngradeSafeTo(), Build: n.GetFsm().GetBuild(),
 			},
 		}
 		if h := n.GetHalted(); h != nil {
@@ -231,16 +232,30 @@ func Members(w io.Writer, resp *apiv1.MembersResponse, asJSON bool) error {
 }
 
 // FSMTable writes the plugin of every node in resp (`raftd fsm status`).
+// A BUILD column follows when some node's plugin reports a build (one run
+// by an interpreter, whose binary is only its launcher).
 func FSMTable(w io.Writer, resp *apiv1.StatusResponse) error {
+	builds := false
+	for _, n := range resp.GetNodes() {
+		builds = builds || n.GetFsm().GetBuild() != ""
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tFSM\tSUPPORTS\tACTIVE\tACTIVATED AT\tBINARY SHA256")
+	fmt.Fprint(tw, "ID\tFSM\tSUPPORTS\tACTIVE\tACTIVATED AT\tBINARY SHA256")
+	if builds {
+		fmt.Fprint(tw, "\tBUILD")
+	}
+	fmt.Fprintln(tw)
 	for _, n := range resp.GetNodes() {
 		if n.GetError() != "" {
 			fmt.Fprintf(tw, "%d\tunreachable: %s\n", n.GetId(), OneLine(n.GetError()))
 			continue
 		}
 		x := n.GetFsm()
-		fmt.Fprintf(tw, "%d\t%s\t[%d, %d]\t%d\t%d\t%s\n", n.GetId(), Dash(x.GetName()), x.GetMinVersion(), x.GetMaxVersion(), x.GetVersion(), x.GetActivatedIndex(), Dash(x.GetBinarySha256()))
+		fmt.Fprintf(tw, "%d\t%s\t[%d, %d]\t%d\t%d\t%s", n.GetId(), Dash(x.GetName()), x.GetMinVersion(), x.GetMaxVersion(), x.GetVersion(), x.GetActivatedIndex(), Dash(x.GetBinarySha256()))
+		if builds {
+			fmt.Fprintf(tw, "\t%s", Dash(x.GetBuild()))
+		}
+		fmt.Fprintln(tw)
 	}
 	return tw.Flush()
 }

@@ -46,3 +46,41 @@ func TestStatusTableNotes(t *testing.T) {
 		}
 	}
 }
+
+// TestFSMTableBuild: the BUILD column appears when some node's plugin
+// reports a build (a dash for the others), and not otherwise; JSON has
+// the field where it is set.
+func TestFSMTableBuild(t *testing.T) {
+	fsm := func(build string) *apiv1.FSMStatus {
+		return &apiv1.FSMStatus{Name: "kv", Version: 1, MinVersion: 1, MaxVersion: 2, BinarySha256: "ab12", Build: build}
+	}
+	resp := &apiv1.StatusResponse{Leader: 1, Nodes: []*apiv1.NodeStatus{{Id: 1, Fsm: fsm("")}, {Id: 2, Fsm: fsm("")}}}
+	var buf bytes.Buffer
+	if err := FSMTable(&buf, resp); err != nil {
+		t.Fatal(err)
+	}
+	want := "ID  FSM  SUPPORTS  ACTIVE  ACTIVATED AT  BINARY SHA256\n" +
+		"1   kv   [1, 2]    1       0             ab12\n" +
+		"2   kv   [1, 2]    1       0             ab12\n"
+	if buf.String() != want {
+		t.Fatalf("without builds:\n%s\nwant\n%s", buf.String(), want)
+	}
+	resp.Nodes[1].Fsm = fsm("9f00")
+	buf.Reset()
+	if err := FSMTable(&buf, resp); err != nil {
+		t.Fatal(err)
+	}
+	want = "ID  FSM  SUPPORTS  ACTIVE  ACTIVATED AT  BINARY SHA256  BUILD\n" +
+		"1   kv   [1, 2]    1       0             ab12           -\n" +
+		"2   kv   [1, 2]    1       0             ab12           9f00\n"
+	if buf.String() != want {
+		t.Fatalf("with a build:\n%s\nwant\n%s", buf.String(), want)
+	}
+	buf.Reset()
+	if err := StatusJSON(&buf, resp); err != nil {
+		t.Fatal(err)
+	}
+	if s := buf.String(); strings.Count(s, `"build":`) != 1 || !strings.Contains(s, `"build":"9f00"`) {
+		t.Fatalf("JSON: %s", s)
+	}
+}
