@@ -35,6 +35,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/raftd/raftd/fsms/internal/fsmtest"
 	"github.com/raftd/raftd/fsms/kv"
 	"github.com/raftd/raftd/plugin/fsm"
 	"github.com/raftd/raftd/plugin/host"
@@ -458,33 +459,9 @@ func TestCopiedOutOfRepo(t *testing.T) {
 	if err != nil || string(res) != `{"value":5}` {
 		t.Fatalf("apply from the copy: %q, %v", res, err)
 	}
-	// The copy runs the same code: the same build. Once one of its source
-	// files changes, the launcher (and so the binary SHA-256) is the same
-	// but the build is not.
-	orig := start(t)
-	want, err := orig.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := c.Info(context.Background())
-	if err != nil || got.Build != want.Build || c.BinarySHA256() != orig.BinarySHA256() {
-		t.Fatalf("copy: build %q sha256 %s, %v; original: build %q sha256 %s", got.Build, c.BinarySHA256(), err, want.Build, orig.BinarySHA256())
-	}
-	f, err := os.OpenFile(filepath.Join(dst, "lib", "kv.js"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteString("// a local change\n"); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	if err := c.Restart(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	got, err = c.Info(context.Background())
-	if err != nil || got.Build == want.Build || c.BinarySHA256() != orig.BinarySHA256() {
-		t.Fatalf("changed copy: build %q sha256 %s, %v; original: build %q sha256 %s", got.Build, c.BinarySHA256(), err, want.Build, orig.BinarySHA256())
-	}
+	// The copy runs the same code as the original: the same build, until
+	// one of its source files changes.
+	fsmtest.CheckBuildFollowsSources(t, start(t), c, filepath.Join(dst, "lib", "kv.js"), "// a local change")
 }
 
 // ---- same behaviour as the Go kv -------------------------------------------
