@@ -216,7 +216,7 @@ func Bench(ctx context.Context, conns []*grpc.ClientConn, cfg BenchConfig) Bench
 				if !t0.Before(to) {
 					break
 				}
-				key := ""
+				var key string
 				if cfg.Keys > 0 {
 					key = BenchKey(r.IntN(cfg.Keys), cfg.KeySize)
 				} else {
