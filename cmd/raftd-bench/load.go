@@ -49,8 +49,11 @@ func loadState(ctx context.Context, conns []*grpc.ClientConn, mb int, timeout ti
 			for i := range next {
 				cmd := fmt.Appendf(nil, `{"op":"put","key":"state-%d","value":"%s"}`, i, value)
 				rctx, cancel := context.WithTimeout(ctx, timeout)
-				_, err := api.Apply(rctx, &apiv1.ApplyRequest{Command: cmd})
+				resp, err := api.Apply(rctx, &apiv1.ApplyRequest{Command: cmd})
 				cancel()
+				if err == nil && string(resp.GetResult()) != `{"ok":true}` {
+					err = fmt.Errorf("put state-%d: result %s", i, resp.GetResult())
+				}
 				if err != nil {
 					errc <- fmt.Errorf("state: %w", err)
 					return
