@@ -131,11 +131,17 @@ func TestStartCorruptLog(t *testing.T) {
 					t.Fatalf("put %d: %v", i, err)
 				}
 			}
-			// Puts until a snapshot is taken (in the background), then
-			// three more, fewer than SnapshotEntries: entries after it.
-			// The entry before the snapshot stays in the log (trailing).
+			// SnapshotEntries puts make a snapshot due; it is taken in the
+			// background, and no more puts go in until it is there (more
+			// would start a second one, whose compaction could remove the
+			// entries below). Then three more, fewer than SnapshotEntries:
+			// entries after it. The entry before the snapshot stays in the
+			// log (trailing).
+			for i := range 10 {
+				put(i)
+			}
 			var st node.Status
-			for i := 0; ; i++ {
+			for {
 				var err error
 				if st, err = d.Node().Status(ctx); err != nil {
 					t.Fatal(err)
@@ -143,13 +149,17 @@ func TestStartCorruptLog(t *testing.T) {
 				if st.SnapshotIndex > 0 {
 					break
 				}
-				put(i)
+				select {
+				case <-ctx.Done():
+					t.Fatalf("no snapshot after %d entries: %+v", st.LastIndex, st)
+				case <-time.After(5 * time.Millisecond):
+				}
 			}
 			for i := range 3 {
 				put(1000 + i)
 			}
 			st, _ = d.Node().Status(ctx)
-			if st.SnapshotIndex < 4 || st.SnapshotIndex >= st.LastIndex {
+			if st.SnapshotIndex < 4 || st.SnapshotIndex >= st.LastIndex || st.Metrics.SnapshotsStarted != 1 {
 				t.Fatalf("want a snapshot above index 3 with entries after it: %+v", st)
 			}
 			if err := d.Stop(); err != nil {
